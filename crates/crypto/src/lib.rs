@@ -1,0 +1,37 @@
+//! The cryptography Sovereign's cloud is built on, with no I/O: callers store what it returns.
+//!
+//! - **Envelope encryption.** Every user has a [`DataKey`] (AES-256-GCM). Every personal field or
+//!   blob is sealed with it, with the record's identity as associated data, so a sealed value
+//!   moved to another record fails to open. The data key is stored only wrapped by the region's
+//!   [`KeyEncryptionKey`]. Destroying the wrapped key makes every sealed value of that user
+//!   unreadable (crypto-shredding).
+//! - **Keyed hashes** ([`KeyedHasher`], HMAC-SHA-256) to look records up by a phone number without
+//!   storing the number.
+//! - **Passwords** with Argon2id, **bearer tokens** stored as SHA-256 digests, one-time codes.
+//! - **A local certificate authority** for TLS on every listener.
+//!
+//! ```
+//! use sovereign_crypto::{DataKey, KeyEncryptionKey};
+//!
+//! let kek = KeyEncryptionKey::generate().unwrap();
+//! let dek = DataKey::generate().unwrap();
+//! let sealed = dek.seal(b"message:42", b"hello").unwrap();
+//! let wrapped = kek.wrap(&dek, b"user:7").unwrap();
+//! let dek = kek.unwrap(&wrapped, b"user:7").unwrap();
+//! assert_eq!(dek.open(b"message:42", &sealed).unwrap(), b"hello");
+//! assert!(dek.open(b"message:43", &sealed).is_err());
+//! ```
+
+mod aead;
+mod error;
+mod password;
+mod secret;
+mod tls;
+
+pub use aead::{DataKey, KEY_BYTES, KeyEncryptionKey, SEALED_OVERHEAD_BYTES};
+pub use error::CryptoError;
+pub use password::{hash_password, verify_password};
+pub use secret::{
+    KeyedHasher, OneTimeCode, digest_sha256, hex, random_bytes, random_token, token_digest,
+};
+pub use tls::{IssuedCertificate, LocalCa};
