@@ -56,6 +56,11 @@ impl ResidencyPolicy {
         Ok(())
     }
 
+    /// Where users of countries the policy does not list live.
+    pub fn default_region(&self) -> &RegionId {
+        &self.default
+    }
+
     /// The regions allowed to hold data of a user from `country`.
     pub fn allowed_regions(&self, country: CountryCode) -> &[RegionId] {
         self.countries

@@ -1,0 +1,169 @@
+//! The policies a region runs under: regions, residency, consent notices, retention and server
+//! limits. The defaults in `config/` are compiled in, so `sovereign serve` needs no files; a
+//! directory with the same file names overrides them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use sovereign_model::{ConsentScope, DataCategory, RegionsConfig, ResidencyPolicy};
+
+const REGIONS_TOML: &str = include_str!("../../../config/regions.toml");
+const RESIDENCY_TOML: &str = include_str!("../../../config/residency.toml");
+const NOTICES_TOML: &str = include_str!("../../../config/notices.toml");
+const RETENTION_TOML: &str = include_str!("../../../config/retention.toml");
+const SERVER_TOML: &str = include_str!("../../../config/server.toml");
+
+/// What the user is told before granting a scope.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Notice {
+    pub version: u32,
+    pub purpose: String,
+    #[schema(value_type = Vec<String>)]
+    pub data_categories: Vec<DataCategory>,
+    pub retention: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionPolicy {
+    pub undelivered_messages_days: u32,
+    pub delivered_messages_days: u32,
+    pub sessions_days: u32,
+    pub verification_codes_minutes: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerLimits {
+    pub signups_per_minute: u32,
+    pub logins_per_minute: u32,
+    pub verifications_per_minute: u32,
+    pub code_attempts_max: u32,
+    pub json_body_bytes_max: usize,
+    pub photo_bytes_max: usize,
+    pub request_timeout_secs: u64,
+    pub concurrent_requests_max: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Policies {
+    pub regions: RegionsConfig,
+    pub residency: ResidencyPolicy,
+    pub notices: BTreeMap<ConsentScope, Notice>,
+    pub retention: RetentionPolicy,
+    pub limits: ServerLimits,
+}
+
+impl Policies {
+    /// The defaults shipped in `config/`.
+    ///
+    /// # Errors
+    /// Never for the shipped files (a test checks them), but the signature is shared with
+    /// [`Policies::from_dir`].
+    pub fn embedded() -> anyhow::Result<Policies> {
+        Policies::parse(|name| {
+            Ok(match name {
+                "regions.toml" => REGIONS_TOML,
+                "residency.toml" => RESIDENCY_TOML,
+                "notices.toml" => NOTICES_TOML,
+                "retention.toml" => RETENTION_TOML,
+                _ => SERVER_TOML,
+            }
+            .to_owned())
+        })
+    }
+
+    /// Policies from a directory; a file the directory lacks falls back to the shipped default.
+    ///
+    /// # Errors
+    /// When a file cannot be read or does not parse; the message names the file.
+    pub fn from_dir(dir: &Path) -> anyhow::Result<Policies> {
+        let defaults = Policies::embedded_text();
+        Policies::parse(|name| {
+            let path = dir.join(name);
+            if path.exists() {
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))
+            } else {
+                Ok(defaults
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, t)| *t)
+                    .unwrap_or("")
+                    .to_owned())
+            }
+        })
+    }
+
+    fn embedded_text() -> [(&'static str, &'static str); 5] {
+        [
+            ("regions.toml", REGIONS_TOML),
+            ("residency.toml", RESIDENCY_TOML),
+            ("notices.toml", NOTICES_TOML),
+            ("retention.toml", RETENTION_TOML),
+            ("server.toml", SERVER_TOML),
+        ]
+    }
+
+    fn parse(read: impl Fn(&str) -> anyhow::Result<String>) -> anyhow::Result<Policies> {
+        let regions =
+            RegionsConfig::from_toml(&read("regions.toml")?).context("in regions.toml")?;
+        let residency =
+            ResidencyPolicy::from_toml(&read("residency.toml")?).context("in residency.toml")?;
+        residency
+            .check_against(&regions)
+            .context("in residency.toml")?;
+        let raw_notices: BTreeMap<String, Notice> =
+            toml::from_str(&read("notices.toml")?).context("in notices.toml")?;
+        let mut notices = BTreeMap::new();
+        for (name, notice) in raw_notices {
+            let Some(scope) = ConsentScope::parse(&name) else {
+                bail!("in notices.toml: unknown consent scope {name:?}");
+            };
+            notices.insert(scope, notice);
+        }
+        for scope in ConsentScope::ALL {
+            if !notices.contains_key(&scope) {
+                bail!("in notices.toml: scope {scope} has no notice; every scope needs one");
+            }
+        }
+        let retention: RetentionPolicy =
+            toml::from_str(&read("retention.toml")?).context("in retention.toml")?;
+        let limits: ServerLimits =
+            toml::from_str(&read("server.toml")?).context("in server.toml")?;
+        Ok(Policies {
+            regions,
+            residency,
+            notices,
+            retention,
+            limits,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_policies_parse() {
+        let policies = Policies::embedded().unwrap();
+        assert_eq!(policies.regions.regions.len(), 6);
+        assert_eq!(policies.notices.len(), ConsentScope::ALL.len());
+    }
+
+    #[test]
+    fn a_bad_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("server.toml"),
+            "signups_per_minute = \"many\"",
+        )
+        .unwrap();
+        let err = format!("{:#}", Policies::from_dir(dir.path()).unwrap_err());
+        assert!(err.contains("server.toml"), "{err}");
+    }
+}

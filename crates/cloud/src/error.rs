@@ -1,0 +1,176 @@
+//! The service's one error type. Every failure a client can see is an [`ApiError`], rendered as
+//! RFC 9457 `application/problem+json` with a stable machine-readable `code`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use sovereign_model::ConsentScope;
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    #[error("request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("unknown field `{0}`: the API never accepts fields it does not define")]
+    UnknownField(String),
+    #[error("field `{field}` is invalid: {reason}")]
+    InvalidField { field: String, reason: String },
+    #[error("content type must be {expected}")]
+    UnsupportedMediaType { expected: &'static str },
+    #[error("request body is larger than {limit_bytes} bytes")]
+    PayloadTooLarge { limit_bytes: usize },
+    #[error("{0:?} is not a valid phone number in international format")]
+    InvalidPhone(String),
+    #[error("missing, invalid or expired bearer token")]
+    Unauthorized,
+    #[error("phone number or password is wrong")]
+    InvalidCredentials,
+    #[error("not found")]
+    NotFound,
+    #[error("consent for scope {0} is required before this data can be stored")]
+    ConsentRequired(ConsentScope),
+    #[error("the recipient cannot receive cloud messages")]
+    RecipientUnavailable,
+    #[error("wrong verification code; {attempts_left} attempts left")]
+    WrongCode { attempts_left: u32 },
+    #[error("too many wrong codes for this verification; sign up again")]
+    TooManyAttempts,
+    #[error("this verification has already been used")]
+    VerificationUsed,
+    #[error("this verification has expired; sign up again")]
+    VerificationExpired,
+    #[error("an account with this phone number already exists")]
+    PhoneTaken,
+    #[error(
+        "notice version {given} is not the current one ({current}); read the current notice first"
+    )]
+    NoticeOutdated { given: u32, current: u32 },
+    #[error("the item has version {current}, not the one in If-Match")]
+    VersionConflict { current: i64 },
+    #[error("too many requests; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson(_) | ApiError::UnknownField(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidField { .. } | ApiError::InvalidPhone(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unauthorized | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::ConsentRequired(_) => StatusCode::FORBIDDEN,
+            ApiError::RecipientUnavailable => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::WrongCode { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::VerificationUsed | ApiError::PhoneTaken => StatusCode::CONFLICT,
+            ApiError::VerificationExpired => StatusCode::GONE,
+            ApiError::NoticeOutdated { .. } => StatusCode::CONFLICT,
+            ApiError::VersionConflict { .. } => StatusCode::PRECONDITION_FAILED,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable, machine-readable code clients switch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::UnknownField(_) => "unknown_field",
+            ApiError::InvalidField { .. } => "invalid_field",
+            ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::InvalidPhone(_) => "invalid_phone",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::InvalidCredentials => "invalid_credentials",
+            ApiError::NotFound => "not_found",
+            ApiError::ConsentRequired(_) => "consent_required",
+            ApiError::RecipientUnavailable => "recipient_unavailable",
+            ApiError::WrongCode { .. } => "wrong_code",
+            ApiError::TooManyAttempts => "too_many_attempts",
+            ApiError::VerificationUsed => "verification_used",
+            ApiError::VerificationExpired => "verification_expired",
+            ApiError::PhoneTaken => "phone_taken",
+            ApiError::NoticeOutdated { .. } => "notice_outdated",
+            ApiError::VersionConflict { .. } => "version_conflict",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn extra(&self) -> Option<(&'static str, Value)> {
+        match self {
+            ApiError::UnknownField(field) => Some(("field", json!(field))),
+            ApiError::InvalidField { field, .. } => Some(("field", json!(field))),
+            ApiError::ConsentRequired(scope) => Some(("scope", json!(scope.as_str()))),
+            ApiError::WrongCode { attempts_left } => Some(("attempts_left", json!(attempts_left))),
+            ApiError::NoticeOutdated { current, .. } => Some(("current_version", json!(current))),
+            ApiError::VersionConflict { current } => Some(("current_version", json!(current))),
+            _ => None,
+        }
+    }
+
+    pub fn internal(error: impl Into<anyhow::Error>) -> ApiError {
+        ApiError::Internal(error.into())
+    }
+
+    pub fn invalid(field: &str, reason: impl Into<String>) -> ApiError {
+        ApiError::InvalidField {
+            field: field.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        match error {
+            StoreError::ConsentRequired(scope) => ApiError::ConsentRequired(scope),
+            StoreError::NotFound => ApiError::NotFound,
+            StoreError::VersionConflict { current } => ApiError::VersionConflict { current },
+            StoreError::PhoneTaken => ApiError::PhoneTaken,
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let detail = if let ApiError::Internal(source) = &self {
+            // 5xx details go to the log, never to the client.
+            tracing::error!(error = ?source, "internal error");
+            "the server failed to handle this request; it has been logged".to_owned()
+        } else {
+            self.to_string()
+        };
+        let mut body = json!({
+            "type": format!("/problems/{}", self.code()),
+            "title": status.canonical_reason().unwrap_or("error"),
+            "status": status.as_u16(),
+            "code": self.code(),
+            "detail": detail,
+        });
+        if let Some((key, value)) = self.extra() {
+            body[key] = value;
+        }
+        let mut response = (status, body.to_string()).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let ApiError::RateLimited { retry_after_secs } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        response
+    }
+}

@@ -1,0 +1,150 @@
+//! Extractors that parse and check input once, at the edge.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use serde::de::DeserializeOwned;
+use sovereign_crypto::{DataKey, token_digest};
+
+use crate::domain::UserId;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::UserRow;
+
+/// A JSON body parsed strictly: the right content type, within the size limit, and no field the
+/// type does not define.
+pub struct StrictJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for StrictJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        require_json(req.headers())?;
+        let limit = state.policies.limits.json_body_bytes_max;
+        let bytes = read_body(req, limit).await?;
+        parse_json(&bytes).map(StrictJson)
+    }
+}
+
+pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if is_json {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType {
+            expected: "application/json",
+        })
+    }
+}
+
+/// Reads a whole body, refusing it as soon as it passes `limit_bytes`.
+pub async fn read_body(req: Request, limit_bytes: usize) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(req.into_body(), limit_bytes)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge { limit_bytes })
+}
+
+/// Parses JSON into `T`, naming the offending field in every error.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                if let Some(field) = between_backticks(&message, "unknown field `") {
+                    ApiError::UnknownField(field)
+                } else if let Some(field) = between_backticks(&message, "missing field `") {
+                    ApiError::invalid(&field, "is required")
+                } else {
+                    let reason = message
+                        .split(" at line ")
+                        .next()
+                        .unwrap_or(&message)
+                        .to_owned();
+                    ApiError::invalid(path.trim_start_matches('.'), reason)
+                }
+            }
+            _ => ApiError::MalformedJson(message),
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    Ok(value)
+}
+
+fn between_backticks(message: &str, prefix: &str) -> Option<String> {
+    let rest = message.strip_prefix(prefix)?;
+    Some(rest.split('`').next()?.to_owned())
+}
+
+/// The signed-in user, from `Authorization: Bearer TOKEN`, with their data key unwrapped.
+pub struct AuthUser {
+    pub id: UserId,
+    pub row: UserRow,
+    pub key: DataKey,
+}
+
+/// Longest bearer token we look at.
+const TOKEN_BYTES_MAX: usize = 128;
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= TOKEN_BYTES_MAX)
+            .ok_or(ApiError::Unauthorized)?;
+        let user_id = state
+            .store
+            .session_user(token_digest(token), state.now_ms())
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        let row = state
+            .store
+            .user(user_id.clone())
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        let id = UserId::from_stored(user_id);
+        let wrapped = row.wrapped_key.as_deref().ok_or(ApiError::Unauthorized)?;
+        let key = state
+            .keys
+            .unwrap(wrapped, &id)
+            .map_err(ApiError::Internal)?;
+        Ok(AuthUser { id, row, key })
+    }
+}
+
+/// The client's address, for rate limits.
+pub struct ClientIp(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip())
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        Ok(ClientIp(ip))
+    }
+}
+
+/// Associated data naming one sealed field of one record: `table/owner/record/field`.
+pub fn aad(table: &str, owner: &UserId, record: &str, field: &str) -> Vec<u8> {
+    format!("{table}/{owner}/{record}/{field}").into_bytes()
+}

@@ -1,0 +1,100 @@
+//! A region's keys on disk: its key-encryption key and the phone index key, each 32 random bytes
+//! in a file readable only by the server's user (mode 0600), created on first start.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use sovereign_crypto::{DataKey, KEY_BYTES, KeyEncryptionKey, KeyedHasher, random_bytes};
+use sovereign_model::RegionId;
+
+use crate::domain::{PhoneNumber, UserId};
+
+/// The keys one region's handlers hold. There is no way to reach another region's keys from it.
+#[derive(Clone)]
+pub struct RegionKeys {
+    kek: KeyEncryptionKey,
+    phone_index: KeyedHasher,
+}
+
+impl RegionKeys {
+    /// Loads the region's keys from `DIR/keys/`, creating any that do not exist yet.
+    ///
+    /// # Errors
+    /// When a key file cannot be read or written, has the wrong length, or is readable by others.
+    pub fn load_or_create(data_dir: &Path, region: &RegionId) -> anyhow::Result<RegionKeys> {
+        let dir = data_dir.join("keys");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {}", dir.display()))?;
+        let kek = load_or_create_key(&dir.join(format!("{region}.kek")))?;
+        // The phone index key is the directory's: in one process it is shared by every region,
+        // because routing must find a number whichever region it lands in.
+        let index = load_or_create_key(&dir.join("phone-index.key"))?;
+        Ok(RegionKeys {
+            kek: KeyEncryptionKey::from_bytes(&kek)?,
+            phone_index: KeyedHasher::new(&index)?,
+        })
+    }
+
+    pub fn phone_index(&self, phone: &PhoneNumber) -> [u8; 32] {
+        self.phone_index.hash("phone", phone.as_e164().as_bytes())
+    }
+
+    /// # Errors
+    /// When the random generator fails.
+    pub fn wrap(&self, key: &DataKey, user: &UserId) -> anyhow::Result<Vec<u8>> {
+        Ok(self.kek.wrap(key, user.as_str().as_bytes())?)
+    }
+
+    /// # Errors
+    /// When the wrapped key was not wrapped by this region for this user.
+    pub fn unwrap(&self, wrapped: &[u8], user: &UserId) -> anyhow::Result<DataKey> {
+        Ok(self.kek.unwrap(wrapped, user.as_str().as_bytes())?)
+    }
+}
+
+fn load_or_create_key(path: &PathBuf) -> anyhow::Result<[u8; KEY_BYTES]> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let mode = std::fs::metadata(path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                bail!(
+                    "key file {} has mode {:o}; it must be readable by its owner only (chmod 600)",
+                    path.display(),
+                    mode & 0o777
+                );
+            }
+            bytes.as_slice().try_into().map_err(|_| {
+                anyhow::anyhow!(
+                    "key file {} has {} bytes, expected {KEY_BYTES}",
+                    path.display(),
+                    bytes.len()
+                )
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key: [u8; KEY_BYTES] = random_bytes()?;
+            write_private(path, &key)?;
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading key file {}", path.display())),
+    }
+}
+
+/// Writes a file readable by its owner only, atomically: it either appears whole or not at all.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! Prometheus metrics, one registry per region server (no global state).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_seconds: Histogram,
+    pub messages_stored: Counter,
+    pub messages_pushed: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("sovereign");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let messages_stored = Counter::default();
+        let messages_pushed = Counter::default();
+        registry.register("http_requests", "HTTP requests answered", requests.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer a request",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "messages_stored",
+            "Messages durably stored",
+            messages_stored.clone(),
+        );
+        registry.register(
+            "messages_pushed",
+            "Messages pushed over WebSocket",
+            messages_pushed.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            messages_stored,
+            messages_pushed,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Invariant: encoding into a String cannot fail.
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("encode");
+        out
+    }
+}

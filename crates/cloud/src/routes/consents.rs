@@ -1,0 +1,207 @@
+//! Consent: every scope is off until granted against its current notice; withdrawal is one call
+//! and erases the scope's data in the same commit.
+
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use sovereign_model::ConsentScope;
+use utoipa::ToSchema;
+
+use crate::clock::rfc3339;
+use crate::config::Notice;
+use crate::error::ApiError;
+use crate::extract::{AuthUser, StrictJson};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/consents", get(list))
+        .route("/v1/consents/history", get(history))
+        .route(
+            "/v1/consents/{scope}",
+            axum::routing::put(grant).delete(withdraw),
+        )
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct NoticeView {
+    #[serde(flatten)]
+    notice: Notice,
+    /// The region whose data centre holds this scope's data.
+    region: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConsentView {
+    scope: String,
+    granted: bool,
+    /// The notice version the grant was given against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    granted_notice_version: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    granted_at: Option<String>,
+    notice: NoticeView,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConsentList {
+    consents: Vec<ConsentView>,
+}
+
+fn parse_scope(name: &str) -> Result<ConsentScope, ApiError> {
+    ConsentScope::parse(name).ok_or(ApiError::NotFound)
+}
+
+fn notice_view(state: &AppState, scope: ConsentScope) -> NoticeView {
+    // Invariant: `Policies::parse` refuses a notices file that lacks any scope.
+    let notice = state
+        .policies
+        .notices
+        .get(&scope)
+        .expect("every scope has a notice")
+        .clone();
+    NoticeView {
+        notice,
+        region: state.region.id.to_string(),
+    }
+}
+
+pub(crate) async fn consent_views(
+    state: &AppState,
+    user: &AuthUser,
+) -> Result<Vec<ConsentView>, ApiError> {
+    let granted = state.store.consents(user.id.to_string()).await?;
+    Ok(ConsentScope::ALL
+        .into_iter()
+        .map(|scope| {
+            let grant = granted.iter().find(|g| g.scope == scope);
+            ConsentView {
+                scope: scope.to_string(),
+                granted: grant.is_some(),
+                granted_notice_version: grant.map(|g| g.notice_version),
+                granted_at: grant.map(|g| rfc3339(g.granted_at)),
+                notice: notice_view(state, scope),
+            }
+        })
+        .collect())
+}
+
+/// Every scope, its state, and the notice the user is asked to read.
+#[utoipa::path(get, path = "/v1/consents", responses((status = 200, body = ConsentList)), security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<Json<ConsentList>, ApiError> {
+    Ok(Json(ConsentList {
+        consents: consent_views(&state, &user).await?,
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConsentEvent {
+    scope: String,
+    action: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notice_version: Option<u32>,
+    at: String,
+}
+
+pub(crate) async fn history_events(
+    state: &AppState,
+    user: &AuthUser,
+) -> Result<Vec<ConsentEvent>, ApiError> {
+    Ok(state
+        .store
+        .consent_history(user.id.to_string())
+        .await?
+        .into_iter()
+        .map(|e| ConsentEvent {
+            scope: e.scope,
+            action: e.action,
+            notice_version: e.notice_version,
+            at: rfc3339(e.at),
+        })
+        .collect())
+}
+
+/// The append-only history of every grant and withdrawal.
+#[utoipa::path(get, path = "/v1/consents/history", responses((status = 200, body = [ConsentEvent])), security(("bearer" = [])))]
+pub async fn history(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<Json<Vec<ConsentEvent>>, ApiError> {
+    Ok(Json(history_events(&state, &user).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRequest {
+    /// The version of the notice the user was shown.
+    notice_version: u32,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct GrantResponse {
+    scope: String,
+    granted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notice_version: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    granted_at: Option<String>,
+}
+
+/// Grants a scope against the notice version the user read.
+#[utoipa::path(put, path = "/v1/consents/{scope}", request_body = GrantRequest,
+    params(("scope" = String, Path, description = "messaging, backup.contacts, backup.sms, backup.photos, location or diagnostics")),
+    responses((status = 200, body = GrantResponse), (status = 404), (status = 409, description = "notice_outdated")), security(("bearer" = [])))]
+pub async fn grant(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(scope): Path<String>,
+    StrictJson(request): StrictJson<GrantRequest>,
+) -> Result<Json<GrantResponse>, ApiError> {
+    let scope = parse_scope(&scope)?;
+    let current = notice_view(&state, scope).notice.version;
+    if request.notice_version != current {
+        return Err(ApiError::NoticeOutdated {
+            given: request.notice_version,
+            current,
+        });
+    }
+    let row = state
+        .store
+        .grant(user.id.to_string(), scope, current, state.now_ms())
+        .await?;
+    Ok(Json(GrantResponse {
+        scope: scope.to_string(),
+        granted: true,
+        notice_version: Some(row.notice_version),
+        granted_at: Some(rfc3339(row.granted_at)),
+    }))
+}
+
+/// Withdraws a scope; its data is erased at once.
+#[utoipa::path(delete, path = "/v1/consents/{scope}",
+    params(("scope" = String, Path, description = "a consent scope")),
+    responses((status = 200, body = GrantResponse), (status = 404)), security(("bearer" = [])))]
+pub async fn withdraw(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(scope): Path<String>,
+) -> Result<Json<GrantResponse>, ApiError> {
+    let scope = parse_scope(&scope)?;
+    let blobs = state
+        .store
+        .withdraw(user.id.to_string(), scope, state.now_ms())
+        .await?;
+    for path in blobs {
+        state.blobs.delete(&path).await;
+    }
+    Ok(Json(GrantResponse {
+        scope: scope.to_string(),
+        granted: false,
+        notice_version: None,
+        granted_at: None,
+    }))
+}

@@ -1,0 +1,126 @@
+//! The account itself: what we hold, all of it as an export, and deletion.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::clock::rfc3339;
+use crate::error::ApiError;
+use crate::extract::{AuthUser, aad};
+use crate::routes::{backup, consents, messages};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/me", get(me).delete(delete_account))
+        .route("/v1/me/export", get(export))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionView {
+    id: String,
+    device_name: String,
+    created_at: String,
+    expires_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MeView {
+    user_id: String,
+    region: String,
+    phone: String,
+    created_at: String,
+    sessions: Vec<SessionView>,
+}
+
+async fn me_view(state: &AppState, user: &AuthUser) -> Result<MeView, ApiError> {
+    let phone = user
+        .key
+        .open(
+            &aad("users", &user.id, user.id.as_str(), "phone"),
+            &user.row.phone_sealed,
+        )
+        .map_err(ApiError::internal)?;
+    let mut sessions = Vec::new();
+    for s in state.store.sessions(user.id.to_string()).await? {
+        let device = user
+            .key
+            .open(
+                &aad("sessions", &user.id, &s.id, "device"),
+                &s.device_sealed,
+            )
+            .map_err(ApiError::internal)?;
+        sessions.push(SessionView {
+            id: s.id,
+            device_name: String::from_utf8_lossy(&device).into_owned(),
+            created_at: rfc3339(s.created_at),
+            expires_at: rfc3339(s.expires_at),
+        });
+    }
+    Ok(MeView {
+        user_id: user.id.to_string(),
+        region: user.row.region.clone(),
+        phone: String::from_utf8_lossy(&phone).into_owned(),
+        created_at: rfc3339(user.row.created_at),
+        sessions,
+    })
+}
+
+/// The account: id, home region, phone number and signed-in devices.
+#[utoipa::path(get, path = "/v1/me", responses((status = 200, body = MeView), (status = 401)), security(("bearer" = [])))]
+pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<MeView>, ApiError> {
+    Ok(Json(me_view(&state, &user).await?))
+}
+
+/// Everything the service holds about the user, decrypted, as one JSON document.
+#[utoipa::path(get, path = "/v1/me/export", responses((status = 200, description = "the export document")), security(("bearer" = [])))]
+pub async fn export(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<Json<Value>, ApiError> {
+    let account = me_view(&state, &user).await?;
+    let consents = consents::consent_views(&state, &user).await?;
+    let history = consents::history_events(&state, &user).await?;
+    let mut messages_out = Vec::new();
+    for row in state.store.messages_all(user.id.to_string()).await? {
+        messages_out.push(messages::open_message(&user, &row)?);
+    }
+    let mut backups = serde_json::Map::new();
+    for kind in crate::domain::BackupKind::ALL {
+        backups.insert(kind.as_str().to_owned(), Value::Array(Vec::new()));
+    }
+    for row in state.store.backup_all(user.id.to_string()).await? {
+        let item = backup::export_item(&state, &user, &row).await?;
+        if let Some(Value::Array(items)) = backups.get_mut(&row.kind) {
+            items.push(item);
+        }
+    }
+    Ok(Json(serde_json::json!({
+        "exported_at": rfc3339(state.now_ms()),
+        "region": state.region.id.as_str(),
+        "account": account,
+        "consents": consents,
+        "consent_history": history,
+        "messages": messages_out,
+        "backup": backups,
+    })))
+}
+
+/// Deletes the account: the data key is destroyed first (crypto-shredding), then every row and
+/// blob. If the server stops in between, it finishes the deletion when it starts again.
+#[utoipa::path(delete, path = "/v1/me", responses((status = 204), (status = 401)), security(("bearer" = [])))]
+pub async fn delete_account(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<StatusCode, ApiError> {
+    let id = user.id.to_string();
+    drop(user);
+    state.store.shred_user(id.clone()).await?;
+    state.blobs.delete_user(&id).await;
+    state.store.purge_user(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

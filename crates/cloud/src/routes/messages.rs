@@ -1,0 +1,388 @@
+//! Cloud messaging: store-and-forward between users who both opted in, pushed over WebSocket
+//! with polling as the fallback, acknowledged by the recipient.
+
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use sovereign_model::ConsentScope;
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::clock::rfc3339;
+use crate::domain::{MessageId, PhoneNumber, UserId, check_message_body};
+use crate::error::ApiError;
+use crate::extract::{AuthUser, StrictJson, aad};
+use crate::state::AppState;
+use crate::store::{MessageCopy, MessageRow, PAGE_ROWS_MAX};
+
+const DAY_MS: i64 = 86_400_000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/messages", post(send).get(list))
+        .route("/v1/messages/{id}/ack", post(ack))
+        .route("/v1/messages/ws", get(socket))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    /// The recipient's phone number, international format.
+    to: String,
+    body: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SendResponse {
+    id: String,
+}
+
+#[derive(Serialize, ToSchema, Clone)]
+pub struct MessageView {
+    id: String,
+    /// "inbox" or "sent".
+    #[serde(rename = "box")]
+    box_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<String>,
+    body: String,
+    sent_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivered_at: Option<String>,
+    /// Position in the owner's mailbox, for `after=`.
+    cursor: String,
+}
+
+fn seal_copy(
+    key: &sovereign_crypto::DataKey,
+    owner: &UserId,
+    box_name: &str,
+    id: &MessageId,
+    peer: &str,
+    body: &str,
+) -> Result<(Vec<u8>, Vec<u8>), ApiError> {
+    let record = format!("{box_name}:{}", id.as_str());
+    let peer = key.seal(&aad("messages", owner, &record, "peer"), peer.as_bytes());
+    let body = key.seal(&aad("messages", owner, &record, "body"), body.as_bytes());
+    Ok((
+        peer.map_err(ApiError::internal)?,
+        body.map_err(ApiError::internal)?,
+    ))
+}
+
+pub(crate) fn open_message(user: &AuthUser, row: &MessageRow) -> Result<MessageView, ApiError> {
+    let record = format!("{}:{}", row.box_name, row.id);
+    let peer = user
+        .key
+        .open(
+            &aad("messages", &user.id, &record, "peer"),
+            &row.peer_sealed,
+        )
+        .map_err(ApiError::internal)?;
+    let body = user
+        .key
+        .open(
+            &aad("messages", &user.id, &record, "body"),
+            &row.body_sealed,
+        )
+        .map_err(ApiError::internal)?;
+    let peer = String::from_utf8_lossy(&peer).into_owned();
+    let inbox = row.box_name == "inbox";
+    Ok(MessageView {
+        id: row.id.clone(),
+        box_name: row.box_name.clone(),
+        from: inbox.then(|| peer.clone()),
+        to: (!inbox).then_some(peer),
+        body: String::from_utf8_lossy(&body).into_owned(),
+        sent_at: rfc3339(row.created_at),
+        delivered_at: row.delivered_at.map(rfc3339),
+        cursor: row.seq.to_string(),
+    })
+}
+
+/// Sends a message. Refused with `consent_required` when the sender has not opted in, and with
+/// `recipient_unavailable` when the number has no account or has not opted in (the two are
+/// indistinguishable on purpose).
+#[utoipa::path(post, path = "/v1/messages", request_body = SendRequest,
+    responses((status = 202, body = SendResponse), (status = 403, description = "consent_required"), (status = 422, description = "recipient_unavailable or invalid_phone")),
+    security(("bearer" = [])))]
+pub async fn send(
+    State(state): State<AppState>,
+    user: AuthUser,
+    StrictJson(request): StrictJson<SendRequest>,
+) -> Result<(StatusCode, Json<SendResponse>), ApiError> {
+    let to = PhoneNumber::parse(&request.to)?;
+    check_message_body(&request.body)?;
+    // The sender's own consent is checked before anything about the recipient is looked up, so
+    // that a sender without consent learns nothing about the number.
+    let consents = state.store.consents(user.id.to_string()).await?;
+    if !consents.iter().any(|c| c.scope == ConsentScope::Messaging) {
+        return Err(ApiError::ConsentRequired(ConsentScope::Messaging));
+    }
+    let recipient = state
+        .store
+        .user_by_phone_index(state.keys.phone_index(&to))
+        .await?
+        .ok_or(ApiError::RecipientUnavailable)?;
+    let recipient_id = UserId::from_stored(recipient.id.clone());
+    let recipient_key = recipient
+        .wrapped_key
+        .as_deref()
+        .ok_or(ApiError::RecipientUnavailable)
+        .and_then(|w| {
+            state
+                .keys
+                .unwrap(w, &recipient_id)
+                .map_err(ApiError::Internal)
+        })?;
+    let sender_phone = user
+        .key
+        .open(
+            &aad("users", &user.id, user.id.as_str(), "phone"),
+            &user.row.phone_sealed,
+        )
+        .map_err(ApiError::internal)?;
+    let sender_phone = String::from_utf8_lossy(&sender_phone).into_owned();
+
+    let id = MessageId::random();
+    let now = state.now_ms();
+    let expires_at = now + i64::from(state.policies.retention.undelivered_messages_days) * DAY_MS;
+    let (peer, body) = seal_copy(
+        &user.key,
+        &user.id,
+        "sent",
+        &id,
+        to.as_e164(),
+        &request.body,
+    )?;
+    let sent = MessageCopy {
+        id: id.as_str().to_owned(),
+        owner_id: user.id.to_string(),
+        peer_sealed: peer,
+        body_sealed: body,
+        created_at: now,
+        expires_at: now + i64::from(state.policies.retention.delivered_messages_days) * DAY_MS,
+    };
+    let (peer, body) = seal_copy(
+        &recipient_key,
+        &recipient_id,
+        "inbox",
+        &id,
+        &sender_phone,
+        &request.body,
+    )?;
+    let inbox = MessageCopy {
+        id: id.as_str().to_owned(),
+        owner_id: recipient.id.clone(),
+        peer_sealed: peer,
+        body_sealed: body,
+        created_at: now,
+        expires_at,
+    };
+    let seq = state
+        .store
+        .send_message(sent, inbox)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::NotFound => ApiError::RecipientUnavailable,
+            other => other.into(),
+        })?;
+    state.metrics.messages_stored.inc();
+    state.hub.notify(&recipient.id, seq);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(SendResponse {
+            id: id.as_str().to_owned(),
+        }),
+    ))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// The `cursor` of the last message seen; omit to start from the beginning.
+    after: Option<String>,
+    /// At most this many messages (default and maximum 500).
+    limit: Option<u32>,
+    /// "inbox" (default) or "sent".
+    #[serde(rename = "box")]
+    box_name: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MessagePage {
+    messages: Vec<MessageView>,
+    /// Pass as `after` to get what came since.
+    cursor: String,
+}
+
+fn parse_cursor(raw: Option<&str>) -> Result<i64, ApiError> {
+    match raw {
+        None | Some("") => Ok(0),
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| ApiError::invalid("after", "must be a cursor returned by this API")),
+    }
+}
+
+/// Messages after a cursor (polling, and catching up after a WebSocket drops).
+#[utoipa::path(get, path = "/v1/messages", params(ListQuery), responses((status = 200, body = MessagePage)), security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    user: AuthUser,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<MessagePage>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let after = parse_cursor(query.after.as_deref())?;
+    let box_name = match query.box_name.as_deref() {
+        None | Some("inbox") => "inbox",
+        Some("sent") => "sent",
+        Some(_) => return Err(ApiError::invalid("box", "must be \"inbox\" or \"sent\"")),
+    };
+    let limit = query.limit.unwrap_or(PAGE_ROWS_MAX).clamp(1, PAGE_ROWS_MAX);
+    let rows = state
+        .store
+        .messages_after(user.id.to_string(), box_name, after, limit)
+        .await?;
+    let cursor = rows.last().map_or(after, |r| r.seq).to_string();
+    let messages = rows
+        .iter()
+        .map(|row| open_message(&user, row))
+        .collect::<Result<_, _>>()?;
+    Ok(Json(MessagePage { messages, cursor }))
+}
+
+/// Acknowledges delivery of a received message.
+#[utoipa::path(post, path = "/v1/messages/{id}/ack", params(("id" = String, Path)), responses((status = 204), (status = 404)), security(("bearer" = [])))]
+pub async fn ack(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = MessageId::parse(&id)?;
+    ack_message(&state, &user.id, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn ack_message(state: &AppState, user: &UserId, id: &MessageId) -> Result<(), ApiError> {
+    let now = state.now_ms();
+    let expires = now + i64::from(state.policies.retention.delivered_messages_days) * DAY_MS;
+    Ok(state
+        .store
+        .ack(user.to_string(), id.as_str().to_owned(), now, expires)
+        .await?)
+}
+
+/// A WebSocket that pushes each new message as a JSON text frame (the same shape as in
+/// `GET /v1/messages`). The client acknowledges with `{"ack": "<id>"}`.
+#[utoipa::path(get, path = "/v1/messages/ws", responses((status = 101, description = "switching to WebSocket")), security(("bearer" = [])))]
+pub async fn socket(
+    State(state): State<AppState>,
+    user: AuthUser,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade.on_upgrade(move |socket| push_loop(state, user, socket))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientFrame {
+    ack: String,
+}
+
+async fn push_loop(state: AppState, user: AuthUser, mut socket: WebSocket) {
+    let mut new_messages = state.hub.subscribe(user.id.as_str());
+    // Subscribe first, then read: a message committed in between is both read and pushed, and
+    // the cursor makes sure it is sent once.
+    let start = match state.store.undelivered(user.id.to_string()).await {
+        Ok(rows) => match rows.first() {
+            Some(first) => first.seq - 1,
+            None => match state.store.latest_inbox_seq(user.id.to_string()).await {
+                Ok(seq) => seq,
+                Err(_) => return,
+            },
+        },
+        Err(_) => return,
+    };
+    let Ok(mut last_seq) = send_after(&state, &user, &mut socket, start).await else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            pushed = new_messages.recv() => {
+                match pushed {
+                    Ok(_) | Err(RecvError::Lagged(_)) => {
+                        match send_after(&state, &user, &mut socket, last_seq).await {
+                            Ok(seq) => last_seq = seq,
+                            Err(()) => return,
+                        }
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+            incoming = socket.recv() => {
+                match incoming {
+                    Some(Ok(WsMessage::Text(text))) => {
+                        let reply = match serde_json::from_str::<ClientFrame>(&text) {
+                            Ok(frame) => match MessageId::parse(&frame.ack) {
+                                Ok(id) => ack_message(&state, &user.id, &id).await.err(),
+                                Err(e) => Some(e),
+                            },
+                            Err(_) => Some(ApiError::MalformedJson("expected {\"ack\": \"<message id>\"}".into())),
+                        };
+                        if let Some(error) = reply {
+                            let frame = serde_json::json!({"type": "error", "code": error.code(), "detail": error.to_string()});
+                            if socket.send(WsMessage::Text(frame.to_string().into())).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Sends every inbox message after `after` that has not been delivered; returns the new cursor.
+async fn send_after(
+    state: &AppState,
+    user: &AuthUser,
+    socket: &mut WebSocket,
+    after: i64,
+) -> Result<i64, ()> {
+    let mut last = after;
+    loop {
+        let rows = state
+            .store
+            .messages_after(user.id.to_string(), "inbox", last, PAGE_ROWS_MAX)
+            .await
+            .map_err(|_| ())?;
+        for row in &rows {
+            last = row.seq;
+            if row.delivered_at.is_some() {
+                continue;
+            }
+            let view = open_message(user, row).map_err(|_| ())?;
+            let mut frame = serde_json::to_value(&view).map_err(|_| ())?;
+            frame["type"] = "message".into();
+            socket
+                .send(WsMessage::Text(frame.to_string().into()))
+                .await
+                .map_err(|_| ())?;
+            state.metrics.messages_pushed.inc();
+        }
+        if rows.len() < PAGE_ROWS_MAX as usize {
+            return Ok(last);
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Everything one region's handlers share. A region's state holds its own store, keys and blobs
+//! and nothing of any other region's.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use sovereign_model::{RegionConfig, RegionId};
+
+use crate::blobs::Blobs;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Policies;
+use crate::hub::Hub;
+use crate::keys::RegionKeys;
+use crate::limits::RateLimits;
+use crate::metrics::Metrics;
+use crate::sms::{FileOutbox, SmsGateway};
+use crate::store::Store;
+
+pub type AppState = Arc<RegionState>;
+
+pub struct RegionState {
+    pub region: RegionConfig,
+    pub policies: Policies,
+    pub store: Store,
+    pub keys: RegionKeys,
+    pub blobs: Blobs,
+    pub sms: Arc<dyn SmsGateway>,
+    pub clock: Arc<dyn Clock>,
+    pub hub: Hub,
+    pub limits: RateLimits,
+    pub metrics: Metrics,
+}
+
+/// What it takes to open a region.
+pub struct RegionOptions {
+    pub data_dir: PathBuf,
+    pub region: RegionId,
+    pub policies: Policies,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl RegionOptions {
+    pub fn new(data_dir: PathBuf, region: RegionId, policies: Policies) -> RegionOptions {
+        RegionOptions {
+            data_dir,
+            region,
+            policies,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl RegionState {
+    /// Opens a region's store, keys and blobs under `data_dir`, creating them on first start, and
+    /// finishes any account deletion a crash interrupted.
+    ///
+    /// # Errors
+    /// When the region is not configured, or its files cannot be opened or created.
+    pub async fn open(options: RegionOptions) -> anyhow::Result<AppState> {
+        let RegionOptions {
+            data_dir,
+            region,
+            policies,
+            clock,
+        } = options;
+        let config = policies
+            .regions
+            .get(&region)
+            .with_context(|| {
+                let known: Vec<_> = policies
+                    .regions
+                    .regions
+                    .iter()
+                    .map(|r| r.id.as_str())
+                    .collect();
+                format!(
+                    "region {region} is not configured; known regions: {}",
+                    known.join(", ")
+                )
+            })?
+            .clone();
+        let region_dir = data_dir.join("regions").join(region.as_str());
+        std::fs::create_dir_all(&region_dir)
+            .with_context(|| format!("creating {}", region_dir.display()))?;
+        let store_path = region_dir.join("store.sqlite");
+        let store = Store::open(&store_path)
+            .with_context(|| format!("opening store {}", store_path.display()))?;
+        let keys = RegionKeys::load_or_create(&data_dir, &region)?;
+        let blobs = Blobs::local(&region_dir.join("blobs"))?;
+        let sms = Arc::new(FileOutbox::new(data_dir.join("sms-outbox.jsonl")));
+        let l = &policies.limits;
+        let limits = RateLimits::new(
+            l.signups_per_minute,
+            l.logins_per_minute,
+            l.verifications_per_minute,
+        );
+        let state = Arc::new(RegionState {
+            region: config,
+            policies,
+            store,
+            keys,
+            blobs,
+            sms,
+            clock,
+            hub: Hub::default(),
+            limits,
+            metrics: Metrics::default(),
+        });
+        for user_id in state.store.users_being_deleted().await? {
+            tracing::info!(user_id, "finishing an interrupted account deletion");
+            state.blobs.delete_user(&user_id).await;
+            state.store.purge_user(user_id).await?;
+        }
+        Ok(state)
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}

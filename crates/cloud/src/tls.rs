@@ -1,0 +1,55 @@
+//! TLS for every listener. On first start a local CA is created under `DIR/tls/` (`ca.pem`, and
+//! `ca-key.pem` readable by the owner only) and a server certificate for `localhost`, `127.0.0.1`
+//! and `::1`. Clients trust `DIR/tls/ca.pem`.
+
+use std::path::Path;
+
+use anyhow::Context;
+use sovereign_crypto::LocalCa;
+
+use crate::keys::write_private;
+
+pub struct ServerTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// Names on the server certificate.
+const SERVER_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+/// # Errors
+/// When the files cannot be read or written or are not valid PEM.
+pub fn load_or_create(data_dir: &Path) -> anyhow::Result<ServerTls> {
+    let dir = data_dir.join("tls");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (ca_path, ca_key_path) = (dir.join("ca.pem"), dir.join("ca-key.pem"));
+    let (cert_path, key_path) = (dir.join("server.pem"), dir.join("server-key.pem"));
+    if cert_path.exists() && key_path.exists() {
+        return Ok(ServerTls {
+            cert_pem: std::fs::read_to_string(&cert_path)
+                .with_context(|| format!("reading {}", cert_path.display()))?,
+            key_pem: std::fs::read_to_string(&key_path)
+                .with_context(|| format!("reading {}", key_path.display()))?,
+        });
+    }
+    let ca = if ca_path.exists() && ca_key_path.exists() {
+        let cert = std::fs::read_to_string(&ca_path)?;
+        let key = std::fs::read_to_string(&ca_key_path)?;
+        LocalCa::from_pem(&cert, &key)
+            .with_context(|| format!("loading CA {}", ca_path.display()))?
+    } else {
+        let (ca, files) = LocalCa::generate("Sovereign local CA")?;
+        write_private(&ca_key_path, files.key_pem.as_bytes())?;
+        std::fs::write(&ca_path, files.cert_pem.as_bytes())?;
+        ca
+    };
+    let server = ca.issue_server_cert(&SERVER_NAMES)?;
+    // The chain the server presents: its certificate, then the CA's.
+    let chain = format!("{}{}", server.cert_pem, ca.cert_pem());
+    write_private(&key_path, server.key_pem.as_bytes())?;
+    std::fs::write(&cert_path, chain.as_bytes())?;
+    Ok(ServerTls {
+        cert_pem: chain,
+        key_pem: server.key_pem,
+    })
+}
