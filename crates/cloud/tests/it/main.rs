@@ -1,0 +1,10 @@
+//! Integration tests: each starts the real server on its own port, over HTTPS, in its own temp
+//! directory, and speaks HTTP to it.
+
+mod accounts;
+mod backup;
+mod consent;
+mod encryption;
+mod input;
+mod messaging;
+mod support;

@@ -1,0 +1,202 @@
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sovereign_cloud::clock::ManualClock;
+use sovereign_cloud::{AppState, Policies, RegionOptions, RegionState, ServerHandle};
+use sovereign_model::RegionId;
+
+pub const START_MS: i64 = 1_790_000_000_000;
+
+pub struct TestApp {
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    pub client: reqwest::Client,
+    pub clock: Arc<ManualClock>,
+    pub state: AppState,
+    pub ca_pem: Vec<u8>,
+    _server: ServerHandle,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub bytes: Vec<u8>,
+}
+
+impl Reply {
+    /// The problem `code` of an error reply.
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Policies)) -> TestApp {
+    // The test binary links rustls with two crypto providers (the client's and the server's);
+    // pick the server's for the whole process.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let mut policies = Policies::embedded().unwrap();
+    adjust(&mut policies);
+    let clock = ManualClock::new(START_MS);
+    let mut options = RegionOptions::new(
+        dir.path().to_path_buf(),
+        RegionId::parse("in-mumbai").unwrap(),
+        policies,
+    );
+    options.clock = clock.clone();
+    let state = RegionState::open(options).await.unwrap();
+    let server = sovereign_cloud::start(state.clone(), "127.0.0.1:0".parse().unwrap(), dir.path())
+        .await
+        .unwrap();
+    let ca_pem = std::fs::read(dir.path().join("tls/ca.pem")).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca_pem).unwrap())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let base = format!("https://localhost:{}", server.addr().port());
+    TestApp {
+        base,
+        dir,
+        client,
+        clock,
+        state,
+        ca_pem,
+        _server: server,
+    }
+}
+
+impl TestApp {
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("regions/in-mumbai/store.sqlite")
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        finish(request).await
+    }
+
+    pub async fn raw(&self, request: reqwest::RequestBuilder) -> Reply {
+        finish(request).await
+    }
+
+    pub fn request(&self, method: Method, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token)
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    /// The last one-time code the SMS outbox holds for `phone`.
+    pub fn code_for(&self, phone: &str) -> String {
+        let outbox = std::fs::read_to_string(self.dir.path().join("sms-outbox.jsonl")).unwrap();
+        outbox
+            .lines()
+            .rev()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap())
+            .find(|m| m["to"] == phone)
+            .map(|m| m["code"].as_str().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("no SMS to {phone}"))
+    }
+
+    /// Signs up `phone` (E.164) and returns the new user id.
+    pub async fn sign_up(&self, phone: &str) -> String {
+        let reply = self
+            .call(
+                Method::POST,
+                "/v1/accounts",
+                None,
+                Some(json!({"phone": phone, "password": "correct horse battery"})),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.body);
+        let verification_id = reply.body["verification_id"].as_str().unwrap().to_owned();
+        let code = self.code_for(phone);
+        let reply = self
+            .call(
+                Method::POST,
+                "/v1/accounts/verify",
+                None,
+                Some(json!({"verification_id": verification_id, "code": code})),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        reply.body["user_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn sign_in(&self, phone: &str) -> String {
+        let reply = self
+            .call(
+                Method::POST,
+                "/v1/sessions",
+                None,
+                Some(json!({"phone": phone, "password": "correct horse battery", "device_name": "test phone"})),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        reply.body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// A signed-up, signed-in user: returns the bearer token.
+    pub async fn user(&self, phone: &str) -> String {
+        self.sign_up(phone).await;
+        self.sign_in(phone).await
+    }
+
+    pub async fn grant(&self, token: &str, scope: &str) {
+        let reply = self
+            .call(
+                Method::PUT,
+                &format!("/v1/consents/{scope}"),
+                Some(token),
+                Some(json!({"notice_version": 1})),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    }
+}
+
+async fn finish(request: reqwest::RequestBuilder) -> Reply {
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.unwrap().to_vec();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Reply {
+        status,
+        headers,
+        body,
+        bytes,
+    }
+}
+
+pub const ALICE: &str = "+919812345678";
+pub const BOB: &str = "+919876543210";
+pub const CAROL: &str = "+919811122233";
