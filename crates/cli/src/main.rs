@@ -1,6 +1,7 @@
 //! The `sovereign` command. It only parses flags, loads configuration and calls into the
 //! libraries: the cloud (`serve`), the scanner (`scan`).
 
+mod scan;
 mod serve;
 
 use std::process::ExitCode;
@@ -19,12 +20,15 @@ struct Cli {
 enum Command {
     /// Run the cloud: accounts, consent, messaging and backup, over HTTPS.
     Serve(serve::ServeArgs),
+    /// Find a phone's identifiers in captured traffic and say where they went.
+    Scan(scan::ScanArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Scan(args) => scan::run(args),
     };
     match result {
         Ok(code) => code,

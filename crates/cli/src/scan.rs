@@ -1,0 +1,94 @@
+//! `sovereign scan`: flags, then the scanner library does the work.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use sovereign_scan::Severity;
+use sovereign_scan::run::{Inputs, OutputFormat, Request};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Html,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum FailOn {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+/// Exit codes: 0 when the rating is below --fail-on, 1 at or above it, 2 for usage or input
+/// errors.
+#[derive(Debug, clap::Args)]
+pub struct ScanArgs {
+    /// The device profile (TOML): its identifiers and home country.
+    #[arg(long, value_name = "PROFILE.toml")]
+    profile: PathBuf,
+    /// Captures to scan: pcap, pcapng or HAR.
+    #[arg(
+        value_name = "CAPTURE",
+        required_unless_present = "diff",
+        conflicts_with = "diff"
+    )]
+    captures: Vec<PathBuf>,
+    /// Compare two captures: findings that appear, disappear or change.
+    #[arg(long, num_args = 2, value_names = ["BEFORE", "AFTER"])]
+    diff: Option<Vec<PathBuf>>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Write the report here instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Severity rules (TOML) replacing the built-in defaults.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Exit with 1 when the rating is at or above this.
+    #[arg(long, value_enum, default_value_t = FailOn::High)]
+    fail_on: FailOn,
+}
+
+pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
+    let inputs = match args.diff {
+        Some(pair) => {
+            let [before, after]: [PathBuf; 2] = pair
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("--diff takes two captures, BEFORE and AFTER"))?;
+            Inputs::Diff { before, after }
+        }
+        None => Inputs::Scan(args.captures),
+    };
+    let request = Request {
+        profile: args.profile,
+        policy: args.policy,
+        inputs,
+        format: match args.format {
+            Format::Table => OutputFormat::Table,
+            Format::Json => OutputFormat::Json,
+            Format::Html => OutputFormat::Html,
+        },
+    };
+    let mut progress = sovereign_scan::progress::TerminalProgress::default();
+    let outcome = sovereign_scan::run::execute(&request, &mut progress)?;
+    match &args.output {
+        Some(path) => std::fs::write(path, &outcome.rendered)
+            .with_context(|| format!("writing report {}", path.display()))?,
+        None => print!("{}", outcome.rendered),
+    }
+    let threshold = match args.fail_on {
+        FailOn::Low => Severity::Low,
+        FailOn::Medium => Severity::Medium,
+        FailOn::High => Severity::High,
+        FailOn::Critical => Severity::Critical,
+    };
+    Ok(if outcome.rating >= threshold {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,443 @@
+//! Undoing the layers around an identifier: compression, JSON escapes, URL and form encoding,
+//! and base64 blobs of compressed data, searched again at every level up to
+//! [`DECODE_DEPTH_MAX`]. Every finding carries the layers it was found under, outermost first.
+
+use std::io::Read;
+
+use base64::Engine as _;
+
+use crate::matcher::{Hit, Match, Matcher};
+
+/// How many layers deep we decode (compression inside base64 inside compression ...).
+pub const DECODE_DEPTH_MAX: usize = 4;
+/// Most bytes one decompression may produce; a larger output is cut here with a warning, so a
+/// decompression bomb costs at most this much memory.
+pub const DECODED_BYTES_MAX: usize = 64 << 20;
+/// Longest base64 blob we decode.
+pub const BASE64_BLOB_BYTES_MAX: usize = 16 << 20;
+/// Most matches we take from one buffer; past this the buffer is noise, not traffic.
+pub const MATCHES_PER_BUFFER_MAX: usize = 1 << 16;
+/// Bytes of context shown either side of a match in the evidence.
+pub const EVIDENCE_CONTEXT_BYTES: usize = 24;
+
+/// Where one identifier was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub target: usize,
+    /// Layers outermost first, ending with the identifier's own encoding.
+    pub chain: Vec<String>,
+    pub encoding: String,
+    /// Offset in the outermost buffer: of the match itself, or of the blob that contained it.
+    pub offset: usize,
+    /// Context around the match, with the identifier masked.
+    pub evidence: String,
+}
+
+/// What the searcher reports to.
+pub trait Sink {
+    fn found(&mut self, found: Found);
+    fn warn(&mut self, message: String);
+}
+
+/// Searches buffers with the matcher and decodes what can be decoded.
+pub struct Searcher<'m> {
+    matcher: &'m Matcher,
+    scratch: Vec<Vec<Match>>,
+}
+
+impl<'m> Searcher<'m> {
+    pub fn new(matcher: &'m Matcher) -> Searcher<'m> {
+        Searcher {
+            matcher,
+            scratch: vec![Vec::new(); DECODE_DEPTH_MAX + 1],
+        }
+    }
+
+    /// Searches `data` found under `layers` (e.g. `["http-body"]`); `offset` is where `data`
+    /// starts in its stream.
+    pub fn search(&mut self, data: &[u8], layers: &[&str], offset: usize, sink: &mut dyn Sink) {
+        let mut chain: Vec<String> = layers.iter().map(|s| (*s).to_owned()).collect();
+        self.search_at(data, &mut chain, 0, Some(offset), 0, sink);
+    }
+
+    /// `origin`: when `Some`, `data` is the outermost buffer and matches report their own
+    /// offset plus it; when `None`, matches report `blob_offset`, where the blob started.
+    fn search_at(
+        &mut self,
+        data: &[u8],
+        chain: &mut Vec<String>,
+        depth: usize,
+        origin: Option<usize>,
+        blob_offset: usize,
+        sink: &mut dyn Sink,
+    ) {
+        if depth < DECODE_DEPTH_MAX {
+            if let Some(coding) = compression_magic(data) {
+                let (decoded, problem) = decompress(coding, data);
+                if let Some(problem) = problem.filter(|_| !decoded.is_empty()) {
+                    sink.warn(format!(
+                        "{coding} data under {}: {problem}",
+                        chain.join("/")
+                    ));
+                }
+                if !decoded.is_empty() {
+                    chain.push(coding.to_owned());
+                    let at = origin.unwrap_or(blob_offset);
+                    self.search_at(&decoded, chain, depth + 1, None, at, sink);
+                    chain.pop();
+                    return;
+                }
+            }
+            if has_json_escape(data) {
+                let unescaped = json_unescape(data);
+                chain.push("json".to_owned());
+                let at = origin.unwrap_or(blob_offset);
+                self.search_at(&unescaped, chain, depth + 1, None, at, sink);
+                chain.pop();
+                return;
+            }
+        }
+        let mut matches = std::mem::take(&mut self.scratch[depth]);
+        matches.clear();
+        self.matcher.find_all(data, &mut matches);
+        if matches.len() > MATCHES_PER_BUFFER_MAX {
+            sink.warn(format!(
+                "{} matches under {}, only the first {MATCHES_PER_BUFFER_MAX} are kept",
+                matches.len(),
+                chain.join("/")
+            ));
+            matches.truncate(MATCHES_PER_BUFFER_MAX);
+        }
+        // Expand to (target, match) and drop matches inside a longer match of the same target:
+        // "+8613800138000" is one finding, not three (e164, e164 without "+", national digits).
+        let mut found: Vec<(usize, &str, Match)> = Vec::new();
+        let mut blobs: Vec<usize> = Vec::new();
+        for m in &matches {
+            for hit in self.matcher.hits(m.entry) {
+                match hit {
+                    Hit::Identifier { target, encoding } => found.push((*target, encoding, *m)),
+                    Hit::CompressedBase64 => blobs.push(m.start),
+                }
+            }
+        }
+        found.sort_by(|a, b| (a.0, a.2.start, b.2.end).cmp(&(b.0, b.2.start, a.2.end)));
+        let mut last: Option<(usize, usize)> = None;
+        for (target, encoding, m) in found {
+            if let Some((t, end)) = last
+                && t == target
+                && m.end <= end
+            {
+                continue;
+            }
+            last = Some((target, m.end));
+            let mut full = chain.clone();
+            full.push(encoding.to_owned());
+            sink.found(Found {
+                target,
+                chain: full,
+                encoding: encoding.to_owned(),
+                offset: origin.map_or(blob_offset, |o| o + m.start),
+                evidence: evidence(data, m.start, m.end),
+            });
+        }
+        if depth < DECODE_DEPTH_MAX {
+            let mut done_until = 0;
+            for start in blobs {
+                if start < done_until {
+                    continue;
+                }
+                let end = base64_run_end(data, start);
+                done_until = end;
+                let Some(decoded) = base64_decode(&data[start..end]) else {
+                    continue;
+                };
+                if compression_magic(&decoded).is_none() {
+                    continue;
+                }
+                chain.push("base64".to_owned());
+                let at = origin.map_or(blob_offset, |o| o + start);
+                self.search_at(&decoded, chain, depth + 1, None, at, sink);
+                chain.pop();
+            }
+        }
+        self.scratch[depth] = matches;
+    }
+}
+
+/// The compression format `data` starts with, by its magic bytes.
+pub fn compression_magic(data: &[u8]) -> Option<&'static str> {
+    match data {
+        [0x1f, 0x8b, 0x08, ..] => Some("gzip"),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Some("zstd"),
+        // A zlib header: deflate (method 8), 32K window, and the check bits right.
+        [cmf @ 0x78, flg, _, ..] if (u16::from(*cmf) * 256 + u16::from(*flg)) % 31 == 0 => {
+            Some("deflate")
+        }
+        _ => None,
+    }
+}
+
+/// Decompresses `data` encoded with an HTTP content coding (`gzip`, `x-gzip`, `deflate`, `br`,
+/// `zstd`). Returns what could be decoded and, if the data was cut, corrupt or larger than
+/// [`DECODED_BYTES_MAX`], what went wrong. An unknown coding returns nothing and says so.
+pub fn decompress(coding: &str, data: &[u8]) -> (Vec<u8>, Option<String>) {
+    let limit = DECODED_BYTES_MAX as u64 + 1;
+    let mut out = Vec::new();
+    let result = match coding {
+        "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(data)
+            .take(limit)
+            .read_to_end(&mut out),
+        "deflate" => {
+            // Servers send both zlib-wrapped (as RFC 9110 says) and raw deflate.
+            let zlib = flate2::read::ZlibDecoder::new(data)
+                .take(limit)
+                .read_to_end(&mut out);
+            if zlib.is_err() && out.is_empty() {
+                flate2::read::DeflateDecoder::new(data)
+                    .take(limit)
+                    .read_to_end(&mut out)
+            } else {
+                zlib
+            }
+        }
+        "br" => brotli::Decompressor::new(data, 4096)
+            .take(limit)
+            .read_to_end(&mut out),
+        "zstd" => match zstd::stream::read::Decoder::with_buffer(data) {
+            Ok(decoder) => decoder.take(limit).read_to_end(&mut out),
+            Err(e) => Err(e),
+        },
+        other => {
+            return (
+                Vec::new(),
+                Some(format!("unknown content coding {other:?}")),
+            );
+        }
+    };
+    let mut problem = result
+        .err()
+        .map(|e| format!("cannot be fully decoded ({e})"));
+    if out.len() > DECODED_BYTES_MAX {
+        out.truncate(DECODED_BYTES_MAX);
+        problem = Some(format!(
+            "decodes to more than {DECODED_BYTES_MAX} bytes; the rest is not searched"
+        ));
+    }
+    (out, problem)
+}
+
+fn has_json_escape(data: &[u8]) -> bool {
+    memchr::memmem::find(data, b"\\u").is_some() || memchr::memmem::find(data, b"\\/").is_some()
+}
+
+/// Undoes JSON string escapes (`\uXXXX` with surrogate pairs, `\/`, `\n` ...) anywhere in
+/// `data`; anything that is not a valid escape is kept as it is.
+pub fn json_unescape(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut i = 0;
+    while i < data.len() {
+        let b = data[i];
+        if b != b'\\' || i + 1 >= data.len() {
+            out.push(b);
+            i += 1;
+            continue;
+        }
+        let simple = match data[i + 1] {
+            b'"' => Some(b'"'),
+            b'\\' => Some(b'\\'),
+            b'/' => Some(b'/'),
+            b'b' => Some(8),
+            b'f' => Some(12),
+            b'n' => Some(b'\n'),
+            b'r' => Some(b'\r'),
+            b't' => Some(b'\t'),
+            _ => None,
+        };
+        if let Some(c) = simple {
+            out.push(c);
+            i += 2;
+            continue;
+        }
+        if data[i + 1] == b'u'
+            && let Some(unit) = hex4(data.get(i + 2..i + 6))
+        {
+            let mut consumed = 6;
+            let mut code = u32::from(unit);
+            if (0xd800..0xdc00).contains(&unit)
+                && data.get(i + 6..i + 8) == Some(b"\\u")
+                && let Some(low) = hex4(data.get(i + 8..i + 12))
+                && (0xdc00..0xe000).contains(&low)
+            {
+                code = 0x10000 + ((code - 0xd800) << 10) + (u32::from(low) - 0xdc00);
+                consumed = 12;
+            }
+            let c = char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER);
+            let mut buf = [0_u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            i += consumed;
+            continue;
+        }
+        out.push(b);
+        i += 1;
+    }
+    out
+}
+
+fn hex4(digits: Option<&[u8]>) -> Option<u16> {
+    let digits = std::str::from_utf8(digits?).ok()?;
+    u16::from_str_radix(digits, 16).ok()
+}
+
+/// Undoes percent-encoding, and `+` for space when `form` is set. `None` when there was nothing
+/// to undo.
+pub fn url_decode(data: &[u8], form: bool) -> Option<Vec<u8>> {
+    let has_percent = memchr::memchr(b'%', data).is_some();
+    let has_plus = form && memchr::memchr(b'+', data).is_some();
+    if !has_percent && !has_plus {
+        return None;
+    }
+    let mut out = Vec::with_capacity(data.len());
+    let mut i = 0;
+    while i < data.len() {
+        match data[i] {
+            b'%' => {
+                let value = data
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match value {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' if form => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
+}
+
+fn is_base64_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_')
+}
+
+fn base64_run_end(data: &[u8], start: usize) -> usize {
+    let limit = start.saturating_add(BASE64_BLOB_BYTES_MAX).min(data.len());
+    let mut end = start;
+    while end < limit && is_base64_byte(data[end]) {
+        end += 1;
+    }
+    end
+}
+
+/// Decodes base64 or base64url, padded or not; `None` when it is neither.
+pub fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true),
+    );
+    let mut normal: Vec<u8> = text
+        .iter()
+        .take_while(|&&b| b != b'=')
+        .map(|&b| match b {
+            b'-' => b'+',
+            b'_' => b'/',
+            b => b,
+        })
+        .collect();
+    if normal.len() % 4 == 1 {
+        normal.pop();
+    }
+    engine.decode(&normal).ok()
+}
+
+/// `data[start..end]` with `EVIDENCE_CONTEXT_BYTES` either side, the match masked and anything
+/// unprintable shown as `.`.
+pub fn evidence(data: &[u8], start: usize, end: usize) -> String {
+    let from = start.saturating_sub(EVIDENCE_CONTEXT_BYTES);
+    let to = end.saturating_add(EVIDENCE_CONTEXT_BYTES).min(data.len());
+    let mut out = String::with_capacity(to - from);
+    let printable = |b: u8| {
+        if b.is_ascii_graphic() || b == b' ' {
+            char::from(b)
+        } else {
+            '.'
+        }
+    };
+    for &b in &data[from..start] {
+        out.push(printable(b));
+    }
+    out.push_str(&mask(&data[start..end]));
+    for &b in &data[end..to] {
+        out.push(printable(b));
+    }
+    out
+}
+
+/// An identifier as it may be shown: its first two and last two characters, stars between.
+pub fn mask(value: &[u8]) -> String {
+    let n = value.len();
+    let mut out = String::with_capacity(n);
+    for (i, &b) in value.iter().enumerate() {
+        let keep = n >= 8 && (i < 2 || i + 2 >= n) && b.is_ascii_graphic();
+        out.push(if keep { char::from(b) } else { '*' });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_escapes() {
+        let table: [(&[u8], &[u8]); 5] = [
+            (br#"\u0033\u0035"#, b"35"),
+            (br#"a\/b"#, b"a/b"),
+            (br#"\ud83d\ude00"#, "\u{1f600}".as_bytes()),
+            (br#"\uzzzz"#, br#"\uzzzz"#),
+            (b"\\", b"\\"),
+        ];
+        for (input, expected) in table {
+            assert_eq!(json_unescape(input), expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn url_and_form_decoding() {
+        assert_eq!(url_decode(b"a%40b.com", false).unwrap(), b"a@b.com");
+        assert_eq!(url_decode(b"hi+there%2", true).unwrap(), b"hi there%2");
+        assert_eq!(url_decode(b"plain", true), None);
+    }
+
+    #[test]
+    fn decompressed_bytes_max_cuts_a_bomb() {
+        let zeros = vec![0_u8; DECODED_BYTES_MAX + 4096];
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut encoder, &zeros).unwrap();
+        let bomb = encoder.finish().unwrap();
+        let (out, problem) = decompress("gzip", &bomb);
+        assert_eq!(out.len(), DECODED_BYTES_MAX);
+        assert!(problem.unwrap().contains("more than"));
+    }
+
+    #[test]
+    fn mask_keeps_only_the_ends() {
+        assert_eq!(mask(b"353456789012345"), "35***********45");
+        assert_eq!(mask(b"short"), "*****");
+    }
+}

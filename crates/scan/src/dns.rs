@@ -1,0 +1,60 @@
+//! DNS messages: the names asked for (searched for identifiers) and the addresses answered (for
+//! attribution of later flows to a host name).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use simple_dns::{Packet, rdata::RData};
+
+/// Most names taken from one message.
+pub const DNS_NAMES_MAX: usize = 256;
+
+/// What one DNS message says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DnsMessage {
+    /// Every name in the questions and the answers.
+    pub names: Vec<String>,
+    /// Address → the name that was asked for (CNAME chains lead back to the question).
+    pub answers: Vec<(IpAddr, String)>,
+}
+
+/// Parses a DNS message; `None` when it is not one.
+pub fn parse(data: &[u8]) -> Option<DnsMessage> {
+    let packet = Packet::parse(data).ok()?;
+    let mut message = DnsMessage::default();
+    let asked = packet.questions.first().map(|q| q.qname.to_string());
+    for question in packet.questions.iter().take(DNS_NAMES_MAX) {
+        message.names.push(question.qname.to_string());
+    }
+    for record in packet.answers.iter().take(DNS_NAMES_MAX) {
+        let name = record.name.to_string();
+        let host = asked.clone().unwrap_or_else(|| name.clone());
+        match &record.rdata {
+            RData::A(a) => message
+                .answers
+                .push((IpAddr::V4(Ipv4Addr::from(a.address)), host)),
+            RData::AAAA(aaaa) => message
+                .answers
+                .push((IpAddr::V6(Ipv6Addr::from(aaaa.address)), host)),
+            RData::CNAME(cname) => message.names.push(cname.0.to_string()),
+            _ => {}
+        }
+        if !message.names.contains(&name) && message.names.len() < DNS_NAMES_MAX {
+            message.names.push(name);
+        }
+    }
+    Some(message)
+}
+
+/// DNS over TCP: messages prefixed by a two-byte length.
+pub fn parse_tcp_stream(mut data: &[u8]) -> Vec<DnsMessage> {
+    let mut messages = Vec::new();
+    while let [high, low, rest @ ..] = data {
+        let len = usize::from(u16::from_be_bytes([*high, *low]));
+        let Some(body) = rest.get(..len) else { break };
+        if let Some(message) = parse(body) {
+            messages.push(message);
+        }
+        data = &rest[len..];
+    }
+    messages
+}

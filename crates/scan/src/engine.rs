@@ -1,0 +1,680 @@
+//! The scan itself: frames → IP → flows → streams → protocols → searcher → findings.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use crate::decode::{self, Found, Searcher, Sink};
+use crate::dns;
+use crate::http::{self, Direction};
+use crate::ipfrag::Defragmenter;
+use crate::matcher::Matcher;
+use crate::packet::{self, PROTO_TCP, PROTO_UDP, TCP_FIN, TCP_RST, TCP_SYN};
+use crate::reassembly::{Loss, Mark, Run, Stream};
+use crate::tls;
+
+/// Most TCP flows followed at once; past this the oldest is scanned and closed early.
+pub const FLOWS_OPEN_MAX: usize = 100_000;
+/// Most bytes held for all open flows together; past this the largest flow is scanned early.
+pub const BUFFERED_BYTES_MAX: usize = 1 << 30;
+/// Most warnings kept in a report; the rest are counted.
+pub const WARNINGS_MAX: usize = 1000;
+/// Most DNS answers remembered for attribution.
+pub const DNS_ANSWERS_MAX: usize = 1 << 20;
+
+const _: () = assert!(crate::reassembly::STREAM_BYTES_MAX as usize <= BUFFERED_BYTES_MAX);
+
+/// Where a finding was seen: everything but the identifier and its encoding.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Place {
+    pub protocol: &'static str,
+    pub src: IpAddr,
+    pub dst: SocketAddr,
+    /// The party away from the phone: the server of a TCP flow, the destination of a datagram.
+    pub remote: IpAddr,
+    pub host: Option<String>,
+    /// Readable on the wire (HTTP, DNS, raw TCP/UDP), as opposed to inside TLS.
+    pub cleartext: bool,
+    pub outbound: bool,
+}
+
+/// A finding before policy and attribution: the key and what was accumulated under it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FindingKey {
+    pub target: usize,
+    pub chain: Vec<String>,
+    pub encoding: String,
+    pub place: Place,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Occurrences {
+    pub count: u64,
+    pub first_time_us: i64,
+    pub capture: usize,
+    pub frame: u64,
+    pub evidence: String,
+}
+
+/// Warnings, bounded by [`WARNINGS_MAX`].
+#[derive(Debug, Default, Clone)]
+pub struct Warnings {
+    pub list: Vec<String>,
+    pub dropped: u64,
+}
+
+impl Warnings {
+    pub fn push(&mut self, message: String) {
+        if self.list.len() < WARNINGS_MAX {
+            self.list.push(message);
+        } else {
+            self.dropped += 1;
+        }
+    }
+}
+
+/// What every capture of one run adds to.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub findings: HashMap<FindingKey, Occurrences>,
+    pub warnings: Warnings,
+}
+
+/// Where in its stream a buffer's bytes came from, to find their frame and time.
+#[derive(Debug, Clone, Copy)]
+enum Timing<'a> {
+    Marks(&'a [Mark]),
+    Fixed { frame: u64, time_us: i64 },
+}
+
+struct Collector<'a> {
+    tally: &'a mut Tally,
+    place: &'a Place,
+    timing: Timing<'a>,
+    capture: usize,
+}
+
+impl Sink for Collector<'_> {
+    fn found(&mut self, found: Found) {
+        let (frame, time_us) = match self.timing {
+            Timing::Fixed { frame, time_us } => (frame, time_us),
+            Timing::Marks(marks) => {
+                Mark::find(marks, found.offset as u64).map_or((0, 0), |m| (m.frame, m.time_us))
+            }
+        };
+        let key = FindingKey {
+            target: found.target,
+            chain: found.chain,
+            encoding: found.encoding,
+            place: self.place.clone(),
+        };
+        let entry = self
+            .tally
+            .findings
+            .entry(key)
+            .or_insert_with(|| Occurrences {
+                count: 0,
+                first_time_us: time_us,
+                capture: self.capture,
+                frame,
+                evidence: found.evidence.clone(),
+            });
+        entry.count += 1;
+        if (self.capture, time_us) < (entry.capture, entry.first_time_us) {
+            entry.first_time_us = time_us;
+            entry.capture = self.capture;
+            entry.frame = frame;
+            entry.evidence = found.evidence;
+        }
+    }
+
+    fn warn(&mut self, message: String) {
+        self.tally.warnings.push(message);
+    }
+}
+
+#[derive(Debug)]
+struct Flow {
+    client: SocketAddr,
+    server: SocketAddr,
+    to_server: Stream,
+    to_client: Stream,
+    /// The host an earlier DNS answer gave for the server's address.
+    dns_host: Option<String>,
+    sni: Option<String>,
+    http_host: Option<String>,
+    order: u64,
+}
+
+impl Flow {
+    fn held_bytes(&self) -> usize {
+        self.to_server.held_bytes() + self.to_client.held_bytes()
+    }
+}
+
+type FlowKey = (SocketAddr, SocketAddr);
+
+fn flow_key(a: SocketAddr, b: SocketAddr) -> FlowKey {
+    if a <= b { (a, b) } else { (b, a) }
+}
+
+/// Statistics of one capture, for the report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CaptureStats {
+    pub frames: u64,
+    pub bytes: u64,
+    pub tcp_flows: u64,
+    pub first_time_us: Option<i64>,
+    pub last_time_us: Option<i64>,
+}
+
+/// The state of scanning one capture.
+pub struct Session<'a> {
+    searcher: Searcher<'a>,
+    tally: &'a mut Tally,
+    capture: usize,
+    label: String,
+    flows: HashMap<FlowKey, Flow>,
+    flow_order: VecDeque<(FlowKey, u64)>,
+    next_order: u64,
+    buffered_bytes: usize,
+    dns: HashMap<IpAddr, String>,
+    defrag: Defragmenter,
+    frame: u64,
+    pub stats: CaptureStats,
+}
+
+impl<'a> Session<'a> {
+    pub fn new(matcher: &'a Matcher, tally: &'a mut Tally, capture: usize, path: &Path) -> Self {
+        Session {
+            searcher: Searcher::new(matcher),
+            tally,
+            capture,
+            label: path.display().to_string(),
+            flows: HashMap::new(),
+            flow_order: VecDeque::new(),
+            next_order: 0,
+            buffered_bytes: 0,
+            dns: HashMap::new(),
+            defrag: Defragmenter::default(),
+            frame: 0,
+            stats: CaptureStats::default(),
+        }
+    }
+
+    /// Takes one captured frame.
+    pub fn frame(&mut self, link: packet::LinkType, time_us: i64, data: &[u8]) {
+        self.frame += 1;
+        self.stats.frames += 1;
+        self.stats.bytes += data.len() as u64;
+        self.stats.first_time_us.get_or_insert(time_us);
+        self.stats.last_time_us = Some(time_us);
+        let Some((ethertype, rest)) = packet::parse_link(link, data) else {
+            return;
+        };
+        let Some(ip) = packet::parse_ip(ethertype, rest) else {
+            return;
+        };
+        if let Some(fragment) = ip.fragment {
+            let whole = self
+                .defrag
+                .add(ip.src, ip.dst, ip.protocol, fragment, ip.payload);
+            if let Some(whole) = whole {
+                self.transport(ip.src, ip.dst, ip.protocol, &whole, time_us);
+            }
+            return;
+        }
+        self.transport(ip.src, ip.dst, ip.protocol, ip.payload, time_us);
+    }
+
+    fn transport(&mut self, src: IpAddr, dst: IpAddr, protocol: u8, payload: &[u8], time_us: i64) {
+        match protocol {
+            PROTO_TCP => {
+                if let Some(segment) = packet::parse_tcp(payload) {
+                    self.tcp(src, dst, segment, time_us);
+                }
+            }
+            PROTO_UDP => {
+                if let Some(datagram) = packet::parse_udp(payload) {
+                    self.udp(src, dst, datagram, time_us);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn udp(&mut self, src: IpAddr, dst: IpAddr, d: packet::UdpDatagram<'_>, time_us: i64) {
+        if d.payload.is_empty() {
+            return;
+        }
+        let src_sock = SocketAddr::new(src, d.src_port);
+        let dst_sock = SocketAddr::new(dst, d.dst_port);
+        let dns_port = |p: u16| matches!(p, 53 | 5353 | 5355);
+        let timing = Timing::Fixed {
+            frame: self.frame,
+            time_us,
+        };
+        if (dns_port(d.src_port) || dns_port(d.dst_port))
+            && let Some(message) = dns::parse(d.payload)
+        {
+            let outbound = dns_port(d.dst_port);
+            let remote = if outbound { dst } else { src };
+            self.dns_message(&message, src, dst_sock, remote, None, outbound, timing);
+            return;
+        }
+        let host = self.dns.get(&dst).cloned();
+        let place = Place {
+            protocol: "udp",
+            src,
+            dst: dst_sock,
+            remote: dst,
+            host,
+            cleartext: true,
+            outbound: true,
+        };
+        let _ = src_sock;
+        self.search(d.payload, &["udp"], 0, &place, timing);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn dns_message(
+        &mut self,
+        message: &dns::DnsMessage,
+        src: IpAddr,
+        dst: SocketAddr,
+        remote: IpAddr,
+        host: Option<String>,
+        outbound: bool,
+        timing: Timing<'_>,
+    ) {
+        for (address, name) in &message.answers {
+            if self.dns.len() < DNS_ANSWERS_MAX || self.dns.contains_key(address) {
+                self.dns.insert(*address, name.clone());
+            }
+        }
+        if message.names.is_empty() {
+            return;
+        }
+        let names = message.names.join("\n");
+        let place = Place {
+            protocol: "dns",
+            src,
+            dst,
+            remote,
+            host,
+            cleartext: true,
+            outbound,
+        };
+        self.search(names.as_bytes(), &["dns-name"], 0, &place, timing);
+    }
+
+    fn tcp(&mut self, src: IpAddr, dst: IpAddr, s: packet::TcpSegment<'_>, time_us: i64) {
+        let src_sock = SocketAddr::new(src, s.src_port);
+        let dst_sock = SocketAddr::new(dst, s.dst_port);
+        let key = flow_key(src_sock, dst_sock);
+        if !self.flows.contains_key(&key) {
+            if s.flags & TCP_RST != 0 && s.payload.is_empty() {
+                return;
+            }
+            // The SYN's sender is the client; without one, the higher port is.
+            let sender_is_client = if s.flags & TCP_SYN != 0 {
+                s.flags & 0x10 == 0
+            } else {
+                s.src_port >= s.dst_port
+            };
+            let (client, server) = if sender_is_client {
+                (src_sock, dst_sock)
+            } else {
+                (dst_sock, src_sock)
+            };
+            self.make_room_for_a_flow();
+            self.next_order += 1;
+            self.stats.tcp_flows += 1;
+            let flow = Flow {
+                client,
+                server,
+                to_server: Stream::default(),
+                to_client: Stream::default(),
+                dns_host: self.dns.get(&server.ip()).cloned(),
+                sni: None,
+                http_host: None,
+                order: self.next_order,
+            };
+            self.flow_order.push_back((key, self.next_order));
+            self.flows.insert(key, flow);
+        }
+        let frame = self.frame;
+        // Invariant: the flow was inserted above if it was missing.
+        let flow = self.flows.get_mut(&key).expect("flow exists");
+        let before = flow.held_bytes();
+        let stream = if src_sock == flow.client {
+            &mut flow.to_server
+        } else {
+            &mut flow.to_client
+        };
+        if s.flags & TCP_SYN != 0 {
+            stream.syn(s.seq);
+        }
+        let data_seq = if s.flags & TCP_SYN != 0 {
+            s.seq.wrapping_add(1)
+        } else {
+            s.seq
+        };
+        stream.segment(data_seq, s.payload, frame, time_us);
+        if s.flags & TCP_FIN != 0 {
+            stream.fin = true;
+        }
+        let after = flow.held_bytes();
+        let done = s.flags & TCP_RST != 0 || (flow.to_server.fin && flow.to_client.fin);
+        self.buffered_bytes = (self.buffered_bytes + after).saturating_sub(before);
+        if done {
+            self.close_flow(key);
+        } else if self.buffered_bytes > BUFFERED_BYTES_MAX {
+            self.flush_largest_flow();
+        }
+    }
+
+    fn make_room_for_a_flow(&mut self) {
+        while self.flows.len() >= FLOWS_OPEN_MAX {
+            let Some((key, order)) = self.flow_order.pop_front() else {
+                return;
+            };
+            if self.flows.get(&key).is_some_and(|f| f.order == order) {
+                self.tally.warnings.push(format!(
+                    "{}: more than {FLOWS_OPEN_MAX} tcp flows open at once; {} ↔ {} was scanned before it ended",
+                    self.label, key.0, key.1
+                ));
+                self.close_flow(key);
+            }
+        }
+    }
+
+    fn flush_largest_flow(&mut self) {
+        let largest = self
+            .flows
+            .iter()
+            .max_by_key(|(_, f)| f.held_bytes())
+            .map(|(k, _)| *k);
+        if let Some(key) = largest {
+            self.tally.warnings.push(format!(
+                "{}: more than {BUFFERED_BYTES_MAX} bytes buffered; {} ↔ {} was scanned in pieces",
+                self.label, key.0, key.1
+            ));
+            if let Some(mut flow) = self.flows.remove(&key) {
+                self.scan_flow(&mut flow);
+                self.flows.insert(key, flow);
+            }
+        }
+    }
+
+    fn close_flow(&mut self, key: FlowKey) {
+        if let Some(mut flow) = self.flows.remove(&key) {
+            self.scan_flow(&mut flow);
+        }
+        if self.flows.is_empty() {
+            self.flow_order.clear();
+        }
+    }
+
+    /// Ends the capture: scans every flow still open.
+    pub fn finish(&mut self) {
+        let mut keys: Vec<(u64, FlowKey)> = self.flows.iter().map(|(k, f)| (f.order, *k)).collect();
+        keys.sort();
+        for (_, key) in keys {
+            self.close_flow(key);
+        }
+        let incomplete = self.defrag.incomplete() as u64 + self.defrag.dropped;
+        if incomplete > 0 {
+            self.tally.warnings.push(format!(
+                "{}: {incomplete} fragmented ip datagrams could not be reassembled",
+                self.label
+            ));
+        }
+    }
+
+    fn scan_flow(&mut self, flow: &mut Flow) {
+        let held = flow.held_bytes();
+        self.buffered_bytes = self.buffered_bytes.saturating_sub(held);
+        let (runs, marks, losses) = flow.to_server.take();
+        self.report_losses(flow, true, &losses);
+        self.scan_direction(flow, true, &runs, &marks);
+        let (runs, marks, losses) = flow.to_client.take();
+        self.report_losses(flow, false, &losses);
+        self.scan_direction(flow, false, &runs, &marks);
+    }
+
+    fn report_losses(&mut self, flow: &Flow, to_server: bool, losses: &[Loss]) {
+        let (a, b) = if to_server {
+            (flow.client, flow.server)
+        } else {
+            (flow.server, flow.client)
+        };
+        for loss in losses {
+            let message = match loss {
+                Loss::Gap { at, bytes } => format!(
+                    "{}: {bytes} bytes missing at offset {at} of tcp stream {a} → {b}; the rest of the stream is still scanned",
+                    self.label
+                ),
+                Loss::Truncated => format!(
+                    "{}: tcp stream {a} → {b} is longer than {} bytes; the rest is not scanned",
+                    self.label,
+                    crate::reassembly::STREAM_BYTES_MAX
+                ),
+            };
+            self.tally.warnings.push(message);
+        }
+    }
+
+    fn scan_direction(&mut self, flow: &mut Flow, to_server: bool, runs: &[Run], marks: &[Mark]) {
+        let (src, dst) = if to_server {
+            (flow.client, flow.server)
+        } else {
+            (flow.server, flow.client)
+        };
+        let timing = Timing::Marks(marks);
+        for run in runs {
+            let data = run.data.as_slice();
+            let base = run.start as usize;
+            if flow.server.port() == 53 || flow.client.port() == 53 {
+                for message in dns::parse_tcp_stream(data) {
+                    self.dns_message(
+                        &message,
+                        src.ip(),
+                        dst,
+                        flow.server.ip(),
+                        None,
+                        to_server,
+                        timing,
+                    );
+                }
+                continue;
+            }
+            if tls::looks_like_tls(data) {
+                if to_server && flow.sni.is_none() {
+                    flow.sni = tls::client_hello_sni(data);
+                }
+                let place = self.place(flow, "tls", to_server, false, None);
+                self.search(data, &["tls"], base, &place, timing);
+                continue;
+            }
+            let mut at = 0;
+            while at < data.len() {
+                let rest = &data[at..];
+                let Some(message) = http::parse(rest) else {
+                    let next = http::resync(data, at + 1).unwrap_or(data.len());
+                    let place = self.place(flow, "tcp", to_server, true, None);
+                    self.search(&data[at..next], &["tcp"], base + at, &place, timing);
+                    at = next;
+                    continue;
+                };
+                if message.direction == Direction::Request && flow.http_host.is_none() {
+                    flow.http_host = message.host.clone();
+                }
+                let place = self.place(flow, "http", to_server, true, message.host.clone());
+                self.http_message(&message, base + at, &place, timing, src, dst);
+                at += message.len.max(1);
+            }
+        }
+    }
+
+    fn place(
+        &self,
+        flow: &Flow,
+        protocol: &'static str,
+        to_server: bool,
+        cleartext: bool,
+        host: Option<String>,
+    ) -> Place {
+        let (src, dst) = if to_server {
+            (flow.client, flow.server)
+        } else {
+            (flow.server, flow.client)
+        };
+        Place {
+            protocol,
+            src: src.ip(),
+            dst,
+            remote: flow.server.ip(),
+            host: host
+                .or_else(|| flow.http_host.clone())
+                .or_else(|| flow.sni.clone())
+                .or_else(|| flow.dns_host.clone()),
+            cleartext,
+            outbound: to_server,
+        }
+    }
+
+    fn http_message(
+        &mut self,
+        message: &http::Message<'_>,
+        offset: usize,
+        place: &Place,
+        timing: Timing<'_>,
+        src: SocketAddr,
+        dst: SocketAddr,
+    ) {
+        if message.direction == Direction::Request {
+            match decode::url_decode(message.target, true) {
+                Some(decoded) => self.search(&decoded, &["http-uri", "url"], offset, place, timing),
+                None => self.search(message.target, &["http-uri"], offset, place, timing),
+            }
+        }
+        let head_offset = offset + message.body_offset.saturating_sub(message.head.len());
+        self.search(message.head, &["http-header"], head_offset, place, timing);
+        if message.body.is_empty() {
+            return;
+        }
+        let body_offset = offset + message.body_offset;
+        if message.body_cut {
+            self.tally.warnings.push(format!(
+                "{}: http body from {src} to {dst} is cut short; the part captured is scanned",
+                self.label
+            ));
+        }
+        let mut layers: Vec<&str> = vec!["http-body"];
+        let mut body: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(&message.body);
+        for coding in message.content_encoding.iter().rev() {
+            let (decoded, problem) = decode::decompress(coding, &body);
+            if let Some(problem) = problem {
+                self.tally.warnings.push(format!(
+                    "{}: http body from {src} to {dst}, content-encoding {coding}: {problem}",
+                    self.label
+                ));
+            }
+            if decoded.is_empty() {
+                break;
+            }
+            layers.push(match coding.as_str() {
+                "x-gzip" => "gzip",
+                "gzip" => "gzip",
+                "deflate" => "deflate",
+                "br" => "br",
+                "zstd" => "zstd",
+                _ => "decoded",
+            });
+            body = std::borrow::Cow::Owned(decoded);
+        }
+        let content_type = message.content_type.as_deref().unwrap_or("");
+        if content_type.contains("x-www-form-urlencoded") {
+            if let Some(decoded) = decode::url_decode(&body, true) {
+                layers.push("form");
+                body = std::borrow::Cow::Owned(decoded);
+            }
+        } else if content_type.contains("json")
+            || matches!(
+                body.iter().find(|b| !b.is_ascii_whitespace()),
+                Some(b'{' | b'[')
+            )
+        {
+            layers.push("json");
+            if memchr::memchr(b'\\', &body).is_some() {
+                body = std::borrow::Cow::Owned(decode::json_unescape(&body));
+            }
+        }
+        self.search(&body, &layers, body_offset, place, timing);
+    }
+
+    fn search(
+        &mut self,
+        data: &[u8],
+        layers: &[&str],
+        offset: usize,
+        place: &Place,
+        timing: Timing<'_>,
+    ) {
+        let mut collector = Collector {
+            tally: self.tally,
+            place,
+            timing,
+            capture: self.capture,
+        };
+        self.searcher.search(data, layers, offset, &mut collector);
+    }
+
+    /// Scans one HAR entry's request and response.
+    pub fn har_entry(&mut self, entry: &crate::har::Exchange, index: u64) {
+        let timing = Timing::Fixed {
+            frame: index,
+            time_us: entry.time_us,
+        };
+        let dst = SocketAddr::new(entry.server_ip, entry.port);
+        let src: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+        for (outbound, parts) in [(true, &entry.request), (false, &entry.response)] {
+            let place = Place {
+                protocol: "http",
+                src,
+                dst,
+                remote: entry.server_ip,
+                host: entry.host.clone(),
+                cleartext: entry.cleartext,
+                outbound,
+            };
+            if outbound {
+                match decode::url_decode(entry.url.as_bytes(), true) {
+                    Some(d) => self.search(&d, &["http-uri", "url"], 0, &place, timing),
+                    None => self.search(entry.url.as_bytes(), &["http-uri"], 0, &place, timing),
+                }
+            }
+            self.search(parts.head.as_bytes(), &["http-header"], 0, &place, timing);
+            if !parts.body.is_empty() {
+                let mut layers = vec!["http-body"];
+                let ct = parts.content_type.as_str();
+                let body = if ct.contains("x-www-form-urlencoded") {
+                    decode::url_decode(&parts.body, true).inspect(|_| layers.push("form"))
+                } else if ct.contains("json") {
+                    layers.push("json");
+                    None
+                } else {
+                    None
+                };
+                let body = body.unwrap_or_else(|| parts.body.clone());
+                self.search(&body, &layers, 0, &place, timing);
+            }
+        }
+        self.stats.frames += 1;
+    }
+
+    pub fn warn(&mut self, message: String) {
+        self.tally.warnings.push(message);
+    }
+}

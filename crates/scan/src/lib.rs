@@ -1,0 +1,297 @@
+//! The scanner: finds a phone's identifiers in captured traffic, in any encoding, and says where
+//! they went.
+//!
+//! It reads pcap, pcapng and HAR captures, reassembles TCP, parses HTTP/1.x, DNS and the TLS
+//! ClientHello, undoes compression and encodings, and matches every identifier of a device
+//! profile in one pass. Each finding is attributed to a host and a country and rated by a
+//! policy. The crate does no network I/O: the IP-to-country database is compiled in.
+//!
+//! ```no_run
+//! use sovereign_scan::{Policy, Profile, Scanner, progress::NoProgress};
+//!
+//! let profile = Profile::from_toml(
+//!     "[device]\nhome_country = \"IN\"\n[identifiers]\nimei = \"356938035643809\"\n",
+//!     "profile.toml",
+//! )?;
+//! let scanner = Scanner::new(profile, Policy::builtin())?;
+//! let report = scanner.scan_paths(&["phone.pcap".into()], &mut NoProgress)?;
+//! println!("{}", report.to_table());
+//! # Ok::<(), sovereign_scan::ScanError>(())
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod capture;
+pub mod decode;
+pub mod diff;
+pub mod dns;
+pub mod engine;
+mod error;
+pub mod geo;
+pub mod har;
+pub mod html;
+pub mod http;
+pub mod ipfrag;
+pub mod matcher;
+pub mod needle;
+pub mod packet;
+pub mod policy;
+pub mod profile;
+pub mod progress;
+pub mod reassembly;
+pub mod report;
+pub mod run;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::io::{Read, Seek};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+pub use error::ScanError;
+pub use policy::{Policy, Severity};
+pub use profile::Profile;
+pub use report::{Finding, Report};
+
+use capture::CaptureFormat;
+use engine::{Session, Tally};
+use progress::Progress;
+
+/// Bytes of a file read between two progress updates.
+const PROGRESS_STEP_BYTES: u64 = 4 << 20;
+
+/// A profile compiled into a matcher, with the policy and the country database.
+#[derive(Debug)]
+pub struct Scanner {
+    profile: Profile,
+    targets: Vec<needle::Target>,
+    matcher: matcher::Matcher,
+    geo: geo::Geo,
+    policy: Policy,
+}
+
+impl Scanner {
+    /// # Errors
+    /// When the profile lists no identifier, or the matcher or database cannot be built.
+    pub fn new(profile: Profile, policy: Policy) -> Result<Scanner, ScanError> {
+        let (targets, needles) = needle::expand(&profile);
+        if targets.is_empty() {
+            return Err(ScanError::EmptyProfile(profile.device.name.clone()));
+        }
+        let matcher = matcher::Matcher::new(&needles)?;
+        Ok(Scanner {
+            profile,
+            targets,
+            matcher,
+            geo: geo::Geo::new()?,
+            policy,
+        })
+    }
+
+    /// How many byte patterns the profile expanded to.
+    pub fn pattern_count(&self) -> usize {
+        needle::expand(&self.profile).1.len()
+    }
+
+    /// Scans capture files, in order, into one report.
+    ///
+    /// # Errors
+    /// When a file cannot be read or is not a capture at all. A capture that is truncated or
+    /// malformed part way is not an error: the report has what came before and a warning.
+    pub fn scan_paths(
+        &self,
+        paths: &[PathBuf],
+        progress: &mut dyn Progress,
+    ) -> Result<Report, ScanError> {
+        let mut tally = Tally::default();
+        let mut captures = Vec::new();
+        for (index, path) in paths.iter().enumerate() {
+            let io = |source| ScanError::Io {
+                path: path.clone(),
+                source,
+            };
+            let file = std::fs::File::open(path).map_err(io)?;
+            let size = file.metadata().map_err(io)?.len();
+            let info = self.scan_reader(&mut tally, index, path, file, size, progress)?;
+            captures.push(info);
+        }
+        Ok(self.report(tally, captures))
+    }
+
+    /// Scans one capture held in memory (tests and fuzzing use this).
+    ///
+    /// # Errors
+    /// As [`Scanner::scan_paths`].
+    pub fn scan_bytes(&self, name: &str, data: &[u8]) -> Result<Report, ScanError> {
+        let mut tally = Tally::default();
+        let info = self.scan_reader(
+            &mut tally,
+            0,
+            Path::new(name),
+            std::io::Cursor::new(data),
+            data.len() as u64,
+            &mut progress::NoProgress,
+        )?;
+        Ok(self.report(tally, vec![info]))
+    }
+
+    fn scan_reader(
+        &self,
+        tally: &mut Tally,
+        index: usize,
+        path: &Path,
+        mut file: impl Read + Seek + Send,
+        size: u64,
+        progress: &mut dyn Progress,
+    ) -> Result<report::CaptureInfo, ScanError> {
+        let io = |source| ScanError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mut head = Vec::with_capacity(16);
+        (&mut file).take(16).read_to_end(&mut head).map_err(io)?;
+        let format = CaptureFormat::detect(path, &head)?;
+        // Start again from the beginning: the pcap reader must see the header in its first read.
+        file.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
+        progress.begin(&path.display().to_string(), size);
+        let mut session = Session::new(&self.matcher, tally, index, path);
+        match format {
+            CaptureFormat::Pcap | CaptureFormat::Pcapng => {
+                let mut warnings = Vec::new();
+                let mut next_update = PROGRESS_STEP_BYTES;
+                capture::read_frames(
+                    path,
+                    &mut file,
+                    |frame, done| {
+                        session.frame(frame.link, frame.time_us, frame.data);
+                        if done >= next_update {
+                            progress.advance(done);
+                            next_update = done + PROGRESS_STEP_BYTES;
+                        }
+                    },
+                    &mut warnings,
+                )?;
+                for warning in warnings {
+                    session.warn(warning);
+                }
+                session.finish();
+            }
+            CaptureFormat::Har => {
+                let mut text = Vec::new();
+                file.take(har::HAR_BYTES_MAX + 1)
+                    .read_to_end(&mut text)
+                    .map_err(io)?;
+                if text.len() as u64 > har::HAR_BYTES_MAX {
+                    return Err(ScanError::Capture {
+                        path: path.to_owned(),
+                        message: format!("larger than {} bytes", har::HAR_BYTES_MAX),
+                    });
+                }
+                let exchanges = har::parse(&text).map_err(|message| ScanError::Capture {
+                    path: path.to_owned(),
+                    message,
+                })?;
+                for (i, exchange) in exchanges.iter().enumerate() {
+                    session.har_entry(exchange, i as u64 + 1);
+                }
+                session.stats.bytes = text.len() as u64;
+            }
+        }
+        progress.end();
+        let stats = session.stats.clone();
+        Ok(report::CaptureInfo {
+            path: path.display().to_string(),
+            format,
+            frames: stats.frames,
+            bytes: stats.bytes,
+            tcp_flows: stats.tcp_flows,
+            first_seen: stats.first_time_us.map(report::rfc3339),
+            last_seen: stats.last_time_us.map(report::rfc3339),
+        })
+    }
+
+    fn report(&self, tally: Tally, captures: Vec<report::CaptureInfo>) -> Report {
+        let home = self.profile.device.home_country.as_str().to_owned();
+        let mut countries: HashMap<IpAddr, Option<String>> = HashMap::new();
+        let mut findings: Vec<Finding> = tally
+            .findings
+            .into_iter()
+            .map(|(key, occ)| {
+                let kind = self.targets[key.target].kind;
+                let country = countries
+                    .entry(key.place.remote)
+                    .or_insert_with(|| self.geo.country(key.place.remote))
+                    .clone();
+                let cross_border = country.as_deref().is_some_and(|c| c != home);
+                let hashed = ["md5", "sha1", "sha256"]
+                    .iter()
+                    .any(|h| key.encoding.starts_with(h));
+                let severity = self.policy.rate(policy::Facts {
+                    kind,
+                    cleartext: key.place.cleartext,
+                    cross_border,
+                    hashed,
+                });
+                Finding {
+                    identifier: kind,
+                    encoding: key.encoding,
+                    chain: key.chain,
+                    protocol: key.place.protocol.to_owned(),
+                    direction: if key.place.outbound {
+                        "outbound"
+                    } else {
+                        "inbound"
+                    }
+                    .to_owned(),
+                    src: key.place.src.to_string(),
+                    dst: key.place.dst.to_string(),
+                    dst_ip: key.place.dst.ip().to_string(),
+                    host: key.place.host,
+                    country,
+                    cross_border,
+                    cleartext: key.place.cleartext,
+                    severity,
+                    first_seen: report::rfc3339(occ.first_time_us),
+                    first_seen_us: occ.first_time_us,
+                    capture: captures
+                        .get(occ.capture)
+                        .map(|c| c.path.clone())
+                        .unwrap_or_default(),
+                    frame: occ.frame,
+                    count: occ.count,
+                    evidence: occ.evidence,
+                }
+            })
+            .collect();
+        findings.sort_by(|a, b| {
+            b.severity
+                .cmp(&a.severity)
+                .then(a.first_seen_us.cmp(&b.first_seen_us))
+                .then(a.identifier.cmp(&b.identifier))
+                .then(a.chain.cmp(&b.chain))
+                .then(a.dst.cmp(&b.dst))
+        });
+        let rating = findings
+            .iter()
+            .map(|f| f.severity)
+            .max()
+            .unwrap_or(Severity::None);
+        let mut warnings = tally.warnings.list;
+        if tally.warnings.dropped > 0 {
+            warnings.push(format!(
+                "{} more warnings were not kept (at most {} are)",
+                tally.warnings.dropped,
+                engine::WARNINGS_MAX
+            ));
+        }
+        Report {
+            rating,
+            advisory: rating.advisory().to_owned(),
+            device: self.profile.device.name.clone(),
+            home_country: home,
+            findings,
+            captures,
+            warnings,
+            ip_country_database: self.geo.version(),
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! Every way an identifier may be written on the wire, as byte patterns for the matcher.
+//!
+//! We expand each identifier into its encodings up front (plain, case variants, URL and form
+//! encoding, hex, base64 and base64url at the three alignments, MD5/SHA-1/SHA-256 hex) so that one
+//! pass of one automaton over the traffic finds all of them. Layers that wrap whole bodies
+//! (compression, JSON escapes, URL-encoded forms) are undone by [`crate::decode`] instead.
+
+use base64::Engine as _;
+use md5::Digest as _;
+use sovereign_model::IdentifierKind;
+
+use crate::profile::Profile;
+
+/// Shortest plain pattern we search: shorter values match by chance everywhere.
+pub const NEEDLE_BYTES_MIN: usize = 4;
+/// Shortest base64 core we search; shorter cores of short values match by chance.
+pub const BASE64_CORE_BYTES_MIN: usize = 6;
+/// Most patterns one profile may expand to, so that the automaton stays small and in cache.
+pub const NEEDLES_MAX: usize = 200_000;
+
+/// One thing we look for: an identifier of the profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub kind: IdentifierKind,
+    /// The value as the profile gives it; only ever shown masked.
+    pub value: String,
+}
+
+/// One byte pattern and what finding it means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Needle {
+    pub pattern: Vec<u8>,
+    /// Index into the target list.
+    pub target: usize,
+    /// How the value is written, e.g. `plain`, `base64`, `sha256(e164)`.
+    pub encoding: String,
+}
+
+/// Expands a profile into its targets and the patterns that find them.
+pub fn expand(profile: &Profile) -> (Vec<Target>, Vec<Needle>) {
+    let mut targets = Vec::new();
+    let mut needles = Vec::new();
+    let home = profile.device.home_country.as_str().to_owned();
+    let ids = &profile.identifiers;
+    let simple = [
+        (IdentifierKind::Imei, &ids.imei),
+        (IdentifierKind::Imsi, &ids.imsi),
+        (IdentifierKind::Iccid, &ids.iccid),
+        (IdentifierKind::Carrier, &ids.carrier),
+        (IdentifierKind::AndroidId, &ids.android_id),
+        (IdentifierKind::AdvertisingId, &ids.advertising_id),
+        (IdentifierKind::Serial, &ids.serial),
+        (IdentifierKind::Email, &ids.email),
+    ];
+    let mut add = |kind: IdentifierKind, value: &str, forms: Vec<(String, String)>| {
+        let target = targets.len();
+        targets.push(Target {
+            kind,
+            value: value.to_owned(),
+        });
+        for (form, text) in forms {
+            encode_form(target, &form, &text, kind, &mut needles);
+        }
+    };
+    for (kind, value) in simple {
+        if let Some(value) = value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+            add(kind, value, value_forms(kind, value));
+        }
+    }
+    if let Some(phone) = ids
+        .phone
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+    {
+        add(IdentifierKind::Phone, phone, phone_forms(phone, &home));
+    }
+    if let Some(mac) = ids
+        .wifi_mac
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+    {
+        add(IdentifierKind::WifiMac, mac, mac_forms(mac));
+    }
+    if let Some(location) = profile.location {
+        let lat = format!("{:.6}", location.lat);
+        add(
+            IdentifierKind::Location,
+            &lat,
+            coordinate_forms("lat", location.lat),
+        );
+        let lon = format!("{:.6}", location.lon);
+        add(
+            IdentifierKind::Location,
+            &lon,
+            coordinate_forms("lon", location.lon),
+        );
+    }
+    for contact in &profile.contacts {
+        if let Some(name) = contact
+            .name
+            .as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+        {
+            add(
+                IdentifierKind::Contact,
+                name,
+                vec![("value".into(), name.into())],
+            );
+        }
+        if let Some(phone) = contact
+            .phone
+            .as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+        {
+            add(IdentifierKind::Contact, phone, phone_forms(phone, &home));
+        }
+    }
+    for sms in &profile.sms {
+        let text = sms.text.trim();
+        if !text.is_empty() {
+            add(
+                IdentifierKind::Sms,
+                text,
+                vec![("value".into(), text.into())],
+            );
+        }
+    }
+    needles.sort_by(|a, b| (&a.pattern, a.target).cmp(&(&b.pattern, b.target)));
+    needles.dedup_by(|a, b| a.pattern == b.pattern && a.target == b.target);
+    (targets, needles)
+}
+
+fn value_forms(kind: IdentifierKind, value: &str) -> Vec<(String, String)> {
+    let mut forms = vec![("value".to_owned(), value.to_owned())];
+    match kind {
+        // An IMEI is often sent without its Luhn check digit (the 14-digit form).
+        IdentifierKind::Imei if value.len() == 15 && value.bytes().all(|b| b.is_ascii_digit()) => {
+            forms.push(("imei14".into(), value[..14].to_owned()));
+        }
+        // UUID-shaped IDs are also sent without their dashes.
+        IdentifierKind::AdvertisingId | IdentifierKind::AndroidId if value.contains('-') => {
+            forms.push(("no-dashes".into(), value.replace('-', "")));
+        }
+        IdentifierKind::Email => {
+            let lower = value.to_ascii_lowercase();
+            if lower != value {
+                forms.push(("lowercase".into(), lower));
+            }
+        }
+        _ => {}
+    }
+    forms
+}
+
+/// A MAC with `:`, with `-`, and bare, each in either case.
+fn mac_forms(value: &str) -> Vec<(String, String)> {
+    let hex: String = value.chars().filter(char::is_ascii_hexdigit).collect();
+    if hex.len() != 12 {
+        return vec![("value".into(), value.to_owned())];
+    }
+    let pairs: Vec<&str> = (0..6).map(|i| &hex[i * 2..i * 2 + 2]).collect();
+    let mut forms = Vec::new();
+    for (name, sep) in [("colon", ":"), ("dash", "-"), ("bare", "")] {
+        let joined = pairs.join(sep);
+        forms.push((format!("mac-{name}"), joined.to_ascii_lowercase()));
+        forms.push((format!("mac-{name}-upper"), joined.to_ascii_uppercase()));
+    }
+    forms
+}
+
+/// E.164 with and without `+`, the international format, and the national format as the home
+/// country writes it, with its separators and without.
+pub fn phone_forms(value: &str, home_country: &str) -> Vec<(String, String)> {
+    let mut forms: Vec<(String, String)> = Vec::new();
+    let home = home_country.parse::<phonenumber::country::Id>().ok();
+    match phonenumber::parse(home, value) {
+        Ok(number) => {
+            let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
+            forms.push(("e164".into(), e164.clone()));
+            forms.push((
+                "e164-no-plus".into(),
+                e164.trim_start_matches('+').to_owned(),
+            ));
+            let international = number
+                .format()
+                .mode(phonenumber::Mode::International)
+                .to_string();
+            forms.push(("international".into(), international.clone()));
+            forms.push(("international-dash".into(), international.replace(' ', "-")));
+            let national = number
+                .format()
+                .mode(phonenumber::Mode::National)
+                .to_string();
+            forms.push(("national".into(), national.clone()));
+            let groups: Vec<&str> = national
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|g| !g.is_empty())
+                .collect();
+            for (name, sep) in [("dash", "-"), ("dot", "."), ("space", " "), ("digits", "")] {
+                forms.push((format!("national-{name}"), groups.join(sep)));
+            }
+        }
+        Err(_) => {
+            let digits: String = value.chars().filter(char::is_ascii_digit).collect();
+            forms.push(("value".into(), value.to_owned()));
+            forms.push(("digits".into(), digits));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    forms.retain(|(_, text)| text.len() >= NEEDLE_BYTES_MIN && seen.insert(text.clone()));
+    forms
+}
+
+/// A coordinate to 4 and 5 decimals, truncated and rounded: anything written with 4 decimals or
+/// more starts with one of these.
+fn coordinate_forms(axis: &str, value: f64) -> Vec<(String, String)> {
+    let mut forms = Vec::new();
+    for decimals in [4_i32, 5] {
+        let scale = 10_f64.powi(decimals);
+        let truncated = (value * scale).trunc() / scale;
+        forms.push((
+            format!("{axis}-decimal-{decimals}"),
+            format!("{truncated:.prec$}", prec = decimals as usize),
+        ));
+        forms.push((
+            format!("{axis}-decimal-{decimals}-rounded"),
+            format!("{value:.prec$}", prec = decimals as usize),
+        ));
+    }
+    forms.sort();
+    forms.dedup_by(|a, b| a.1 == b.1);
+    forms
+}
+
+fn label(form: &str, encoding: &str) -> String {
+    match (form, encoding) {
+        ("value", encoding) => encoding.to_owned(),
+        (form, "plain") => form.to_owned(),
+        (form, encoding) => format!("{encoding}({form})"),
+    }
+}
+
+fn encode_form(target: usize, form: &str, text: &str, kind: IdentifierKind, out: &mut Vec<Needle>) {
+    let mut push = |pattern: Vec<u8>, encoding: &str| {
+        if pattern.len() >= NEEDLE_BYTES_MIN {
+            out.push(Needle {
+                pattern,
+                target,
+                encoding: label(form, encoding),
+            });
+        }
+    };
+    let bytes = text.as_bytes();
+    push(bytes.to_vec(), "plain");
+    if kind == IdentifierKind::Location {
+        // Coordinates are numbers: the other encodings of "31.2304" would match too often.
+        return;
+    }
+    let lower = text.to_lowercase();
+    if lower != text {
+        push(lower.into_bytes(), "lowercase");
+    }
+    let upper = text.to_uppercase();
+    if upper != text {
+        push(upper.into_bytes(), "uppercase");
+    }
+    let url = percent_encode(bytes, false);
+    if url != bytes {
+        push(url, "url");
+    }
+    let form_encoded = percent_encode(bytes, true);
+    if form_encoded != bytes && form_encoded != percent_encode(bytes, false) {
+        push(form_encoded, "form");
+    }
+    push(hex(bytes, false), "hex");
+    push(hex(bytes, true), "hex-upper");
+    for (name, engine) in [
+        ("base64", &base64::engine::general_purpose::STANDARD_NO_PAD),
+        (
+            "base64url",
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        ),
+    ] {
+        for alignment in 0..3 {
+            let core = base64_core(engine, bytes, alignment);
+            if core.len() >= BASE64_CORE_BYTES_MIN {
+                push(core, name);
+            }
+        }
+    }
+    let digests: [(&str, Vec<u8>); 3] = [
+        ("md5", md5::Md5::digest(bytes).to_vec()),
+        ("sha1", sha1::Sha1::digest(bytes).to_vec()),
+        ("sha256", sha2::Sha256::digest(bytes).to_vec()),
+    ];
+    for (name, digest) in digests {
+        push(hex(&digest, false), name);
+        push(hex(&digest, true), name);
+    }
+}
+
+/// The part of `base64(prefix ++ value)` that does not depend on what surrounds the value, where
+/// `prefix` is `alignment` bytes: the value sits at that offset modulo 3 in the encoded data.
+/// Padding and the following bytes only change characters outside this core, so the core matches
+/// padded and unpadded encodings alike.
+pub fn base64_core(
+    engine: &base64::engine::GeneralPurpose,
+    value: &[u8],
+    alignment: usize,
+) -> Vec<u8> {
+    assert!(alignment < 3);
+    let mut data = vec![0_u8; alignment];
+    data.extend_from_slice(value);
+    let encoded = engine.encode(&data).into_bytes();
+    // Characters fully determined by the prefix or straddling it.
+    let skip = [0, 2, 3][alignment];
+    // Characters whose six bits all lie inside `data`.
+    let end = (data.len() * 8) / 6;
+    if end <= skip {
+        return Vec::new();
+    }
+    encoded[skip..end].to_vec()
+}
+
+pub fn hex(bytes: &[u8], upper: bool) -> Vec<u8> {
+    let digits: &[u8; 16] = if upper {
+        b"0123456789ABCDEF"
+    } else {
+        b"0123456789abcdef"
+    };
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(digits[usize::from(b >> 4)]);
+        out.push(digits[usize::from(b & 0xf)]);
+    }
+    out
+}
+
+/// Percent-encoding of everything but RFC 3986's unreserved characters; in `form` mode a space is
+/// `+` as in `application/x-www-form-urlencoded`.
+pub fn percent_encode(bytes: &[u8], form: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() * 3);
+    for &b in bytes {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(b),
+            b' ' if form => out.push(b'+'),
+            _ => {
+                out.push(b'%');
+                out.extend_from_slice(&hex(&[b], true));
+            }
+        }
+    }
+    out
+}

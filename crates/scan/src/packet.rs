@@ -1,0 +1,231 @@
+//! Link, network and transport headers, borrowed from the frame.
+//!
+//! Hand-written rather than through etherparse because we need three things at once on every
+//! frame of a gigabyte capture: no allocation, the raw IPv4 fragment fields for our own
+//! reassembler, and tolerance of frames cut short by a snap length (the payload is whatever was
+//! captured). Every slice is taken with `get`, so a malformed frame is `None`, never a panic.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// A pcap/pcapng link type; unknown ones are kept as the plain number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkType(pub u32);
+
+impl LinkType {
+    pub const NULL: LinkType = LinkType(0);
+    pub const ETHERNET: LinkType = LinkType(1);
+    pub const RAW: LinkType = LinkType(101);
+    pub const LOOP: LinkType = LinkType(108);
+    pub const LINUX_SLL: LinkType = LinkType(113);
+    pub const IPV4: LinkType = LinkType(228);
+    pub const IPV6: LinkType = LinkType(229);
+    pub const LINUX_SLL2: LinkType = LinkType(276);
+}
+
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+const ETHERTYPE_VLAN: u16 = 0x8100;
+const ETHERTYPE_QINQ: u16 = 0x88a8;
+/// Most stacked 802.1Q tags we walk through.
+pub const VLAN_TAGS_MAX: usize = 4;
+/// Most IPv6 extension headers we walk through before giving up on a packet.
+pub const IPV6_EXTENSIONS_MAX: usize = 8;
+
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// An IP packet, or an IPv4 fragment of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpPacket<'a> {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub protocol: u8,
+    pub payload: &'a [u8],
+    pub fragment: Option<Fragment>,
+}
+
+/// The IPv4 fragment fields of a packet that is one piece of a larger datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fragment {
+    pub id: u16,
+    /// Where this piece goes in the datagram's payload, in bytes.
+    pub offset: usize,
+    pub more: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSegment<'a> {
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub seq: u32,
+    pub flags: u8,
+    pub payload: &'a [u8],
+}
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpDatagram<'a> {
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub payload: &'a [u8],
+}
+
+fn be16(data: &[u8], at: usize) -> Option<u16> {
+    let bytes = data.get(at..at.checked_add(2)?)?;
+    Some(u16::from_be_bytes([bytes[0], bytes[1]]))
+}
+
+fn be32(data: &[u8], at: usize) -> Option<u32> {
+    let bytes = data.get(at..at.checked_add(4)?)?;
+    Some(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+}
+
+/// Strips the link layer: the ethertype of what follows and its bytes.
+pub fn parse_link(link: LinkType, frame: &[u8]) -> Option<(u16, &[u8])> {
+    match link {
+        LinkType::ETHERNET => {
+            let mut ethertype = be16(frame, 12)?;
+            let mut at = 14;
+            for _ in 0..VLAN_TAGS_MAX {
+                if ethertype != ETHERTYPE_VLAN && ethertype != ETHERTYPE_QINQ {
+                    break;
+                }
+                ethertype = be16(frame, at + 2)?;
+                at += 4;
+            }
+            Some((ethertype, frame.get(at..)?))
+        }
+        LinkType::RAW | LinkType(12) | LinkType(14) => {
+            let version = frame.first()? >> 4;
+            let ethertype = match version {
+                4 => ETHERTYPE_IPV4,
+                6 => ETHERTYPE_IPV6,
+                _ => return None,
+            };
+            Some((ethertype, frame))
+        }
+        LinkType::IPV4 => Some((ETHERTYPE_IPV4, frame)),
+        LinkType::IPV6 => Some((ETHERTYPE_IPV6, frame)),
+        LinkType::LINUX_SLL => Some((be16(frame, 14)?, frame.get(16..)?)),
+        LinkType::LINUX_SLL2 => Some((be16(frame, 0)?, frame.get(20..)?)),
+        LinkType::NULL | LinkType::LOOP => {
+            // BSD loopback: a 4-byte address family, in host order for NULL, network order for
+            // LOOP. Look at the IP version instead of guessing the writer's byte order.
+            let payload = frame.get(4..)?;
+            parse_link(LinkType::RAW, payload)
+        }
+        LinkType(_) => None,
+    }
+}
+
+/// Parses an IPv4 or IPv6 header.
+pub fn parse_ip(ethertype: u16, data: &[u8]) -> Option<IpPacket<'_>> {
+    match ethertype {
+        ETHERTYPE_IPV4 => parse_ipv4(data),
+        ETHERTYPE_IPV6 => parse_ipv6(data),
+        _ => None,
+    }
+}
+
+fn parse_ipv4(data: &[u8]) -> Option<IpPacket<'_>> {
+    let first = *data.first()?;
+    if first >> 4 != 4 {
+        return None;
+    }
+    let header_len = usize::from(first & 0x0f) * 4;
+    if header_len < 20 {
+        return None;
+    }
+    let total_len = usize::from(be16(data, 2)?);
+    let id = be16(data, 4)?;
+    let flags_offset = be16(data, 6)?;
+    let protocol = *data.get(9)?;
+    let src = Ipv4Addr::from(be32(data, 12)?);
+    let dst = Ipv4Addr::from(be32(data, 16)?);
+    // Ethernet pads short frames; a snap length cuts long ones. Trust the header for the first,
+    // keep what was captured for the second.
+    let end = total_len.clamp(header_len, data.len().max(header_len));
+    let payload = data.get(header_len..end.min(data.len()))?;
+    let more = flags_offset & 0x2000 != 0;
+    let offset = usize::from(flags_offset & 0x1fff) * 8;
+    let fragment = (more || offset != 0).then_some(Fragment { id, offset, more });
+    Some(IpPacket {
+        src: IpAddr::V4(src),
+        dst: IpAddr::V4(dst),
+        protocol,
+        payload,
+        fragment,
+    })
+}
+
+fn parse_ipv6(data: &[u8]) -> Option<IpPacket<'_>> {
+    if data.first()? >> 4 != 6 {
+        return None;
+    }
+    let payload_len = usize::from(be16(data, 4)?);
+    let mut next = *data.get(6)?;
+    let src: [u8; 16] = data.get(8..24)?.try_into().ok()?;
+    let dst: [u8; 16] = data.get(24..40)?.try_into().ok()?;
+    let end = 40_usize.checked_add(payload_len)?.min(data.len());
+    let mut at = 40;
+    for _ in 0..IPV6_EXTENSIONS_MAX {
+        match next {
+            // Hop-by-hop, routing, destination options: length in 8-byte units after the first 8.
+            0 | 43 | 60 => {
+                let len = (usize::from(*data.get(at + 1)?) + 1) * 8;
+                next = *data.get(at)?;
+                at = at.checked_add(len)?;
+            }
+            // Fragment header: we reassemble IPv4 only; a non-first IPv6 fragment is dropped.
+            44 => {
+                let offset = be16(data, at + 2)? & 0xfff8;
+                if offset != 0 {
+                    return None;
+                }
+                next = *data.get(at)?;
+                at = at.checked_add(8)?;
+            }
+            _ => break,
+        }
+    }
+    Some(IpPacket {
+        src: IpAddr::V6(Ipv6Addr::from(src)),
+        dst: IpAddr::V6(Ipv6Addr::from(dst)),
+        protocol: next,
+        payload: data.get(at..end.max(at))?,
+        fragment: None,
+    })
+}
+
+pub fn parse_tcp(data: &[u8]) -> Option<TcpSegment<'_>> {
+    let src_port = be16(data, 0)?;
+    let dst_port = be16(data, 2)?;
+    let seq = be32(data, 4)?;
+    let offset = usize::from(*data.get(12)? >> 4) * 4;
+    let flags = *data.get(13)?;
+    if offset < 20 {
+        return None;
+    }
+    Some(TcpSegment {
+        src_port,
+        dst_port,
+        seq,
+        flags,
+        payload: data.get(offset..)?,
+    })
+}
+
+pub fn parse_udp(data: &[u8]) -> Option<UdpDatagram<'_>> {
+    let src_port = be16(data, 0)?;
+    let dst_port = be16(data, 2)?;
+    let len = usize::from(be16(data, 4)?);
+    let end = len.clamp(8, data.len().max(8)).min(data.len());
+    Some(UdpDatagram {
+        src_port,
+        dst_port,
+        payload: data.get(8..end.max(8))?,
+    })
+}

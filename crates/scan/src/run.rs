@@ -1,0 +1,100 @@
+//! What `sovereign scan` does, minus flag parsing and writing the result: the binary stays thin.
+
+use std::path::PathBuf;
+
+use crate::progress::Progress;
+use crate::{Policy, Profile, ScanError, Scanner, Severity};
+
+/// Largest policy file we read.
+pub const POLICY_BYTES_MAX: u64 = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Table,
+    Json,
+    Html,
+}
+
+/// Two captures to compare, or captures to scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inputs {
+    Scan(Vec<PathBuf>),
+    Diff { before: PathBuf, after: PathBuf },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub profile: PathBuf,
+    pub policy: Option<PathBuf>,
+    pub inputs: Inputs,
+    pub format: OutputFormat,
+}
+
+/// The rendered report and the rating an exit code is decided on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub rendered: String,
+    /// For a scan, the overall rating; for a diff, the worst finding that appeared or changed.
+    pub rating: Severity,
+}
+
+fn read_small(path: &PathBuf, limit: u64) -> Result<String, ScanError> {
+    use std::io::Read as _;
+    let io = |source| ScanError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(limit + 1)
+        .read_to_string(&mut text)
+        .map_err(io)?;
+    Ok(text)
+}
+
+/// Runs a scan or a diff.
+///
+/// # Errors
+/// When the profile, policy or a capture cannot be read or is invalid.
+pub fn execute(request: &Request, progress: &mut dyn Progress) -> Result<Outcome, ScanError> {
+    let origin = request.profile.display().to_string();
+    let text = read_small(&request.profile, crate::profile::PROFILE_BYTES_MAX as u64)?;
+    let profile = Profile::from_toml(&text, &origin)?;
+    let policy = match &request.policy {
+        Some(path) => {
+            let text = read_small(path, POLICY_BYTES_MAX)?;
+            Policy::from_toml(&text, &path.display().to_string())?
+        }
+        None => Policy::builtin(),
+    };
+    let scanner = Scanner::new(profile, policy)?;
+    match &request.inputs {
+        Inputs::Scan(paths) => {
+            let report = scanner.scan_paths(paths, progress)?;
+            let rendered = match request.format {
+                OutputFormat::Table => report.to_table(),
+                OutputFormat::Json => report.to_json().unwrap_or_default() + "\n",
+                OutputFormat::Html => crate::html::report(&report),
+            };
+            Ok(Outcome {
+                rendered,
+                rating: report.rating,
+            })
+        }
+        Inputs::Diff { before, after } => {
+            let old = scanner.scan_paths(std::slice::from_ref(before), progress)?;
+            let new = scanner.scan_paths(std::slice::from_ref(after), progress)?;
+            let diff = crate::diff::diff(&old, &new);
+            let rendered = match request.format {
+                OutputFormat::Table => diff.to_table(),
+                OutputFormat::Json => diff.to_json().unwrap_or_default() + "\n",
+                OutputFormat::Html => crate::html::diff(&diff),
+            };
+            Ok(Outcome {
+                rendered,
+                rating: diff.rating,
+            })
+        }
+    }
+}
