@@ -40,6 +40,7 @@ pub mod progress;
 pub mod reassembly;
 pub mod report;
 pub mod run;
+pub mod synth;
 pub mod tls;
 
 use std::collections::HashMap;

@@ -129,7 +129,11 @@ pub fn expand(profile: &Profile) -> (Vec<Target>, Vec<Needle>) {
             );
         }
     }
-    needles.sort_by(|a, b| (&a.pattern, a.target).cmp(&(&b.pattern, b.target)));
+    // One label per pattern and target: the shortest, which names the simplest way to write it
+    // ("hex" for digits, where upper and lower case are the same bytes).
+    needles.sort_by(|a, b| {
+        (&a.pattern, a.target, a.encoding.len()).cmp(&(&b.pattern, b.target, b.encoding.len()))
+    });
     needles.dedup_by(|a, b| a.pattern == b.pattern && a.target == b.target);
     (targets, needles)
 }
@@ -203,6 +207,11 @@ pub fn phone_forms(value: &str, home_country: &str) -> Vec<(String, String)> {
             for (name, sep) in [("dash", "-"), ("dot", "."), ("space", " "), ("digits", "")] {
                 forms.push((format!("national-{name}"), groups.join(sep)));
             }
+            // Without the trunk prefix ("0" in India or Britain), as apps often send it.
+            forms.push((
+                "national-number".into(),
+                number.national().value().to_string(),
+            ));
         }
         Err(_) => {
             let digits: String = value.chars().filter(char::is_ascii_digit).collect();
