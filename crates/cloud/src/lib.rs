@@ -142,12 +142,10 @@ pub async fn start(
     data_dir: &Path,
 ) -> anyhow::Result<ServerHandle> {
     let tls = tls::load_or_create(data_dir)?;
-    let config = axum_server::tls_rustls::RustlsConfig::from_pem(
-        tls.cert_pem.into_bytes(),
-        tls.key_pem.into_bytes(),
-    )
-    .await
-    .context("loading the server certificate")?;
+    let config = axum_server::tls_rustls::RustlsConfig::from_config(std::sync::Arc::new(
+        tls.server_config()
+            .context("loading the server certificate")?,
+    ));
     let listener =
         std::net::TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
     listener.set_nonblocking(true)?;

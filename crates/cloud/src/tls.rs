@@ -14,6 +14,30 @@ pub struct ServerTls {
     pub key_pem: String,
 }
 
+impl ServerTls {
+    /// The rustls configuration every listener uses: aws-lc-rs chosen explicitly (never left to
+    /// whichever crypto features happen to be compiled in), TLS 1.2 and 1.3, HTTP/2 and 1.1.
+    ///
+    /// # Errors
+    /// When the PEM texts are not a certificate chain and its private key.
+    pub fn server_config(&self) -> anyhow::Result<rustls::ServerConfig> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .context("parsing the certificate chain")?;
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .context("parsing the private key")?;
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
+    }
+}
+
 /// Names on the server certificate.
 const SERVER_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 

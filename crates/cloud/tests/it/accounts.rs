@@ -315,6 +315,22 @@ async fn sign_up_floods_get_429() {
 }
 
 #[tokio::test]
+async fn code_guessing_floods_get_429() {
+    let app = spawn_app_with(|p| p.limits.verifications_per_minute = 2).await;
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let body = json!({"verification_id": uuid_like(), "code": "123456"});
+        statuses.push(
+            app.call(Method::POST, "/v1/accounts/verify", None, Some(body))
+                .await
+                .status
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses, [404, 404, 429]);
+}
+
+#[tokio::test]
 async fn deleting_the_account_shreds_the_key_then_the_rows() {
     let app = spawn_app().await;
     let token = app.user(ALICE).await;

@@ -39,8 +39,8 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Policies)) -> TestApp {
-    // The test binary links rustls with two crypto providers (the client's and the server's);
-    // pick the server's for the whole process.
+    // The test binary links rustls with two crypto providers (reqwest's and ours); the server
+    // picks its own explicitly, and the WebSocket client below uses the process default.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let mut policies = Policies::embedded().unwrap();

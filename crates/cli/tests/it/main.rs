@@ -1,0 +1,3 @@
+//! The `sovereign` binary as a user runs it.
+
+mod serve;
