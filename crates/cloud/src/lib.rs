@@ -109,6 +109,7 @@ pub struct ServerHandle {
     addr: SocketAddr,
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    housekeeping: tokio::task::JoinHandle<()>,
 }
 
 impl ServerHandle {
@@ -119,6 +120,7 @@ impl ServerHandle {
     /// Stops accepting, lets requests in flight finish (up to `grace`), and waits.
     pub async fn shutdown(self, grace: Duration) {
         self.handle.graceful_shutdown(Some(grace));
+        self.housekeeping.abort();
         let _ = self.task.await;
     }
 
@@ -127,7 +129,9 @@ impl ServerHandle {
     /// # Errors
     /// When the server fails.
     pub async fn wait(self) -> anyhow::Result<()> {
-        self.task.await.context("server task")?.context("server")
+        let result = self.task.await.context("server task")?.context("server");
+        self.housekeeping.abort();
+        result
     }
 }
 
@@ -151,9 +155,23 @@ pub async fn start(
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let handle = axum_server::Handle::new();
+    let state_for_housekeeping = state.clone();
     let server = axum_server::from_tcp_rustls(listener, config)?
         .handle(handle.clone())
         .serve(app(state).into_make_service_with_connect_info::<SocketAddr>());
     let task = tokio::spawn(server);
-    Ok(ServerHandle { addr, handle, task })
+    let limits_state = state_for_housekeeping;
+    let housekeeping = tokio::spawn(async move {
+        let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            every_minute.tick().await;
+            limits_state.limits.forget_idle();
+        }
+    });
+    Ok(ServerHandle {
+        addr,
+        handle,
+        task,
+        housekeeping,
+    })
 }

@@ -34,6 +34,14 @@ impl RateLimits {
         }
     }
 
+    /// Forgets clients whose quota has fully recovered, so that the limiter's memory is bounded
+    /// by the clients of the last minute, not by every address ever seen.
+    pub fn forget_idle(&self) {
+        self.signups.retain_recent();
+        self.logins.retain_recent();
+        self.verifications.retain_recent();
+    }
+
     /// # Errors
     /// [`ApiError::RateLimited`] when `client` has used up its quota for `what`.
     pub fn check(&self, what: Limited, client: IpAddr) -> Result<(), ApiError> {
