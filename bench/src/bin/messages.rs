@@ -13,7 +13,8 @@ use clap::Parser;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sovereign_bench::percentile;
-use sovereign_cloud::{Policies, RegionOptions, RegionState};
+use sovereign_cloud::clock::SystemClock;
+use sovereign_cloud::{CloudOptions, Policies};
 use sovereign_model::RegionId;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -193,7 +194,7 @@ async fn run_stack(args: &Args) -> anyhow::Result<StackResult> {
     }
     let seconds = started.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
-    server.shutdown(Duration::from_secs(5)).await;
+    cloud.shutdown(Duration::from_secs(5)).await;
     Ok(StackResult {
         seconds,
         p50_ms: percentile(&latencies, 0.50),

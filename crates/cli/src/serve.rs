@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use sovereign_cloud::{Policies, RegionOptions, RegionState};
+use std::sync::Arc;
+
+use sovereign_cloud::clock::SystemClock;
+use sovereign_cloud::{CloudOptions, Policies};
 use sovereign_model::RegionId;
 
 #[derive(clap::Args)]
@@ -15,13 +18,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR", default_value = "./sovereign-data")]
     data_dir: PathBuf,
 
-    /// The region to serve (an id from config/regions.toml). Default: the residency policy's
-    /// default region.
+    /// Serve only this region (an id from config/regions.toml). Default: every configured region,
+    /// each on its own port, its own database and its own key.
     #[arg(long, value_name = "ID")]
     region: Option<String>,
 
-    /// Address to listen on. Default: the region's address in config/regions.toml. Port 0 picks
-    /// a free port.
+    /// Address to listen on, with --region. Default: the region's address in
+    /// config/regions.toml. Port 0 picks a free port.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
 
@@ -50,47 +53,69 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("loading policies from {}", dir.display()))?,
         None => Policies::embedded()?,
     };
-    let region = match &args.region {
-        Some(id) => RegionId::parse(id).context("--region")?,
-        None => policies.residency.default_region().clone(),
+    let regions = match &args.region {
+        Some(id) => {
+            let id = RegionId::parse(id).context("--region")?;
+            let config = policies.regions.get(&id).with_context(|| {
+                let known: Vec<_> = policies
+                    .regions
+                    .regions
+                    .iter()
+                    .map(|r| r.id.as_str())
+                    .collect();
+                format!(
+                    "region {id} is not configured; known regions: {}",
+                    known.join(", ")
+                )
+            })?;
+            vec![(id, args.listen.unwrap_or(config.listen))]
+        }
+        None if args.listen.is_some() => {
+            anyhow::bail!(
+                "--listen needs --region: without it every region listens on its configured address"
+            )
+        }
+        None => policies
+            .regions
+            .regions
+            .iter()
+            .map(|r| (r.id.clone(), r.listen))
+            .collect(),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let listen = match args.listen {
-            Some(addr) => addr,
-            None => {
-                policies
-                    .regions
-                    .get(&region)
-                    .with_context(|| format!("region {region} is not configured"))?
-                    .listen
-            }
-        };
-        std::fs::create_dir_all(&args.data_dir)
-            .with_context(|| format!("creating {}", args.data_dir.display()))?;
-        let options = RegionOptions::new(args.data_dir.clone(), region.clone(), policies);
-        let state = RegionState::open(options).await?;
-        let server = sovereign_cloud::start(state, listen, &args.data_dir).await?;
+        let cloud = sovereign_cloud::start_cloud(CloudOptions {
+            data_dir: args.data_dir.clone(),
+            policies,
+            regions,
+            clock: Arc::new(SystemClock),
+        })
+        .await?;
         let ca = args.data_dir.join("tls").join("ca.pem");
-        println!(
-            "sovereign: region {region} listening on https://{}",
-            server.addr()
-        );
+        for region in &cloud.regions {
+            println!(
+                "sovereign: region {:<14} listening on {}",
+                region.id.as_str(),
+                region.url
+            );
+        }
         println!(
             "sovereign: data in {}, clients trust {}",
             args.data_dir.display(),
             ca.display()
         );
-        println!(
-            "sovereign: try  curl --cacert {} https://{}/healthz",
-            ca.display(),
-            server.addr()
-        );
+        if let Some(first) = cloud.regions.first() {
+            println!(
+                "sovereign: try  curl --cacert {} {}/healthz",
+                ca.display(),
+                first.url
+            );
+        }
         tokio::signal::ctrl_c()
             .await
             .context("waiting for Ctrl-C")?;
         eprintln!("sovereign: shutting down");
-        server.shutdown(Duration::from_secs(10)).await;
+        cloud.shutdown(Duration::from_secs(10)).await;
         Ok(ExitCode::SUCCESS)
     })
 }

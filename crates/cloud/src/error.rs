@@ -51,6 +51,10 @@ pub enum ApiError {
     VersionConflict { current: i64 },
     #[error("too many requests; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    #[error("this number's data lives in region {region}; send the request to {location}")]
+    WrongRegion { region: String, location: String },
+    #[error("region {0} cannot be reached right now; try again later")]
+    RegionUnavailable(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -75,6 +79,8 @@ impl ApiError {
             ApiError::NoticeOutdated { .. } => StatusCode::CONFLICT,
             ApiError::VersionConflict { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::WrongRegion { .. } => StatusCode::TEMPORARY_REDIRECT,
+            ApiError::RegionUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -101,6 +107,8 @@ impl ApiError {
             ApiError::NoticeOutdated { .. } => "notice_outdated",
             ApiError::VersionConflict { .. } => "version_conflict",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::WrongRegion { .. } => "wrong_region",
+            ApiError::RegionUnavailable(_) => "region_unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -113,6 +121,8 @@ impl ApiError {
             ApiError::WrongCode { attempts_left } => Some(("attempts_left", json!(attempts_left))),
             ApiError::NoticeOutdated { current, .. } => Some(("current_version", json!(current))),
             ApiError::VersionConflict { current } => Some(("current_version", json!(current))),
+            ApiError::WrongRegion { region, .. } => Some(("region", json!(region))),
+            ApiError::RegionUnavailable(region) => Some(("region", json!(region))),
             _ => None,
         }
     }
@@ -166,10 +176,18 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if let ApiError::RateLimited { retry_after_secs } = self {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        match &self {
+            ApiError::RateLimited { retry_after_secs } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            ApiError::WrongRegion { location, .. } => {
+                if let Ok(value) = HeaderValue::from_str(location) {
+                    response.headers_mut().insert(header::LOCATION, value);
+                }
+            }
+            _ => {}
         }
         response
     }

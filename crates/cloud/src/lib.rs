@@ -1,27 +1,34 @@
 //! Sovereign's cloud: accounts, consent, cloud messaging and backup for one region, with every
 //! privacy promise enforced where the data is stored.
 //!
-//! [`app`] builds the HTTP service of a region; [`start`] serves it over TLS. Tests start the
-//! real server on port 0 and speak HTTPS to it:
+//! [`app`] builds the HTTP service of one region; [`start_cloud`] serves a set of regions over
+//! TLS in one process, each on its own port with its own store and keys, sharing the directory.
+//! Tests start the real servers on port 0 and speak HTTPS to them:
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
-//! use sovereign_cloud::{Policies, RegionOptions, RegionState};
+//! use sovereign_cloud::{CloudOptions, Policies, clock::SystemClock};
 //! use sovereign_model::RegionId;
 //!
-//! let options = RegionOptions::new("./data".into(), RegionId::parse("in-mumbai")?, Policies::embedded()?);
-//! let state = RegionState::open(options).await?;
-//! let server = sovereign_cloud::start(state, "127.0.0.1:0".parse()?, "./data".as_ref()).await?;
-//! println!("https://{}", server.addr());
+//! let cloud = sovereign_cloud::start_cloud(CloudOptions {
+//!     data_dir: "./data".into(),
+//!     policies: Policies::embedded()?,
+//!     regions: vec![(RegionId::parse("in-mumbai")?, "127.0.0.1:0".parse()?)],
+//!     clock: std::sync::Arc::new(SystemClock),
+//! })
+//! .await?;
+//! println!("{}", cloud.regions[0].url);
 //! # Ok(()) }
 //! ```
 
 pub mod blobs;
 pub mod clock;
 pub mod config;
+pub mod directory;
 pub mod domain;
 pub mod error;
 pub mod extract;
+pub mod federation;
 pub mod hub;
 pub mod keys;
 pub mod limits;
@@ -33,7 +40,6 @@ pub mod store;
 pub mod tls;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -135,25 +141,110 @@ impl ServerHandle {
     }
 }
 
-/// Serves a region over HTTPS on `listen` (port 0 picks a free port), with the certificate from
-/// `data_dir/tls/` (created on first start).
+/// Which regions to run in this process, and where.
+pub struct CloudOptions {
+    pub data_dir: std::path::PathBuf,
+    pub policies: Policies,
+    /// Each region and the address it listens on (port 0 picks a free port).
+    pub regions: Vec<(sovereign_model::RegionId, SocketAddr)>,
+    pub clock: std::sync::Arc<dyn clock::Clock>,
+}
+
+/// A region serving in this process.
+pub struct RunningRegion {
+    pub id: sovereign_model::RegionId,
+    pub url: String,
+    pub state: AppState,
+    pub server: ServerHandle,
+}
+
+/// The regions of one process, sharing a directory.
+pub struct Cloud {
+    pub regions: Vec<RunningRegion>,
+    pub directory: directory::Directory,
+}
+
+impl Cloud {
+    pub fn region(&self, id: &str) -> Option<&RunningRegion> {
+        self.regions.iter().find(|r| r.id.as_str() == id)
+    }
+
+    /// Stops every region, letting requests in flight finish (up to `grace`).
+    pub async fn shutdown(self, grace: Duration) {
+        for region in self.regions {
+            region.server.shutdown(grace).await;
+        }
+    }
+}
+
+/// Starts the given regions over HTTPS, each on its own port, with its own store, keys and blob
+/// store, and one shared directory. Every listener is bound before any region opens, so each
+/// region knows every other's address from the start.
 ///
 /// # Errors
-/// When the address cannot be bound or the TLS files cannot be loaded or created.
-pub async fn start(
-    state: AppState,
-    listen: SocketAddr,
-    data_dir: &Path,
-) -> anyhow::Result<ServerHandle> {
-    let tls = tls::load_or_create(data_dir)?;
-    let config = axum_server::tls_rustls::RustlsConfig::from_config(std::sync::Arc::new(
+/// When an address cannot be bound, or a region's files cannot be opened or created.
+pub async fn start_cloud(options: CloudOptions) -> anyhow::Result<Cloud> {
+    let CloudOptions {
+        data_dir,
+        policies,
+        regions,
+        clock,
+    } = options;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let tls = tls::load_or_create(&data_dir)?;
+    let tls_config = std::sync::Arc::new(
         tls.server_config()
             .context("loading the server certificate")?,
+    );
+    let mut listeners = Vec::new();
+    let mut urls = std::collections::BTreeMap::new();
+    for (id, listen) in &regions {
+        let listener = std::net::TcpListener::bind(listen)
+            .with_context(|| format!("binding {listen} for {id}"))?;
+        listener.set_nonblocking(true)?;
+        urls.insert(id.clone(), format!("https://{}", listener.local_addr()?));
+        listeners.push((id.clone(), listener));
+    }
+    // Publish every identity before loading the peer table, so each region sees the others' keys.
+    for (id, _) in &regions {
+        federation::load_or_create_identity(&data_dir, id)?;
+    }
+    let peers = std::sync::Arc::new(federation::PeerTable::load(
+        &data_dir,
+        &policies.regions,
+        &urls,
     ));
-    let listener =
-        std::net::TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
-    listener.set_nonblocking(true)?;
+    let directory = directory::Directory::open(&data_dir.join("directory.sqlite"))?;
+    let mut running = Vec::new();
+    for (id, listener) in listeners {
+        let mut options = RegionOptions::new(data_dir.clone(), id.clone(), policies.clone());
+        options.clock = clock.clone();
+        options.directory = Some(directory.clone());
+        options.peers = Some(peers.clone());
+        let state = RegionState::open(options).await?;
+        let server = serve(state.clone(), listener, tls_config.clone())?;
+        let url = urls.get(&id).cloned().unwrap_or_default();
+        running.push(RunningRegion {
+            id,
+            url,
+            state,
+            server,
+        });
+    }
+    Ok(Cloud {
+        regions: running,
+        directory,
+    })
+}
+
+fn serve(
+    state: AppState,
+    listener: std::net::TcpListener,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+) -> anyhow::Result<ServerHandle> {
     let addr = listener.local_addr()?;
+    let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
     let handle = axum_server::Handle::new();
     let state_for_housekeeping = state.clone();
     let server = axum_server::from_tcp_rustls(listener, config)?

@@ -10,6 +10,8 @@ use sovereign_model::{RegionConfig, RegionId};
 use crate::blobs::Blobs;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Policies;
+use crate::directory::Directory;
+use crate::federation::{Federation, PeerTable, load_or_create_identity};
 use crate::hub::Hub;
 use crate::keys::RegionKeys;
 use crate::limits::RateLimits;
@@ -30,6 +32,10 @@ pub struct RegionState {
     pub hub: Hub,
     pub limits: RateLimits,
     pub metrics: Metrics,
+    /// The global routing table (phone index → user, home region); nothing personal in it.
+    pub directory: Directory,
+    /// This region's identity towards other regions, and their public addresses and keys.
+    pub federation: Federation,
 }
 
 /// What it takes to open a region.
@@ -38,6 +44,10 @@ pub struct RegionOptions {
     pub region: RegionId,
     pub policies: Policies,
     pub clock: Arc<dyn Clock>,
+    /// The directory shared by the regions of this process; `None` opens `DIR/directory.sqlite`.
+    pub directory: Option<Directory>,
+    /// Where the other regions are; `None` takes their configured addresses.
+    pub peers: Option<Arc<PeerTable>>,
 }
 
 impl RegionOptions {
@@ -47,6 +57,8 @@ impl RegionOptions {
             region,
             policies,
             clock: Arc::new(SystemClock),
+            directory: None,
+            peers: None,
         }
     }
 }
@@ -63,6 +75,8 @@ impl RegionState {
             region,
             policies,
             clock,
+            directory,
+            peers,
         } = options;
         let config = policies
             .regions
@@ -87,6 +101,23 @@ impl RegionState {
         let store = Store::open(&store_path)
             .with_context(|| format!("opening store {}", store_path.display()))?;
         let keys = RegionKeys::load_or_create(&data_dir, &region)?;
+        let identity = load_or_create_identity(&data_dir, &region)?;
+        let directory = match directory {
+            Some(directory) => directory,
+            None => Directory::open(&data_dir.join("directory.sqlite"))?,
+        };
+        let peers = peers.unwrap_or_else(|| {
+            Arc::new(PeerTable::load(
+                &data_dir,
+                &policies.regions,
+                &Default::default(),
+            ))
+        });
+        crate::tls::load_or_create(&data_dir)?;
+        let ca_path = data_dir.join("tls").join("ca.pem");
+        let ca_pem =
+            std::fs::read(&ca_path).with_context(|| format!("reading {}", ca_path.display()))?;
+        let federation = Federation::new(region.clone(), identity, peers, &ca_pem)?;
         let blobs = Blobs::local(&region_dir.join("blobs"))?;
         let sms = Arc::new(FileOutbox::new(data_dir.join("sms-outbox.jsonl")));
         let l = &policies.limits;
@@ -106,6 +137,8 @@ impl RegionState {
             hub: Hub::default(),
             limits,
             metrics: Metrics::default(),
+            directory,
+            federation,
         });
         for user_id in state.store.users_being_deleted().await? {
             tracing::info!(user_id, "finishing an interrupted account deletion");

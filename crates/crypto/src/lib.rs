@@ -25,12 +25,14 @@
 mod aead;
 mod error;
 mod password;
+mod peer;
 mod secret;
 mod tls;
 
 pub use aead::{DataKey, KEY_BYTES, KeyEncryptionKey, SEALED_OVERHEAD_BYTES};
 pub use error::CryptoError;
 pub use password::{hash_password, verify_password};
+pub use peer::{PEER_PUBLIC_KEY_BYTES, PEER_SIGNATURE_BYTES, PeerIdentity, peer_signature_valid};
 pub use secret::{
     KeyedHasher, OneTimeCode, digest_sha256, hex, random_bytes, random_token, token_digest,
 };

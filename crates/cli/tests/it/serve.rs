@@ -50,7 +50,7 @@ async fn serve_prints_where_it_listens_and_answers_over_https() {
     let mut lines = BufReader::new(running.0.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     assert!(
-        first.contains("region in-mumbai listening on https://127.0.0.1:"),
+        first.contains("region in-mumbai") && first.contains("listening on https://127.0.0.1:"),
         "{first}"
     );
     let url = first.split_whitespace().last().unwrap().to_owned();
@@ -71,6 +71,56 @@ async fn serve_prints_where_it_listens_and_answers_over_https() {
     assert_eq!(health["status"], "ok");
     assert_eq!(health["region"], "in-mumbai");
     assert!(dir.path().join("regions/in-mumbai/store.sqlite").exists());
+}
+
+#[test]
+fn without_a_region_every_configured_region_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("regions.toml"),
+        "[[region]]\nid = \"us-oregon\"\nname = \"Oregon\"\ncountry = \"US\"\nlisten = \"127.0.0.1:0\"\n\
+         [[region]]\nid = \"in-mumbai\"\nname = \"Mumbai\"\ncountry = \"IN\"\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        config.path().join("residency.toml"),
+        "default = \"us-oregon\"\n[countries]\nIN = [\"in-mumbai\"]\n",
+    )
+    .unwrap();
+    let child = sovereign()
+        .args(["serve", "--config"])
+        .arg(config.path())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut running = Running(child);
+    let mut lines = BufReader::new(running.0.stdout.take().unwrap()).lines();
+    let table: Vec<String> = (0..2).map(|_| lines.next().unwrap().unwrap()).collect();
+    assert!(
+        table[0].contains("us-oregon") && table[0].contains("https://127.0.0.1:"),
+        "{table:?}"
+    );
+    assert!(
+        table[1].contains("in-mumbai") && table[1].contains("https://127.0.0.1:"),
+        "{table:?}"
+    );
+    assert_ne!(
+        table[0].split(':').last(),
+        table[1].split(':').last(),
+        "each region has its own port"
+    );
+    for region in ["us-oregon", "in-mumbai"] {
+        assert!(
+            dir.path()
+                .join(format!("regions/{region}/store.sqlite"))
+                .exists()
+        );
+        assert!(dir.path().join(format!("keys/{region}.kek")).exists());
+    }
 }
 
 #[test]

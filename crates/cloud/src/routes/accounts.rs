@@ -21,6 +21,19 @@ use crate::store::{NewVerification, SessionRow, VerifyOutcome};
 
 const CODE_DIGITS: u32 = 6;
 
+/// A redirect to the same path in `region`.
+pub(crate) fn wrong_region(
+    state: &AppState,
+    region: &sovereign_model::RegionId,
+    path: &str,
+) -> ApiError {
+    let base = state.federation.url_of(region).unwrap_or_default();
+    ApiError::WrongRegion {
+        region: region.to_string(),
+        location: format!("{base}{path}"),
+    }
+}
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/accounts", post(signup))
@@ -66,6 +79,11 @@ pub async fn signup(
     state.limits.check(Limited::Signup, ip)?;
     let phone = PhoneNumber::parse(&request.phone)?;
     check_password(request.password.expose_secret())?;
+    // A region never creates a user whose jurisdiction puts them elsewhere.
+    let home = state.policies.residency.home_region(phone.country());
+    if home != &state.region.id {
+        return Err(wrong_region(&state, home, "/v1/accounts"));
+    }
     let now = state.now_ms();
     let user_id = UserId::random();
     let verification_id = uuid::Uuid::new_v4().to_string();
@@ -153,13 +171,37 @@ pub async fn verify(
         )
         .await?;
     match outcome {
-        VerifyOutcome::Created { user_id } => Ok((
-            StatusCode::CREATED,
-            Json(VerifyResponse {
-                user_id,
-                region: state.region.id.to_string(),
-            }),
-        )),
+        VerifyOutcome::Created {
+            user_id,
+            phone_index,
+        } => {
+            let index: [u8; 32] = phone_index
+                .as_slice()
+                .try_into()
+                .map_err(ApiError::internal)?;
+            let claimed = state
+                .directory
+                .claim(
+                    index,
+                    user_id.clone(),
+                    state.region.id.clone(),
+                    state.now_ms(),
+                )
+                .await;
+            if let Err(error) = claimed {
+                // The number was registered in another region meanwhile: undo this account.
+                state.store.shred_user(user_id.clone()).await?;
+                state.store.purge_user(user_id).await?;
+                return Err(error.into());
+            }
+            Ok((
+                StatusCode::CREATED,
+                Json(VerifyResponse {
+                    user_id,
+                    region: state.region.id.to_string(),
+                }),
+            ))
+        }
         VerifyOutcome::WrongCode { attempts_left } => Err(ApiError::WrongCode { attempts_left }),
         VerifyOutcome::TooManyAttempts => Err(ApiError::TooManyAttempts),
         VerifyOutcome::AlreadyUsed => Err(ApiError::VerificationUsed),
@@ -203,10 +245,23 @@ pub async fn sign_in(
     state.limits.check(Limited::Login, ip)?;
     let phone = PhoneNumber::parse(&request.phone)?;
     check_device_name(&request.device_name)?;
-    let user = state
-        .store
-        .user_by_phone_index(state.keys.phone_index(&phone))
-        .await?;
+    let index = state.keys.phone_index(&phone);
+    let user = state.store.user_by_phone_index(index).await?;
+    if user.is_none() {
+        // Send the client to where the number's data lives: the directory's home for it, else
+        // the residency policy's. Both say as much for a number without an account.
+        let home = match state.directory.lookup(index).await? {
+            Some(entry) => entry.home,
+            None => state
+                .policies
+                .residency
+                .home_region(phone.country())
+                .clone(),
+        };
+        if home != state.region.id {
+            return Err(wrong_region(&state, &home, "/v1/sessions"));
+        }
+    }
     let stored_hash = user
         .as_ref()
         .map_or_else(|| DUMMY_HASH.clone(), |u| u.password_hash.clone());

@@ -121,6 +121,7 @@ pub async fn delete_account(
     drop(user);
     state.store.shred_user(id.clone()).await?;
     state.blobs.delete_user(&id).await;
-    state.store.purge_user(id).await?;
+    state.store.purge_user(id.clone()).await?;
+    state.directory.remove(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -26,6 +26,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/messages", post(send).get(list))
         .route("/v1/messages/{id}/ack", post(ack))
         .route("/v1/messages/ws", get(socket))
+        .route(FORWARD_PATH, post(receive_forwarded))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -125,22 +126,6 @@ pub async fn send(
     if !consents.iter().any(|c| c.scope == ConsentScope::Messaging) {
         return Err(ApiError::ConsentRequired(ConsentScope::Messaging));
     }
-    let recipient = state
-        .store
-        .user_by_phone_index(state.keys.phone_index(&to))
-        .await?
-        .ok_or(ApiError::RecipientUnavailable)?;
-    let recipient_id = UserId::from_stored(recipient.id.clone());
-    let recipient_key = recipient
-        .wrapped_key
-        .as_deref()
-        .ok_or(ApiError::RecipientUnavailable)
-        .and_then(|w| {
-            state
-                .keys
-                .unwrap(w, &recipient_id)
-                .map_err(ApiError::Internal)
-        })?;
     let sender_phone = user
         .key
         .open(
@@ -149,10 +134,15 @@ pub async fn send(
         )
         .map_err(ApiError::internal)?;
     let sender_phone = String::from_utf8_lossy(&sender_phone).into_owned();
+    let home = state
+        .directory
+        .lookup(state.keys.phone_index(&to))
+        .await?
+        .ok_or(ApiError::RecipientUnavailable)?
+        .home;
 
     let id = MessageId::random();
     let now = state.now_ms();
-    let expires_at = now + i64::from(state.policies.retention.undelivered_messages_days) * DAY_MS;
     let (peer, body) = seal_copy(
         &user.key,
         &user.id,
@@ -169,22 +159,33 @@ pub async fn send(
         created_at: now,
         expires_at: now + i64::from(state.policies.retention.delivered_messages_days) * DAY_MS,
     };
-    let (peer, body) = seal_copy(
-        &recipient_key,
-        &recipient_id,
-        "inbox",
-        &id,
-        &sender_phone,
-        &request.body,
-    )?;
-    let inbox = MessageCopy {
-        id: id.as_str().to_owned(),
-        owner_id: recipient.id.clone(),
-        peer_sealed: peer,
-        body_sealed: body,
-        created_at: now,
-        expires_at,
-    };
+    if home != state.region.id {
+        // The recipient's copy is stored only in the recipient's region: hand it over, signed,
+        // and keep only the sender's copy here.
+        let forwarded = serde_json::json!({
+            "id": id.as_str(), "from": sender_phone, "to": to.as_e164(),
+            "body": request.body, "sent_at_ms": now,
+        });
+        let (status, _) = state
+            .federation
+            .post(&home, FORWARD_PATH, &forwarded, now)
+            .await?;
+        match status {
+            202 => {}
+            422 => return Err(ApiError::RecipientUnavailable),
+            _ => return Err(ApiError::RegionUnavailable(home.to_string())),
+        }
+        state.store.store_message_copy(sent, "sent").await?;
+        state.metrics.messages_stored.inc();
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(SendResponse {
+                id: id.as_str().to_owned(),
+            }),
+        ));
+    }
+    let (recipient_id, inbox) =
+        inbox_copy(&state, &to, &id, &sender_phone, &request.body, now).await?;
     let seq = state
         .store
         .send_message(sent, inbox)
@@ -194,13 +195,103 @@ pub async fn send(
             other => other.into(),
         })?;
     state.metrics.messages_stored.inc();
-    state.hub.notify(&recipient.id, seq);
+    state.hub.notify(recipient_id.as_str(), seq);
     Ok((
         StatusCode::ACCEPTED,
         Json(SendResponse {
             id: id.as_str().to_owned(),
         }),
     ))
+}
+
+/// The recipient's copy of a message, sealed with the recipient's key, for a recipient whose
+/// home is this region.
+async fn inbox_copy(
+    state: &AppState,
+    to: &PhoneNumber,
+    id: &MessageId,
+    from: &str,
+    body: &str,
+    now: i64,
+) -> Result<(UserId, MessageCopy), ApiError> {
+    let recipient = state
+        .store
+        .user_by_phone_index(state.keys.phone_index(to))
+        .await?
+        .ok_or(ApiError::RecipientUnavailable)?;
+    let recipient_id = UserId::from_stored(recipient.id.clone());
+    let wrapped = recipient
+        .wrapped_key
+        .as_deref()
+        .ok_or(ApiError::RecipientUnavailable)?;
+    let key = state
+        .keys
+        .unwrap(wrapped, &recipient_id)
+        .map_err(ApiError::Internal)?;
+    let (peer, body) = seal_copy(&key, &recipient_id, "inbox", id, from, body)?;
+    let copy = MessageCopy {
+        id: id.as_str().to_owned(),
+        owner_id: recipient.id,
+        peer_sealed: peer,
+        body_sealed: body,
+        created_at: now,
+        expires_at: now + i64::from(state.policies.retention.undelivered_messages_days) * DAY_MS,
+    };
+    Ok((recipient_id, copy))
+}
+
+/// Where regions hand each other messages for their users.
+pub const FORWARD_PATH: &str = "/internal/v1/messages";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForwardedMessage {
+    id: String,
+    from: String,
+    to: String,
+    body: String,
+    sent_at_ms: i64,
+}
+
+/// Receives a message forwarded by another region for a user homed here. Only a region with a
+/// valid signature gets this far.
+async fn receive_forwarded(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+) -> Result<StatusCode, ApiError> {
+    let headers = request.headers().clone();
+    let bytes =
+        crate::extract::read_body(request, state.policies.limits.json_body_bytes_max).await?;
+    let from_region =
+        state
+            .federation
+            .verify(&headers, "POST", FORWARD_PATH, &bytes, state.now_ms())?;
+    let message: ForwardedMessage = crate::extract::parse_json(&bytes)?;
+    let id = MessageId::parse(&message.id)?;
+    let to = PhoneNumber::parse(&message.to)?;
+    let from = PhoneNumber::parse(&message.from)?;
+    check_message_body(&message.body)?;
+    let (recipient_id, inbox) = inbox_copy(
+        &state,
+        &to,
+        &id,
+        from.as_e164(),
+        &message.body,
+        message.sent_at_ms,
+    )
+    .await?;
+    let seq = state
+        .store
+        .store_message_copy(inbox, "inbox")
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::NotFound => ApiError::RecipientUnavailable,
+            other => other.into(),
+        })?;
+    tracing::debug!(%from_region, "stored a forwarded message");
+    state.metrics.messages_stored.inc();
+    state.hub.notify(recipient_id.as_str(), seq);
+    Ok(StatusCode::ACCEPTED)
 }
 
 #[derive(Deserialize, IntoParams)]

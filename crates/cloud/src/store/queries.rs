@@ -25,8 +25,13 @@ pub struct NewVerification {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VerifyOutcome {
-    Created { user_id: String },
-    WrongCode { attempts_left: u32 },
+    Created {
+        user_id: String,
+        phone_index: Vec<u8>,
+    },
+    WrongCode {
+        attempts_left: u32,
+    },
     TooManyAttempts,
     AlreadyUsed,
     Expired,
@@ -289,7 +294,7 @@ impl Store {
                  password_hash = '', wrapped_key = x'' WHERE id = ?1",
                 params![id, now],
             )?;
-            Ok(VerifyOutcome::Created { user_id })
+            Ok(VerifyOutcome::Created { user_id, phone_index: index })
         })
         .await
     }
@@ -585,6 +590,46 @@ impl Store {
             )
             .map_err(|e| consent_error(e, ConsentScope::Messaging))?;
             Ok(conn.last_insert_rowid())
+        })
+        .await
+    }
+
+    /// Stores one copy of a message whose other copy lives in another region. The owner's
+    /// `messaging` consent is checked in the same commit; a recipient without it is reported as
+    /// `NotFound`, as in [`Store::send_message`].
+    pub async fn store_message_copy(
+        &self,
+        copy: MessageCopy,
+        box_name: &'static str,
+    ) -> Result<i64, StoreError> {
+        self.write(move |conn| {
+            if !has_consent(conn, &copy.owner_id, ConsentScope::Messaging)? {
+                return Err(if box_name == "inbox" {
+                    StoreError::NotFound
+                } else {
+                    StoreError::ConsentRequired(ConsentScope::Messaging)
+                });
+            }
+            // Idempotent: a forward retried after a lost answer stores the copy once.
+            conn.execute(
+                "INSERT INTO messages (id, owner_id, box, peer_sealed, body_sealed, created_at, \
+                 expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (owner_id, box, id) DO NOTHING",
+                params![
+                    copy.id,
+                    copy.owner_id,
+                    box_name,
+                    copy.peer_sealed,
+                    copy.body_sealed,
+                    copy.created_at,
+                    copy.expires_at
+                ],
+            )
+            .map_err(|e| consent_error(e, ConsentScope::Messaging))?;
+            Ok(conn.query_row(
+                "SELECT seq FROM messages WHERE owner_id = ?1 AND box = ?2 AND id = ?3",
+                params![copy.owner_id, box_name, copy.id],
+                |r| r.get(0),
+            )?)
         })
         .await
     }

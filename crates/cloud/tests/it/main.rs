@@ -7,4 +7,5 @@ mod consent;
 mod encryption;
 mod input;
 mod messaging;
+mod regions;
 mod support;

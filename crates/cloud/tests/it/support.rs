@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sovereign_cloud::clock::ManualClock;
-use sovereign_cloud::{AppState, Policies, RegionOptions, RegionState, ServerHandle};
+use sovereign_cloud::{AppState, Cloud, CloudOptions, Policies};
 use sovereign_model::RegionId;
 
 pub const START_MS: i64 = 1_790_000_000_000;
@@ -17,7 +17,8 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     pub state: AppState,
     pub ca_pem: Vec<u8>,
-    _server: ServerHandle,
+    /// Keeps the servers running for as long as the test holds the app.
+    _cloud: Cloud,
 }
 
 pub struct Reply {
@@ -46,23 +47,26 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Policies)) -> TestApp {
     let mut policies = Policies::embedded().unwrap();
     adjust(&mut policies);
     let clock = ManualClock::new(START_MS);
-    let mut options = RegionOptions::new(
-        dir.path().to_path_buf(),
-        RegionId::parse("in-mumbai").unwrap(),
+    let cloud = sovereign_cloud::start_cloud(CloudOptions {
+        data_dir: dir.path().to_path_buf(),
         policies,
-    );
-    options.clock = clock.clone();
-    let state = RegionState::open(options).await.unwrap();
-    let server = sovereign_cloud::start(state.clone(), "127.0.0.1:0".parse().unwrap(), dir.path())
-        .await
-        .unwrap();
+        regions: vec![(
+            RegionId::parse("in-mumbai").unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        )],
+        clock: clock.clone(),
+    })
+    .await
+    .unwrap();
+    let region = cloud.region("in-mumbai").unwrap();
+    let (state, port) = (region.state.clone(), region.server.addr().port());
     let ca_pem = std::fs::read(dir.path().join("tls/ca.pem")).unwrap();
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&ca_pem).unwrap())
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    let base = format!("https://localhost:{}", server.addr().port());
+    let base = format!("https://localhost:{port}");
     TestApp {
         base,
         dir,
@@ -70,7 +74,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Policies)) -> TestApp {
         clock,
         state,
         ca_pem,
-        _server: server,
+        _cloud: cloud,
     }
 }
 
@@ -200,3 +204,125 @@ async fn finish(request: reqwest::RequestBuilder) -> Reply {
 pub const ALICE: &str = "+919812345678";
 pub const BOB: &str = "+919876543210";
 pub const CAROL: &str = "+919811122233";
+
+/// Several regions in one process, as `sovereign serve` runs them.
+pub struct TestCloud {
+    pub dir: tempfile::TempDir,
+    pub client: reqwest::Client,
+    pub cloud: Cloud,
+}
+
+pub async fn spawn_regions(ids: &[&str]) -> TestCloud {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(START_MS);
+    let cloud = sovereign_cloud::start_cloud(CloudOptions {
+        data_dir: dir.path().to_path_buf(),
+        policies: Policies::embedded().unwrap(),
+        regions: ids
+            .iter()
+            .map(|id| (RegionId::parse(id).unwrap(), "127.0.0.1:0".parse().unwrap()))
+            .collect(),
+        clock: clock.clone(),
+    })
+    .await
+    .unwrap();
+    let ca_pem = std::fs::read(dir.path().join("tls/ca.pem")).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca_pem).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    TestCloud { dir, client, cloud }
+}
+
+impl TestCloud {
+    pub fn url(&self, region: &str) -> String {
+        self.cloud.region(region).unwrap().url.clone()
+    }
+
+    pub fn db(&self, region: &str) -> rusqlite::Connection {
+        rusqlite::Connection::open(
+            self.dir
+                .path()
+                .join(format!("regions/{region}/store.sqlite")),
+        )
+        .unwrap()
+    }
+
+    pub async fn call(
+        &self,
+        region: &str,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.url(region)));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        finish(request).await
+    }
+
+    /// Signs `phone` up and in at its home region, opted in to messaging; returns the token.
+    pub async fn user(&self, region: &str, phone: &str) -> String {
+        let reply = self
+            .call(
+                region,
+                Method::POST,
+                "/v1/accounts",
+                None,
+                Some(json!({"phone": phone, "password": "correct horse battery"})),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.body);
+        let outbox = std::fs::read_to_string(self.dir.path().join("sms-outbox.jsonl")).unwrap();
+        let code = outbox
+            .lines()
+            .rev()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap())
+            .find(|m| m["to"] == phone)
+            .unwrap()["code"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let body = json!({"verification_id": reply.body["verification_id"], "code": code});
+        let reply = self
+            .call(
+                region,
+                Method::POST,
+                "/v1/accounts/verify",
+                None,
+                Some(body),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        let body =
+            json!({"phone": phone, "password": "correct horse battery", "device_name": "phone"});
+        let reply = self
+            .call(region, Method::POST, "/v1/sessions", None, Some(body))
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        let token = reply.body["token"].as_str().unwrap().to_owned();
+        let grant = self
+            .call(
+                region,
+                Method::PUT,
+                "/v1/consents/messaging",
+                Some(&token),
+                Some(json!({"notice_version": 1})),
+            )
+            .await;
+        assert_eq!(grant.status, StatusCode::OK);
+        token
+    }
+}
+
+pub const BRUNO: &str = "+5511912345678";
