@@ -109,14 +109,17 @@ async fn run_stack(args: &Args) -> anyhow::Result<StackResult> {
     policies.limits.signups_per_minute = 1_000_000;
     policies.limits.logins_per_minute = 1_000_000;
     policies.limits.verifications_per_minute = 1_000_000;
-    let options = RegionOptions::new(
-        dir.path().to_path_buf(),
-        RegionId::parse("in-mumbai")?,
+    let cloud = sovereign_cloud::start_cloud(CloudOptions {
+        data_dir: dir.path().to_path_buf(),
         policies,
+        regions: vec![(RegionId::parse("in-mumbai")?, "127.0.0.1:0".parse()?)],
+        clock: Arc::new(SystemClock),
+    })
+    .await?;
+    let base = format!(
+        "https://localhost:{}",
+        cloud.regions[0].server.addr().port()
     );
-    let state = RegionState::open(options).await?;
-    let server = sovereign_cloud::start(state, "127.0.0.1:0".parse()?, dir.path()).await?;
-    let base = format!("https://localhost:{}", server.addr().port());
     let ca = std::fs::read(dir.path().join("tls/ca.pem"))?;
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
