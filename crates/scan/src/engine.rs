@@ -49,6 +49,8 @@ pub struct FindingKey {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Occurrences {
+    /// The sender of the first sighting.
+    pub src: IpAddr,
     pub count: u64,
     pub first_time_us: i64,
     pub capture: usize,
@@ -102,17 +104,22 @@ impl Sink for Collector<'_> {
                 Mark::find(marks, found.offset as u64).map_or((0, 0), |m| (m.frame, m.time_us))
             }
         };
+        // One finding per identifier, encoding and destination, whichever phone address sent it
+        // (a phone's address changes between networks): the first sender is kept.
+        let mut place = self.place.clone();
+        place.src = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
         let key = FindingKey {
             target: found.target,
             chain: found.chain,
             encoding: found.encoding,
-            place: self.place.clone(),
+            place,
         };
         let entry = self
             .tally
             .findings
             .entry(key)
             .or_insert_with(|| Occurrences {
+                src: self.place.src,
                 count: 0,
                 first_time_us: time_us,
                 capture: self.capture,
@@ -122,6 +129,7 @@ impl Sink for Collector<'_> {
         entry.count += 1;
         if (self.capture, time_us) < (entry.capture, entry.first_time_us) {
             entry.first_time_us = time_us;
+            entry.src = self.place.src;
             entry.capture = self.capture;
             entry.frame = frame;
             entry.evidence = found.evidence;

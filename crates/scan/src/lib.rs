@@ -243,7 +243,7 @@ impl Scanner {
                         "inbound"
                     }
                     .to_owned(),
-                    src: key.place.src.to_string(),
+                    src: occ.src.to_string(),
                     dst: key.place.dst.to_string(),
                     dst_ip: key.place.dst.ip().to_string(),
                     host: key.place.host,
