@@ -1,6 +1,7 @@
 //! The `sovereign` command. It only parses flags, loads configuration and calls into the
 //! libraries: the cloud (`serve`), the scanner (`scan`).
 
+mod migrate;
 mod scan;
 mod serve;
 
@@ -22,6 +23,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Find a phone's identifiers in captured traffic and say where they went.
     Scan(scan::ScanArgs),
+    /// Move users between regions while they keep using the service; resumable.
+    Migrate(migrate::MigrateArgs),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +32,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Scan(args) => scan::run(args),
+        Command::Migrate(args) => migrate::run(args),
     };
     match result {
         Ok(code) => code,

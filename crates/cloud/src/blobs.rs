@@ -47,6 +47,11 @@ impl Blobs {
         Ok(result.bytes().await?.to_vec())
     }
 
+    /// Whether a blob exists.
+    pub async fn exists(&self, path: &str) -> bool {
+        self.store.head(&ObjectPath::from(path)).await.is_ok()
+    }
+
     /// Deletes a blob; a blob already gone is not an error.
     pub async fn delete(&self, path: &str) {
         match self.store.delete(&ObjectPath::from(path)).await {

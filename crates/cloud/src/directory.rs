@@ -143,3 +143,74 @@ impl Directory {
         .await
     }
 }
+
+/// The migration journal lives beside the directory: it is global, like the moves it records.
+const JOURNAL_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS migrations (
+    id          TEXT PRIMARY KEY,
+    spec        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS migration_users (
+    migration_id TEXT NOT NULL,
+    user_id      TEXT NOT NULL,
+    step         TEXT NOT NULL,
+    PRIMARY KEY (migration_id, user_id)
+) STRICT;";
+
+impl Directory {
+    /// Starts a migration's journal, or finds the one a previous run left. Returns the users it
+    /// holds with their last finished step; empty for a new migration.
+    pub async fn journal_open(
+        &self,
+        id: String,
+        spec: String,
+        now: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.run(move |conn| {
+            conn.execute_batch(JOURNAL_SCHEMA)?;
+            conn.execute(
+                "INSERT INTO migrations (id, spec, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO NOTHING",
+                params![id, spec, now],
+            )?;
+            let mut stmt =
+                conn.prepare("SELECT user_id, step FROM migration_users WHERE migration_id = ?1 ORDER BY rowid")?;
+            let rows = stmt.query_map(params![id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    /// Records the users a migration moves (once, in one commit), all at step `selected`.
+    pub async fn journal_select(&self, id: String, users: Vec<String>) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            let tx = conn.unchecked_transaction()?;
+            for user in &users {
+                tx.execute(
+                    "INSERT INTO migration_users (migration_id, user_id, step) VALUES (?1, ?2, 'selected') \
+                     ON CONFLICT DO NOTHING",
+                    params![id, user],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn journal_step(
+        &self,
+        id: String,
+        user_id: String,
+        step: &'static str,
+    ) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            conn.execute(
+                "UPDATE migration_users SET step = ?3 WHERE migration_id = ?1 AND user_id = ?2",
+                params![id, user_id, step],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}

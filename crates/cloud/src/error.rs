@@ -53,6 +53,8 @@ pub enum ApiError {
     RateLimited { retry_after_secs: u64 },
     #[error("this number's data lives in region {region}; send the request to {location}")]
     WrongRegion { region: String, location: String },
+    #[error("your data is being moved to another region; retry in a moment")]
+    UserMigrating,
     #[error("region {0} cannot be reached right now; try again later")]
     RegionUnavailable(String),
     #[error("internal error")]
@@ -81,6 +83,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::WrongRegion { .. } => StatusCode::TEMPORARY_REDIRECT,
             ApiError::RegionUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::UserMigrating => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -109,6 +112,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::WrongRegion { .. } => "wrong_region",
             ApiError::RegionUnavailable(_) => "region_unavailable",
+            ApiError::UserMigrating => "user_migrating",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -146,6 +150,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::NotFound,
             StoreError::VersionConflict { current } => ApiError::VersionConflict { current },
             StoreError::PhoneTaken => ApiError::PhoneTaken,
+            StoreError::Migrating => ApiError::UserMigrating,
             other => ApiError::Internal(other.into()),
         }
     }
@@ -177,6 +182,11 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/problem+json"),
         );
         match &self {
+            ApiError::UserMigrating => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(1));
+            }
             ApiError::RateLimited { retry_after_secs } => {
                 response
                     .headers_mut()

@@ -108,16 +108,33 @@ impl FromRequestParts<AppState> for AuthUser {
             .map(str::trim)
             .filter(|t| !t.is_empty() && t.len() <= TOKEN_BYTES_MAX)
             .ok_or(ApiError::Unauthorized)?;
-        let user_id = state
-            .store
-            .session_user(token_digest(token), state.now_ms())
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
-        let row = state
-            .store
-            .user(user_id.clone())
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
+        let digest = token_digest(token);
+        let Some(user_id) = state.store.session_user(digest, state.now_ms()).await? else {
+            // A user who moved to another region is sent there; their token works there.
+            if let Some(region) = state.store.moved_token(digest, state.now_ms()).await?
+                && let Ok(region) = sovereign_model::RegionId::parse(&region)
+            {
+                let base = state.federation.url_of(&region).unwrap_or_default();
+                return Err(ApiError::WrongRegion {
+                    region: region.to_string(),
+                    location: format!("{base}{}", parts.uri.path()),
+                });
+            }
+            return Err(ApiError::Unauthorized);
+        };
+        let Some(row) = state.store.user(user_id.clone()).await? else {
+            // The user left this region while the request was on its way.
+            if let Some(region) = state.store.moved_user(user_id).await?
+                && let Ok(region) = sovereign_model::RegionId::parse(&region)
+            {
+                let base = state.federation.url_of(&region).unwrap_or_default();
+                return Err(ApiError::WrongRegion {
+                    region: region.to_string(),
+                    location: format!("{base}{}", parts.uri.path()),
+                });
+            }
+            return Err(ApiError::Unauthorized);
+        };
         let id = UserId::from_stored(user_id);
         let wrapped = row.wrapped_key.as_deref().ok_or(ApiError::Unauthorized)?;
         let key = state

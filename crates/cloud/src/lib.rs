@@ -33,6 +33,7 @@ pub mod hub;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
+pub mod migration;
 pub mod routes;
 pub mod sms;
 pub mod state;

@@ -148,8 +148,11 @@ pub async fn put_item(
     let id = ItemId::parse(&id)?;
     let expected = expected_version(request.headers())?;
     // Refuse early, before reading a large body; the store checks again when it writes.
-    let consents = state.store.consents(user.id.to_string()).await?;
-    if !consents.iter().any(|c| c.scope == kind.scope()) {
+    if !state
+        .store
+        .has_consent(user.id.to_string(), kind.scope())
+        .await?
+    {
         return Err(ApiError::ConsentRequired(kind.scope()));
     }
     let limits = &state.policies.limits;

@@ -35,6 +35,9 @@ pub struct SendRequest {
     /// The recipient's phone number, international format.
     to: String,
     body: String,
+    /// A UUID the client picks so that retrying the same send stores the message once.
+    /// Omitted: the server picks one.
+    id: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -122,8 +125,11 @@ pub async fn send(
     check_message_body(&request.body)?;
     // The sender's own consent is checked before anything about the recipient is looked up, so
     // that a sender without consent learns nothing about the number.
-    let consents = state.store.consents(user.id.to_string()).await?;
-    if !consents.iter().any(|c| c.scope == ConsentScope::Messaging) {
+    if !state
+        .store
+        .has_consent(user.id.to_string(), ConsentScope::Messaging)
+        .await?
+    {
         return Err(ApiError::ConsentRequired(ConsentScope::Messaging));
     }
     let sender_phone = user
@@ -141,7 +147,10 @@ pub async fn send(
         .ok_or(ApiError::RecipientUnavailable)?
         .home;
 
-    let id = MessageId::random();
+    let id = match &request.id {
+        Some(id) => MessageId::parse(id).map_err(|_| ApiError::invalid("id", "must be a UUID"))?,
+        None => MessageId::random(),
+    };
     let now = state.now_ms();
     let (peer, body) = seal_copy(
         &user.key,
@@ -214,11 +223,18 @@ async fn inbox_copy(
     body: &str,
     now: i64,
 ) -> Result<(UserId, MessageCopy), ApiError> {
-    let recipient = state
-        .store
-        .user_by_phone_index(state.keys.phone_index(to))
-        .await?
-        .ok_or(ApiError::RecipientUnavailable)?;
+    let index = state.keys.phone_index(to);
+    let Some(recipient) = state.store.user_by_phone_index(index).await? else {
+        // A number that is moving away from here right now: ask the client to retry (it will be
+        // routed to the new region) instead of saying it has no account.
+        if let Some(entry) = state.directory.lookup(index).await?
+            && (entry.home != state.region.id
+                || state.store.moved_user(entry.user_id).await?.is_some())
+        {
+            return Err(ApiError::UserMigrating);
+        }
+        return Err(ApiError::RecipientUnavailable);
+    };
     let recipient_id = UserId::from_stored(recipient.id.clone());
     let wrapped = recipient
         .wrapped_key

@@ -6,6 +6,7 @@
 //! and a request is answered only after its commit is durable. Reads use a small pool of
 //! read-only connections that see committed snapshots (WAL mode).
 
+mod migration;
 mod queries;
 
 use std::panic::AssertUnwindSafe;
@@ -16,6 +17,7 @@ use rusqlite::Connection;
 use sovereign_model::ConsentScope;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+pub use migration::*;
 pub use queries::*;
 
 /// Requests waiting for the writer; senders wait when it is full (backpressure).
@@ -37,8 +39,10 @@ pub enum StoreError {
     VersionConflict { current: i64 },
     #[error("an account with this phone number exists")]
     PhoneTaken,
+    #[error("the user is being moved to another region; retry in a moment")]
+    Migrating,
     #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     #[error("store is closed")]
     Closed,
     #[error("commit failed: {0}")]
@@ -49,12 +53,26 @@ pub enum StoreError {
     Panicked,
 }
 
+impl From<rusqlite::Error> for StoreError {
+    /// Errors raised by the schema's own triggers become the typed errors they stand for.
+    fn from(error: rusqlite::Error) -> StoreError {
+        match &error {
+            rusqlite::Error::SqliteFailure(_, Some(message))
+                if message.starts_with("user_migrating") =>
+            {
+                StoreError::Migrating
+            }
+            _ => StoreError::Sqlite(error),
+        }
+    }
+}
+
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// A queued write. Called with the connection to run it, or with `None` to fail it unrun.
 type Job = Box<dyn FnOnce(Option<&Connection>) -> Completion + Send>;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql"), include_str!("schema_v2.sql")];
 
 /// A region's SQLite store. Cheap to clone.
 #[derive(Clone)]
@@ -241,6 +259,6 @@ pub(crate) fn consent_error(error: rusqlite::Error, scope: ConsentScope) -> Stor
         {
             StoreError::ConsentRequired(scope)
         }
-        _ => StoreError::Sqlite(error),
+        _ => StoreError::from(error),
     }
 }

@@ -141,6 +141,10 @@ fn user_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
     })
 }
 
+/// A user being moved into this region does not exist here until the move completes.
+const NOT_MOVING_IN: &str = "NOT EXISTS (SELECT 1 FROM migration_fences f \
+                             WHERE f.user_id = users.id AND f.role = 'target')";
+
 const USER_COLUMNS: &str = "id, phone_sealed, password_hash, wrapped_key, region, created_at";
 
 fn message_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
@@ -175,7 +179,25 @@ fn backup_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<BackupRow> {
 const BACKUP_COLUMNS: &str = "kind, item_id, version, change_seq, deleted, data_sealed, blob_path, \
                               content_type, size_bytes, updated_at";
 
-fn has_consent(conn: &Connection, user_id: &str, scope: ConsentScope) -> Result<bool, StoreError> {
+/// Whether the user has granted `scope`. A user who is no longer active here (moved away or
+/// being deleted while a request was in flight) is [`StoreError::Migrating`]: the client retries
+/// and is then sent where the user went, instead of being told consent is missing.
+pub(crate) fn has_consent(
+    conn: &Connection,
+    user_id: &str,
+    scope: ConsentScope,
+) -> Result<bool, StoreError> {
+    let active = conn
+        .query_row(
+            "SELECT 1 FROM users WHERE id = ?1 AND state = 'active'",
+            params![user_id],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if !active {
+        return Err(StoreError::Migrating);
+    }
     Ok(conn
         .query_row(
             "SELECT 1 FROM consent_state WHERE user_id = ?1 AND scope = ?2",
@@ -307,7 +329,7 @@ impl Store {
             Ok(conn
                 .query_row(
                     &format!(
-                        "SELECT {USER_COLUMNS} FROM users WHERE phone_index = ?1 AND state = 'active'"
+                        "SELECT {USER_COLUMNS} FROM users WHERE phone_index = ?1 AND state = 'active' AND {NOT_MOVING_IN}"
                     ),
                     params![index],
                     user_row,
@@ -321,7 +343,7 @@ impl Store {
         self.read(move |conn| {
             Ok(conn
                 .query_row(
-                    &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1 AND state = 'active'"),
+                    &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1 AND state = 'active' AND {NOT_MOVING_IN}"),
                     params![id],
                     user_row,
                 )
@@ -366,7 +388,9 @@ impl Store {
             Ok(conn
                 .query_row(
                     "SELECT s.user_id FROM sessions s JOIN users u ON u.id = s.user_id \
-                     WHERE s.token_digest = ?1 AND s.expires_at > ?2 AND u.state = 'active'",
+                     WHERE s.token_digest = ?1 AND s.expires_at > ?2 AND u.state = 'active' \
+                     AND NOT EXISTS (SELECT 1 FROM migration_fences f \
+                     WHERE f.user_id = u.id AND f.role = 'target')",
                     params![token_digest, now],
                     |row| row.get(0),
                 )
@@ -395,6 +419,16 @@ impl Store {
     }
 
     // ---- consent ----
+
+    /// Whether `user_id` has granted `scope` right now (see [`has_consent`]).
+    pub async fn has_consent(
+        &self,
+        user_id: String,
+        scope: ConsentScope,
+    ) -> Result<bool, StoreError> {
+        self.read(move |conn| has_consent(conn, &user_id, scope))
+            .await
+    }
 
     pub async fn consents(&self, user_id: String) -> Result<Vec<ConsentRow>, StoreError> {
         self.read(move |conn| {
@@ -561,8 +595,10 @@ impl Store {
             if !has_consent(conn, &inbox.owner_id, ConsentScope::Messaging)? {
                 return Err(StoreError::NotFound);
             }
+            // Idempotent: a retried send (same id) stores each copy once.
             let insert = "INSERT INTO messages (id, owner_id, box, peer_sealed, body_sealed, \
-                          created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+                          created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                          ON CONFLICT (owner_id, box, id) DO NOTHING";
             conn.execute(
                 insert,
                 params![
@@ -589,7 +625,11 @@ impl Store {
                 ],
             )
             .map_err(|e| consent_error(e, ConsentScope::Messaging))?;
-            Ok(conn.last_insert_rowid())
+            Ok(conn.query_row(
+                "SELECT seq FROM messages WHERE owner_id = ?1 AND box = 'inbox' AND id = ?2",
+                params![inbox.owner_id, inbox.id],
+                |r| r.get(0),
+            )?)
         })
         .await
     }

@@ -7,5 +7,6 @@ mod consent;
 mod encryption;
 mod input;
 mod messaging;
+mod migration;
 mod regions;
 mod support;

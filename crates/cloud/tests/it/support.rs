@@ -213,12 +213,18 @@ pub struct TestCloud {
 }
 
 pub async fn spawn_regions(ids: &[&str]) -> TestCloud {
+    spawn_regions_with(ids, |_| {}).await
+}
+
+pub async fn spawn_regions_with(ids: &[&str], adjust: impl FnOnce(&mut Policies)) -> TestCloud {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(START_MS);
+    let mut policies = Policies::embedded().unwrap();
+    adjust(&mut policies);
     let cloud = sovereign_cloud::start_cloud(CloudOptions {
         data_dir: dir.path().to_path_buf(),
-        policies: Policies::embedded().unwrap(),
+        policies,
         regions: ids
             .iter()
             .map(|id| (RegionId::parse(id).unwrap(), "127.0.0.1:0".parse().unwrap()))

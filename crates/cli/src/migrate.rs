@@ -1,0 +1,166 @@
+//! `sovereign migrate`: move users from one region to another, online and resumably.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use sovereign_cloud::clock::SystemClock;
+use sovereign_cloud::directory::Directory;
+use sovereign_cloud::migration::{
+    MigrationEvent, MigrationSpec, Plan, Selector, check_services, migrate,
+};
+use sovereign_cloud::{Policies, RegionOptions, RegionState};
+use sovereign_model::{CountryCode, RegionId};
+
+#[derive(clap::Args)]
+pub struct MigrateArgs {
+    /// The data directory the regions run from (as given to `sovereign serve`).
+    #[arg(long, value_name = "DIR", default_value = "./sovereign-data")]
+    data_dir: PathBuf,
+
+    /// Policy files replacing the built-in defaults (as for `sovereign serve`). The residency
+    /// policy must allow the target region to hold the users moved there.
+    #[arg(long, value_name = "DIR")]
+    config: Option<PathBuf>,
+
+    /// The region users move out of.
+    #[arg(long, value_name = "REGION", required_unless_present = "plan")]
+    from: Option<String>,
+
+    /// The region users move into.
+    #[arg(long, value_name = "REGION", required_unless_present = "plan")]
+    to: Option<String>,
+
+    /// Move every user of the source whose phone number is from this country (ISO 3166 code).
+    #[arg(long, value_name = "CC", conflicts_with_all = ["users", "plan"])]
+    jurisdiction: Option<String>,
+
+    /// Move the users listed in FILE, one user id or E.164 phone number per line.
+    #[arg(long, value_name = "FILE", conflicts_with = "plan")]
+    users: Option<PathBuf>,
+
+    /// Services to move, comma-separated (messaging,backup). A user's services move together,
+    /// so the list must name all of them; it is accepted for explicitness.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    services: Vec<String>,
+
+    /// A plan file of phases run in order (`[[phase]]` with name, from, to, and jurisdiction or
+    /// users). Running it again resumes where it stopped.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["from", "to"])]
+    plan: Option<PathBuf>,
+}
+
+pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
+    check_services(&args.services)?;
+    let policies = match &args.config {
+        Some(dir) => Policies::from_dir(dir)
+            .with_context(|| format!("loading policies from {}", dir.display()))?,
+        None => Policies::embedded()?,
+    };
+    let phases = match &args.plan {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading plan {}", path.display()))?;
+            Plan::from_toml(&text).with_context(|| format!("in plan {}", path.display()))?
+        }
+        None => vec![("migration".to_owned(), spec_from_flags(&args)?)],
+    };
+    if !args.data_dir.join("directory.sqlite").exists() {
+        bail!(
+            "{} holds no regions (no directory.sqlite): give the --data-dir of `sovereign serve`",
+            args.data_dir.display()
+        );
+    }
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let directory = Directory::open(&args.data_dir.join("directory.sqlite"))?;
+        let mut all_moved = true;
+        for (name, spec) in phases {
+            for region in [&spec.from, &spec.to] {
+                if policies.regions.get(region).is_none() {
+                    bail!("region {region} is not configured");
+                }
+            }
+            let open = |region: &RegionId| {
+                let mut options = RegionOptions::new(args.data_dir.clone(), region.clone(), policies.clone());
+                options.clock = Arc::new(SystemClock);
+                options.directory = Some(directory.clone());
+                RegionState::open(options)
+            };
+            let source = open(&spec.from).await?;
+            let target = open(&spec.to).await?;
+            eprintln!("sovereign: {name}: {}", spec.describe());
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} users {msg} [{elapsed}, eta {eta}]")
+                    .context("progress style")?,
+            );
+            let started = Instant::now();
+            let report = migrate(&spec, &source, &target, |event| match event {
+                MigrationEvent::Selected { users, already_done } => {
+                    bar.set_length(*users as u64);
+                    bar.set_position(*already_done as u64);
+                }
+                MigrationEvent::Moved { .. } => bar.inc(1),
+                MigrationEvent::Skipped { user_id, reason } => {
+                    bar.inc(1);
+                    bar.println(format!("skipped {user_id}: {reason}"));
+                }
+            })
+            .await?;
+            bar.finish_and_clear();
+            let seconds = started.elapsed().as_secs_f64().max(1e-9);
+            println!(
+                "{name}: moved {} users ({:.1} MB) from {} to {} in {seconds:.2} s: {:.1} users/s, {:.2} MB/s; {} skipped",
+                report.moved,
+                report.bytes as f64 / 1e6,
+                spec.from,
+                spec.to,
+                report.moved as f64 / seconds,
+                report.bytes as f64 / 1e6 / seconds,
+                report.skipped.len()
+            );
+            for (user, reason) in &report.skipped {
+                println!("  skipped {user}: {reason}");
+            }
+            all_moved &= report.skipped.is_empty();
+        }
+        Ok(if all_moved { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    })
+}
+
+fn spec_from_flags(args: &MigrateArgs) -> anyhow::Result<MigrationSpec> {
+    let region = |flag: &str, value: &Option<String>| -> anyhow::Result<RegionId> {
+        let value = value
+            .as_deref()
+            .with_context(|| format!("--{flag} is required"))?;
+        RegionId::parse(value).with_context(|| format!("--{flag}"))
+    };
+    let selector = match (&args.jurisdiction, &args.users) {
+        (Some(cc), None) => {
+            Selector::Jurisdiction(CountryCode::parse(cc).context("--jurisdiction")?)
+        }
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let users: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect();
+            if users.is_empty() {
+                bail!("{} lists no user", path.display());
+            }
+            Selector::Users(users)
+        }
+        _ => bail!("give either --jurisdiction CC or --users FILE (or --plan FILE)"),
+    };
+    Ok(MigrationSpec {
+        from: region("from", &args.from)?,
+        to: region("to", &args.to)?,
+        selector,
+    })
+}

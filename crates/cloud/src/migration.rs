@@ -1,0 +1,501 @@
+//! Online migration of users between regions (`sovereign migrate`).
+//!
+//! Each user moves in steps, each recorded in a journal beside the directory so that a run
+//! killed at any point is resumed by running it again:
+//!
+//! 1. **copy** a snapshot of the user's sealed rows and blobs to the target, with the data key
+//!    re-wrapped under the target region's key; the user stays invisible at the target;
+//! 2. **catch up** with what changed meanwhile, then **fence** the user at the source (its store
+//!    refuses every write to their data) and copy the last changes;
+//! 3. **verify** that a digest of the user's *decrypted* data at the source equals the one at
+//!    the target (which also proves the re-wrapped key opens everything);
+//! 4. **flip** the directory to the target and make the user live there;
+//! 5. **erase** the source: remember where the user went (clients are redirected), destroy the
+//!    wrapped key, then delete the rows and blobs.
+//!
+//! Every step is idempotent, so repeating one after a crash does no harm.
+
+use std::collections::BTreeSet;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use sovereign_crypto::{DataKey, digest_sha256, hex};
+use sovereign_model::{CountryCode, RegionId};
+
+use crate::domain::{PhoneNumber, UserId};
+use crate::extract::aad;
+use crate::state::AppState;
+use crate::store::UserSnapshot;
+
+/// Most users one migration may select.
+pub const MIGRATION_USERS_MAX: usize = 1_000_000;
+/// Catch-up rounds before the user is fenced, however much still changes.
+pub const CATCH_UP_ROUNDS_MAX: usize = 3;
+
+/// Which users a migration moves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// Every user of the source whose phone number belongs to this country.
+    Jurisdiction(CountryCode),
+    /// These users, by user id or phone number (E.164).
+    Users(Vec<String>),
+}
+
+/// One move: users from one region to another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationSpec {
+    pub from: RegionId,
+    pub to: RegionId,
+    pub selector: Selector,
+}
+
+/// The services a user has; a move carries all of them.
+pub const SERVICES: [&str; 2] = ["messaging", "backup"];
+
+impl MigrationSpec {
+    /// Stable across runs, so that a rerun finds the journal of the run it resumes.
+    pub fn id(&self) -> String {
+        hex(&digest_sha256(self.describe().as_bytes())[..12])
+    }
+
+    pub fn describe(&self) -> String {
+        let who = match &self.selector {
+            Selector::Jurisdiction(cc) => format!("jurisdiction {cc}"),
+            Selector::Users(users) => format!("{} listed users ({})", users.len(), users.join(",")),
+        };
+        format!("{} -> {}: {who}", self.from, self.to)
+    }
+}
+
+/// Checks a `--services` list. Every service of a user moves together, because the directory
+/// knows one home region per user.
+///
+/// # Errors
+/// When a name is unknown or the list leaves a service behind.
+pub fn check_services(services: &[String]) -> anyhow::Result<()> {
+    for service in services {
+        if !SERVICES.contains(&service.as_str()) {
+            bail!(
+                "unknown service {service:?}; services are {}",
+                SERVICES.join(", ")
+            );
+        }
+    }
+    if !services.is_empty() && SERVICES.iter().any(|s| !services.iter().any(|x| x == s)) {
+        bail!(
+            "moving only some services ({}) is not supported: a user's services move together, \
+             so give all of {} or leave --services out",
+            services.join(","),
+            SERVICES.join(",")
+        );
+    }
+    Ok(())
+}
+
+/// A plan file: phases run in order, each a [`MigrationSpec`].
+///
+/// ```toml
+/// [[phase]]
+/// name = "phase 1: Singapore"
+/// from = "cn-beijing"
+/// to = "sg-singapore"
+/// jurisdiction = "SG"
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    #[serde(rename = "phase")]
+    pub phases: Vec<PlanPhase>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanPhase {
+    pub name: String,
+    pub from: RegionId,
+    pub to: RegionId,
+    pub jurisdiction: Option<CountryCode>,
+    pub users: Option<Vec<String>>,
+    #[serde(default)]
+    pub services: Vec<String>,
+}
+
+impl Plan {
+    /// # Errors
+    /// When the text is not a plan: unknown keys, no phase, or a phase with both or neither of
+    /// `jurisdiction` and `users`.
+    pub fn from_toml(text: &str) -> anyhow::Result<Vec<(String, MigrationSpec)>> {
+        let plan: Plan = toml::from_str(text).context("parsing the plan")?;
+        if plan.phases.is_empty() {
+            bail!("the plan has no [[phase]]");
+        }
+        plan.phases
+            .into_iter()
+            .map(|phase| {
+                check_services(&phase.services)
+                    .with_context(|| format!("in phase {:?}", phase.name))?;
+                let selector = match (phase.jurisdiction, phase.users) {
+                    (Some(cc), None) => Selector::Jurisdiction(cc),
+                    (None, Some(users)) => Selector::Users(users),
+                    _ => bail!(
+                        "phase {:?} needs exactly one of `jurisdiction` and `users`",
+                        phase.name
+                    ),
+                };
+                Ok((
+                    phase.name,
+                    MigrationSpec {
+                        from: phase.from,
+                        to: phase.to,
+                        selector,
+                    },
+                ))
+            })
+            .collect()
+    }
+}
+
+/// What a migration reports as it goes.
+#[derive(Debug, Clone)]
+pub enum MigrationEvent {
+    Selected { users: usize, already_done: usize },
+    Moved { user_id: String, bytes: u64 },
+    Skipped { user_id: String, reason: String },
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MigrationReport {
+    pub moved: usize,
+    pub bytes: u64,
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Runs (or resumes) a migration between two regions opened in this process.
+///
+/// # Errors
+/// When a store, the directory or the journal fails; a user who cannot be moved (their
+/// jurisdiction does not allow the target, or verification fails) is skipped and reported, and
+/// the rest go on.
+pub async fn migrate(
+    spec: &MigrationSpec,
+    source: &AppState,
+    target: &AppState,
+    mut on_event: impl FnMut(&MigrationEvent),
+) -> anyhow::Result<MigrationReport> {
+    if source.region.id != spec.from || target.region.id != spec.to {
+        bail!(
+            "the opened regions do not match the migration {}",
+            spec.describe()
+        );
+    }
+    if spec.from == spec.to {
+        bail!("source and target are both {}", spec.from);
+    }
+    let directory = &source.directory;
+    let id = spec.id();
+    let mut journal = directory
+        .journal_open(id.clone(), spec.describe(), source.now_ms())
+        .await?;
+    if journal.is_empty() {
+        let users = select(spec, source).await?;
+        if users.len() > MIGRATION_USERS_MAX {
+            bail!(
+                "{} users selected, at most {MIGRATION_USERS_MAX} per migration",
+                users.len()
+            );
+        }
+        directory.journal_select(id.clone(), users).await?;
+        journal = directory
+            .journal_open(id.clone(), spec.describe(), source.now_ms())
+            .await?;
+    }
+    let already_done = journal.iter().filter(|(_, step)| step == "done").count();
+    on_event(&MigrationEvent::Selected {
+        users: journal.len(),
+        already_done,
+    });
+    let mut report = MigrationReport::default();
+    for (user_id, step) in journal {
+        if step == "done" {
+            continue;
+        }
+        match move_user(&id, &user_id, &step, source, target).await {
+            Ok(bytes) => {
+                report.moved += 1;
+                report.bytes += bytes;
+                on_event(&MigrationEvent::Moved { user_id, bytes });
+            }
+            Err(reason) => {
+                let reason = format!("{reason:#}");
+                on_event(&MigrationEvent::Skipped {
+                    user_id: user_id.clone(),
+                    reason: reason.clone(),
+                });
+                report.skipped.push((user_id, reason));
+            }
+        }
+    }
+    Ok(report)
+}
+
+async fn select(spec: &MigrationSpec, source: &AppState) -> anyhow::Result<Vec<String>> {
+    match &spec.selector {
+        Selector::Jurisdiction(country) => {
+            let mut users = Vec::new();
+            for (user_id, phone_sealed, wrapped) in source.store.active_users().await? {
+                let id = UserId::from_stored(user_id.clone());
+                let key = source.keys.unwrap(&wrapped, &id)?;
+                if phone_of(&key, &id, &phone_sealed)?.country() == *country {
+                    users.push(user_id);
+                }
+            }
+            Ok(users)
+        }
+        Selector::Users(list) => {
+            let mut users = Vec::new();
+            for entry in list {
+                let entry = entry.trim();
+                if entry.starts_with('+') {
+                    let phone = PhoneNumber::parse(entry).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let user = source
+                        .store
+                        .user_by_phone_index(source.keys.phone_index(&phone))
+                        .await?;
+                    let user =
+                        user.with_context(|| format!("{entry} has no account in {}", spec.from))?;
+                    users.push(user.id);
+                } else {
+                    uuid::Uuid::parse_str(entry).with_context(|| {
+                        format!("{entry:?} is neither a phone number nor a user id")
+                    })?;
+                    users.push(entry.to_owned());
+                }
+            }
+            Ok(users)
+        }
+    }
+}
+
+fn phone_of(key: &DataKey, user: &UserId, sealed: &[u8]) -> anyhow::Result<PhoneNumber> {
+    let phone = key.open(&aad("users", user, user.as_str(), "phone"), sealed)?;
+    PhoneNumber::parse(&String::from_utf8_lossy(&phone))
+        .map_err(|e| anyhow::anyhow!("stored phone: {e}"))
+}
+
+/// Moves one user from wherever the journal says they got to. Returns the bytes copied.
+async fn move_user(
+    migration: &str,
+    user_id: &str,
+    step: &str,
+    source: &AppState,
+    target: &AppState,
+) -> anyhow::Result<u64> {
+    let user = UserId::from_stored(user_id.to_owned());
+    let journal = |step: &'static str| {
+        source
+            .directory
+            .journal_step(migration.to_owned(), user_id.to_owned(), step)
+    };
+    let mut bytes = 0;
+    let mut step = step.to_owned();
+    if step == "selected" {
+        let Some(snapshot) = source.store.snapshot_user(user_id.to_owned()).await? else {
+            if source.directory.home_of(user_id.to_owned()).await? == Some(target.region.id.clone())
+            {
+                journal("done").await?;
+                return Ok(0);
+            }
+            bail!("user {user_id} is not in {}", source.region.id);
+        };
+        let key = source.keys.unwrap(&snapshot.user.wrapped_key, &user)?;
+        let country = phone_of(&key, &user, &snapshot.user.phone_sealed)?.country();
+        if !target.policies.residency.allows(country, &target.region.id) {
+            bail!(
+                "the residency policy does not allow region {} to hold users from {country}",
+                target.region.id
+            );
+        }
+        bytes += copy(&snapshot, &user, source, target).await?;
+        journal("copied").await?;
+        step = "copied".into();
+    }
+    if step == "copied" {
+        // Catch up while the user keeps writing, then fence and take the rest.
+        let mut last = source.store.snapshot_user(user_id.to_owned()).await?;
+        for _ in 0..CATCH_UP_ROUNDS_MAX {
+            let Some(snapshot) = &last else { break };
+            bytes += copy(snapshot, &user, source, target).await?;
+            let now = source.store.snapshot_user(user_id.to_owned()).await?;
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        source
+            .store
+            .fence_user(user_id.to_owned(), source.now_ms())
+            .await?;
+        journal("fenced").await?;
+        step = "fenced".into();
+    }
+    if step == "fenced" {
+        if let Some(snapshot) = source.store.snapshot_user(user_id.to_owned()).await? {
+            bytes += copy(&snapshot, &user, source, target).await?;
+            let at_source = digest(&snapshot, &user, source).await?;
+            let copied = target
+                .store
+                .snapshot_user(user_id.to_owned())
+                .await?
+                .context("the copy vanished from the target")?;
+            let at_target = digest(&copied, &user, target).await?;
+            if at_source != at_target {
+                source.store.unfence_user(user_id.to_owned()).await?;
+                journal("selected").await?;
+                bail!(
+                    "verification failed for user {user_id}: the target's copy differs; it stays in {}",
+                    source.region.id
+                );
+            }
+        }
+        // Live at the target before the directory sends anyone there.
+        target.store.activate_user(user_id.to_owned()).await?;
+        source
+            .directory
+            .move_home(
+                user_id.to_owned(),
+                target.region.id.clone(),
+                source.now_ms(),
+            )
+            .await?;
+        journal("flipped").await?;
+        step = "flipped".into();
+    }
+    if step == "flipped" {
+        source
+            .store
+            .finish_move(
+                user_id.to_owned(),
+                target.region.id.to_string(),
+                source.now_ms(),
+            )
+            .await?;
+        source.blobs.delete_user(user_id).await;
+        source.store.purge_user(user_id.to_owned()).await?;
+        journal("done").await?;
+    }
+    Ok(bytes)
+}
+
+/// Copies a snapshot's blobs the target lacks, then installs its rows with the data key
+/// re-wrapped for the target. Returns the bytes copied.
+async fn copy(
+    snapshot: &UserSnapshot,
+    user: &UserId,
+    source: &AppState,
+    target: &AppState,
+) -> anyhow::Result<u64> {
+    let mut bytes = snapshot.sealed_bytes() as u64;
+    for path in snapshot.blob_paths() {
+        if !target.blobs.exists(path).await {
+            let sealed = source
+                .blobs
+                .get(path)
+                .await
+                .with_context(|| format!("reading blob {path}"))?;
+            bytes += sealed.len() as u64;
+            target.blobs.put(path, sealed).await?;
+        }
+    }
+    let key = source.keys.unwrap(&snapshot.user.wrapped_key, user)?;
+    let rewrapped = target.keys.wrap(&key, user)?;
+    target
+        .store
+        .install_user(
+            snapshot.clone(),
+            rewrapped,
+            target.region.id.to_string(),
+            target.now_ms(),
+        )
+        .await?;
+    Ok(bytes)
+}
+
+/// A digest of everything a user has in a region, decrypted with that region's copy of the key:
+/// equal digests mean equal data, and a key that opens all of it.
+pub async fn digest(
+    snapshot: &UserSnapshot,
+    user: &UserId,
+    region: &AppState,
+) -> anyhow::Result<[u8; 32]> {
+    let key = region.keys.unwrap(&snapshot.user.wrapped_key, user)?;
+    let mut lines = BTreeSet::new();
+    let u = &snapshot.user;
+    let phone = key.open(&aad("users", user, user.as_str(), "phone"), &u.phone_sealed)?;
+    lines.insert(format!(
+        "user {} {} {}",
+        hex(&phone),
+        u.password_hash,
+        u.created_at
+    ));
+    for s in &snapshot.sessions {
+        let device = key.open(&aad("sessions", user, &s.id, "device"), &s.device_sealed)?;
+        lines.insert(format!(
+            "session {} {} {} {} {}",
+            hex(&s.token_digest),
+            s.id,
+            hex(&device),
+            s.created_at,
+            s.expires_at
+        ));
+    }
+    for c in &snapshot.consents {
+        lines.insert(format!(
+            "consent {} {} {}",
+            c.scope, c.notice_version, c.granted_at
+        ));
+    }
+    for (n, e) in snapshot.consent_events.iter().enumerate() {
+        lines.insert(format!(
+            "event {n:08} {} {} {:?} {}",
+            e.scope, e.action, e.notice_version, e.at
+        ));
+    }
+    for m in &snapshot.messages {
+        let record = format!("{}:{}", m.box_name, m.id);
+        let peer = key.open(&aad("messages", user, &record, "peer"), &m.peer_sealed)?;
+        let body = key.open(&aad("messages", user, &record, "body"), &m.body_sealed)?;
+        lines.insert(format!(
+            "message {record} {} {} {} {:?} {}",
+            hex(&peer),
+            hex(&body),
+            m.created_at,
+            m.delivered_at,
+            m.expires_at
+        ));
+    }
+    for b in &snapshot.backup {
+        let record = format!("{}:{}", b.kind, b.item_id);
+        let content = match (&b.data_sealed, &b.blob_path) {
+            (Some(sealed), _) => hex(&digest_sha256(
+                &key.open(&aad("backup", user, &record, "data"), sealed)?,
+            )),
+            (None, Some(path)) => {
+                let sealed = region
+                    .blobs
+                    .get(path)
+                    .await
+                    .with_context(|| format!("reading blob {path}"))?;
+                hex(&digest_sha256(
+                    &key.open(&aad("backup", user, &record, path), &sealed)?,
+                ))
+            }
+            (None, None) => "-".to_owned(),
+        };
+        lines.insert(format!(
+            "backup {record} {} {} {content} {:?} {:?} {}",
+            b.version, b.deleted, b.content_type, b.size_bytes, b.updated_at
+        ));
+    }
+    let text: Vec<String> = lines.into_iter().collect();
+    Ok(digest_sha256(text.join("\n").as_bytes()))
+}

@@ -1,0 +1,298 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use sovereign_cloud::migration::{MigrationSpec, Selector, migrate};
+use sovereign_model::{CountryCode, RegionId, ResidencyPolicy};
+
+use crate::support::*;
+
+/// Indian users live in Mumbai and may also be held in Singapore.
+fn india_may_move_to_singapore(policies: &mut sovereign_cloud::Policies) {
+    policies.residency = ResidencyPolicy::from_toml(
+        "default = \"us-oregon\"\n[countries]\nIN = [\"in-mumbai\", \"sg-singapore\"]\n",
+    )
+    .unwrap();
+}
+
+fn india_to_singapore() -> MigrationSpec {
+    MigrationSpec {
+        from: RegionId::parse("in-mumbai").unwrap(),
+        to: RegionId::parse("sg-singapore").unwrap(),
+        selector: Selector::Jurisdiction(CountryCode::parse("IN").unwrap()),
+    }
+}
+
+fn phone(i: usize) -> String {
+    format!("+9198{:08}", 20_000_000 + i)
+}
+
+/// What a writer had acknowledged by the server.
+#[derive(Default)]
+struct Acked {
+    contacts: Vec<(String, String)>,
+    /// message id → (sender, recipient)
+    messages: BTreeMap<String, (usize, usize)>,
+}
+
+/// A client that keeps writing and follows its data: 503 means retry, 307 means go where the
+/// Location says. Every request carries a client-chosen id, so a retry stores nothing twice.
+async fn writer(
+    cloud: Arc<TestCloud>,
+    me: usize,
+    users: usize,
+    token: String,
+    stop: Arc<AtomicBool>,
+) -> Acked {
+    let mut base = cloud.url("in-mumbai");
+    let mut acked = Acked::default();
+    let mut n = 0;
+    while !stop.load(Ordering::SeqCst) || n < 4 {
+        n += 1;
+        let item = format!("w{me}-{n}");
+        let to = (me + 1) % users;
+        let message_id = uuid::Uuid::new_v4().to_string();
+        let requests = [
+            (
+                Method::PUT,
+                format!("/v1/backup/contacts/{item}"),
+                json!({"name": format!("contact {me}/{n}")}),
+            ),
+            (
+                Method::POST,
+                "/v1/messages".to_owned(),
+                json!({"to": phone(to), "body": format!("{me}->{to} #{n}"), "id": message_id}),
+            ),
+        ];
+        for (i, (method, path, body)) in requests.into_iter().enumerate() {
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                assert!(attempts < 500, "writer {me} stuck on {path}");
+                let reply =
+                    finish_at(&cloud, &base, method.clone(), &path, &token, body.clone()).await;
+                match reply.status.as_u16() {
+                    200..=202 => break,
+                    503 => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+                    307 => {
+                        let location = reply.headers["location"].to_str().unwrap();
+                        base = location[..location.find("/v1").unwrap()].to_owned();
+                    }
+                    other => panic!(
+                        "writer {me}: {path} at {base} answered {other}: {:?}",
+                        reply.body
+                    ),
+                }
+            }
+            if i == 0 {
+                acked
+                    .contacts
+                    .push((item.clone(), format!("contact {me}/{n}")));
+            } else {
+                acked.messages.insert(message_id.clone(), (me, to));
+            }
+        }
+    }
+    acked
+}
+
+async fn finish_at(
+    cloud: &TestCloud,
+    base: &str,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: serde_json::Value,
+) -> Reply {
+    let response = cloud
+        .client
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.unwrap().to_vec();
+    let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Reply {
+        status,
+        headers,
+        body,
+        bytes,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_under_concurrent_writes_loses_and_duplicates_nothing() {
+    let cloud = Arc::new(
+        spawn_regions_with(&["in-mumbai", "sg-singapore"], india_may_move_to_singapore).await,
+    );
+    const USERS: usize = 6;
+    let mut tokens = Vec::new();
+    for i in 0..USERS {
+        let token = cloud.user("in-mumbai", &phone(i)).await;
+        let grant = cloud
+            .call(
+                "in-mumbai",
+                Method::PUT,
+                "/v1/consents/backup.contacts",
+                Some(&token),
+                Some(json!({"notice_version": 1})),
+            )
+            .await;
+        assert_eq!(grant.status, StatusCode::OK);
+        tokens.push(token);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, token)| {
+            tokio::spawn(writer(cloud.clone(), i, USERS, token.clone(), stop.clone()))
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let source = cloud.cloud.region("in-mumbai").unwrap().state.clone();
+    let target = cloud.cloud.region("sg-singapore").unwrap().state.clone();
+    let report = migrate(&india_to_singapore(), &source, &target, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.moved, USERS, "{report:?}");
+    assert!(report.skipped.is_empty(), "{report:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut acked = Acked::default();
+    for writer in writers {
+        let a = writer.await.unwrap();
+        acked.contacts.extend(a.contacts);
+        acked.messages.extend(a.messages);
+    }
+    assert!(acked.messages.len() >= USERS * 4);
+
+    // Everything acknowledged is at the target exactly once; nothing is left at the source.
+    let target_db = cloud.db("sg-singapore");
+    let contacts: i64 = target_db
+        .query_row(
+            "SELECT count(*) FROM backup_items WHERE deleted = 0",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(contacts as usize, acked.contacts.len());
+    for (item, _) in &acked.contacts {
+        let n: i64 = target_db
+            .query_row(
+                "SELECT count(*) FROM backup_items WHERE item_id = ?1",
+                [item],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 1, "contact {item}");
+    }
+    for id in acked.messages.keys() {
+        for message_box in ["sent", "inbox"] {
+            let n: i64 = target_db
+                .query_row(
+                    "SELECT count(*) FROM messages WHERE id = ?1 AND box = ?2",
+                    [id.as_str(), message_box],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(
+                n, 1,
+                "message {id} {message_box} copy, from/to {:?}",
+                acked.messages[id]
+            );
+        }
+    }
+    let total: i64 = target_db
+        .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        total as usize,
+        acked.messages.len() * 2,
+        "no message stored twice"
+    );
+    let source_db = cloud.db("in-mumbai");
+    for table in [
+        "users",
+        "messages",
+        "backup_items",
+        "sessions",
+        "consent_state",
+        "consent_events",
+        "migration_fences",
+    ] {
+        let n: i64 = source_db
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0, "{table} left at the source");
+    }
+    // Each user reads their data at the target with the token they already had.
+    let token = &tokens[0];
+    let export = cloud
+        .call(
+            "sg-singapore",
+            Method::GET,
+            "/v1/me/export",
+            Some(token),
+            None,
+        )
+        .await;
+    assert_eq!(export.status, StatusCode::OK);
+    assert_eq!(export.body["account"]["region"], "sg-singapore");
+    assert_eq!(export.body["account"]["phone"], phone(0).as_str());
+    // The old region sends clients on.
+    let stale = cloud
+        .call("in-mumbai", Method::GET, "/v1/me", Some(token), None)
+        .await;
+    assert_eq!(stale.status, StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(
+        stale.headers["location"],
+        format!("{}/v1/me", cloud.url("sg-singapore")).as_str()
+    );
+    let body = json!({"phone": phone(0), "password": "correct horse battery", "device_name": "x"});
+    let sign_in = cloud
+        .call("in-mumbai", Method::POST, "/v1/sessions", None, Some(body))
+        .await;
+    assert_eq!(sign_in.status, StatusCode::TEMPORARY_REDIRECT);
+    // Running the migration again finds nothing left to do.
+    let again = migrate(&india_to_singapore(), &source, &target, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(again.moved, 0);
+}
+
+#[tokio::test]
+async fn a_region_the_policy_does_not_allow_receives_nobody() {
+    let cloud = spawn_regions(&["in-mumbai", "sg-singapore"]).await;
+    cloud.user("in-mumbai", ALICE).await;
+    let source = cloud.cloud.region("in-mumbai").unwrap().state.clone();
+    let target = cloud.cloud.region("sg-singapore").unwrap().state.clone();
+    let report = migrate(&india_to_singapore(), &source, &target, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.moved, 0);
+    assert_eq!(report.skipped.len(), 1);
+    assert!(
+        report.skipped[0]
+            .1
+            .contains("does not allow region sg-singapore"),
+        "{report:?}"
+    );
+    let users: i64 = cloud
+        .db("sg-singapore")
+        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(users, 0);
+    let users: i64 = cloud
+        .db("in-mumbai")
+        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(users, 1);
+}
