@@ -92,3 +92,66 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        scan: ScanArgs,
+    }
+
+    fn fixtures() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scan/tests/fixtures")
+    }
+
+    fn run_with(args: &[&str]) -> anyhow::Result<ExitCode> {
+        let profile = fixtures().join("profile.toml");
+        let mut argv = vec!["scan".to_owned(), "--profile".to_owned()];
+        argv.push(profile.display().to_string());
+        argv.extend(args.iter().map(|a| (*a).to_owned()));
+        run(Cli::try_parse_from(argv)?.scan)
+    }
+
+    #[test]
+    fn exit_code_is_one_at_or_above_fail_on_and_zero_below() {
+        let dir = std::env::temp_dir().join(format!("sovereign-scan-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("report.json");
+        let capture = fixtures().join("loopback.pcap");
+        let capture = capture.to_str().unwrap();
+        let out_arg = out.to_str().unwrap();
+        // The recorded traffic rates high: failing at high gives 1, at critical 0.
+        let code = run_with(&[capture, "--format", "json", "--output", out_arg]).unwrap();
+        assert_eq!(code, ExitCode::from(1));
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        assert_eq!(json["rating"], "high");
+        let code = run_with(&[capture, "--fail-on", "critical", "--output", out_arg]).unwrap();
+        assert_eq!(code, ExitCode::SUCCESS);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn input_errors_are_errors_for_exit_code_two() {
+        // main() turns an Err into exit code 2.
+        let err = run_with(&["/nonexistent/capture.pcap"]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("/nonexistent/capture.pcap"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn usage_errors_are_reported_by_clap() {
+        // Clap exits with 2 on usage errors: no capture, or a bad --fail-on.
+        assert!(Cli::try_parse_from(["scan", "--profile", "p.toml"]).is_err());
+        assert!(Cli::try_parse_from(["scan", "--profile", "p", "c", "--fail-on", "x"]).is_err());
+        assert!(Cli::try_parse_from(["scan", "--profile", "p", "--diff", "a"]).is_err());
+        assert!(Cli::try_parse_from(["scan", "--profile", "p", "--diff", "a", "b"]).is_ok());
+    }
+}

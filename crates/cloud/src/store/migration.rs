@@ -165,7 +165,7 @@ fn snapshot(conn: &Connection, user_id: &str) -> Result<Option<UserSnapshot>, St
         .collect::<Result<_, _>>()?;
     let mut stmt = conn.prepare(
         "SELECT id, box, peer_sealed, body_sealed, created_at, delivered_at, expires_at FROM messages \
-         WHERE owner_id = ?1 ORDER BY box, id",
+         WHERE owner_id = ?1 ORDER BY seq",
     )?;
     let messages = stmt
         .query_map(params![user_id], |r| {
@@ -263,6 +263,7 @@ fn install(
         )?;
     }
     // Messages and backup items: upsert what the source has, drop what it no longer has.
+    // Messages go in the source's order, so a mailbox reads the same after the move.
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS keep (a TEXT, b TEXT, PRIMARY KEY (a, b))",
         [],

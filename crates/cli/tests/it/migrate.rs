@@ -1,0 +1,401 @@
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sovereign_cloud::clock::SystemClock;
+use sovereign_cloud::{CloudOptions, Policies};
+use sovereign_model::RegionId;
+
+const USERS: usize = 30;
+
+fn sovereign() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sovereign"))
+}
+
+fn phone(i: usize) -> String {
+    format!("+9198{:08}", 30_000_000 + i)
+}
+
+/// Two regions on free ports; Indian users live in Mumbai and may be held in Singapore.
+fn write_config(dir: &std::path::Path) {
+    std::fs::write(
+        dir.join("regions.toml"),
+        "[[region]]\nid = \"in-mumbai\"\nname = \"Mumbai\"\ncountry = \"IN\"\nlisten = \"127.0.0.1:0\"\n\
+         [[region]]\nid = \"sg-singapore\"\nname = \"Singapore\"\ncountry = \"SG\"\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("residency.toml"),
+        "default = \"sg-singapore\"\n[countries]\nIN = [\"in-mumbai\", \"sg-singapore\"]\n",
+    )
+    .unwrap();
+}
+
+async fn start(data: &std::path::Path, config: &std::path::Path) -> sovereign_cloud::Cloud {
+    let mut policies = Policies::from_dir(config).unwrap();
+    policies.limits.signups_per_minute = 10_000;
+    policies.limits.logins_per_minute = 10_000;
+    policies.limits.verifications_per_minute = 10_000;
+    sovereign_cloud::start_cloud(CloudOptions {
+        data_dir: data.to_path_buf(),
+        policies,
+        regions: ["in-mumbai", "sg-singapore"]
+            .iter()
+            .map(|id| (RegionId::parse(id).unwrap(), "127.0.0.1:0".parse().unwrap()))
+            .collect(),
+        clock: Arc::new(SystemClock),
+    })
+    .await
+    .unwrap()
+}
+
+fn client(data: &std::path::Path) -> reqwest::Client {
+    let ca = std::fs::read(data.join("tls/ca.pem")).unwrap();
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+async fn call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: Option<&str>,
+    body: Value,
+) -> (u16, Value) {
+    let mut request = client.request(method, url).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn populate(data: &std::path::Path, url: &str) -> Vec<String> {
+    use reqwest::Method;
+    let client = client(data);
+    let mut tokens = Vec::new();
+    for i in 0..USERS {
+        let (status, reply) = call(
+            &client,
+            Method::POST,
+            format!("{url}/v1/accounts"),
+            None,
+            json!({"phone": phone(i), "password": "correct horse battery"}),
+        )
+        .await;
+        assert_eq!(status, 202, "{reply}");
+        let outbox = std::fs::read_to_string(data.join("sms-outbox.jsonl")).unwrap();
+        let code = outbox
+            .lines()
+            .rev()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|m| m["to"] == phone(i))
+            .unwrap()["code"]
+            .clone();
+        let (status, _) = call(
+            &client,
+            Method::POST,
+            format!("{url}/v1/accounts/verify"),
+            None,
+            json!({"verification_id": reply["verification_id"], "code": code}),
+        )
+        .await;
+        assert_eq!(status, 201);
+        let (status, session) = call(
+            &client,
+            Method::POST,
+            format!("{url}/v1/sessions"),
+            None,
+            json!({"phone": phone(i), "password": "correct horse battery", "device_name": format!("phone {i}")}),
+        )
+        .await;
+        assert_eq!(status, 201);
+        let token = session["token"].as_str().unwrap().to_owned();
+        for scope in ["messaging", "backup.contacts", "backup.sms"] {
+            let (status, _) = call(
+                &client,
+                Method::PUT,
+                format!("{url}/v1/consents/{scope}"),
+                Some(&token),
+                json!({"notice_version": 1}),
+            )
+            .await;
+            assert_eq!(status, 200);
+        }
+        for n in 0..4 {
+            let (status, _) = call(
+                &client,
+                Method::PUT,
+                format!("{url}/v1/backup/contacts/c{n}"),
+                Some(&token),
+                json!({"name": format!("friend {n} of {i}"), "phones": [phone(100 + n)]}),
+            )
+            .await;
+            assert_eq!(status, 201);
+        }
+        let sms = json!({"address": "+919800000001", "text": format!("sms for {i}"), "direction": "inbox", "at": "2026-01-01T00:00:00Z"});
+        call(
+            &client,
+            Method::PUT,
+            format!("{url}/v1/backup/sms/s1"),
+            Some(&token),
+            sms,
+        )
+        .await;
+        tokens.push(token);
+    }
+    for (i, token) in tokens.iter().enumerate() {
+        let (status, _) = call(
+            &client,
+            Method::POST,
+            format!("{url}/v1/messages"),
+            Some(token),
+            json!({"to": phone((i + 1) % USERS), "body": format!("hello from {i}")}),
+        )
+        .await;
+        assert_eq!(status, 202);
+    }
+    tokens
+}
+
+/// An export with what legitimately changes in a move taken out: the region, and the cursors
+/// (positions in a region's own mailbox).
+fn comparable(mut export: Value) -> Value {
+    export["exported_at"] = Value::Null;
+    export["region"] = Value::Null;
+    export["account"]["region"] = Value::Null;
+    for notice in export["consents"].as_array_mut().unwrap() {
+        notice["notice"]["region"] = Value::Null;
+    }
+    for message in export["messages"].as_array_mut().unwrap() {
+        message["cursor"] = Value::Null;
+    }
+    export
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_killed_at_random_points_resumes_and_ends_correct() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let data = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    write_config(config.path());
+    let cloud = start(data.path(), config.path()).await;
+    let mumbai = cloud.region("in-mumbai").unwrap().url.clone();
+    let tokens = populate(data.path(), &mumbai).await;
+    let client = client(data.path());
+    let mut before = Vec::new();
+    for token in &tokens {
+        let (status, export) = call(
+            &client,
+            reqwest::Method::GET,
+            format!("{mumbai}/v1/me/export"),
+            Some(token),
+            Value::Null,
+        )
+        .await;
+        assert_eq!(status, 200);
+        before.push(comparable(export));
+    }
+    cloud.shutdown(Duration::from_secs(5)).await;
+
+    let migrate = || {
+        let mut command = sovereign();
+        command
+            .args([
+                "migrate",
+                "--from",
+                "in-mumbai",
+                "--to",
+                "sg-singapore",
+                "--jurisdiction",
+                "IN",
+                "--data-dir",
+            ])
+            .arg(data.path())
+            .arg("--config")
+            .arg(config.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    };
+    // Kill -9 at pseudo-random moments; the seed is printed so a failure can be replayed.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    println!("kill schedule seed {seed}");
+    let mut state = seed | 1;
+    let mut kills = 0;
+    for _ in 0..6 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let delay = Duration::from_millis(100 + state % 900);
+        let mut child = migrate().spawn().unwrap();
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        let output = child.wait_with_output().unwrap();
+        let journal = rusqlite::Connection::open(data.path().join("directory.sqlite")).unwrap();
+        let done: i64 = journal
+            .query_row(
+                "SELECT count(*) FROM migration_users WHERE step = 'done'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or(-1);
+        println!(
+            "after {delay:?}: {done} users done; {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    assert!(
+        kills >= 1,
+        "the migration was never interrupted; the test proves nothing"
+    );
+    let finished = migrate().output().unwrap();
+    assert!(
+        finished.status.success(),
+        "{}",
+        String::from_utf8_lossy(&finished.stderr)
+    );
+    let report = String::from_utf8_lossy(&finished.stdout);
+    assert!(report.contains("0 skipped"), "{report}");
+    println!("killed {kills} times; last run: {report}");
+
+    // Everything is in Singapore, readable with the tokens the users already had; nothing is
+    // left in Mumbai.
+    let cloud = start(data.path(), config.path()).await;
+    let singapore = cloud.region("sg-singapore").unwrap().url.clone();
+    for (i, token) in tokens.iter().enumerate() {
+        let (status, export) = call(
+            &client,
+            reqwest::Method::GET,
+            format!("{singapore}/v1/me/export"),
+            Some(token),
+            Value::Null,
+        )
+        .await;
+        assert_eq!(status, 200, "user {i}");
+        assert_eq!(export["account"]["region"], "sg-singapore");
+        assert_eq!(
+            comparable(export),
+            before[i],
+            "user {i}'s data changed in the move"
+        );
+    }
+    let db =
+        rusqlite::Connection::open(data.path().join("regions/in-mumbai/store.sqlite")).unwrap();
+    for table in [
+        "users",
+        "messages",
+        "backup_items",
+        "sessions",
+        "consent_state",
+        "consent_events",
+    ] {
+        let n: i64 = db
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0, "{table} left in Mumbai");
+    }
+    cloud.shutdown(Duration::from_secs(5)).await;
+}
+
+#[test]
+fn bad_migrations_are_clear_errors() {
+    let data = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &[
+                "--from",
+                "in-mumbai",
+                "--to",
+                "sg-singapore",
+                "--jurisdiction",
+                "IN",
+                "--services",
+                "messaging",
+            ],
+            "not supported",
+        ),
+        (
+            &[
+                "--from",
+                "in-mumbai",
+                "--to",
+                "sg-singapore",
+                "--jurisdiction",
+                "IN",
+                "--services",
+                "photos",
+            ],
+            "unknown service",
+        ),
+        (
+            &[
+                "--from",
+                "in-mumbai",
+                "--to",
+                "sg-singapore",
+                "--jurisdiction",
+                "IND",
+            ],
+            "country code",
+        ),
+        (
+            &["--from", "in-mumbai", "--to", "sg-singapore"],
+            "--jurisdiction",
+        ),
+        (
+            &[
+                "--from",
+                "in-mumbai",
+                "--to",
+                "sg-singapore",
+                "--jurisdiction",
+                "IN",
+            ],
+            "no regions",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = sovereign()
+            .arg("migrate")
+            .args(args)
+            .arg("--data-dir")
+            .arg(data.path())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    let plan = data.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        "[[phase]]\nname = \"one\"\nfrom = \"cn-beijing\"\nto = \"sg-singapore\"\nregion = \"x\"\n",
+    )
+    .unwrap();
+    let output = sovereign()
+        .args(["migrate", "--plan"])
+        .arg(&plan)
+        .arg("--data-dir")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("region"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
