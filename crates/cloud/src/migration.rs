@@ -18,6 +18,7 @@
 use std::collections::BTreeSet;
 
 use anyhow::{Context, bail};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use sovereign_crypto::{DataKey, digest_sha256, hex};
 use sovereign_model::{CountryCode, RegionId};
@@ -29,6 +30,8 @@ use crate::store::UserSnapshot;
 
 /// Most users one migration may select.
 pub const MIGRATION_USERS_MAX: usize = 1_000_000;
+/// Users moved at the same time.
+pub const MIGRATION_USERS_IN_FLIGHT_MAX: usize = 16;
 /// Catch-up rounds before the user is fenced, however much still changes.
 pub const CATCH_UP_ROUNDS_MAX: usize = 3;
 
@@ -215,11 +218,18 @@ pub async fn migrate(
         already_done,
     });
     let mut report = MigrationReport::default();
-    for (user_id, step) in journal {
-        if step == "done" {
-            continue;
-        }
-        match move_user(&id, &user_id, &step, source, target).await {
+    // Several users move at once: each waits on its own commits, and the stores' group commit
+    // lets their writes share fsyncs.
+    let id = &id;
+    let mut moves =
+        futures_util::stream::iter(journal.into_iter().filter(|(_, step)| step != "done"))
+            .map(|(user_id, step)| async move {
+                let outcome = move_user(id, &user_id, &step, source, target).await;
+                (user_id, outcome)
+            })
+            .buffer_unordered(MIGRATION_USERS_IN_FLIGHT_MAX);
+    while let Some((user_id, outcome)) = moves.next().await {
+        match outcome {
             Ok(bytes) => {
                 report.moved += 1;
                 report.bytes += bytes;
