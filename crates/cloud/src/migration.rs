@@ -509,3 +509,35 @@ pub async fn digest(
     let text: Vec<String> = lines.into_iter().collect();
     Ok(digest_sha256(text.join("\n").as_bytes()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_2014_plan_parses_into_three_phases() {
+        let phases = Plan::from_toml(include_str!("../../../config/migration-2014.toml")).unwrap();
+        let moves: Vec<String> = phases.iter().map(|(_, spec)| spec.describe()).collect();
+        assert_eq!(
+            moves,
+            [
+                "cn-beijing -> sg-singapore: jurisdiction SG",
+                "cn-beijing -> in-mumbai: jurisdiction IN",
+                "cn-beijing -> br-saopaulo: jurisdiction BR"
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_plans_are_refused() {
+        for bad in [
+            "",
+            "[[phase]]\nname = \"x\"\nfrom = \"a\"\nto = \"b\"\n",
+            "[[phase]]\nname = \"x\"\nfrom = \"a\"\nto = \"b\"\njurisdiction = \"IN\"\nusers = [\"+1\"]\n",
+            "[[phase]]\nname = \"x\"\nfrom = \"A\"\nto = \"b\"\njurisdiction = \"IN\"\n",
+            "[[phase]]\nname = \"x\"\nfrom = \"a\"\nto = \"b\"\njurisdiction = \"IN\"\nservices = [\"messaging\"]\n",
+        ] {
+            assert!(Plan::from_toml(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
