@@ -24,8 +24,11 @@ pub mod error;
 pub mod extract;
 pub mod hub;
 pub mod keys;
+pub mod ledger;
 pub mod limits;
 pub mod metrics;
+pub mod ops;
+pub mod retention;
 pub mod routes;
 pub mod sms;
 pub mod state;
@@ -59,6 +62,8 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::messages::router())
         .merge(routes::backup::router())
         .merge(routes::health::router())
+        .merge(routes::ops::router())
+        .merge(routes::dashboard::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async {
             ApiError::invalid("method", "this path does not accept this method")
@@ -166,6 +171,9 @@ pub async fn start(
         loop {
             every_minute.tick().await;
             limits_state.limits.forget_idle();
+            if let Err(error) = retention::sweep(&limits_state).await {
+                tracing::error!(%error, "retention sweep failed");
+            }
         }
     });
     Ok(ServerHandle {

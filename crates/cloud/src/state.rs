@@ -12,6 +12,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Policies;
 use crate::hub::Hub;
 use crate::keys::RegionKeys;
+use crate::ledger::LedgerSigner;
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::sms::{FileOutbox, SmsGateway};
@@ -30,6 +31,8 @@ pub struct RegionState {
     pub hub: Hub,
     pub limits: RateLimits,
     pub metrics: Metrics,
+    /// The region's access-ledger key (`DIR/keys/<region>.ledger.p8`).
+    pub ledger: Arc<LedgerSigner>,
 }
 
 /// What it takes to open a region.
@@ -88,6 +91,11 @@ impl RegionState {
             .with_context(|| format!("opening store {}", store_path.display()))?;
         let keys = RegionKeys::load_or_create(&data_dir, &region)?;
         let blobs = Blobs::local(&region_dir.join("blobs"))?;
+        let ledger = Arc::new(crate::ledger::load_or_create_signer(
+            &data_dir,
+            &region,
+            policies.ops.ledger_checkpoint_entries,
+        )?);
         let sms = Arc::new(FileOutbox::new(data_dir.join("sms-outbox.jsonl")));
         let l = &policies.limits;
         let limits = RateLimits::new(
@@ -106,6 +114,7 @@ impl RegionState {
             hub: Hub::default(),
             limits,
             metrics: Metrics::default(),
+            ledger,
         });
         for user_id in state.store.users_being_deleted().await? {
             tracing::info!(user_id, "finishing an interrupted account deletion");

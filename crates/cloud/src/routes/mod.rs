@@ -3,9 +3,11 @@
 pub mod accounts;
 pub mod backup;
 pub mod consents;
+pub mod dashboard;
 pub mod health;
 pub mod me;
 pub mod messages;
+pub mod ops;
 
 use utoipa::OpenApi;
 

@@ -7,4 +7,6 @@ mod consent;
 mod encryption;
 mod input;
 mod messaging;
+mod ops;
+mod retention;
 mod support;
