@@ -6,6 +6,7 @@
 //! and a request is answered only after its commit is durable. Reads use a small pool of
 //! read-only connections that see committed snapshots (WAL mode).
 
+mod dashboard;
 mod ledger;
 mod ops;
 mod queries;

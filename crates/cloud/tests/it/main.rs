@@ -4,6 +4,7 @@
 mod accounts;
 mod backup;
 mod consent;
+mod dashboard;
 mod encryption;
 mod input;
 mod messaging;
