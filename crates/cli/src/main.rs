@@ -1,6 +1,9 @@
 //! The `sovereign` command. It only parses flags, loads configuration and calls into the
 //! libraries: the cloud (`serve`), the scanner (`scan`).
 
+mod ledger;
+mod ops;
+mod retention;
 mod scan;
 mod serve;
 
@@ -22,6 +25,15 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Find a phone's identifiers in captured traffic and say where they went.
     Scan(scan::ScanArgs),
+    /// Staff access: operator keys and registration, signed requests, approvals and reads.
+    #[command(subcommand)]
+    Ops(ops::OpsCommand),
+    /// The access ledger: verify it end to end.
+    #[command(subcommand)]
+    Ledger(ledger::LedgerCommand),
+    /// Retention: what will be deleted when.
+    #[command(subcommand)]
+    Retention(retention::RetentionCommand),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +41,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Scan(args) => scan::run(args),
+        Command::Ops(command) => ops::run(command),
+        Command::Ledger(command) => ledger::run(command),
+        Command::Retention(command) => retention::run(command),
     };
     match result {
         Ok(code) => code,
@@ -37,4 +52,17 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The store file of a configured region under `data_dir`.
+fn region_store(data_dir: &std::path::Path, region: &str) -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context;
+    let region = sovereign_model::RegionId::parse(region).context("--region")?;
+    let policies = sovereign_cloud::Policies::embedded()?;
+    if policies.regions.get(&region).is_none() {
+        anyhow::bail!("region {region} is not configured");
+    }
+    let dir = data_dir.join("regions").join(region.as_str());
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir.join("store.sqlite"))
 }

@@ -1,3 +1,4 @@
 //! The `sovereign` binary as a user runs it.
 
 mod serve;
+mod ops;
