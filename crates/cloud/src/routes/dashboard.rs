@@ -26,7 +26,6 @@ use serde_json::Value;
 use sovereign_crypto::{digest_sha256, hash_password, hex, random_token, token_digest, verify_password};
 use sovereign_model::ConsentScope;
 
-use crate::clock::rfc3339;
 use crate::domain::{PhoneNumber, UserId};
 use crate::error::ApiError;
 use crate::extract::{AuthUser, ClientIp, aad};
@@ -506,6 +505,13 @@ async fn delete_account(
     response
 }
 
+/// A time as people read it: `2026-09-21 14:13 UTC`.
+fn human(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|| "-".to_owned())
+}
+
 fn category_label(category: &str) -> &str {
     match category {
         "undelivered_messages" => "Messages waiting for delivery",
@@ -563,15 +569,15 @@ async fn dashboard_page(state: &AppState, session: &Session) -> Result<String, A
     );
     for s in &stats {
         let when = match (s.next_deletion, s.last_deletion) {
-            (Some(next), Some(last)) if next == last => format!("on {}", rfc3339(next.max(now))),
+            (Some(next), Some(last)) if next == last => format!("on {}", human(next.max(now))),
             (Some(next), Some(last)) => {
-                format!("from {} to {}", rfc3339(next.max(now)), rfc3339(last.max(now)))
+                format!("from {} to {}", human(next.max(now)), human(last.max(now)))
             }
             _ => policy_text(&state.policies.retention, s.category),
         };
         let _ = write!(
             out,
-            "<tr data-category=\"{}\"><th scope=\"row\">{}</th><td>{}</td><td>{region}</td><td>{}</td></tr>",
+            "<tr data-category=\"{}\"><th scope=\"row\">{}</th><td>{}</td><td class=\"nowrap\">{region}</td><td>{}</td></tr>",
             s.category,
             esc(category_label(s.category)),
             s.rows,
@@ -597,11 +603,11 @@ async fn dashboard_page(state: &AppState, session: &Session) -> Result<String, A
             .flatten()
             .filter_map(Value::as_str)
             .collect();
+        let granted_at = chrono::DateTime::parse_from_rfc3339(view["granted_at"].as_str().unwrap_or_default())
+            .map(|t| human(t.timestamp_millis()))
+            .unwrap_or_default();
         let status = if granted {
-            format!(
-                "On since {}",
-                esc(view["granted_at"].as_str().unwrap_or_default())
-            )
+            format!("On since {}", esc(&granted_at))
         } else {
             "Off".to_owned()
         };
@@ -666,7 +672,7 @@ async fn dashboard_page(state: &AppState, session: &Session) -> Result<String, A
                 out,
                 "<tr data-kind=\"{kind}\"><td>{at}</td><td>{kind}</td><td>{who}</td><td>{why}</td><td>{by}</td><td>{data}</td></tr>",
                 kind = esc(&row.kind),
-                at = esc(&rfc3339(row.at)),
+                at = esc(&human(row.at)),
                 who = esc(&row.operator),
                 why = esc(detail["reason"].as_str().unwrap_or("(erased after the retention period)")),
                 by = esc(&list(&detail["approvers"])),

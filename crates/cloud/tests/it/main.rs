@@ -3,6 +3,7 @@
 
 mod accounts;
 mod backup;
+mod browser;
 mod consent;
 mod dashboard;
 mod encryption;
