@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use sovereign_cloud::ops::{AccessRequest, Decision, check_operator_name, decision_bytes, http_bytes};
+use sovereign_cloud::ops::{
+    AccessRequest, Decision, check_operator_name, decision_bytes, http_bytes,
+};
 use sovereign_cloud::store::Store;
 use sovereign_crypto::{PUBLIC_KEY_BYTES, SigningKey, from_hex, hex};
 use sovereign_model::ConsentScope;
@@ -132,7 +134,12 @@ pub fn run(command: OpsCommand) -> anyhow::Result<ExitCode> {
         } => register(&store, &name, &public_key),
         OpsCommand::Unregister { store, name } => {
             let (store, now) = open_store(&store)?;
-            block_on(async move { store.revoke_operator(name.clone(), now).await.with_context(|| format!("revoking {name}")) })?;
+            block_on(async move {
+                store
+                    .revoke_operator(name.clone(), now)
+                    .await
+                    .with_context(|| format!("revoking {name}"))
+            })?;
             println!("revoked");
             Ok(ExitCode::SUCCESS)
         }
@@ -166,7 +173,8 @@ pub fn run(command: OpsCommand) -> anyhow::Result<ExitCode> {
                     scopes: parsed,
                     reason,
                     requested_at_ms: now,
-                    not_after_ms: now.saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)),
+                    not_after_ms: now
+                        .saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)),
                 };
                 let body = json!({
                     "id": request.id,
@@ -232,11 +240,9 @@ fn parse_duration(text: &str) -> anyhow::Result<Duration> {
         Some((i, 'h')) => (&text[..i], 3600),
         _ => (text, 1),
     };
-    let n: u64 = number
-        .parse()
-        .ok()
-        .filter(|n| *n > 0)
-        .with_context(|| format!("--duration {text:?}: expected a positive number with s, m or h, e.g. 2h"))?;
+    let n: u64 = number.parse().ok().filter(|n| *n > 0).with_context(|| {
+        format!("--duration {text:?}: expected a positive number with s, m or h, e.g. 2h")
+    })?;
     Ok(Duration::from_secs(n.saturating_mul(unit_secs)))
 }
 
@@ -258,7 +264,11 @@ fn keygen(out: &Path) -> anyhow::Result<ExitCode> {
     std::fs::write(&public, format!("{}\n", hex(&key.public_key())))
         .with_context(|| format!("writing {}", public.display()))?;
     println!("private key: {} (mode 0600; keep it secret)", out.display());
-    println!("public key:  {} ({})", public.display(), hex(&key.public_key()));
+    println!(
+        "public key:  {} ({})",
+        public.display(),
+        hex(&key.public_key())
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -270,9 +280,14 @@ fn public_path(key: &Path) -> PathBuf {
 
 /// Reads a private key file, refusing one that others can read.
 fn load_key(path: &Path) -> anyhow::Result<SigningKey> {
-    let meta = std::fs::metadata(path).with_context(|| format!("reading key file {}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("reading key file {}", path.display()))?;
     if meta.len() > KEY_FILE_BYTES_MAX {
-        bail!("key file {} is {} bytes; a key is far smaller", path.display(), meta.len());
+        bail!(
+            "key file {} is {} bytes; a key is far smaller",
+            path.display(),
+            meta.len()
+        );
     }
     let mode = meta.permissions().mode();
     if mode & 0o077 != 0 {
@@ -282,7 +297,8 @@ fn load_key(path: &Path) -> anyhow::Result<SigningKey> {
             mode & 0o777
         );
     }
-    let bytes = std::fs::read(path).with_context(|| format!("reading key file {}", path.display()))?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading key file {}", path.display()))?;
     SigningKey::from_pkcs8(&bytes).with_context(|| format!("key file {}", path.display()))
 }
 
@@ -293,7 +309,9 @@ fn open_store(args: &StoreArgs) -> anyhow::Result<(Store, i64)> {
 }
 
 fn register(args: &StoreArgs, name: &str, public_key: &Path) -> anyhow::Result<ExitCode> {
-    check_operator_name(name).map_err(anyhow::Error::msg).context("--name")?;
+    check_operator_name(name)
+        .map_err(anyhow::Error::msg)
+        .context("--name")?;
     let text = std::fs::read_to_string(public_key)
         .with_context(|| format!("reading public key {}", public_key.display()))?;
     let key = from_hex(&text)
@@ -348,7 +366,14 @@ fn decide(client: &ClientArgs, request: &str, decision: Decision) -> anyhow::Res
             signed.reason
         );
         let at = now_ms();
-        let message = decision_bytes(decision, &signed.region, &signed.id, &api.operator, &signed.digest(), at);
+        let message = decision_bytes(
+            decision,
+            &signed.region,
+            &signed.id,
+            &api.operator,
+            &signed.digest(),
+            at,
+        );
         let view = api
             .post(
                 &format!("/v1/ops/requests/{request}/{}", decision.as_str()),
@@ -369,7 +394,11 @@ fn print_view(view: &Value) {
         view["approvals_required"],
         view["approvals"]
             .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+            .map(|a| a
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", "))
             .unwrap_or_default()
     );
 }
@@ -383,10 +412,14 @@ struct Api {
 
 impl Api {
     fn new(args: &ClientArgs) -> anyhow::Result<Api> {
-        check_operator_name(&args.operator).map_err(anyhow::Error::msg).context("--operator")?;
+        check_operator_name(&args.operator)
+            .map_err(anyhow::Error::msg)
+            .context("--operator")?;
         let key = load_key(&args.key)?;
-        let ca = std::fs::read(&args.ca).with_context(|| format!("reading --ca {}", args.ca.display()))?;
-        let ca = reqwest::Certificate::from_pem(&ca).with_context(|| format!("--ca {} is not a PEM certificate", args.ca.display()))?;
+        let ca = std::fs::read(&args.ca)
+            .with_context(|| format!("reading --ca {}", args.ca.display()))?;
+        let ca = reqwest::Certificate::from_pem(&ca)
+            .with_context(|| format!("--ca {} is not a PEM certificate", args.ca.display()))?;
         let base = args.server.trim_end_matches('/').to_owned();
         if !base.starts_with("https://") {
             bail!("--server {base}: must be an https:// URL");
@@ -396,12 +429,22 @@ impl Api {
             .timeout(Duration::from_secs(30))
             .build()
             .context("building the HTTPS client")?;
-        Ok(Api { base, client, key, operator: args.operator.clone() })
+        Ok(Api {
+            base,
+            client,
+            key,
+            operator: args.operator.clone(),
+        })
     }
 
     async fn region(&self) -> anyhow::Result<String> {
-        let health = self.send(self.client.get(format!("{}/healthz", self.base))).await?;
-        health["region"].as_str().map(str::to_owned).context("the server did not say its region")
+        let health = self
+            .send(self.client.get(format!("{}/healthz", self.base)))
+            .await?;
+        health["region"]
+            .as_str()
+            .map(str::to_owned)
+            .context("the server did not say its region")
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
@@ -419,11 +462,15 @@ impl Api {
     }
 
     async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        self.send(self.client.post(format!("{}{path}", self.base)).json(&body)).await
+        self.send(self.client.post(format!("{}{path}", self.base)).json(&body))
+            .await
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-        let response = request.send().await.with_context(|| format!("connecting to {}", self.base))?;
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("connecting to {}", self.base))?;
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
@@ -436,4 +483,3 @@ impl Api {
         Ok(body)
     }
 }
-

@@ -65,7 +65,9 @@ pub enum ApiError {
     ScopeNotGranted(String),
     #[error("grants are read-only: operators can never write a user's data")]
     ReadOnlyGrant,
-    #[error("only {verified} of the {required} approvals this grant needs verify; nothing was decrypted")]
+    #[error(
+        "only {verified} of the {required} approvals this grant needs verify; nothing was decrypted"
+    )]
     QuorumNotMet { verified: u32, required: u32 },
     #[error("only the operator who requested the grant can read through it")]
     NotRequester,

@@ -15,8 +15,7 @@ use std::path::Path;
 use anyhow::Context;
 use rusqlite::OpenFlags;
 use sovereign_crypto::{
-    SigningKey, canonical, chain_hash, digest_sha256, hex, leaf_hash, merkle_root,
-    verify_signature,
+    SigningKey, canonical, chain_hash, digest_sha256, hex, leaf_hash, merkle_root, verify_signature,
 };
 use sovereign_model::RegionId;
 
@@ -190,7 +189,9 @@ pub fn verify_rows(
             reason: reason.to_owned(),
         };
         if checkpoint.public_key.as_slice() != public_key {
-            return Err(fault("signed by a key that is not this region's ledger key"));
+            return Err(fault(
+                "signed by a key that is not this region's ledger key",
+            ));
         }
         let message = checkpoint_bytes(
             region,

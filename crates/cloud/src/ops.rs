@@ -82,7 +82,11 @@ impl AccessRequest {
             region: region.to_owned(),
             requester: row.requester.clone(),
             user_id: row.user_id.clone(),
-            scopes: row.scopes.split(',').filter_map(ConsentScope::parse).collect(),
+            scopes: row
+                .scopes
+                .split(',')
+                .filter_map(ConsentScope::parse)
+                .collect(),
             reason: row.reason.clone(),
             requested_at_ms: row.requested_at,
             not_after_ms: row.not_after,
@@ -223,9 +227,17 @@ async fn verify_grant(
     let operators = state.store.operators().await?;
     let region = state.region.id.as_str();
     let signed = AccessRequest::from_row(region, &request);
-    let requester = live_operator(&operators, &request.requester)
-        .map_err(|_| ApiError::QuorumNotMet { verified: 0, required: state.policies.ops.approvals_required })?;
-    if verify_signature(&requester.public_key, &signed.signed_bytes(), &request.signature).is_err()
+    let requester =
+        live_operator(&operators, &request.requester).map_err(|_| ApiError::QuorumNotMet {
+            verified: 0,
+            required: state.policies.ops.approvals_required,
+        })?;
+    if verify_signature(
+        &requester.public_key,
+        &signed.signed_bytes(),
+        &request.signature,
+    )
+    .is_err()
     {
         return Err(ApiError::QuorumNotMet {
             verified: 0,
@@ -324,7 +336,10 @@ pub async fn unwrap_for_grant(
         .ok_or(ApiError::NotFound)?;
     let id = UserId::from_stored(row.id.clone());
     let wrapped = row.wrapped_key.as_deref().ok_or(ApiError::NotFound)?;
-    let key = state.keys.unwrap(wrapped, &id).map_err(ApiError::Internal)?;
+    let key = state
+        .keys
+        .unwrap(wrapped, &id)
+        .map_err(ApiError::Internal)?;
     Ok((grant, AuthUser { id, row, key }))
 }
 
@@ -343,7 +358,10 @@ pub async fn read_scope(
     match scope {
         ConsentScope::Messaging => {
             for row in state.store.messages_all(user.id.to_string()).await? {
-                items.push(serde_json::to_value(messages::open_message(&user, &row)?).map_err(ApiError::internal)?);
+                items.push(
+                    serde_json::to_value(messages::open_message(&user, &row)?)
+                        .map_err(ApiError::internal)?,
+                );
             }
         }
         ConsentScope::BackupContacts | ConsentScope::BackupSms | ConsentScope::BackupPhotos => {

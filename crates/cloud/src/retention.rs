@@ -41,7 +41,10 @@ pub async fn sweep(state: &AppState) -> Result<SweepCounts, StoreError> {
             state.ledger.clone(),
         )
         .await?;
-    state.store.ledger_checkpoint(state.ledger.clone(), now).await?;
+    state
+        .store
+        .ledger_checkpoint(state.ledger.clone(), now)
+        .await?;
     if counts != SweepCounts::default() {
         tracing::info!(?counts, "retention sweep");
     }
@@ -51,19 +54,37 @@ pub async fn sweep(state: &AppState) -> Result<SweepCounts, StoreError> {
 /// What each category's policy says, in words.
 pub fn policy_text(policy: &RetentionPolicy, category: &str) -> String {
     match category {
-        "undelivered_messages" => format!("{} days after sending", policy.undelivered_messages_days),
-        "delivered_messages" => format!("{} days after delivery (sender's copy: after sending)", policy.delivered_messages_days),
+        "undelivered_messages" => {
+            format!("{} days after sending", policy.undelivered_messages_days)
+        }
+        "delivered_messages" => format!(
+            "{} days after delivery (sender's copy: after sending)",
+            policy.delivered_messages_days
+        ),
         "sessions" => format!("{} days after sign-in", policy.sessions_days),
-        "verification_codes" => format!("{} minutes after sending", policy.verification_codes_minutes),
-        "ledger_details" | "access_ledger_details" => format!("details {} days after the entry; its hash stays", policy.ledger_days),
+        "verification_codes" => format!(
+            "{} minutes after sending",
+            policy.verification_codes_minutes
+        ),
+        "ledger_details" | "access_ledger_details" => format!(
+            "details {} days after the entry; its hash stays",
+            policy.ledger_days
+        ),
         "closed_operator_requests" => format!("{} days after closing", policy.ledger_days),
-        "backup_contacts" | "backup_sms" | "backup_photos" => "until you withdraw the consent or delete the account".to_owned(),
+        "backup_contacts" | "backup_sms" | "backup_photos" => {
+            "until you withdraw the consent or delete the account".to_owned()
+        }
         _ => String::new(),
     }
 }
 
 /// A region's retention report as text, one line per category.
-pub fn format_report(region: &str, policy: &RetentionPolicy, now: UnixMs, stats: &[CategoryStats]) -> String {
+pub fn format_report(
+    region: &str,
+    policy: &RetentionPolicy,
+    now: UnixMs,
+    stats: &[CategoryStats],
+) -> String {
     let mut out = format!("retention report for region {region} at {}\n", rfc3339(now));
     out.push_str(&format!(
         "{:<26} {:>7} {:>7}  {:<24}  {:<24}  policy\n",
@@ -95,7 +116,10 @@ pub fn report_file(
     policy: &RetentionPolicy,
     now: UnixMs,
 ) -> anyhow::Result<String> {
-    let path = data_dir.join("regions").join(region.as_str()).join("store.sqlite");
+    let path = data_dir
+        .join("regions")
+        .join(region.as_str())
+        .join("store.sqlite");
     if !path.exists() {
         anyhow::bail!("no store at {}", path.display());
     }

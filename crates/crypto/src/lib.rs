@@ -34,13 +34,13 @@ mod tls;
 
 pub use aead::{DataKey, KEY_BYTES, KeyEncryptionKey, SEALED_OVERHEAD_BYTES};
 pub use error::CryptoError;
-pub use password::{hash_password, verify_password};
-pub use secret::{
-    KeyedHasher, OneTimeCode, digest_sha256, hex, random_bytes, random_token, token_digest,
-};
 pub use merkle::{
     PROOF_HASHES_MAX, chain_hash, inclusion_proof, leaf_hash, merkle_root, node_hash,
     verify_inclusion,
+};
+pub use password::{hash_password, verify_password};
+pub use secret::{
+    KeyedHasher, OneTimeCode, digest_sha256, hex, random_bytes, random_token, token_digest,
 };
 pub use signing::{
     CANONICAL_FIELD_BYTES_MAX, PUBLIC_KEY_BYTES, SIGNATURE_BYTES, SigningKey, canonical, from_hex,

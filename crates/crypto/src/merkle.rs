@@ -135,10 +135,22 @@ mod tests {
                     "size {size} index {index}"
                 );
                 let wrong = leaf_hash(b"not in the tree");
-                assert!(!verify_inclusion(index as u64, size as u64, &wrong, &proof, &root));
+                assert!(!verify_inclusion(
+                    index as u64,
+                    size as u64,
+                    &wrong,
+                    &proof,
+                    &root
+                ));
                 if size > 1 {
                     let other = (index + 1) % size;
-                    assert!(!verify_inclusion(other as u64, size as u64, &tree[index], &proof, &root));
+                    assert!(!verify_inclusion(
+                        other as u64,
+                        size as u64,
+                        &tree[index],
+                        &proof,
+                        &root
+                    ));
                 }
             }
             assert!(inclusion_proof(size, &tree).is_none());

@@ -23,9 +23,8 @@ pub const CANONICAL_FIELD_BYTES_MAX: usize = 1 << 20;
 /// # Panics
 /// Never for fields shorter than [`CANONICAL_FIELD_BYTES_MAX`]; callers bound their inputs first.
 pub fn canonical(domain: &str, fields: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(
-        4 + domain.len() + fields.iter().map(|f| 4 + f.len()).sum::<usize>(),
-    );
+    let mut out =
+        Vec::with_capacity(4 + domain.len() + fields.iter().map(|f| 4 + f.len()).sum::<usize>());
     for field in std::iter::once(domain.as_bytes()).chain(fields.iter().copied()) {
         assert!(field.len() <= CANONICAL_FIELD_BYTES_MAX);
         // Invariant: the assert above keeps the length within u32.
@@ -50,8 +49,8 @@ impl SigningKey {
     /// # Errors
     /// When the random generator fails.
     pub fn generate_pkcs8() -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        let document =
-            Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| CryptoError::Random)?;
+        let document = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+            .map_err(|_| CryptoError::Random)?;
         Ok(Zeroizing::new(document.as_ref().to_vec()))
     }
 
@@ -111,14 +110,16 @@ pub fn verify_signature(
 /// When `text` has an odd length or a character that is not a hex digit.
 pub fn from_hex(text: &str) -> Result<Vec<u8>, CryptoError> {
     let text = text.trim();
-    if text.len() % 2 != 0 {
+    if text.len() & 1 == 1 {
         return Err(CryptoError::Malformed("hex has an odd number of digits"));
     }
     let digit = |c: u8| match c {
         b'0'..=b'9' => Ok(c - b'0'),
         b'a'..=b'f' => Ok(c - b'a' + 10),
         b'A'..=b'F' => Ok(c - b'A' + 10),
-        _ => Err(CryptoError::Malformed("hex has a character that is not a digit")),
+        _ => Err(CryptoError::Malformed(
+            "hex has a character that is not a digit",
+        )),
     };
     text.as_bytes()
         .chunks(2)
@@ -147,13 +148,19 @@ mod tests {
 
     #[test]
     fn canonical_fields_cannot_be_shifted() {
-        assert_ne!(canonical("d", &[b"ab", b"c"]), canonical("d", &[b"a", b"bc"]));
+        assert_ne!(
+            canonical("d", &[b"ab", b"c"]),
+            canonical("d", &[b"a", b"bc"])
+        );
         assert_ne!(canonical("d", &[b"x"]), canonical("e", &[b"x"]));
     }
 
     #[test]
     fn hex_round_trips_and_rejects_garbage() {
-        assert_eq!(from_hex(&crate::hex(&[0, 0xab, 0xff])).unwrap(), [0, 0xab, 0xff]);
+        assert_eq!(
+            from_hex(&crate::hex(&[0, 0xab, 0xff])).unwrap(),
+            [0, 0xab, 0xff]
+        );
         assert_eq!(from_hex("ABcd").unwrap(), [0xab, 0xcd]);
         assert!(from_hex("abc").is_err());
         assert!(from_hex("zz").is_err());

@@ -1,4 +1,4 @@
 //! The `sovereign` binary as a user runs it.
 
-mod serve;
 mod ops;
+mod serve;

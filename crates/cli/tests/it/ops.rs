@@ -65,7 +65,15 @@ async fn operators_need_two_others_and_the_ledger_names_a_changed_entry() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let child = sovereign()
-        .args(["serve", "--region", "in-mumbai", "--listen", "127.0.0.1:0", "--data-dir", "data"])
+        .args([
+            "serve",
+            "--region",
+            "in-mumbai",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            "data",
+        ])
         .current_dir(root)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -87,23 +95,50 @@ async fn operators_need_two_others_and_the_ledger_names_a_changed_entry() {
     for name in ["ana", "ben", "cat"] {
         let made = run(&["ops", "keygen", "--out", &format!("{name}.key")], root);
         assert!(made.status.success(), "{}", stderr(&made));
-        let mode = std::fs::metadata(root.join(format!("{name}.key"))).unwrap().permissions().mode();
+        let mode = std::fs::metadata(root.join(format!("{name}.key")))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let registered = run(
-            &["ops", "register", "--data-dir", "data", "--region", "in-mumbai", "--name", name, "--public-key", &format!("{name}.key.pub")],
+            &[
+                "ops",
+                "register",
+                "--data-dir",
+                "data",
+                "--region",
+                "in-mumbai",
+                "--name",
+                name,
+                "--public-key",
+                &format!("{name}.key.pub"),
+            ],
             root,
         );
         assert!(registered.status.success(), "{}", stderr(&registered));
     }
     let again = run(&["ops", "keygen", "--out", "ana.key"], root);
     assert_eq!(again.status.code(), Some(2));
-    assert!(stderr(&again).contains("refusing to overwrite"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("refusing to overwrite"),
+        "{}",
+        stderr(&again)
+    );
 
     let client_args = |name: &str| -> Vec<String> {
-        ["--server", &url, "--ca", "data/tls/ca.pem", "--key", &format!("{name}.key"), "--operator", name]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        [
+            "--server",
+            &url,
+            "--ca",
+            "data/tls/ca.pem",
+            "--key",
+            &format!("{name}.key"),
+            "--operator",
+            name,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     };
     let ops = |action: &str, name: &str, extra: &[&str]| {
         let mut args: Vec<String> = vec!["ops".into(), action.into()];
@@ -112,7 +147,20 @@ async fn operators_need_two_others_and_the_ledger_names_a_changed_entry() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         run(&args, root)
     };
-    let requested = ops("request", "ana", &["--user", &user, "--scopes", "messaging", "--reason", "ticket 12", "--duration", "30m"]);
+    let requested = ops(
+        "request",
+        "ana",
+        &[
+            "--user",
+            &user,
+            "--scopes",
+            "messaging",
+            "--reason",
+            "ticket 12",
+            "--duration",
+            "30m",
+        ],
+    );
     assert!(requested.status.success(), "{}", stderr(&requested));
     let text = stdout(&requested);
     assert!(text.contains("is pending (0 of 2 approvals"), "{text}");
@@ -122,58 +170,181 @@ async fn operators_need_two_others_and_the_ledger_names_a_changed_entry() {
     assert_eq!(own.status.code(), Some(2));
     assert!(stderr(&own).contains("self_approval"), "{}", stderr(&own));
     let early = ops("read", "ana", &["--request", &id, "--scope", "messaging"]);
-    assert!(stderr(&early).contains("quorum_not_met"), "{}", stderr(&early));
+    assert!(
+        stderr(&early).contains("quorum_not_met"),
+        "{}",
+        stderr(&early)
+    );
 
     let ben = ops("approve", "ben", &["--request", &id]);
-    assert!(stdout(&ben).contains("is pending (1 of 2"), "{}", stderr(&ben));
+    assert!(
+        stdout(&ben).contains("is pending (1 of 2"),
+        "{}",
+        stderr(&ben)
+    );
     let cat = ops("approve", "cat", &["--request", &id]);
-    assert!(stdout(&cat).contains("is open (2 of 2 approvals: ben, cat)"), "{}{}", stdout(&cat), stderr(&cat));
+    assert!(
+        stdout(&cat).contains("is open (2 of 2 approvals: ben, cat)"),
+        "{}{}",
+        stdout(&cat),
+        stderr(&cat)
+    );
     let read = ops("read", "ana", &["--request", &id, "--scope", "messaging"]);
     assert!(read.status.success(), "{}", stderr(&read));
     let data: Value = serde_json::from_str(&stdout(&read)).unwrap();
     assert_eq!(data["approved_by"], json!(["ben", "cat"]));
     let other = ops("read", "ana", &["--request", &id, "--scope", "backup.sms"]);
-    assert!(stderr(&other).contains("scope_not_granted"), "{}", stderr(&other));
+    assert!(
+        stderr(&other).contains("scope_not_granted"),
+        "{}",
+        stderr(&other)
+    );
 
     // Bad input is a clear error.
-    let bad_duration = ops("request", "ana", &["--user", &user, "--scopes", "messaging", "--reason", "x", "--duration", "soon"]);
-    assert!(stderr(&bad_duration).contains("--duration"), "{}", stderr(&bad_duration));
-    let bad_scope = ops("request", "ana", &["--user", &user, "--scopes", "imei", "--reason", "x"]);
-    assert!(stderr(&bad_scope).contains("\"imei\" is not a consent scope"), "{}", stderr(&bad_scope));
+    let bad_duration = ops(
+        "request",
+        "ana",
+        &[
+            "--user",
+            &user,
+            "--scopes",
+            "messaging",
+            "--reason",
+            "x",
+            "--duration",
+            "soon",
+        ],
+    );
+    assert!(
+        stderr(&bad_duration).contains("--duration"),
+        "{}",
+        stderr(&bad_duration)
+    );
+    let bad_scope = ops(
+        "request",
+        "ana",
+        &["--user", &user, "--scopes", "imei", "--reason", "x"],
+    );
+    assert!(
+        stderr(&bad_scope).contains("\"imei\" is not a consent scope"),
+        "{}",
+        stderr(&bad_scope)
+    );
     std::fs::set_permissions(root.join("cat.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
     let loose = ops("approve", "cat", &["--request", &id]);
     assert!(stderr(&loose).contains("chmod 600"), "{}", stderr(&loose));
     std::fs::write(root.join("junk.key"), b"not a key").unwrap();
-    std::fs::set_permissions(root.join("junk.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(
+        root.join("junk.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     let junk = ops("approve", "junk", &["--request", &id]);
-    assert!(stderr(&junk).contains("not an Ed25519 PKCS#8 key"), "{}", stderr(&junk));
+    assert!(
+        stderr(&junk).contains("not an Ed25519 PKCS#8 key"),
+        "{}",
+        stderr(&junk)
+    );
 
-    let report = run(&["retention", "report", "--data-dir", "data", "--region", "in-mumbai"], root);
+    let report = run(
+        &[
+            "retention",
+            "report",
+            "--data-dir",
+            "data",
+            "--region",
+            "in-mumbai",
+        ],
+        root,
+    );
     assert!(report.status.success(), "{}", stderr(&report));
-    assert!(stdout(&report).lines().any(|l| l.starts_with("verification_codes") && l.contains(" 1 ")), "{}", stdout(&report));
+    assert!(
+        stdout(&report)
+            .lines()
+            .any(|l| l.starts_with("verification_codes") && l.contains(" 1 ")),
+        "{}",
+        stdout(&report)
+    );
 
-    let verified = run(&["ledger", "verify", "--data-dir", "data", "--region", "in-mumbai"], root);
-    assert!(verified.status.success(), "{}{}", stdout(&verified), stderr(&verified));
-    assert!(stdout(&verified).contains("verifies: 5 entries"), "{}", stdout(&verified));
+    let verified = run(
+        &[
+            "ledger",
+            "verify",
+            "--data-dir",
+            "data",
+            "--region",
+            "in-mumbai",
+        ],
+        root,
+    );
+    assert!(
+        verified.status.success(),
+        "{}{}",
+        stdout(&verified),
+        stderr(&verified)
+    );
+    assert!(
+        stdout(&verified).contains("verifies: 5 entries"),
+        "{}",
+        stdout(&verified)
+    );
 
     // Stop the server, fold the WAL into the store file, and change one byte of the request
     // entry's detail (its JSON is the only text that starts with {"not_after_ms":).
     drop(server);
     let db = root.join("data/regions/in-mumbai/store.sqlite");
     let conn = rusqlite::Connection::open(&db).unwrap();
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
     drop(conn);
     let mut bytes = std::fs::read(&db).unwrap();
     let marker = b"{\"not_after_ms\":";
-    let at = bytes.windows(marker.len()).position(|w| w == marker).unwrap() + marker.len();
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .unwrap()
+        + marker.len();
     assert!(bytes[at].is_ascii_digit());
-    bytes[at] = if bytes[at] == b'9' { b'8' } else { bytes[at] + 1 };
+    bytes[at] = if bytes[at] == b'9' {
+        b'8'
+    } else {
+        bytes[at] + 1
+    };
     std::fs::write(&db, &bytes).unwrap();
-    let broken = run(&["ledger", "verify", "--data-dir", "data", "--region", "in-mumbai"], root);
+    let broken = run(
+        &[
+            "ledger",
+            "verify",
+            "--data-dir",
+            "data",
+            "--region",
+            "in-mumbai",
+        ],
+        root,
+    );
     assert_eq!(broken.status.code(), Some(1));
-    assert!(stdout(&broken).contains("does NOT verify: entry 0: its detail does not match the detail hash"), "{}", stdout(&broken));
+    assert!(
+        stdout(&broken)
+            .contains("does NOT verify: entry 0: its detail does not match the detail hash"),
+        "{}",
+        stdout(&broken)
+    );
 
-    let missing = run(&["ledger", "verify", "--data-dir", "nowhere", "--region", "in-mumbai"], root);
+    let missing = run(
+        &[
+            "ledger",
+            "verify",
+            "--data-dir",
+            "nowhere",
+            "--region",
+            "in-mumbai",
+        ],
+        root,
+    );
     assert_eq!(missing.status.code(), Some(2));
-    assert!(stderr(&missing).contains("ledger key"), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("ledger key"),
+        "{}",
+        stderr(&missing)
+    );
 }

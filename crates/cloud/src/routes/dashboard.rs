@@ -13,17 +13,19 @@
 
 use std::fmt::Write as _;
 
+use axum::Router;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::Value;
-use sovereign_crypto::{digest_sha256, hash_password, hex, random_token, token_digest, verify_password};
+use sovereign_crypto::{
+    digest_sha256, hash_password, hex, random_token, token_digest, verify_password,
+};
 use sovereign_model::ConsentScope;
 
 use crate::domain::{PhoneNumber, UserId};
@@ -61,10 +63,19 @@ pub fn router() -> Router<AppState> {
 
 async fn security_headers(mut response: Response) -> Response {
     let h = response.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         header::STRICT_TRANSPORT_SECURITY,
@@ -111,11 +122,17 @@ fn set_cookie(name: &str, value: &str, max_age_secs: i64) -> HeaderValue {
 
 /// The CSRF token of a signed-in session: only pages rendered for this session carry it.
 fn session_csrf(session_token: &str) -> String {
-    hex(&digest_sha256(format!("sovereign-dashboard-csrf\0{session_token}").as_bytes()))
+    hex(&digest_sha256(
+        format!("sovereign-dashboard-csrf\0{session_token}").as_bytes(),
+    ))
 }
 
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// The signed-in user of a dashboard request, with the session token its CSRF token derives from.
@@ -142,7 +159,10 @@ async fn session(state: &AppState, headers: &HeaderMap) -> Result<Option<Session
     let Some(wrapped) = row.wrapped_key.as_deref() else {
         return Ok(None);
     };
-    let key = state.keys.unwrap(wrapped, &id).map_err(ApiError::Internal)?;
+    let key = state
+        .keys
+        .unwrap(wrapped, &id)
+        .map_err(ApiError::Internal)?;
     Ok(Some(Session {
         user: AuthUser { id, row, key },
         token,
@@ -167,7 +187,10 @@ fn redirect(to: &str) -> Response {
     // Invariant: redirect targets are our own constant paths.
     (
         StatusCode::SEE_OTHER,
-        [(header::LOCATION, HeaderValue::from_str(to).expect("constant path"))],
+        [(
+            header::LOCATION,
+            HeaderValue::from_str(to).expect("constant path"),
+        )],
     )
         .into_response()
 }
@@ -213,10 +236,18 @@ fn form_error(rejection: FormRejection) -> Response {
 }
 
 async fn stylesheet() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLESHEET)
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        STYLESHEET,
+    )
 }
 
-fn sign_in_page(state: &AppState, csrf: &str, message: Option<&str>, status: StatusCode) -> Response {
+fn sign_in_page(
+    state: &AppState,
+    csrf: &str,
+    message: Option<&str>,
+    status: StatusCode,
+) -> Response {
     let alert = message.map_or_else(String::new, |m| {
         format!("<p role=\"alert\" class=\"error\">{}</p>", esc(m))
     });
@@ -291,9 +322,10 @@ async fn sign_in(
     match sign_in_user(&state, &form).await {
         Ok(Some((token, max_age))) => {
             let mut response = redirect("/");
-            response
-                .headers_mut()
-                .append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, &token, max_age));
+            response.headers_mut().append(
+                header::SET_COOKIE,
+                set_cookie(SESSION_COOKIE, &token, max_age),
+            );
             response
                 .headers_mut()
                 .append(header::SET_COOKIE, set_cookie(CSRF_COOKIE, "", 0));
@@ -310,13 +342,19 @@ async fn sign_in(
 }
 
 /// Checks the credentials and starts a session; `None` when they are wrong.
-async fn sign_in_user(state: &AppState, form: &SignInForm) -> Result<Option<(String, i64)>, ApiError> {
-    let phone = match PhoneNumber::parse(&form.phone) {
-        Ok(phone) => Some(phone),
-        Err(_) => None,
-    };
+async fn sign_in_user(
+    state: &AppState,
+    form: &SignInForm,
+) -> Result<Option<(String, i64)>, ApiError> {
+    // A malformed number is answered like a wrong password: no hint about which was wrong.
+    let phone = PhoneNumber::parse(&form.phone).ok();
     let user = match &phone {
-        Some(phone) => state.store.user_by_phone_index(state.keys.phone_index(phone)).await?,
+        Some(phone) => {
+            state
+                .store
+                .user_by_phone_index(state.keys.phone_index(phone))
+                .await?
+        }
         None => None,
     };
     let stored_hash = user
@@ -335,13 +373,19 @@ async fn sign_in_user(state: &AppState, form: &SignInForm) -> Result<Option<(Str
     let Some(wrapped) = user.wrapped_key.as_deref() else {
         return Ok(None);
     };
-    let key = state.keys.unwrap(wrapped, &user_id).map_err(ApiError::Internal)?;
+    let key = state
+        .keys
+        .unwrap(wrapped, &user_id)
+        .map_err(ApiError::Internal)?;
     let (token, digest) = random_token().map_err(ApiError::internal)?;
     let now = state.now_ms();
     let lifetime_secs = i64::from(state.policies.retention.sessions_days) * 86_400;
     let session_id = uuid::Uuid::new_v4().to_string();
     let device_sealed = key
-        .seal(&aad("sessions", &user_id, &session_id, "device"), DEVICE_NAME.as_bytes())
+        .seal(
+            &aad("sessions", &user_id, &session_id, "device"),
+            DEVICE_NAME.as_bytes(),
+        )
         .map_err(ApiError::internal)?;
     state
         .store
@@ -419,7 +463,11 @@ async fn switch_consent(
         "on" => {
             // Invariant: `Policies::parse` refuses a notices file that lacks any scope.
             let version = state.policies.notices.get(&scope).map_or(1, |n| n.version);
-            state.store.grant(user_id, scope, version, now).await.map(|_| ())
+            state
+                .store
+                .grant(user_id, scope, version, now)
+                .await
+                .map(|_| ())
         }
         "off" => match state.store.withdraw(user_id, scope, now).await {
             Ok(blobs) => {
@@ -530,13 +578,18 @@ async fn dashboard_page(state: &AppState, session: &Session) -> Result<String, A
     let csrf = esc(&session_csrf(&session.token));
     let region = esc(state.region.id.as_str());
     let now = state.now_ms();
-    let account = serde_json::to_value(me::me(State(state.clone()), AuthUser {
-        id: user.id.clone(),
-        row: user.row.clone(),
-        key: user.key.clone(),
-    })
-    .await?
-    .0)
+    let account = serde_json::to_value(
+        me::me(
+            State(state.clone()),
+            AuthUser {
+                id: user.id.clone(),
+                row: user.row.clone(),
+                key: user.key.clone(),
+            },
+        )
+        .await?
+        .0,
+    )
     .map_err(ApiError::internal)?;
     let phone = account["phone"].as_str().unwrap_or_default();
     let mut out = String::new();
@@ -554,7 +607,11 @@ async fn dashboard_page(state: &AppState, session: &Session) -> Result<String, A
     // What is stored, per category.
     let stats = state
         .store
-        .user_retention_stats(user.id.to_string(), now, ledger_ms(&state.policies.retention))
+        .user_retention_stats(
+            user.id.to_string(),
+            now,
+            ledger_ms(&state.policies.retention),
+        )
         .await?;
     let history = state.store.consent_history(user.id.to_string()).await?;
     let _ = write!(
@@ -603,15 +660,20 @@ async fn dashboard_page(state: &AppState, session: &Session) -> Result<String, A
             .flatten()
             .filter_map(Value::as_str)
             .collect();
-        let granted_at = chrono::DateTime::parse_from_rfc3339(view["granted_at"].as_str().unwrap_or_default())
-            .map(|t| human(t.timestamp_millis()))
-            .unwrap_or_default();
+        let granted_at =
+            chrono::DateTime::parse_from_rfc3339(view["granted_at"].as_str().unwrap_or_default())
+                .map(|t| human(t.timestamp_millis()))
+                .unwrap_or_default();
         let status = if granted {
             format!("On since {}", esc(&granted_at))
         } else {
             "Off".to_owned()
         };
-        let (switch, label) = if granted { ("off", "Switch off") } else { ("on", "Switch on") };
+        let (switch, label) = if granted {
+            ("off", "Switch off")
+        } else {
+            ("on", "Switch on")
+        };
         let _ = write!(
             out,
             "<li class=\"card\" data-scope=\"{s}\"><h3>{s}</h3><p class=\"status {cls}\">{status}</p>\
@@ -631,7 +693,10 @@ async fn dashboard_page(state: &AppState, session: &Session) -> Result<String, A
     out.push_str("</ul></section>");
 
     // Who accessed the data, from the access ledger.
-    state.store.ledger_checkpoint(state.ledger.clone(), now).await?;
+    state
+        .store
+        .ledger_checkpoint(state.ledger.clone(), now)
+        .await?;
     let ledger = state.store.user_ledger(user.id.to_string()).await?;
     let _ = write!(
         out,
@@ -661,7 +726,12 @@ async fn dashboard_page(state: &AppState, session: &Session) -> Result<String, A
                 .unwrap_or(Value::Null);
             let list = |v: &Value| {
                 v.as_array()
-                    .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
                     .unwrap_or_default()
             };
             let data = detail["scope"]
@@ -674,7 +744,9 @@ async fn dashboard_page(state: &AppState, session: &Session) -> Result<String, A
                 kind = esc(&row.kind),
                 at = esc(&human(row.at)),
                 who = esc(&row.operator),
-                why = esc(detail["reason"].as_str().unwrap_or("(erased after the retention period)")),
+                why = esc(detail["reason"]
+                    .as_str()
+                    .unwrap_or("(erased after the retention period)")),
                 by = esc(&list(&detail["approvers"])),
                 data = esc(&data),
             );

@@ -178,7 +178,10 @@ pub async fn create_request(
         let scope = ConsentScope::parse(name)
             .ok_or_else(|| ApiError::invalid("scopes", format!("{name:?} is not a scope")))?;
         if scopes.contains(&scope) {
-            return Err(ApiError::invalid("scopes", format!("{name} is named twice")));
+            return Err(ApiError::invalid(
+                "scopes",
+                format!("{name} is named twice"),
+            ));
         }
         scopes.push(scope);
     }
@@ -222,10 +225,7 @@ pub async fn create_request(
         .map_err(|_| ApiError::BadSignature)?;
     check_fresh(&state, request.requested_at_ms)?;
     if state.store.user(request.user_id.clone()).await?.is_none() {
-        return Err(ApiError::invalid(
-            "user_id",
-            "no such user in this region",
-        ));
+        return Err(ApiError::invalid("user_id", "no such user in this region"));
     }
     let row = OpsRequestRow {
         id: request.id.clone(),
@@ -288,7 +288,14 @@ pub async fn decide(
     let operator = live_operator(&operators, &body.operator)?;
     let region = state.region.id.to_string();
     let digest = AccessRequest::from_row(&region, &row).digest();
-    let message = decision_bytes(decision, &region, &id, &body.operator, &digest, body.signed_at_ms);
+    let message = decision_bytes(
+        decision,
+        &region,
+        &id,
+        &body.operator,
+        &digest,
+        body.signed_at_ms,
+    );
     verify_signature(&operator.public_key, &message, &signature)
         .map_err(|_| ApiError::BadSignature)?;
     check_fresh(&state, body.signed_at_ms)?;

@@ -189,7 +189,9 @@ pub(crate) fn checkpoint(
         signature: signature.to_vec(),
     };
     conn.execute(
-        &format!("INSERT INTO ledger_checkpoints ({CHECKPOINT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+        &format!(
+            "INSERT INTO ledger_checkpoints ({CHECKPOINT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+        ),
         params![
             row.tree_size,
             row.root,

@@ -97,7 +97,15 @@ pub fn retention_stats(
             0,
             None,
         )?,
-        stats(conn, "sessions", "FROM sessions", "expires_at", now, 0, None)?,
+        stats(
+            conn,
+            "sessions",
+            "FROM sessions",
+            "expires_at",
+            now,
+            0,
+            None,
+        )?,
         stats(
             conn,
             "verification_codes",

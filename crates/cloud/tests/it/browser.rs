@@ -38,36 +38,62 @@ impl Drop for Driver {
 
 impl Driver {
     async fn start() -> Option<Driver> {
-        let installed = std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists();
+        let installed =
+            std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists();
         if !installed {
             assert!(
                 std::env::var_os("CI").is_none(),
                 "CI is set but {CHROMIUM} or {CHROMEDRIVER} is missing: apt-get install chromium chromium-driver"
             );
-            eprintln!("\n*** SKIPPING the browser test: {CHROMIUM} or {CHROMEDRIVER} is not installed ***");
+            eprintln!(
+                "\n*** SKIPPING the browser test: {CHROMIUM} or {CHROMEDRIVER} is not installed ***"
+            );
             eprintln!("*** apt-get install -y chromium chromium-driver to run it ***\n");
             return None;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting chromedriver");
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
         let base = format!("http://127.0.0.1:{port}");
         let profile = tempfile::tempdir().unwrap();
-        let mut driver = Driver { child, base, session: String::new(), http, _profile: profile };
+        let mut driver = Driver {
+            child,
+            base,
+            session: String::new(),
+            http,
+            _profile: profile,
+        };
         let started = Instant::now();
         loop {
-            let ready = driver.http.get(format!("{}/status", driver.base)).send().await;
+            let ready = driver
+                .http
+                .get(format!("{}/status", driver.base))
+                .send()
+                .await;
             if let Ok(reply) = ready
-                && reply.json::<Value>().await.is_ok_and(|s| s["value"]["ready"] == true)
+                && reply
+                    .json::<Value>()
+                    .await
+                    .is_ok_and(|s| s["value"]["ready"] == true)
             {
                 break;
             }
-            assert!(started.elapsed() < Duration::from_millis(DRIVER_START_MS_MAX), "chromedriver did not start");
+            assert!(
+                started.elapsed() < Duration::from_millis(DRIVER_START_MS_MAX),
+                "chromedriver did not start"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let profile_dir = driver._profile.path().display().to_string();
@@ -89,7 +115,10 @@ impl Driver {
                 }
             }}})))
             .await;
-        driver.session = session["sessionId"].as_str().expect("a WebDriver session").to_owned();
+        driver.session = session["sessionId"]
+            .as_str()
+            .expect("a WebDriver session")
+            .to_owned();
         Some(driver)
     }
 
@@ -104,47 +133,84 @@ impl Driver {
             request = request.json(&body);
         }
         let reply: Value = request.send().await.unwrap().json().await.unwrap();
-        assert!(reply["value"]["error"].is_null(), "WebDriver {path}: {reply}");
+        assert!(
+            reply["value"]["error"].is_null(),
+            "WebDriver {path}: {reply}"
+        );
         reply["value"].clone()
     }
 
     async fn go(&self, url: &str) {
-        self.call(Method::POST, "/url", Some(json!({"url": url}))).await;
+        self.call(Method::POST, "/url", Some(json!({"url": url})))
+            .await;
     }
 
     async fn find(&self, css: &str) -> String {
-        let found = self.call(Method::POST, "/element", Some(json!({"using": "css selector", "value": css}))).await;
-        found[ELEMENT].as_str().unwrap_or_else(|| panic!("{css}: {found}")).to_owned()
+        let found = self
+            .call(
+                Method::POST,
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        found[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("{css}: {found}"))
+            .to_owned()
     }
 
     async fn type_into(&self, css: &str, text: &str) {
         let id = self.find(css).await;
-        self.call(Method::POST, &format!("/element/{id}/value"), Some(json!({"text": text}))).await;
+        self.call(
+            Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({"text": text})),
+        )
+        .await;
     }
 
     async fn click(&self, css: &str) {
         let id = self.find(css).await;
-        self.call(Method::POST, &format!("/element/{id}/click"), Some(json!({}))).await;
+        self.call(
+            Method::POST,
+            &format!("/element/{id}/click"),
+            Some(json!({})),
+        )
+        .await;
     }
 
     async fn text(&self, css: &str) -> String {
         let id = self.find(css).await;
-        self.call(Method::GET, &format!("/element/{id}/text"), None).await.as_str().unwrap().to_owned()
+        self.call(Method::GET, &format!("/element/{id}/text"), None)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     async fn css_value(&self, css: &str, property: &str) -> String {
         let id = self.find(css).await;
-        self.call(Method::GET, &format!("/element/{id}/css/{property}"), None).await.as_str().unwrap().to_owned()
+        self.call(Method::GET, &format!("/element/{id}/css/{property}"), None)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     async fn source(&self) -> String {
-        self.call(Method::GET, "/source", None).await.as_str().unwrap().to_owned()
+        self.call(Method::GET, "/source", None)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     async fn screenshot(&self, name: &str) -> PathBuf {
         use base64::Engine;
         let png = self.call(Method::GET, "/screenshot", None).await;
-        let bytes = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap())
+            .unwrap();
         assert!(bytes.starts_with(b"\x89PNG"));
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
@@ -168,7 +234,13 @@ async fn the_dashboard_works_in_a_real_browser() {
     let bob = app.user(BOB).await;
     app.grant(&alice, "messaging").await;
     app.grant(&bob, "messaging").await;
-    app.call(Method::POST, "/v1/messages", Some(&bob), Some(json!({"to": ALICE, "body": "dinner at 8?"}))).await;
+    app.call(
+        Method::POST,
+        "/v1/messages",
+        Some(&bob),
+        Some(json!({"to": ALICE, "body": "dinner at 8?"})),
+    )
+    .await;
     let ops = crate::ops::operators(&app, &["ana", "ben", "cat"]).await;
     let now = app.clock.now_ms();
     let request = sovereign_cloud::ops::AccessRequest {
@@ -184,7 +256,12 @@ async fn the_dashboard_works_in_a_real_browser() {
     crate::ops::submit(&app, &request, &ops[0].key).await;
     crate::ops::decide(&app, &request, &ops[1], Decision::Approve).await;
     crate::ops::decide(&app, &request, &ops[2], Decision::Approve).await;
-    crate::ops::signed_get(&app, &ops[0], &format!("/v1/ops/grants/{}/data/messaging", request.id)).await;
+    crate::ops::signed_get(
+        &app,
+        &ops[0],
+        &format!("/v1/ops/grants/{}/data/messaging", request.id),
+    )
+    .await;
 
     driver.go(&format!("{}/", app.base)).await;
     assert_eq!(driver.text("h1").await, "Your data at Sovereign");
@@ -198,15 +275,25 @@ async fn the_dashboard_works_in_a_real_browser() {
     let status = driver.text("li[data-scope='backup.sms'] .status").await;
     assert!(status.starts_with("On since"), "{status}");
     assert_eq!(
-        driver.text("tr[data-category='undelivered_messages'] td").await,
+        driver
+            .text("tr[data-category='undelivered_messages'] td")
+            .await,
         "1"
     );
     let read = driver.text("tr[data-kind='read']").await;
-    assert!(read.contains("ana") && read.contains("ticket 4711"), "{read}");
+    assert!(
+        read.contains("ana") && read.contains("ticket 4711"),
+        "{read}"
+    );
     let grant = driver.text("tr[data-kind='grant']").await;
     assert!(grant.contains("ben, cat"), "{grant}");
     // The stylesheet loaded under the CSP: the buttons have our colour.
-    assert_eq!(driver.css_value("li[data-scope='messaging'] button", "background-color").await, "rgba(11, 92, 173, 1)");
+    assert_eq!(
+        driver
+            .css_value("li[data-scope='messaging'] button", "background-color")
+            .await,
+        "rgba(11, 92, 173, 1)"
+    );
     let source = driver.source().await;
     assert!(source.contains(ALICE) && !source.contains(BOB));
     driver.go(&format!("{}/", app.base)).await;
@@ -216,11 +303,19 @@ async fn the_dashboard_works_in_a_real_browser() {
     // Deleting needs the confirmation words.
     driver.type_into("#confirm", "yes please").await;
     driver.click("form[action='/delete-account'] button").await;
-    assert!(driver.text("p[role='alert']").await.contains("delete my account"));
+    assert!(
+        driver
+            .text("p[role='alert']")
+            .await
+            .contains("delete my account")
+    );
     driver.go(&format!("{}/#delete", app.base)).await;
     driver.type_into("#confirm", "delete my account").await;
     driver.click("form[action='/delete-account'] button").await;
     assert_eq!(driver.text("h1").await, "Your account is deleted");
-    assert_eq!(app.get("/v1/me", &alice).await.status, reqwest::StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.get("/v1/me", &alice).await.status,
+        reqwest::StatusCode::UNAUTHORIZED
+    );
     driver.call(Method::DELETE, "", None).await;
 }

@@ -1,7 +1,7 @@
 //! Issue 5: the privacy dashboard over HTTPS, as a browser speaks to it (forms and cookies).
 
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, COOKIE, LOCATION, SET_COOKIE};
+use reqwest::header::{COOKIE, HeaderMap, LOCATION, SET_COOKIE};
 use serde_json::json;
 use sovereign_cloud::ops::Decision;
 
@@ -13,7 +13,11 @@ pub struct Browser {
 }
 
 fn set_cookies(headers: &HeaderMap) -> Vec<String> {
-    headers.get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect()
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
 }
 
 /// The value of the first `name="csrf"` field in a page.
@@ -29,11 +33,18 @@ impl Browser {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
-        Browser { client, cookies: Vec::new() }
+        Browser {
+            client,
+            cookies: Vec::new(),
+        }
     }
 
     fn cookie_header(&self) -> String {
-        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     fn remember(&mut self, headers: &HeaderMap) {
@@ -60,7 +71,12 @@ impl Browser {
         (status, headers, response.text().await.unwrap())
     }
 
-    pub async fn post(&mut self, app: &TestApp, path: &str, form: &[(&str, &str)]) -> (StatusCode, HeaderMap, String) {
+    pub async fn post(
+        &mut self,
+        app: &TestApp,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, String) {
         let response = self
             .client
             .post(format!("{}{path}", app.base))
@@ -79,7 +95,15 @@ impl Browser {
         let (_, _, page) = self.get(app, "/").await;
         let csrf = csrf_in(&page);
         let (status, headers, _) = self
-            .post(app, "/sign-in", &[("csrf", &csrf), ("phone", phone), ("password", "correct horse battery")])
+            .post(
+                app,
+                "/sign-in",
+                &[
+                    ("csrf", &csrf),
+                    ("phone", phone),
+                    ("password", "correct horse battery"),
+                ],
+            )
             .await;
         assert_eq!(status, StatusCode::SEE_OTHER);
         assert_eq!(headers[LOCATION], "/");
@@ -96,14 +120,26 @@ async fn the_dashboard_shows_only_your_own_data_with_secure_cookies_and_a_csp() 
     let bob = app.user(BOB).await;
     app.grant(&alice, "messaging").await;
     app.grant(&bob, "messaging").await;
-    app.call(reqwest::Method::POST, "/v1/messages", Some(&bob), Some(json!({"to": ALICE, "body": "see you at 8"}))).await;
+    app.call(
+        reqwest::Method::POST,
+        "/v1/messages",
+        Some(&bob),
+        Some(json!({"to": ALICE, "body": "see you at 8"})),
+    )
+    .await;
 
     let mut browser = Browser::new(&app);
     let (status, headers, page) = browser.get(&app, "/").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(page.contains("<form method=\"post\" action=\"/sign-in\""), "{page}");
+    assert!(
+        page.contains("<form method=\"post\" action=\"/sign-in\""),
+        "{page}"
+    );
     let csp = headers["content-security-policy"].to_str().unwrap();
-    assert!(csp.contains("default-src 'none'") && csp.contains("form-action 'self'"), "{csp}");
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("form-action 'self'"),
+        "{csp}"
+    );
     assert_eq!(headers["x-frame-options"], "DENY");
     assert!(!page.contains("<script"), "no JavaScript at all");
 
@@ -111,26 +147,55 @@ async fn the_dashboard_shows_only_your_own_data_with_secure_cookies_and_a_csp() 
     let (_, _, page) = signed_in.get(&app, "/").await;
     let csrf = csrf_in(&page);
     let (_, headers, _) = signed_in
-        .post(&app, "/sign-in", &[("csrf", &csrf), ("phone", ALICE), ("password", "correct horse battery")])
+        .post(
+            &app,
+            "/sign-in",
+            &[
+                ("csrf", &csrf),
+                ("phone", ALICE),
+                ("password", "correct horse battery"),
+            ],
+        )
         .await;
-    let session = set_cookies(&headers).into_iter().find(|c| c.starts_with("__Host-sovereign-session=")).unwrap();
+    let session = set_cookies(&headers)
+        .into_iter()
+        .find(|c| c.starts_with("__Host-sovereign-session="))
+        .unwrap();
     for attribute in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
-        assert!(session.split("; ").any(|a| a == attribute), "{attribute} in {session}");
+        assert!(
+            session.split("; ").any(|a| a == attribute),
+            "{attribute} in {session}"
+        );
     }
-    assert!(!session.contains("Domain="), "__Host- cookies have no Domain: {session}");
+    assert!(
+        !session.contains("Domain="),
+        "__Host- cookies have no Domain: {session}"
+    );
     let (_, _, page) = signed_in.get(&app, "/").await;
     assert!(page.contains(ALICE), "{page}");
     assert!(!page.contains(BOB), "{page}");
     assert!(page.contains("data-category=\"undelivered_messages\"><th scope=\"row\">Messages waiting for delivery</th><td>1</td>"), "{page}");
     assert!(page.contains("in-mumbai"));
     // The stored token is a digest: the cookie's value is nowhere in the store.
-    let token = session.split(';').next().unwrap().split_once('=').unwrap().1.to_owned();
+    let token = session
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_owned();
     let db = std::fs::read(app.db_path()).unwrap();
     assert!(!db.windows(token.len()).any(|w| w == token.as_bytes()));
 
     let (status, headers, export) = signed_in.get(&app, "/export").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(headers["content-disposition"].to_str().unwrap().starts_with("attachment"));
+    assert!(
+        headers["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
     let export: serde_json::Value = serde_json::from_str(&export).unwrap();
     assert_eq!(export["account"]["phone"], ALICE);
     assert_eq!(export["messages"][0]["body"], "see you at 8");
@@ -157,27 +222,57 @@ async fn forms_need_this_sessions_csrf_token() {
     let bob_csrf = csrf_in(&bob_page);
     assert_ne!(alice_csrf, bob_csrf);
 
-    let (status, _, page) = alice.post(&app, "/consents/messaging", &[("csrf", "0000"), ("switch", "on")]).await;
+    let (status, _, page) = alice
+        .post(
+            &app,
+            "/consents/messaging",
+            &[("csrf", "0000"), ("switch", "on")],
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(page.contains("data-code=\"csrf_rejected\""), "{page}");
     // Alice's token does not work in Bob's session: a token is bound to its session.
-    let (status, _, _) = bob.post(&app, "/consents/messaging", &[("csrf", &alice_csrf), ("switch", "on")]).await;
+    let (status, _, _) = bob
+        .post(
+            &app,
+            "/consents/messaging",
+            &[("csrf", &alice_csrf), ("switch", "on")],
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _, page) = alice.post(&app, "/consents/messaging", &[("switch", "on")]).await;
+    let (status, _, page) = alice
+        .post(&app, "/consents/messaging", &[("switch", "on")])
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{page}");
-    let (status, _, _) = alice.post(&app, "/delete-account", &[("csrf", &bob_csrf), ("confirm", "delete my account")]).await;
+    let (status, _, _) = alice
+        .post(
+            &app,
+            "/delete-account",
+            &[("csrf", &bob_csrf), ("confirm", "delete my account")],
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     // Sign-in needs the double-submit cookie: a form posted from elsewhere has no cookie.
     let mut stranger = Browser::new(&app);
     let (status, _, _) = stranger
-        .post(&app, "/sign-in", &[("csrf", "abc"), ("phone", ALICE), ("password", "correct horse battery")])
+        .post(
+            &app,
+            "/sign-in",
+            &[
+                ("csrf", "abc"),
+                ("phone", ALICE),
+                ("password", "correct horse battery"),
+            ],
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     // A forged session cookie is just signed out.
     let mut forger = Browser::new(&app);
-    forger.cookies.push(("__Host-sovereign-session".into(), "forged-token".into()));
+    forger
+        .cookies
+        .push(("__Host-sovereign-session".into(), "forged-token".into()));
     let (status, _, page) = forger.get(&app, "/").await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("action=\"/sign-in\"") && !page.contains(ALICE));
@@ -185,12 +280,30 @@ async fn forms_need_this_sessions_csrf_token() {
     assert_eq!(status, StatusCode::SEE_OTHER);
 
     // Bad form input is a clear page, never a crash.
-    let (status, _, page) = alice.post(&app, "/consents/messaging", &[("csrf", &alice_csrf), ("switch", "maybe")]).await;
+    let (status, _, page) = alice
+        .post(
+            &app,
+            "/consents/messaging",
+            &[("csrf", &alice_csrf), ("switch", "maybe")],
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(page.contains("must be on or off"), "{page}");
-    let (status, _, _) = alice.post(&app, "/consents/imei", &[("csrf", &alice_csrf), ("switch", "on")]).await;
+    let (status, _, _) = alice
+        .post(
+            &app,
+            "/consents/imei",
+            &[("csrf", &alice_csrf), ("switch", "on")],
+        )
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _, page) = alice.post(&app, "/consents/messaging", &[("csrf", &alice_csrf), ("switch", "on"), ("user_id", "x")]).await;
+    let (status, _, page) = alice
+        .post(
+            &app,
+            "/consents/messaging",
+            &[("csrf", &alice_csrf), ("switch", "on"), ("user_id", "x")],
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{page}");
 }
 
@@ -201,25 +314,61 @@ async fn consents_switch_and_the_account_is_deleted_only_after_confirmation() {
     let mut browser = Browser::new(&app);
     let page = browser.sign_in(&app, ALICE).await;
     let csrf = csrf_in(&page);
-    let (status, headers, _) = browser.post(&app, "/consents/backup.sms", &[("csrf", &csrf), ("switch", "on")]).await;
+    let (status, headers, _) = browser
+        .post(
+            &app,
+            "/consents/backup.sms",
+            &[("csrf", &csrf), ("switch", "on")],
+        )
+        .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(headers[LOCATION], "/#consents");
     let consents = app.get("/v1/consents", &token).await;
-    let sms = consents.body["consents"].as_array().unwrap().iter().find(|c| c["scope"] == "backup.sms").unwrap().clone();
+    let sms = consents.body["consents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["scope"] == "backup.sms")
+        .unwrap()
+        .clone();
     assert_eq!(sms["granted"], true);
     let (_, _, page) = browser.get(&app, "/").await;
-    assert!(page.contains("aria-label=\"Switch off backup.sms\""), "{page}");
-    browser.post(&app, "/consents/backup.sms", &[("csrf", &csrf), ("switch", "off")]).await;
+    assert!(
+        page.contains("aria-label=\"Switch off backup.sms\""),
+        "{page}"
+    );
+    browser
+        .post(
+            &app,
+            "/consents/backup.sms",
+            &[("csrf", &csrf), ("switch", "off")],
+        )
+        .await;
     let history = app.get("/v1/consents/history", &token).await;
     assert_eq!(history.body.as_array().unwrap().len(), 2);
 
-    let (status, _, page) = browser.post(&app, "/delete-account", &[("csrf", &csrf), ("confirm", "yes")]).await;
+    let (status, _, page) = browser
+        .post(
+            &app,
+            "/delete-account",
+            &[("csrf", &csrf), ("confirm", "yes")],
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(page.contains("delete my account"));
     assert_eq!(app.get("/v1/me", &token).await.status, StatusCode::OK);
-    let (status, _, page) = browser.post(&app, "/delete-account", &[("csrf", &csrf), ("confirm", "delete my account")]).await;
+    let (status, _, page) = browser
+        .post(
+            &app,
+            "/delete-account",
+            &[("csrf", &csrf), ("confirm", "delete my account")],
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{page}");
-    assert_eq!(app.get("/v1/me", &token).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.get("/v1/me", &token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     let (_, _, page) = browser.get(&app, "/").await;
     assert!(page.contains("action=\"/sign-in\""));
 }
@@ -243,12 +392,23 @@ async fn the_access_log_shows_who_why_and_with_whose_approval() {
     crate::ops::submit(&app, &request, &ops[0].key).await;
     crate::ops::decide(&app, &request, &ops[1], Decision::Approve).await;
     crate::ops::decide(&app, &request, &ops[2], Decision::Approve).await;
-    let read = crate::ops::signed_get(&app, &ops[0], &format!("/v1/ops/grants/{}/data/messaging", request.id)).await;
+    let read = crate::ops::signed_get(
+        &app,
+        &ops[0],
+        &format!("/v1/ops/grants/{}/data/messaging", request.id),
+    )
+    .await;
     assert_eq!(read.status, StatusCode::OK);
     let mut browser = Browser::new(&app);
     let page = browser.sign_in(&app, ALICE).await;
     assert!(page.contains("<tr data-kind=\"read\">"), "{page}");
-    assert!(page.contains("<td>ana</td><td>fraud report &lt;b&gt;#12&lt;/b&gt;</td>"), "escaped: {page}");
-    assert!(page.contains("<tr data-kind=\"grant\">") && page.contains("<td>ben, cat</td>"), "{page}");
+    assert!(
+        page.contains("<td>ana</td><td>fraud report &lt;b&gt;#12&lt;/b&gt;</td>"),
+        "escaped: {page}"
+    );
+    assert!(
+        page.contains("<tr data-kind=\"grant\">") && page.contains("<td>ben, cat</td>"),
+        "{page}"
+    );
     assert!(!page.contains("<b>#12</b>"));
 }

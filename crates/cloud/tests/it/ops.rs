@@ -25,7 +25,11 @@ pub async fn operators(app: &TestApp, names: &[&str]) -> Vec<Operator> {
         let key = new_key();
         app.state
             .store
-            .register_operator(name.to_string(), key.public_key().to_vec(), app.clock.now_ms())
+            .register_operator(
+                name.to_string(),
+                key.public_key().to_vec(),
+                app.clock.now_ms(),
+            )
             .await
             .unwrap();
         out.push(Operator {
@@ -36,7 +40,13 @@ pub async fn operators(app: &TestApp, names: &[&str]) -> Vec<Operator> {
     out
 }
 
-fn access_request(app: &TestApp, by: &Operator, user_id: &str, scopes: &[ConsentScope], duration_ms: i64) -> AccessRequest {
+fn access_request(
+    app: &TestApp,
+    by: &Operator,
+    user_id: &str,
+    scopes: &[ConsentScope],
+    duration_ms: i64,
+) -> AccessRequest {
     let now = app.clock.now_ms();
     AccessRequest {
         id: uuid_v4(),
@@ -53,7 +63,14 @@ fn access_request(app: &TestApp, by: &Operator, user_id: &str, scopes: &[Consent
 fn uuid_v4() -> String {
     let bytes: [u8; 16] = sovereign_crypto::random_bytes().unwrap();
     let h = hex(&bytes);
-    format!("{}-{}-4{}-8{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
 }
 
 fn request_json(request: &AccessRequest, key: &SigningKey) -> Value {
@@ -70,13 +87,30 @@ fn request_json(request: &AccessRequest, key: &SigningKey) -> Value {
 }
 
 pub async fn submit(app: &TestApp, request: &AccessRequest, key: &SigningKey) -> Reply {
-    app.call(Method::POST, "/v1/ops/requests", None, Some(request_json(request, key)))
-        .await
+    app.call(
+        Method::POST,
+        "/v1/ops/requests",
+        None,
+        Some(request_json(request, key)),
+    )
+    .await
 }
 
-pub async fn decide(app: &TestApp, request: &AccessRequest, by: &Operator, decision: Decision) -> Reply {
+pub async fn decide(
+    app: &TestApp,
+    request: &AccessRequest,
+    by: &Operator,
+    decision: Decision,
+) -> Reply {
     let at = app.clock.now_ms();
-    let message = decision_bytes(decision, "in-mumbai", &request.id, &by.name, &request.digest(), at);
+    let message = decision_bytes(
+        decision,
+        "in-mumbai",
+        &request.id,
+        &by.name,
+        &request.digest(),
+        at,
+    );
     app.call(
         Method::POST,
         &format!("/v1/ops/requests/{}/{}", request.id, decision.as_str()),
@@ -108,7 +142,12 @@ async fn setup() -> (TestApp, String, String, Vec<Operator>) {
     app.grant(&alice, "messaging").await;
     app.grant(&bob, "messaging").await;
     let sent = app
-        .call(Method::POST, "/v1/messages", Some(&bob), Some(json!({"to": ALICE, "body": "the secret is 42"})))
+        .call(
+            Method::POST,
+            "/v1/messages",
+            Some(&bob),
+            Some(json!({"to": ALICE, "body": "the secret is 42"})),
+        )
         .await;
     assert_eq!(sent.status, StatusCode::ACCEPTED, "{:?}", sent.body);
     let ops = operators(&app, &["ana", "ben", "cat"]).await;
@@ -119,8 +158,16 @@ const HOUR_MS: i64 = 3_600_000;
 
 async fn open_grant(app: &TestApp, user: &str, ops: &[Operator]) -> AccessRequest {
     let request = access_request(app, &ops[0], user, &[ConsentScope::Messaging], HOUR_MS);
-    assert_eq!(submit(app, &request, &ops[0].key).await.status, StatusCode::CREATED);
-    assert_eq!(decide(app, &request, &ops[1], Decision::Approve).await.status, StatusCode::OK);
+    assert_eq!(
+        submit(app, &request, &ops[0].key).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        decide(app, &request, &ops[1], Decision::Approve)
+            .await
+            .status,
+        StatusCode::OK
+    );
     let opened = decide(app, &request, &ops[2], Decision::Approve).await;
     assert_eq!(opened.body["state"], "open", "{:?}", opened.body);
     request
@@ -133,7 +180,13 @@ fn data_path(request: &AccessRequest, scope: &str) -> String {
 #[tokio::test]
 async fn two_other_approvers_open_a_read_only_grant_and_the_user_sees_it_all() {
     let (app, alice_id, alice, ops) = setup().await;
-    let request = access_request(&app, &ops[0], &alice_id, &[ConsentScope::Messaging], HOUR_MS);
+    let request = access_request(
+        &app,
+        &ops[0],
+        &alice_id,
+        &[ConsentScope::Messaging],
+        HOUR_MS,
+    );
     let created = submit(&app, &request, &ops[0].key).await;
     assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
     assert_eq!(created.body["state"], "pending");
@@ -148,7 +201,14 @@ async fn two_other_approvers_open_a_read_only_grant_and_the_user_sees_it_all() {
     assert_eq!(one.body["state"], "pending", "{:?}", one.body);
     let still = signed_get(&app, &ops[0], &path).await;
     assert_eq!(still.code(), "quorum_not_met");
-    assert!(still.body["detail"].as_str().unwrap().contains("only 1 of the 2"), "{:?}", still.body);
+    assert!(
+        still.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("only 1 of the 2"),
+        "{:?}",
+        still.body
+    );
 
     let two = decide(&app, &request, &ops[2], Decision::Approve).await;
     assert_eq!(two.body["state"], "open");
@@ -166,7 +226,9 @@ async fn two_other_approvers_open_a_read_only_grant_and_the_user_sees_it_all() {
     let not_requester = signed_get(&app, &ops[1], &path).await;
     assert_eq!(not_requester.code(), "not_requester");
     for method in [Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
-        let write = app.call(method.clone(), &path, None, Some(json!({"body": "x"}))).await;
+        let write = app
+            .call(method.clone(), &path, None, Some(json!({"body": "x"})))
+            .await;
         assert_eq!(write.status, StatusCode::FORBIDDEN, "{method}");
         assert_eq!(write.code(), "read_only_grant", "{method}");
     }
@@ -174,18 +236,30 @@ async fn two_other_approvers_open_a_read_only_grant_and_the_user_sees_it_all() {
     // Alice sees every step, newest first, each proven against a signed checkpoint.
     let log = app.get("/v1/me/access-log", &alice).await;
     assert_eq!(log.status, StatusCode::OK, "{:?}", log.body);
-    let kinds: Vec<&str> = log.body["entries"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = log.body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, ["read", "grant", "approve", "approve", "request"]);
     let grant = &log.body["entries"][1];
     assert_eq!(grant["operator"], "ana");
     assert_eq!(grant["detail"]["approvers"], json!(["ben", "cat"]));
-    assert_eq!(grant["detail"]["reason"], "ticket 4711: user reports missing messages");
+    assert_eq!(
+        grant["detail"]["reason"],
+        "ticket 4711: user reports missing messages"
+    );
     check_proofs(&app, &log.body);
 
     // Bob's log has none of it.
     let bob = app.sign_in(BOB).await;
     let bob_log = app.get("/v1/me/access-log", &bob).await;
-    assert!(bob_log.body["entries"].as_array().unwrap().is_empty(), "{:?}", bob_log.body);
+    assert!(
+        bob_log.body["entries"].as_array().unwrap().is_empty(),
+        "{:?}",
+        bob_log.body
+    );
 }
 
 /// Checks every entry's leaf hash from its fields, its inclusion proof, and the checkpoint's
@@ -194,11 +268,25 @@ fn check_proofs(app: &TestApp, log: &Value) {
     let c = &log["checkpoint"];
     let public_key = from_hex(c["public_key"].as_str().unwrap()).unwrap();
     assert_eq!(public_key, app.state.ledger.key.public_key());
-    let root: [u8; 32] = from_hex(c["root"].as_str().unwrap()).unwrap().try_into().unwrap();
+    let root: [u8; 32] = from_hex(c["root"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
     let head = from_hex(c["chain_head"].as_str().unwrap()).unwrap();
     let size = c["tree_size"].as_i64().unwrap();
-    let signed = sovereign_cloud::ledger::checkpoint_bytes("in-mumbai", size, &root, &head, c["at_ms"].as_i64().unwrap());
-    verify_signature(&public_key, &signed, &from_hex(c["signature"].as_str().unwrap()).unwrap()).unwrap();
+    let signed = sovereign_cloud::ledger::checkpoint_bytes(
+        "in-mumbai",
+        size,
+        &root,
+        &head,
+        c["at_ms"].as_i64().unwrap(),
+    );
+    verify_signature(
+        &public_key,
+        &signed,
+        &from_hex(c["signature"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
     let entries = log["entries"].as_array().unwrap();
     assert!(!entries.is_empty());
     for e in entries {
@@ -224,17 +312,32 @@ fn check_proofs(app: &TestApp, log: &Value) {
             .map(|h| from_hex(h.as_str().unwrap()).unwrap().try_into().unwrap())
             .collect();
         let index = e["seq"].as_u64().unwrap();
-        assert!(verify_inclusion(index, size as u64, &leaf, &proof, &root), "entry {index}");
+        assert!(
+            verify_inclusion(index, size as u64, &leaf, &proof, &root),
+            "entry {index}"
+        );
         let mut forged = leaf;
         forged[0] ^= 1;
-        assert!(!verify_inclusion(index, size as u64, &forged, &proof, &root));
+        assert!(!verify_inclusion(
+            index,
+            size as u64,
+            &forged,
+            &proof,
+            &root
+        ));
     }
 }
 
 #[tokio::test]
 async fn self_approval_is_refused() {
     let (app, alice_id, _, ops) = setup().await;
-    let request = access_request(&app, &ops[0], &alice_id, &[ConsentScope::Messaging], HOUR_MS);
+    let request = access_request(
+        &app,
+        &ops[0],
+        &alice_id,
+        &[ConsentScope::Messaging],
+        HOUR_MS,
+    );
     submit(&app, &request, &ops[0].key).await;
     let own = decide(&app, &request, &ops[0], Decision::Approve).await;
     assert_eq!(own.status, StatusCode::FORBIDDEN);
@@ -248,7 +351,10 @@ async fn self_approval_is_refused() {
 #[tokio::test]
 async fn unknown_keys_bad_and_stale_signatures_are_refused() {
     let (app, alice_id, _, ops) = setup().await;
-    let eve = Operator { name: "eve".into(), key: new_key() };
+    let eve = Operator {
+        name: "eve".into(),
+        key: new_key(),
+    };
     let by_eve = access_request(&app, &eve, &alice_id, &[ConsentScope::Messaging], HOUR_MS);
     let unknown = submit(&app, &by_eve, &eve.key).await;
     assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
@@ -256,27 +362,55 @@ async fn unknown_keys_bad_and_stale_signatures_are_refused() {
     assert_eq!(unknown.body["operator"], "eve");
 
     // Ana's name with Eve's key.
-    let forged = access_request(&app, &ops[0], &alice_id, &[ConsentScope::Messaging], HOUR_MS);
+    let forged = access_request(
+        &app,
+        &ops[0],
+        &alice_id,
+        &[ConsentScope::Messaging],
+        HOUR_MS,
+    );
     let bad = submit(&app, &forged, &eve.key).await;
     assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
     assert_eq!(bad.code(), "bad_signature");
 
-    let request = access_request(&app, &ops[0], &alice_id, &[ConsentScope::Messaging], HOUR_MS);
+    let request = access_request(
+        &app,
+        &ops[0],
+        &alice_id,
+        &[ConsentScope::Messaging],
+        HOUR_MS,
+    );
     submit(&app, &request, &ops[0].key).await;
-    let impostor = Operator { name: "ben".into(), key: new_key() };
+    let impostor = Operator {
+        name: "ben".into(),
+        key: new_key(),
+    };
     let approval = decide(&app, &request, &impostor, Decision::Approve).await;
     assert_eq!(approval.code(), "bad_signature");
     let get = signed_get(&app, &impostor, &format!("/v1/ops/requests/{}", request.id)).await;
     assert_eq!(get.code(), "bad_signature");
 
     // A signature made ten minutes ago is refused, so a captured one cannot be replayed.
-    let mut stale = access_request(&app, &ops[0], &alice_id, &[ConsentScope::Messaging], HOUR_MS);
+    let mut stale = access_request(
+        &app,
+        &ops[0],
+        &alice_id,
+        &[ConsentScope::Messaging],
+        HOUR_MS,
+    );
     stale.requested_at_ms -= 600_000;
     stale.not_after_ms -= 600_000;
     let reply = submit(&app, &stale, &ops[0].key).await;
     assert_eq!(reply.code(), "stale_signature", "{:?}", reply.body);
 
-    let no_headers = app.call(Method::GET, &format!("/v1/ops/requests/{}", request.id), None, None).await;
+    let no_headers = app
+        .call(
+            Method::GET,
+            &format!("/v1/ops/requests/{}", request.id),
+            None,
+            None,
+        )
+        .await;
     assert_eq!(no_headers.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(no_headers.body["field"], "sovereign-operator");
 }
@@ -286,7 +420,10 @@ async fn an_expired_grant_is_refused_and_its_expiry_is_in_the_ledger() {
     let (app, alice_id, alice, ops) = setup().await;
     let request = open_grant(&app, &alice_id, &ops).await;
     let path = data_path(&request, "messaging");
-    assert_eq!(signed_get(&app, &ops[0], &path).await.status, StatusCode::OK);
+    assert_eq!(
+        signed_get(&app, &ops[0], &path).await.status,
+        StatusCode::OK
+    );
     app.clock.advance_ms(HOUR_MS);
     let late = signed_get(&app, &ops[0], &path).await;
     assert_eq!(late.status, StatusCode::FORBIDDEN);
@@ -313,13 +450,23 @@ async fn a_revoked_grant_is_refused() {
 #[tokio::test]
 async fn a_denied_request_never_opens() {
     let (app, alice_id, _, ops) = setup().await;
-    let request = access_request(&app, &ops[0], &alice_id, &[ConsentScope::Messaging], HOUR_MS);
+    let request = access_request(
+        &app,
+        &ops[0],
+        &alice_id,
+        &[ConsentScope::Messaging],
+        HOUR_MS,
+    );
     submit(&app, &request, &ops[0].key).await;
     let denied = decide(&app, &request, &ops[1], Decision::Deny).await;
     assert_eq!(denied.body["state"], "denied");
     let late = decide(&app, &request, &ops[2], Decision::Approve).await;
     assert_eq!(late.status, StatusCode::CONFLICT);
-    assert!(late.body["detail"].as_str().unwrap().contains("denied"), "{:?}", late.body);
+    assert!(
+        late.body["detail"].as_str().unwrap().contains("denied"),
+        "{:?}",
+        late.body
+    );
     let read = signed_get(&app, &ops[0], &data_path(&request, "messaging")).await;
     assert_eq!(read.code(), "grant_not_open");
 }
@@ -341,10 +488,18 @@ async fn the_data_path_reverifies_signatures_before_decrypting() {
     assert_eq!(read.code(), "quorum_not_met", "{:?}", read.body);
     assert!(!String::from_utf8_lossy(&read.bytes).contains("secret"));
     let log = app.get("/v1/me/access-log", &alice).await;
-    assert_eq!(log.body["entries"][0]["kind"], "grant", "no read was logged: {:?}", log.body);
+    assert_eq!(
+        log.body["entries"][0]["kind"], "grant",
+        "no read was logged: {:?}",
+        log.body
+    );
     // A revoked approver's signature no longer counts either.
     conn.execute("UPDATE ops_decisions SET signature = (SELECT signature FROM ops_decisions WHERE operator = 'ben') WHERE operator = 'cat'", []).unwrap();
-    app.state.store.revoke_operator("ben".into(), app.clock.now_ms()).await.unwrap();
+    app.state
+        .store
+        .revoke_operator("ben".into(), app.clock.now_ms())
+        .await
+        .unwrap();
     let read = signed_get(&app, &ops[0], &data_path(&request, "messaging")).await;
     assert_eq!(read.code(), "quorum_not_met");
 }
@@ -353,34 +508,138 @@ async fn the_data_path_reverifies_signatures_before_decrypting() {
 async fn bad_request_bodies_are_clear_errors() {
     let (app, alice_id, _, ops) = setup().await;
     let key = &ops[0].key;
-    let good = access_request(&app, &ops[0], &alice_id, &[ConsentScope::Messaging], HOUR_MS);
+    let good = access_request(
+        &app,
+        &ops[0],
+        &alice_id,
+        &[ConsentScope::Messaging],
+        HOUR_MS,
+    );
     let cases: Vec<(Value, &str)> = vec![
-        ({ let mut r = good.clone(); r.not_after_ms = r.requested_at_ms + 5 * HOUR_MS; request_json(&r, key) }, "not_after_ms"),
-        ({ let mut r = good.clone(); r.not_after_ms = r.requested_at_ms; request_json(&r, key) }, "not_after_ms"),
-        ({ let mut r = good.clone(); r.scopes.clear(); request_json(&r, key) }, "scopes"),
-        ({ let mut r = good.clone(); r.reason = "x".repeat(501); request_json(&r, key) }, "reason"),
-        ({ let mut r = good.clone(); r.reason = " ".into(); request_json(&r, key) }, "reason"),
-        ({ let mut r = good.clone(); r.id = "not-a-uuid".into(); request_json(&r, key) }, "id"),
-        ({ let mut r = good.clone(); r.user_id = uuid_v4(); request_json(&r, key) }, "user_id"),
-        ({ let mut j = request_json(&good, key); j["scopes"] = json!(["imei"]); j }, "scopes"),
-        ({ let mut j = request_json(&good, key); j["scopes"] = json!(["messaging", "messaging"]); j }, "scopes"),
-        ({ let mut j = request_json(&good, key); j["signature"] = json!("zz"); j }, "signature"),
-        ({ let mut j = request_json(&good, key); j["signature"] = json!("abcd"); j }, "signature"),
-        ({ let mut j = request_json(&good, key); j["requester"] = json!("Ana Smith"); j }, "requester"),
+        (
+            {
+                let mut r = good.clone();
+                r.not_after_ms = r.requested_at_ms + 5 * HOUR_MS;
+                request_json(&r, key)
+            },
+            "not_after_ms",
+        ),
+        (
+            {
+                let mut r = good.clone();
+                r.not_after_ms = r.requested_at_ms;
+                request_json(&r, key)
+            },
+            "not_after_ms",
+        ),
+        (
+            {
+                let mut r = good.clone();
+                r.scopes.clear();
+                request_json(&r, key)
+            },
+            "scopes",
+        ),
+        (
+            {
+                let mut r = good.clone();
+                r.reason = "x".repeat(501);
+                request_json(&r, key)
+            },
+            "reason",
+        ),
+        (
+            {
+                let mut r = good.clone();
+                r.reason = " ".into();
+                request_json(&r, key)
+            },
+            "reason",
+        ),
+        (
+            {
+                let mut r = good.clone();
+                r.id = "not-a-uuid".into();
+                request_json(&r, key)
+            },
+            "id",
+        ),
+        (
+            {
+                let mut r = good.clone();
+                r.user_id = uuid_v4();
+                request_json(&r, key)
+            },
+            "user_id",
+        ),
+        (
+            {
+                let mut j = request_json(&good, key);
+                j["scopes"] = json!(["imei"]);
+                j
+            },
+            "scopes",
+        ),
+        (
+            {
+                let mut j = request_json(&good, key);
+                j["scopes"] = json!(["messaging", "messaging"]);
+                j
+            },
+            "scopes",
+        ),
+        (
+            {
+                let mut j = request_json(&good, key);
+                j["signature"] = json!("zz");
+                j
+            },
+            "signature",
+        ),
+        (
+            {
+                let mut j = request_json(&good, key);
+                j["signature"] = json!("abcd");
+                j
+            },
+            "signature",
+        ),
+        (
+            {
+                let mut j = request_json(&good, key);
+                j["requester"] = json!("Ana Smith");
+                j
+            },
+            "requester",
+        ),
     ];
     for (body, field) in cases {
-        let reply = app.call(Method::POST, "/v1/ops/requests", None, Some(body.clone())).await;
-        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {:?}", reply.body);
+        let reply = app
+            .call(Method::POST, "/v1/ops/requests", None, Some(body.clone()))
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {:?}",
+            reply.body
+        );
         assert_eq!(reply.body["field"], field, "{body}: {:?}", reply.body);
     }
     let mut extra = request_json(&good, key);
     extra["imei"] = json!("490154203237518");
-    let reply = app.call(Method::POST, "/v1/ops/requests", None, Some(extra)).await;
+    let reply = app
+        .call(Method::POST, "/v1/ops/requests", None, Some(extra))
+        .await;
     assert_eq!(reply.code(), "unknown_field");
     assert_eq!(submit(&app, &good, key).await.status, StatusCode::CREATED);
     assert_eq!(submit(&app, &good, key).await.status, StatusCode::CONFLICT);
     let unknown_decision = app
-        .call(Method::POST, &format!("/v1/ops/requests/{}/bless", good.id), None, Some(json!({"operator": "ben", "signed_at_ms": 0, "signature": "00"})))
+        .call(
+            Method::POST,
+            &format!("/v1/ops/requests/{}/bless", good.id),
+            None,
+            Some(json!({"operator": "ben", "signed_at_ms": 0, "signature": "00"})),
+        )
         .await;
     assert_eq!(unknown_decision.status, StatusCode::NOT_FOUND);
 }
@@ -392,20 +651,37 @@ async fn ledger_verify_names_the_first_changed_entry() {
     signed_get(&app, &ops[0], &data_path(&request, "messaging")).await;
     sovereign_cloud::retention::sweep(&app.state).await.unwrap();
     let region = RegionId::parse("in-mumbai").unwrap();
-    let summary = sovereign_cloud::ledger::verify_file(app.data_dir(), &region).unwrap().unwrap();
+    let summary = sovereign_cloud::ledger::verify_file(app.data_dir(), &region)
+        .unwrap()
+        .unwrap();
     assert_eq!(summary.entries, 5);
     assert!(summary.checkpoints >= 1);
 
     // Flush the WAL into the main file, then change one byte of entry 2's leaf hash there.
     let conn = rusqlite::Connection::open(app.db_path()).unwrap();
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
-    let leaf: Vec<u8> = conn.query_row("SELECT leaf_hash FROM ledger_entries WHERE seq = 2", [], |r| r.get(0)).unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    let leaf: Vec<u8> = conn
+        .query_row(
+            "SELECT leaf_hash FROM ledger_entries WHERE seq = 2",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     drop(conn);
     let mut file = std::fs::read(app.db_path()).unwrap();
-    let at = file.windows(32).position(|w| w == leaf.as_slice()).expect("leaf hash in the file");
+    let at = file
+        .windows(32)
+        .position(|w| w == leaf.as_slice())
+        .expect("leaf hash in the file");
     file[at + 7] ^= 0x01;
     std::fs::write(app.db_path(), &file).unwrap();
-    let fault = sovereign_cloud::ledger::verify_file(app.data_dir(), &region).unwrap().unwrap_err();
+    let fault = sovereign_cloud::ledger::verify_file(app.data_dir(), &region)
+        .unwrap()
+        .unwrap_err();
     assert_eq!(fault, sovereign_cloud::ledger::LedgerFault::Leaf { seq: 2 });
-    assert_eq!(fault.to_string(), "entry 2: its fields do not match its leaf hash");
+    assert_eq!(
+        fault.to_string(),
+        "entry 2: its fields do not match its leaf hash"
+    );
 }

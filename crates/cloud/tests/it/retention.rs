@@ -31,7 +31,12 @@ async fn the_sweeper_deletes_each_category_when_its_time_comes() {
     app.grant(&alice, "messaging").await;
     app.grant(&bob, "messaging").await;
     let sent = app
-        .call(Method::POST, "/v1/messages", Some(&bob), Some(json!({"to": ALICE, "body": "hi"})))
+        .call(
+            Method::POST,
+            "/v1/messages",
+            Some(&bob),
+            Some(json!({"to": ALICE, "body": "hi"})),
+        )
         .await;
     assert_eq!(sent.status, StatusCode::ACCEPTED);
 
@@ -40,7 +45,11 @@ async fn the_sweeper_deletes_each_category_when_its_time_comes() {
     assert_eq!(rows(&before, "delivered_messages"), 1, "the sender's copy");
     assert_eq!(rows(&before, "sessions"), 2);
     assert_eq!(rows(&before, "verification_codes"), 2);
-    assert_eq!(sweep(&app.state).await.unwrap(), Default::default(), "nothing is due yet");
+    assert_eq!(
+        sweep(&app.state).await.unwrap(),
+        Default::default(),
+        "nothing is due yet"
+    );
 
     // One-time codes live 10 minutes.
     app.clock.advance_ms(10 * 60_000);
@@ -51,12 +60,21 @@ async fn the_sweeper_deletes_each_category_when_its_time_comes() {
     // Sessions and undelivered messages live 30 days.
     app.clock.advance_ms(30 * DAY_MS);
     let report = stats(&app).await;
-    assert!(report.iter().any(|s| s.0 == "sessions" && s.2 == 2), "{report:?}");
+    assert!(
+        report.iter().any(|s| s.0 == "sessions" && s.2 == 2),
+        "{report:?}"
+    );
     let counts = sweep(&app.state).await.unwrap();
     assert_eq!(counts.undelivered_messages, 1);
     assert_eq!(counts.sessions, 2);
-    assert_eq!(counts.delivered_messages, 0, "the sender's copy lives 365 days");
-    assert_eq!(app.get("/v1/me", &alice).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        counts.delivered_messages, 0,
+        "the sender's copy lives 365 days"
+    );
+    assert_eq!(
+        app.get("/v1/me", &alice).await.status,
+        StatusCode::UNAUTHORIZED
+    );
 
     app.clock.advance_ms(335 * DAY_MS);
     assert_eq!(sweep(&app.state).await.unwrap().delivered_messages, 1);
@@ -82,8 +100,17 @@ async fn ledger_details_expire_but_the_ledger_still_verifies() {
         requested_at_ms: now,
         not_after_ms: now + 60_000,
     };
-    assert_eq!(crate::ops::submit(&app, &request, &ops[0].key).await.status, StatusCode::CREATED);
-    crate::ops::decide(&app, &request, &ops[1], sovereign_cloud::ops::Decision::Deny).await;
+    assert_eq!(
+        crate::ops::submit(&app, &request, &ops[0].key).await.status,
+        StatusCode::CREATED
+    );
+    crate::ops::decide(
+        &app,
+        &request,
+        &ops[1],
+        sovereign_cloud::ops::Decision::Deny,
+    )
+    .await;
 
     app.clock.advance_ms(729 * DAY_MS);
     assert_eq!(sweep(&app.state).await.unwrap().ledger_details, 0);
@@ -94,7 +121,9 @@ async fn ledger_details_expire_but_the_ledger_still_verifies() {
     let (rows, _) = app.state.store.ledger_all().await.unwrap();
     assert!(rows.iter().all(|r| r.detail.is_none()));
     let region = RegionId::parse("in-mumbai").unwrap();
-    let summary = sovereign_cloud::ledger::verify_file(app.data_dir(), &region).unwrap().unwrap();
+    let summary = sovereign_cloud::ledger::verify_file(app.data_dir(), &region)
+        .unwrap()
+        .unwrap();
     assert_eq!(summary.entries, 2);
 }
 
@@ -115,6 +144,9 @@ async fn the_report_says_what_goes_when() {
     let line = text.lines().find(|l| l.starts_with("sessions")).unwrap();
     assert!(line.contains(&expiry), "{text}");
     assert!(line.contains("30 days after sign-in"), "{text}");
-    let codes = text.lines().find(|l| l.starts_with("verification_codes")).unwrap();
+    let codes = text
+        .lines()
+        .find(|l| l.starts_with("verification_codes"))
+        .unwrap();
     assert!(codes.split_whitespace().nth(1) == Some("1"), "{text}");
 }
