@@ -36,6 +36,11 @@ use utoipa::OpenApi;
         backup::changes,
         health::healthz,
         health::metrics,
+        ops::create_request,
+        ops::show_request,
+        ops::decide,
+        ops::read_data,
+        ops::access_log,
     ),
     components(schemas(crate::config::Notice, crate::domain::ContactRecord, crate::domain::SmsRecord)),
     modifiers(&BearerAuth)

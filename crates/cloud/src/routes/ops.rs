@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sovereign_crypto::{SIGNATURE_BYTES, from_hex, hex, verify_signature};
 use sovereign_model::ConsentScope;
+use utoipa::ToSchema;
 
 use crate::clock::rfc3339;
 use crate::error::ApiError;
@@ -102,7 +103,7 @@ impl FromRequestParts<AppState> for OperatorAuth {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
     id: String,
@@ -115,7 +116,7 @@ pub struct CreateRequest {
     signature: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct RequestView {
     id: String,
     region: String,
@@ -163,6 +164,9 @@ fn request_view(state: &AppState, row: &OpsRequestRow, decisions: &[DecisionRow]
 }
 
 /// An operator asks for read-only access to one user's data, for named scopes, with a reason.
+#[utoipa::path(post, path = "/v1/ops/requests", request_body = CreateRequest,
+    responses((status = 201, body = RequestView), (status = 401, description = "unknown_operator, bad_signature or stale_signature"),
+              (status = 409, description = "conflict"), (status = 422, description = "invalid_field")))]
 pub async fn create_request(
     State(state): State<AppState>,
     StrictJson(body): StrictJson<CreateRequest>,
@@ -247,7 +251,9 @@ pub async fn create_request(
     Ok((StatusCode::CREATED, Json(request_view(&state, &row, &[]))))
 }
 
-/// A request as it stands, for the operators deciding on it.
+/// A request as it stands, for the operators deciding on it (signed GET).
+#[utoipa::path(get, path = "/v1/ops/requests/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = RequestView), (status = 401), (status = 404)))]
 pub async fn show_request(
     State(state): State<AppState>,
     _operator: OperatorAuth,
@@ -261,7 +267,7 @@ pub async fn show_request(
     Ok(Json(request_view(&state, &row, &decisions)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
     operator: String,
@@ -271,6 +277,10 @@ pub struct DecisionBody {
 
 /// Approve, deny or revoke, signed over the request's digest. The k-th approval from operators
 /// other than the requester opens the grant; one denial closes the request.
+#[utoipa::path(post, path = "/v1/ops/requests/{id}/{decision}", request_body = DecisionBody,
+    params(("id" = String, Path), ("decision" = String, Path, description = "approve, deny or revoke")),
+    responses((status = 200, body = RequestView), (status = 401), (status = 403, description = "self_approval"),
+              (status = 404), (status = 409, description = "conflict")))]
 pub async fn decide(
     State(state): State<AppState>,
     Path((id, decision)): Path<(String, String)>,
@@ -328,6 +338,9 @@ pub async fn decide(
 /// Reads one scope of the user's data through an open grant. The k approvals are verified again
 /// from their signatures, and a `read` entry is committed to the ledger, before anything is
 /// decrypted.
+#[utoipa::path(get, path = "/v1/ops/grants/{id}/data/{scope}", params(("id" = String, Path), ("scope" = String, Path)),
+    responses((status = 200, description = "the scope's data, decrypted"), (status = 401),
+              (status = 403, description = "quorum_not_met, grant_not_open, scope_not_granted, not_requester or read_only_grant")))]
 pub async fn read_data(
     State(state): State<AppState>,
     operator: OperatorAuth,
@@ -352,6 +365,9 @@ pub async fn refuse_write() -> ApiError {
 
 /// The user's own entries in the access ledger, newest first, each with an RFC 6962 inclusion
 /// proof against the region's latest signed checkpoint.
+#[utoipa::path(get, path = "/v1/me/access-log",
+    responses((status = 200, description = "entries, inclusion proofs and the signed checkpoint"), (status = 401)),
+    security(("bearer" = [])))]
 pub async fn access_log(
     State(state): State<AppState>,
     user: AuthUser,

@@ -249,10 +249,14 @@ impl Store {
                 } else {
                     request.state.as_str()
                 };
+                let verb = match decision.decision {
+                    "approve" => "approved",
+                    "deny" => "denied",
+                    _ => "revoked",
+                };
                 return Err(StoreError::Conflict(format!(
-                    "request {} is {state}; it cannot be {}d",
-                    request.id,
-                    decision.decision.trim_end_matches('e')
+                    "request {} is {state}; it cannot be {verb}",
+                    request.id
                 )));
             }
             if decision.operator == request.requester && decision.decision == "approve" {
