@@ -309,3 +309,133 @@ pub fn load_or_create_signer(
         checkpoint_entries,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> SigningKey {
+        SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().unwrap()).unwrap()
+    }
+
+    /// A valid ledger of `n` entries with a checkpoint at every entry.
+    fn ledger(key: &SigningKey, n: i64) -> (Vec<LedgerRow>, Vec<CheckpointRow>) {
+        let mut rows: Vec<LedgerRow> = Vec::new();
+        let mut checkpoints = Vec::new();
+        let mut previous = [0u8; 32];
+        for seq in 0..n {
+            let detail = format!("{{\"reason\":\"r{seq}\"}}");
+            let mut row = LedgerRow {
+                seq,
+                at: 1000 + seq,
+                kind: "read".into(),
+                user_id: "u".into(),
+                request_id: "q".into(),
+                operator: "ana".into(),
+                detail_hash: digest_sha256(detail.as_bytes()).to_vec(),
+                detail: Some(detail),
+                leaf_hash: Vec::new(),
+                chain_hash: Vec::new(),
+            };
+            let leaf = expected_leaf(&row);
+            previous = chain_hash(&previous, &leaf);
+            row.leaf_hash = leaf.to_vec();
+            row.chain_hash = previous.to_vec();
+            rows.push(row);
+            let leaves: Vec<[u8; 32]> = rows
+                .iter()
+                .map(|r| r.leaf_hash.as_slice().try_into().unwrap())
+                .collect();
+            let root = merkle_root(&leaves);
+            let size = seq + 1;
+            checkpoints.push(CheckpointRow {
+                tree_size: size,
+                root: root.to_vec(),
+                chain_head: previous.to_vec(),
+                at: 5,
+                public_key: key.public_key().to_vec(),
+                signature: key
+                    .sign(&checkpoint_bytes("r1", size, &root, &previous, 5))
+                    .to_vec(),
+            });
+        }
+        (rows, checkpoints)
+    }
+
+    #[test]
+    fn a_good_ledger_verifies() {
+        let key = key();
+        let (rows, checkpoints) = ledger(&key, 7);
+        let summary = verify_rows("r1", &key.public_key(), &rows, &checkpoints).unwrap();
+        assert_eq!(summary.entries, 7);
+        assert_eq!(summary.checkpoints, 7);
+    }
+
+    #[test]
+    fn each_kind_of_change_is_named() {
+        let key = key();
+        let (rows, checkpoints) = ledger(&key, 6);
+        let check = |rows: &[LedgerRow], checkpoints: &[CheckpointRow]| {
+            verify_rows("r1", &key.public_key(), rows, checkpoints).unwrap_err()
+        };
+
+        let mut r = rows.clone();
+        r[3].detail = Some("{\"reason\":\"changed\"}".into());
+        assert_eq!(check(&r, &checkpoints), LedgerFault::Detail { seq: 3 });
+
+        let mut r = rows.clone();
+        r[2].operator = "mallory".into();
+        assert_eq!(check(&r, &checkpoints), LedgerFault::Leaf { seq: 2 });
+
+        let mut r = rows.clone();
+        r[4].chain_hash[0] ^= 1;
+        assert_eq!(
+            check(&r, &checkpoints),
+            LedgerFault::Chain {
+                seq: 4,
+                previous: 3
+            }
+        );
+
+        let mut r = rows.clone();
+        r.remove(1);
+        assert_eq!(
+            check(&r, &checkpoints),
+            LedgerFault::Gap {
+                seq: 2,
+                expected: 1
+            }
+        );
+
+        // An entry rewritten whole (fields, leaf and chain recomputed from there on) still
+        // contradicts the signed checkpoints.
+        let (mut forged, _) = ledger(&key, 6);
+        forged[5].kind = "approve".into();
+        let leaf = expected_leaf(&forged[5]);
+        let previous: [u8; 32] = forged[4].chain_hash.as_slice().try_into().unwrap();
+        forged[5].leaf_hash = leaf.to_vec();
+        forged[5].chain_hash = chain_hash(&previous, &leaf).to_vec();
+        assert!(matches!(
+            check(&forged, &checkpoints),
+            LedgerFault::Checkpoint { tree_size: 6, .. }
+        ));
+
+        let mut c = checkpoints.clone();
+        c[0].signature[10] ^= 1;
+        assert!(matches!(
+            check(&rows, &c),
+            LedgerFault::Checkpoint { tree_size: 1, .. }
+        ));
+        let other = self::key();
+        let (_, foreign) = ledger(&other, 6);
+        assert!(matches!(
+            check(&rows, &foreign),
+            LedgerFault::Checkpoint { tree_size: 1, .. }
+        ));
+
+        // Retention's erased details still verify.
+        let mut r = rows.clone();
+        r[0].detail = None;
+        assert!(verify_rows("r1", &key.public_key(), &r, &checkpoints).is_ok());
+    }
+}

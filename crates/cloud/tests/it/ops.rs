@@ -685,3 +685,21 @@ async fn ledger_verify_names_the_first_changed_entry() {
         "entry 2: its fields do not match its leaf hash"
     );
 }
+
+#[tokio::test]
+async fn the_ledger_is_append_only_in_the_store() {
+    let (app, alice_id, _, ops) = setup().await;
+    open_grant(&app, &alice_id, &ops).await;
+    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
+    for sql in [
+        "DELETE FROM ledger_entries WHERE seq = 1",
+        "UPDATE ledger_entries SET operator = 'mallory' WHERE seq = 1",
+        "UPDATE ledger_entries SET detail = '{}' WHERE seq = 1",
+    ] {
+        let error = conn.execute(sql, []).unwrap_err().to_string();
+        assert!(error.contains("append-only"), "{sql}: {error}");
+    }
+    // Only retention's erasure of a detail is allowed.
+    conn.execute("UPDATE ledger_entries SET detail = NULL WHERE seq = 1", [])
+        .unwrap();
+}
