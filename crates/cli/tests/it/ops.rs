@@ -348,3 +348,159 @@ async fn operators_need_two_others_and_the_ledger_names_a_changed_entry() {
         stderr(&missing)
     );
 }
+
+#[test]
+fn new_commands_explain_themselves_and_refuse_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let help = stdout(&run(&["ops", "--help"], root));
+    for command in [
+        "keygen", "register", "request", "approve", "deny", "revoke", "read",
+    ] {
+        assert!(
+            help.contains(command),
+            "ops --help lacks {command}:\n{help}"
+        );
+    }
+    assert!(stdout(&run(&["ledger", "verify", "--help"], root)).contains("--region"));
+    assert!(stdout(&run(&["retention", "report", "--help"], root)).contains("--config"));
+
+    let no_store = run(
+        &[
+            "retention",
+            "report",
+            "--data-dir",
+            "nowhere",
+            "--region",
+            "in-mumbai",
+        ],
+        root,
+    );
+    assert_eq!(no_store.status.code(), Some(2));
+    assert!(
+        stderr(&no_store).contains("no store at"),
+        "{}",
+        stderr(&no_store)
+    );
+    let bad_region = run(
+        &[
+            "ops",
+            "register",
+            "--data-dir",
+            "d",
+            "--region",
+            "mars-base",
+            "--name",
+            "ana",
+            "--public-key",
+            "x",
+        ],
+        root,
+    );
+    assert_eq!(bad_region.status.code(), Some(2));
+    std::fs::write(root.join("bad.pub"), "abcd\n").unwrap();
+    let short_key = run(
+        &[
+            "ops",
+            "register",
+            "--data-dir",
+            "d",
+            "--region",
+            "in-mumbai",
+            "--name",
+            "ana",
+            "--public-key",
+            "bad.pub",
+        ],
+        root,
+    );
+    assert!(
+        stderr(&short_key).contains("must hold 32 bytes in hex"),
+        "{}",
+        stderr(&short_key)
+    );
+    let bad_name = run(
+        &[
+            "ops",
+            "register",
+            "--data-dir",
+            "d",
+            "--region",
+            "in-mumbai",
+            "--name",
+            "Ana!",
+            "--public-key",
+            "bad.pub",
+        ],
+        root,
+    );
+    assert!(
+        stderr(&bad_name).contains("--name"),
+        "{}",
+        stderr(&bad_name)
+    );
+    assert!(
+        run(&["ops", "keygen", "--out", "ana.key"], root)
+            .status
+            .success()
+    );
+    let twice = run(
+        &[
+            "ops",
+            "register",
+            "--data-dir",
+            "d",
+            "--region",
+            "in-mumbai",
+            "--name",
+            "ana",
+            "--public-key",
+            "ana.key.pub",
+        ],
+        root,
+    );
+    assert!(twice.status.success(), "{}", stderr(&twice));
+    let again = run(
+        &[
+            "ops",
+            "register",
+            "--data-dir",
+            "d",
+            "--region",
+            "in-mumbai",
+            "--name",
+            "ana",
+            "--public-key",
+            "ana.key.pub",
+        ],
+        root,
+    );
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        stderr(&again).contains("already has this name or key"),
+        "{}",
+        stderr(&again)
+    );
+    let http = run(
+        &[
+            "ops",
+            "show",
+            "--server",
+            "http://127.0.0.1:1",
+            "--ca",
+            "ana.key.pub",
+            "--key",
+            "ana.key",
+            "--operator",
+            "ana",
+            "--request",
+            "x",
+        ],
+        root,
+    );
+    assert!(
+        stderr(&http).contains("PEM") || stderr(&http).contains("https://"),
+        "{}",
+        stderr(&http)
+    );
+}
