@@ -19,6 +19,8 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// How long chromedriver may take to start.
 const DRIVER_START_MS_MAX: u64 = 20_000;
+/// How long a form submission may take to show the next page.
+const NAVIGATION_MS_MAX: u64 = 20_000;
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 struct Driver {
@@ -123,6 +125,15 @@ impl Driver {
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let reply = self.try_call(method, path, body).await;
+        assert!(
+            reply["value"]["error"].is_null(),
+            "WebDriver {path}: {reply}"
+        );
+        reply["value"].clone()
+    }
+
+    async fn try_call(&self, method: Method, path: &str, body: Option<Value>) -> Value {
         let url = if self.session.is_empty() {
             format!("{}{path}", self.base)
         } else {
@@ -132,12 +143,38 @@ impl Driver {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let reply: Value = request.send().await.unwrap().json().await.unwrap();
-        assert!(
-            reply["value"]["error"].is_null(),
-            "WebDriver {path}: {reply}"
-        );
-        reply["value"].clone()
+        request.send().await.unwrap().json().await.unwrap()
+    }
+
+    /// The current document's root element, or `None` while a navigation is under way.
+    async fn document(&self) -> Option<String> {
+        let found = self
+            .try_call(
+                Method::POST,
+                "/element",
+                Some(json!({"using": "css selector", "value": "html"})),
+            )
+            .await;
+        found["value"][ELEMENT].as_str().map(str::to_owned)
+    }
+
+    /// Clicks a button that submits a form, and waits until the next page has replaced this one,
+    /// so that no later lookup lands on the old page.
+    async fn submit(&self, css: &str) {
+        let before = self.document().await;
+        self.click(css).await;
+        let started = Instant::now();
+        loop {
+            let now = self.document().await;
+            if now.is_some() && now != before {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_millis(NAVIGATION_MS_MAX),
+                "{css} did not lead to a new page"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn go(&self, url: &str) {
@@ -267,11 +304,11 @@ async fn the_dashboard_works_in_a_real_browser() {
     assert_eq!(driver.text("h1").await, "Your data at Sovereign");
     driver.type_into("#phone", ALICE).await;
     driver.type_into("#password", "correct horse battery").await;
-    driver.click("form[action='/sign-in'] button").await;
+    driver.submit("form[action='/sign-in'] button").await;
 
     let status = driver.text("li[data-scope='backup.sms'] .status").await;
     assert_eq!(status, "Off");
-    driver.click("li[data-scope='backup.sms'] button").await;
+    driver.submit("li[data-scope='backup.sms'] button").await;
     let status = driver.text("li[data-scope='backup.sms'] .status").await;
     assert!(status.starts_with("On since"), "{status}");
     assert_eq!(
@@ -302,7 +339,7 @@ async fn the_dashboard_works_in_a_real_browser() {
 
     // Deleting needs the confirmation words.
     driver.type_into("#confirm", "yes please").await;
-    driver.click("form[action='/delete-account'] button").await;
+    driver.submit("form[action='/delete-account'] button").await;
     assert!(
         driver
             .text("p[role='alert']")
@@ -311,7 +348,7 @@ async fn the_dashboard_works_in_a_real_browser() {
     );
     driver.go(&format!("{}/#delete", app.base)).await;
     driver.type_into("#confirm", "delete my account").await;
-    driver.click("form[action='/delete-account'] button").await;
+    driver.submit("form[action='/delete-account'] button").await;
     assert_eq!(driver.text("h1").await, "Your account is deleted");
     assert_eq!(
         app.get("/v1/me", &alice).await.status,
