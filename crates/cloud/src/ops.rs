@@ -313,6 +313,11 @@ pub async fn unwrap_for_grant(
 ) -> Result<(VerifiedGrant, AuthUser), ApiError> {
     let now = state.now_ms();
     let grant = verify_grant(state, request_id, scope, reader, now).await?;
+    let row = state
+        .store
+        .user(grant.request.user_id.clone())
+        .await?
+        .ok_or(ApiError::NotFound)?;
     state
         .store
         .record_ops_read(
@@ -329,11 +334,6 @@ pub async fn unwrap_for_grant(
             },
             other => other.into(),
         })?;
-    let row = state
-        .store
-        .user(grant.request.user_id.clone())
-        .await?
-        .ok_or(ApiError::NotFound)?;
     let id = UserId::from_stored(row.id.clone());
     let wrapped = row.wrapped_key.as_deref().ok_or(ApiError::NotFound)?;
     let key = state

@@ -44,6 +44,8 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self';
 /// The words a user types to confirm deleting the account.
 pub const DELETE_CONFIRMATION: &str = "delete my account";
 const DEVICE_NAME: &str = "privacy dashboard (web)";
+/// Largest form body the dashboard reads; its forms are a few hundred bytes.
+pub const FORM_BODY_BYTES_MAX: usize = 8192;
 /// Longest cookie value we look at.
 const COOKIE_BYTES_MAX: usize = 128;
 
@@ -58,6 +60,7 @@ pub fn router() -> Router<AppState> {
         .route("/consents/{scope}", post(switch_consent))
         .route("/export", get(export))
         .route("/delete-account", post(delete_account))
+        .layer(axum::extract::DefaultBodyLimit::max(FORM_BODY_BYTES_MAX))
         .layer(middleware::map_response(security_headers))
 }
 
@@ -232,6 +235,11 @@ fn page_error(error: ApiError) -> Response {
 }
 
 fn form_error(rejection: FormRejection) -> Response {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return page_error(ApiError::PayloadTooLarge {
+            limit_bytes: FORM_BODY_BYTES_MAX,
+        });
+    }
     page_error(ApiError::invalid("form", rejection.body_text()))
 }
 

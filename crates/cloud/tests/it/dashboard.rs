@@ -280,6 +280,16 @@ async fn forms_need_this_sessions_csrf_token() {
     assert_eq!(status, StatusCode::SEE_OTHER);
 
     // Bad form input is a clear page, never a crash.
+    let huge = "x".repeat(sovereign_cloud::routes::dashboard::FORM_BODY_BYTES_MAX);
+    let (status, _, page) = alice
+        .post(
+            &app,
+            "/consents/messaging",
+            &[("csrf", &alice_csrf), ("switch", &huge)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{page}");
+    assert!(page.contains("data-code=\"payload_too_large\""), "{page}");
     let (status, _, page) = alice
         .post(
             &app,
