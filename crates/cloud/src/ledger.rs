@@ -15,7 +15,8 @@ use std::path::Path;
 use anyhow::Context;
 use rusqlite::OpenFlags;
 use sovereign_crypto::{
-    SigningKey, canonical, chain_hash, digest_sha256, hex, leaf_hash, merkle_root, verify_signature,
+    SigningKey, canonical, chain_hash, digest_sha256, frontier_push, frontier_root, hex, leaf_hash,
+    verify_signature,
 };
 use sovereign_model::RegionId;
 
@@ -183,7 +184,13 @@ pub fn verify_rows(
         leaves.push(leaf);
         heads.push(chain);
     }
-    for checkpoint in checkpoints {
+    // Roots are recomputed with a frontier that advances through the leaves once, so checking
+    // every checkpoint costs O(n) hashes in all, not O(n) each.
+    let mut ordered: Vec<&CheckpointRow> = checkpoints.iter().collect();
+    ordered.sort_by_key(|c| c.tree_size);
+    let mut frontier = Vec::new();
+    let mut covered = 0usize;
+    for checkpoint in ordered {
         let fault = |reason: &str| LedgerFault::Checkpoint {
             tree_size: checkpoint.tree_size,
             reason: reason.to_owned(),
@@ -207,17 +214,25 @@ pub fn verify_rows(
         if size == 0 || size > leaves.len() {
             return Err(fault("covers entries the ledger does not have"));
         }
-        if merkle_root(&leaves[..size]).as_slice() != checkpoint.root.as_slice() {
+        while covered < size {
+            frontier_push(&mut frontier, leaves[covered]);
+            covered += 1;
+        }
+        if frontier_root(&frontier).as_slice() != checkpoint.root.as_slice() {
             return Err(fault("Merkle root does not match the entries"));
         }
         if heads[size - 1].as_slice() != checkpoint.chain_head.as_slice() {
             return Err(fault("chain head does not match the entries"));
         }
     }
+    while covered < leaves.len() {
+        frontier_push(&mut frontier, leaves[covered]);
+        covered += 1;
+    }
     Ok(LedgerSummary {
         entries: rows.len() as i64,
         checkpoints: checkpoints.len(),
-        root_hex: hex(&merkle_root(&leaves)),
+        root_hex: hex(&frontier_root(&frontier)),
     })
 }
 
@@ -313,6 +328,7 @@ pub fn load_or_create_signer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sovereign_crypto::merkle_root;
 
     fn key() -> SigningKey {
         SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().unwrap()).unwrap()

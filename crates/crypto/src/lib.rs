@@ -35,8 +35,8 @@ mod tls;
 pub use aead::{DataKey, KEY_BYTES, KeyEncryptionKey, SEALED_OVERHEAD_BYTES};
 pub use error::CryptoError;
 pub use merkle::{
-    PROOF_HASHES_MAX, chain_hash, inclusion_proof, leaf_hash, merkle_root, node_hash,
-    verify_inclusion,
+    MerkleTree, PROOF_HASHES_MAX, chain_hash, frontier_push, frontier_root, inclusion_proof,
+    leaf_hash, merkle_root, node_hash, verify_inclusion,
 };
 pub use password::{hash_password, verify_password};
 pub use secret::{

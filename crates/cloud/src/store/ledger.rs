@@ -2,7 +2,9 @@
 //! exists exactly when the change it records was committed.
 
 use rusqlite::{Connection, OptionalExtension, params};
-use sovereign_crypto::{chain_hash, digest_sha256, inclusion_proof, leaf_hash, merkle_root};
+use sovereign_crypto::{
+    MerkleTree, chain_hash, digest_sha256, frontier_push, frontier_root, leaf_hash,
+};
 
 use super::{Store, StoreError};
 use crate::clock::UnixMs;
@@ -101,20 +103,49 @@ fn leaves(conn: &Connection, size: i64) -> Result<Vec<[u8; 32]>, StoreError> {
     Ok(out)
 }
 
+fn load_frontier(conn: &Connection) -> Result<Vec<Option<[u8; 32]>>, StoreError> {
+    let mut stmt = conn.prepare("SELECT height, hash FROM ledger_frontier ORDER BY height")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+    let mut frontier = Vec::new();
+    for row in rows {
+        let (height, hash) = row?;
+        let height = usize::try_from(height)
+            .ok()
+            .filter(|h| *h < 64)
+            .ok_or_else(|| StoreError::Commit(format!("ledger frontier height {height}")))?;
+        frontier.resize(frontier.len().max(height + 1), None);
+        frontier[height] = Some(to_hash(&hash)?);
+    }
+    Ok(frontier)
+}
+
+/// How many leaves a frontier covers.
+fn frontier_size(frontier: &[Option<[u8; 32]>]) -> i64 {
+    frontier
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.is_some())
+        .map(|(h, _)| 1i64 << h)
+        .sum()
+}
+
+fn last_entry(conn: &Connection) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT seq, chain_hash FROM ledger_entries ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
 /// Appends an entry in the caller's transaction; signs a checkpoint when one is due.
 pub(crate) fn append_ledger(
     conn: &Connection,
     signer: &LedgerSigner,
     entry: &NewLedgerEntry<'_>,
 ) -> Result<i64, StoreError> {
-    let last: Option<(i64, Vec<u8>)> = conn
-        .query_row(
-            "SELECT seq, chain_hash FROM ledger_entries ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let (seq, previous) = match last {
+    let (seq, previous) = match last_entry(conn)? {
         Some((seq, chain)) => (seq + 1, to_hash(&chain)?),
         None => (0, [0u8; 32]),
     };
@@ -144,6 +175,23 @@ pub(crate) fn append_ledger(
             chain
         ],
     )?;
+    let mut frontier = load_frontier(conn)?;
+    if frontier_size(&frontier) != seq {
+        return Err(StoreError::Commit(format!(
+            "ledger frontier covers {} entries, the ledger has {seq}",
+            frontier_size(&frontier)
+        )));
+    }
+    frontier_push(&mut frontier, leaf);
+    conn.execute("DELETE FROM ledger_frontier", [])?;
+    for (height, hash) in frontier.iter().enumerate() {
+        if let Some(hash) = hash {
+            conn.execute(
+                "INSERT INTO ledger_frontier (height, hash) VALUES (?1, ?2)",
+                params![height as i64, hash],
+            )?;
+        }
+    }
     if (seq + 1) % i64::from(signer.checkpoint_entries.max(1)) == 0 {
         checkpoint(conn, signer, entry.at)?;
     }
@@ -156,10 +204,10 @@ pub(crate) fn checkpoint(
     signer: &LedgerSigner,
     at: UnixMs,
 ) -> Result<Option<CheckpointRow>, StoreError> {
-    let size: i64 = conn.query_row("SELECT COUNT(*) FROM ledger_entries", [], |r| r.get(0))?;
-    if size == 0 {
+    let Some((last_seq, head)) = last_entry(conn)? else {
         return Ok(None);
-    }
+    };
+    let size = last_seq + 1;
     let existing = conn
         .query_row(
             &format!("SELECT {CHECKPOINT_COLUMNS} FROM ledger_checkpoints WHERE tree_size = ?1"),
@@ -170,13 +218,14 @@ pub(crate) fn checkpoint(
     if existing.is_some() {
         return Ok(existing);
     }
-    let leaves = leaves(conn, size)?;
-    let root = merkle_root(&leaves);
-    let head: Vec<u8> = conn.query_row(
-        "SELECT chain_hash FROM ledger_entries WHERE seq = ?1",
-        params![size - 1],
-        |r| r.get(0),
-    )?;
+    let frontier = load_frontier(conn)?;
+    if frontier_size(&frontier) != size {
+        return Err(StoreError::Commit(format!(
+            "ledger frontier covers {} entries, the ledger has {size}",
+            frontier_size(&frontier)
+        )));
+    }
+    let root = frontier_root(&frontier);
     let signature = signer
         .key
         .sign(&checkpoint_bytes(&signer.region, size, &root, &head, at));
@@ -251,7 +300,7 @@ impl Store {
             else {
                 return Ok(None);
             };
-            let leaves = leaves(conn, checkpoint.tree_size)?;
+            let tree = MerkleTree::new(leaves(conn, checkpoint.tree_size)?);
             let mut stmt = conn.prepare(&format!(
                 "SELECT {LEDGER_COLUMNS} FROM ledger_entries WHERE user_id = ?1 AND seq < ?2 \
                  ORDER BY seq DESC LIMIT ?3"
@@ -265,7 +314,7 @@ impl Store {
             let mut entries = Vec::with_capacity(rows.len());
             for row in rows {
                 let index = usize::try_from(row.seq).unwrap_or(usize::MAX);
-                let proof = inclusion_proof(index, &leaves).ok_or(StoreError::NotFound)?;
+                let proof = tree.proof(index).ok_or(StoreError::NotFound)?;
                 entries.push((row, proof));
             }
             Ok(Some(UserLedger {

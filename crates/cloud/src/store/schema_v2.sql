@@ -65,6 +65,13 @@ WHEN NEW.detail IS NOT NULL OR NEW.seq IS NOT OLD.seq OR NEW.at IS NOT OLD.at
     OR NEW.chain_hash IS NOT OLD.chain_hash
 BEGIN SELECT RAISE(ABORT, 'the access ledger is append-only'); END;
 
+-- The Merkle tree's frontier: the root of each perfect subtree on its right edge, by height, so a
+-- new root costs O(log n) hashes. Derived from the entries; `ledger verify` never trusts it.
+CREATE TABLE ledger_frontier (
+    height INTEGER PRIMARY KEY,
+    hash   BLOB NOT NULL
+) STRICT;
+
 -- Signed tree heads: the region's ledger key signs (region, size, Merkle root, chain head, time).
 CREATE TABLE ledger_checkpoints (
     tree_size  INTEGER PRIMARY KEY,

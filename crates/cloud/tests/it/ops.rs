@@ -703,3 +703,30 @@ async fn the_ledger_is_append_only_in_the_store() {
     conn.execute("UPDATE ledger_entries SET detail = NULL WHERE seq = 1", [])
         .unwrap();
 }
+
+#[tokio::test]
+async fn many_entries_and_checkpoints_verify_and_prove() {
+    let app = spawn_app_with(|p| p.ops.ledger_checkpoint_entries = 3).await;
+    let alice_id = app.sign_up(ALICE).await;
+    let alice = app.sign_in(ALICE).await;
+    let ops = operators(&app, &["ana", "ben", "cat"]).await;
+    for _ in 0..7 {
+        let request = access_request(&app, &ops[0], &alice_id, &[ConsentScope::Location], HOUR_MS);
+        assert_eq!(
+            submit(&app, &request, &ops[0].key).await.status,
+            StatusCode::CREATED
+        );
+        decide(&app, &request, &ops[1], Decision::Deny).await;
+        app.clock.advance_ms(1);
+    }
+    let region = RegionId::parse("in-mumbai").unwrap();
+    let summary = sovereign_cloud::ledger::verify_file(app.data_dir(), &region)
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.entries, 14);
+    assert_eq!(summary.checkpoints, 4, "at 3, 6, 9 and 12 entries");
+    let log = app.get("/v1/me/access-log", &alice).await;
+    assert_eq!(log.body["checkpoint"]["tree_size"], 14);
+    assert_eq!(log.body["entries"].as_array().unwrap().len(), 14);
+    check_proofs(&app, &log.body);
+}
