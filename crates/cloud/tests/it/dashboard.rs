@@ -422,3 +422,28 @@ async fn the_access_log_shows_who_why_and_with_whose_approval() {
     );
     assert!(!page.contains("<b>#12</b>"));
 }
+
+#[tokio::test]
+async fn signing_out_ends_the_session_for_good() {
+    let app = spawn_app().await;
+    app.user(ALICE).await;
+    let mut browser = Browser::new(&app);
+    let page = browser.sign_in(&app, ALICE).await;
+    let csrf = csrf_in(&page);
+    let session = browser.cookies.clone();
+    let (status, headers, _) = browser.post(&app, "/sign-out", &[("csrf", &csrf)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(
+        set_cookies(&headers)
+            .iter()
+            .any(|c| c.starts_with("__Host-sovereign-session=;") && c.contains("Max-Age=0"))
+    );
+    // Replaying the old cookie finds no session: it was deleted, not just forgotten.
+    let mut replay = Browser::new(&app);
+    replay.cookies = session;
+    let (_, _, page) = replay.get(&app, "/").await;
+    assert!(
+        page.contains("action=\"/sign-in\"") && !page.contains(ALICE),
+        "{page}"
+    );
+}
