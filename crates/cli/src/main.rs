@@ -55,10 +55,18 @@ fn main() -> ExitCode {
 }
 
 /// The store file of a configured region under `data_dir`.
-fn region_store(data_dir: &std::path::Path, region: &str) -> anyhow::Result<std::path::PathBuf> {
+fn region_store(
+    data_dir: &std::path::Path,
+    region: &str,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<std::path::PathBuf> {
     use anyhow::Context;
     let region = sovereign_model::RegionId::parse(region).context("--region")?;
-    let policies = sovereign_cloud::Policies::embedded()?;
+    let policies = match config {
+        Some(dir) => sovereign_cloud::Policies::from_dir(dir)
+            .with_context(|| format!("loading policies from {}", dir.display()))?,
+        None => sovereign_cloud::Policies::embedded()?,
+    };
     if policies.regions.get(&region).is_none() {
         anyhow::bail!("region {region} is not configured");
     }

@@ -106,6 +106,9 @@ pub struct StoreArgs {
     pub data_dir: PathBuf,
     #[arg(long, value_name = "ID")]
     pub region: String,
+    /// Policy directory, as for `serve --config` (to know its regions).
+    #[arg(long, value_name = "DIR")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -303,7 +306,7 @@ fn load_key(path: &Path) -> anyhow::Result<SigningKey> {
 }
 
 fn open_store(args: &StoreArgs) -> anyhow::Result<(Store, i64)> {
-    let path = region_store(&args.data_dir, &args.region)?;
+    let path = region_store(&args.data_dir, &args.region, args.config.as_deref())?;
     let store = Store::open(&path).with_context(|| format!("opening {}", path.display()))?;
     Ok((store, now_ms()))
 }
