@@ -379,6 +379,29 @@ mod tests {
     }
 
     #[test]
+    fn the_ledger_key_is_private_and_stable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let region = RegionId::parse("in-mumbai").unwrap();
+        let first = load_or_create_signer(dir.path(), &region, 16).unwrap();
+        let path = key_path(dir.path(), &region);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = load_or_create_signer(dir.path(), &region, 16).unwrap();
+        assert_eq!(first.key.public_key(), again.key.public_key());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let error = load_or_create_signer(dir.path(), &region, 16).unwrap_err();
+        assert!(format!("{error:#}").contains("chmod 600"), "{error:#}");
+        std::fs::write(&path, b"garbage").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let error = load_or_create_signer(dir.path(), &region, 16).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("not an Ed25519 PKCS#8 key"),
+            "{error:#}"
+        );
+    }
+
+    #[test]
     fn a_good_ledger_verifies() {
         let key = key();
         let (rows, checkpoints) = ledger(&key, 7);
