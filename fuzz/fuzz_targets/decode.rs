@@ -12,5 +12,5 @@ fuzz_target!(|data: &[u8]| {
         let (out, _) = decode::decompress(coding, data);
         assert!(out.len() <= decode::DECODED_BYTES_MAX);
     }
-    let _ = decode::evidence(data, data.len() / 2, data.len());
+    let _ = decode::evidence(data, data.len() / 2, data.len(), &[(0, data.len())]);
 });

@@ -1,7 +1,10 @@
 //! The `sovereign` command. It only parses flags, loads configuration and calls into the
 //! libraries: the cloud (`serve`), the scanner (`scan`).
 
+mod ledger;
 mod migrate;
+mod ops;
+mod retention;
 mod scan;
 mod serve;
 
@@ -25,6 +28,15 @@ enum Command {
     Scan(scan::ScanArgs),
     /// Move users between regions while they keep using the service; resumable.
     Migrate(migrate::MigrateArgs),
+    /// Staff access: operator keys and registration, signed requests, approvals and reads.
+    #[command(subcommand)]
+    Ops(ops::OpsCommand),
+    /// The access ledger: verify it end to end.
+    #[command(subcommand)]
+    Ledger(ledger::LedgerCommand),
+    /// Retention: what will be deleted when.
+    #[command(subcommand)]
+    Retention(retention::RetentionCommand),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +45,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Scan(args) => scan::run(args),
         Command::Migrate(args) => migrate::run(args),
+        Command::Ops(command) => ops::run(command),
+        Command::Ledger(command) => ledger::run(command),
+        Command::Retention(command) => retention::run(command),
     };
     match result {
         Ok(code) => code,
@@ -41,4 +56,25 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The store file of a configured region under `data_dir`.
+fn region_store(
+    data_dir: &std::path::Path,
+    region: &str,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context;
+    let region = sovereign_model::RegionId::parse(region).context("--region")?;
+    let policies = match config {
+        Some(dir) => sovereign_cloud::Policies::from_dir(dir)
+            .with_context(|| format!("loading policies from {}", dir.display()))?,
+        None => sovereign_cloud::Policies::embedded()?,
+    };
+    if policies.regions.get(&region).is_none() {
+        anyhow::bail!("region {region} is not configured");
+    }
+    let dir = data_dir.join("regions").join(region.as_str());
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir.join("store.sqlite"))
 }

@@ -14,6 +14,7 @@ const RESIDENCY_TOML: &str = include_str!("../../../config/residency.toml");
 const NOTICES_TOML: &str = include_str!("../../../config/notices.toml");
 const RETENTION_TOML: &str = include_str!("../../../config/retention.toml");
 const SERVER_TOML: &str = include_str!("../../../config/server.toml");
+const OPS_TOML: &str = include_str!("../../../config/ops.toml");
 
 /// What the user is told before granting a scope.
 #[derive(Debug, Clone, Deserialize, serde::Serialize, utoipa::ToSchema)]
@@ -33,6 +34,24 @@ pub struct RetentionPolicy {
     pub delivered_messages_days: u32,
     pub sessions_days: u32,
     pub verification_codes_minutes: u32,
+    /// Age after which a ledger entry's details are erased (its hash stays).
+    #[serde(default = "default_ledger_days")]
+    pub ledger_days: u32,
+}
+
+fn default_ledger_days() -> u32 {
+    730
+}
+
+/// Staff access: k-of-n approval and the bounds of a grant (`config/ops.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsPolicy {
+    /// k: distinct approvers other than the requester a grant needs.
+    pub approvals_required: u32,
+    pub grant_duration_secs_max: u64,
+    pub signature_age_secs_max: u64,
+    pub ledger_checkpoint_entries: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -55,6 +74,7 @@ pub struct Policies {
     pub notices: BTreeMap<ConsentScope, Notice>,
     pub retention: RetentionPolicy,
     pub limits: ServerLimits,
+    pub ops: OpsPolicy,
 }
 
 impl Policies {
@@ -70,6 +90,7 @@ impl Policies {
                 "residency.toml" => RESIDENCY_TOML,
                 "notices.toml" => NOTICES_TOML,
                 "retention.toml" => RETENTION_TOML,
+                "ops.toml" => OPS_TOML,
                 _ => SERVER_TOML,
             }
             .to_owned())
@@ -98,13 +119,14 @@ impl Policies {
         })
     }
 
-    fn embedded_text() -> [(&'static str, &'static str); 5] {
+    fn embedded_text() -> [(&'static str, &'static str); 6] {
         [
             ("regions.toml", REGIONS_TOML),
             ("residency.toml", RESIDENCY_TOML),
             ("notices.toml", NOTICES_TOML),
             ("retention.toml", RETENTION_TOML),
             ("server.toml", SERVER_TOML),
+            ("ops.toml", OPS_TOML),
         ]
     }
 
@@ -134,12 +156,22 @@ impl Policies {
             toml::from_str(&read("retention.toml")?).context("in retention.toml")?;
         let limits: ServerLimits =
             toml::from_str(&read("server.toml")?).context("in server.toml")?;
+        let ops: OpsPolicy = toml::from_str(&read("ops.toml")?).context("in ops.toml")?;
+        if ops.approvals_required == 0 {
+            bail!("in ops.toml: approvals_required must be at least 1");
+        }
+        if ops.grant_duration_secs_max == 0 || ops.ledger_checkpoint_entries == 0 {
+            bail!(
+                "in ops.toml: grant_duration_secs_max and ledger_checkpoint_entries must be positive"
+            );
+        }
         Ok(Policies {
             regions,
             residency,
             notices,
             retention,
             limits,
+            ops,
         })
     }
 }
@@ -165,5 +197,15 @@ mod tests {
         .unwrap();
         let err = format!("{:#}", Policies::from_dir(dir.path()).unwrap_err());
         assert!(err.contains("server.toml"), "{err}");
+    }
+
+    #[test]
+    fn zero_approvals_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ops = OPS_TOML.replace("approvals_required = 2", "approvals_required = 0");
+        std::fs::write(dir.path().join("ops.toml"), ops).unwrap();
+        let err = format!("{:#}", Policies::from_dir(dir.path()).unwrap_err());
+        assert!(err.contains("approvals_required"), "{err}");
+        assert_eq!(Policies::embedded().unwrap().ops.approvals_required, 2);
     }
 }

@@ -57,6 +57,30 @@ pub enum ApiError {
     UserMigrating,
     #[error("region {0} cannot be reached right now; try again later")]
     RegionUnavailable(String),
+    #[error("operator {0:?} is not registered in this region, or their key is revoked")]
+    UnknownOperator(String),
+    #[error("the signature does not verify with the operator's registered key")]
+    BadSignature,
+    #[error("the signature's time is more than {age_secs_max} s from the server's clock")]
+    StaleSignature { age_secs_max: u64 },
+    #[error("an operator cannot approve their own request; approvals must come from others")]
+    SelfApproval,
+    #[error("the grant is not open: it is {state}")]
+    GrantNotOpen { state: String },
+    #[error("the grant does not cover scope {0}")]
+    ScopeNotGranted(String),
+    #[error("grants are read-only: operators can never write a user's data")]
+    ReadOnlyGrant,
+    #[error(
+        "only {verified} of the {required} approvals this grant needs verify; nothing was decrypted"
+    )]
+    QuorumNotMet { verified: u32, required: u32 },
+    #[error("only the operator who requested the grant can read through it")]
+    NotRequester,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the form's security token is missing or wrong; reload the page and try again")]
+    CsrfRejected,
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -84,6 +108,17 @@ impl ApiError {
             ApiError::WrongRegion { .. } => StatusCode::TEMPORARY_REDIRECT,
             ApiError::RegionUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UserMigrating => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::UnknownOperator(_)
+            | ApiError::BadSignature
+            | ApiError::StaleSignature { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::SelfApproval
+            | ApiError::GrantNotOpen { .. }
+            | ApiError::ScopeNotGranted(_)
+            | ApiError::ReadOnlyGrant
+            | ApiError::QuorumNotMet { .. }
+            | ApiError::NotRequester
+            | ApiError::CsrfRejected => StatusCode::FORBIDDEN,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -113,6 +148,17 @@ impl ApiError {
             ApiError::WrongRegion { .. } => "wrong_region",
             ApiError::RegionUnavailable(_) => "region_unavailable",
             ApiError::UserMigrating => "user_migrating",
+            ApiError::UnknownOperator(_) => "unknown_operator",
+            ApiError::BadSignature => "bad_signature",
+            ApiError::StaleSignature { .. } => "stale_signature",
+            ApiError::SelfApproval => "self_approval",
+            ApiError::GrantNotOpen { .. } => "grant_not_open",
+            ApiError::ScopeNotGranted(_) => "scope_not_granted",
+            ApiError::ReadOnlyGrant => "read_only_grant",
+            ApiError::QuorumNotMet { .. } => "quorum_not_met",
+            ApiError::NotRequester => "not_requester",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::CsrfRejected => "csrf_rejected",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -127,6 +173,9 @@ impl ApiError {
             ApiError::VersionConflict { current } => Some(("current_version", json!(current))),
             ApiError::WrongRegion { region, .. } => Some(("region", json!(region))),
             ApiError::RegionUnavailable(region) => Some(("region", json!(region))),
+            ApiError::GrantNotOpen { state } => Some(("state", json!(state))),
+            ApiError::ScopeNotGranted(scope) => Some(("scope", json!(scope))),
+            ApiError::UnknownOperator(name) => Some(("operator", json!(name))),
             _ => None,
         }
     }
@@ -151,6 +200,7 @@ impl From<StoreError> for ApiError {
             StoreError::VersionConflict { current } => ApiError::VersionConflict { current },
             StoreError::PhoneTaken => ApiError::PhoneTaken,
             StoreError::Migrating => ApiError::UserMigrating,
+            StoreError::Conflict(message) => ApiError::Conflict(message),
             other => ApiError::Internal(other.into()),
         }
     }

@@ -31,9 +31,12 @@ pub mod extract;
 pub mod federation;
 pub mod hub;
 pub mod keys;
+pub mod ledger;
 pub mod limits;
 pub mod metrics;
 pub mod migration;
+pub mod ops;
+pub mod retention;
 pub mod routes;
 pub mod sms;
 pub mod state;
@@ -66,6 +69,8 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::messages::router())
         .merge(routes::backup::router())
         .merge(routes::health::router())
+        .merge(routes::ops::router())
+        .merge(routes::dashboard::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async {
             ApiError::invalid("method", "this path does not accept this method")
@@ -258,6 +263,9 @@ fn serve(
         loop {
             every_minute.tick().await;
             limits_state.limits.forget_idle();
+            if let Err(error) = retention::sweep(&limits_state).await {
+                tracing::error!(%error, "retention sweep failed");
+            }
         }
     });
     Ok(ServerHandle {

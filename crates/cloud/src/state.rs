@@ -14,6 +14,7 @@ use crate::directory::Directory;
 use crate::federation::{Federation, PeerTable, load_or_create_identity};
 use crate::hub::Hub;
 use crate::keys::RegionKeys;
+use crate::ledger::LedgerSigner;
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::sms::{FileOutbox, SmsGateway};
@@ -36,6 +37,8 @@ pub struct RegionState {
     pub directory: Directory,
     /// This region's identity towards other regions, and their public addresses and keys.
     pub federation: Federation,
+    /// The region's access-ledger key (`DIR/keys/<region>.ledger.p8`).
+    pub ledger: Arc<LedgerSigner>,
 }
 
 /// What it takes to open a region.
@@ -119,6 +122,11 @@ impl RegionState {
             std::fs::read(&ca_path).with_context(|| format!("reading {}", ca_path.display()))?;
         let federation = Federation::new(region.clone(), identity, peers, &ca_pem)?;
         let blobs = Blobs::local(&region_dir.join("blobs"))?;
+        let ledger = Arc::new(crate::ledger::load_or_create_signer(
+            &data_dir,
+            &region,
+            policies.ops.ledger_checkpoint_entries,
+        )?);
         let sms = Arc::new(FileOutbox::new(data_dir.join("sms-outbox.jsonl")));
         let l = &policies.limits;
         let limits = RateLimits::new(
@@ -139,6 +147,7 @@ impl RegionState {
             metrics: Metrics::default(),
             directory,
             federation,
+            ledger,
         });
         for user_id in state.store.users_being_deleted().await? {
             tracing::info!(user_id, "finishing an interrupted account deletion");

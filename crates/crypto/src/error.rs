@@ -13,6 +13,10 @@ pub enum CryptoError {
     Random,
     #[error("password hashing failed: {0}")]
     Password(String),
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("key file format: {0}")]
+    KeyFormat(String),
     #[error("certificate generation failed: {0}")]
     Certificate(String),
 }

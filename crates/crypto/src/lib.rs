@@ -9,6 +9,8 @@
 //!   storing the number.
 //! - **Passwords** with Argon2id, **bearer tokens** stored as SHA-256 digests, one-time codes.
 //! - **A local certificate authority** for TLS on every listener.
+//! - **Ed25519 signatures** over a [`canonical`] encoding, for operators' approvals and the
+//!   region's access ledger, and the ledger's **Merkle tree** (RFC 6962) and hash chain.
 //!
 //! ```
 //! use sovereign_crypto::{DataKey, KeyEncryptionKey};
@@ -24,16 +26,26 @@
 
 mod aead;
 mod error;
+mod merkle;
 mod password;
 mod peer;
 mod secret;
+mod signing;
 mod tls;
 
 pub use aead::{DataKey, KEY_BYTES, KeyEncryptionKey, SEALED_OVERHEAD_BYTES};
 pub use error::CryptoError;
+pub use merkle::{
+    MerkleTree, PROOF_HASHES_MAX, chain_hash, frontier_push, frontier_root, inclusion_proof,
+    leaf_hash, merkle_root, node_hash, verify_inclusion,
+};
 pub use password::{hash_password, verify_password};
 pub use peer::{PEER_PUBLIC_KEY_BYTES, PEER_SIGNATURE_BYTES, PeerIdentity, peer_signature_valid};
 pub use secret::{
     KeyedHasher, OneTimeCode, digest_sha256, hex, random_bytes, random_token, token_digest,
+};
+pub use signing::{
+    CANONICAL_FIELD_BYTES_MAX, PUBLIC_KEY_BYTES, SIGNATURE_BYTES, SigningKey, canonical, from_hex,
+    verify_signature,
 };
 pub use tls::{IssuedCertificate, LocalCa};

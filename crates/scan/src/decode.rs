@@ -121,6 +121,7 @@ impl<'m> Searcher<'m> {
             }
         }
         found.sort_by(|a, b| (a.0, a.2.start, b.2.end).cmp(&(b.0, b.2.start, a.2.end)));
+        let ranges: Vec<(usize, usize)> = found.iter().map(|(_, _, m)| (m.start, m.end)).collect();
         let mut last: Option<(usize, usize)> = None;
         for (target, encoding, m) in found {
             if let Some((t, end)) = last
@@ -137,7 +138,7 @@ impl<'m> Searcher<'m> {
                 chain: full,
                 encoding: encoding.to_owned(),
                 offset: origin.map_or(blob_offset, |o| o + m.start),
-                evidence: evidence(data, m.start, m.end),
+                evidence: evidence(data, m.start, m.end, &ranges),
             });
         }
         if depth < DECODE_DEPTH_MAX {
@@ -368,25 +369,40 @@ pub fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
     engine.decode(&normal).ok()
 }
 
-/// `data[start..end]` with `EVIDENCE_CONTEXT_BYTES` either side, the match masked and anything
-/// unprintable shown as `.`.
-pub fn evidence(data: &[u8], start: usize, end: usize) -> String {
+/// `data[start..end]` with `EVIDENCE_CONTEXT_BYTES` either side, anything unprintable shown as
+/// `.`. The match is masked but for its two first and last characters; every other identifier
+/// in `others` that reaches into the context is masked whole, so that evidence never shows one.
+pub fn evidence(data: &[u8], start: usize, end: usize, others: &[(usize, usize)]) -> String {
+    let end = end.min(data.len());
+    let start = start.min(end);
     let from = start.saturating_sub(EVIDENCE_CONTEXT_BYTES);
     let to = end.saturating_add(EVIDENCE_CONTEXT_BYTES).min(data.len());
+    let mut hidden = vec![false; to - from];
+    for &(a, b) in others {
+        for i in a.max(from)..b.min(to) {
+            hidden[i - from] = true;
+        }
+    }
+    let own = mask(&data[start..end]);
     let mut out = String::with_capacity(to - from);
-    let printable = |b: u8| {
-        if b.is_ascii_graphic() || b == b' ' {
+    for i in from..to {
+        if i == start {
+            out.push_str(&own);
+        }
+        if (start..end).contains(&i) {
+            continue;
+        }
+        let b = data[i];
+        out.push(if hidden[i - from] {
+            '*'
+        } else if b.is_ascii_graphic() || b == b' ' {
             char::from(b)
         } else {
             '.'
-        }
-    };
-    for &b in &data[from..start] {
-        out.push(printable(b));
+        });
     }
-    out.push_str(&mask(&data[start..end]));
-    for &b in &data[end..to] {
-        out.push(printable(b));
+    if start == to {
+        out.push_str(&own);
     }
     out
 }
@@ -436,6 +452,13 @@ mod tests {
         let (out, problem) = decompress("gzip", &bomb);
         assert_eq!(out.len(), DECODED_BYTES_MAX);
         assert!(problem.unwrap().contains("more than"));
+    }
+
+    #[test]
+    fn evidence_masks_every_identifier_in_its_context() {
+        let data = b"imei=356938035643809&carrier=Vodafone";
+        let shown = evidence(data, 29, 37, &[(5, 20), (29, 37)]);
+        assert_eq!(shown, "***************&carrier=Vo****ne");
     }
 
     #[test]

@@ -53,3 +53,17 @@ impl Progress for TerminalProgress {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_captures_get_no_bar() {
+        let mut progress = TerminalProgress::default();
+        progress.begin("small.pcap", PROGRESS_BAR_BYTES_MIN - 1);
+        assert!(progress.bar.is_none());
+        progress.advance(10);
+        progress.end();
+    }
+}

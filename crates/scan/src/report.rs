@@ -83,7 +83,7 @@ impl Report {
             let header = [
                 "SEVERITY",
                 "IDENTIFIER",
-                "ENCODING",
+                "DECODE CHAIN",
                 "PROTOCOL",
                 "HOST",
                 "DST",

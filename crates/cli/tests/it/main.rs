@@ -1,4 +1,5 @@
 //! The `sovereign` binary as a user runs it.
 
 mod migrate;
+mod ops;
 mod serve;

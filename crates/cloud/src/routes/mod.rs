@@ -3,9 +3,11 @@
 pub mod accounts;
 pub mod backup;
 pub mod consents;
+pub mod dashboard;
 pub mod health;
 pub mod me;
 pub mod messages;
+pub mod ops;
 
 use utoipa::OpenApi;
 
@@ -34,6 +36,11 @@ use utoipa::OpenApi;
         backup::changes,
         health::healthz,
         health::metrics,
+        ops::create_request,
+        ops::show_request,
+        ops::decide,
+        ops::read_data,
+        ops::access_log,
     ),
     components(schemas(crate::config::Notice, crate::domain::ContactRecord, crate::domain::SmsRecord)),
     modifiers(&BearerAuth)

@@ -6,8 +6,12 @@
 //! and a request is answered only after its commit is durable. Reads use a small pool of
 //! read-only connections that see committed snapshots (WAL mode).
 
+mod dashboard;
+mod ledger;
 mod migration;
+mod ops;
 mod queries;
+mod retention;
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
@@ -17,8 +21,11 @@ use rusqlite::Connection;
 use sovereign_model::ConsentScope;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+pub use ledger::*;
 pub use migration::*;
+pub use ops::*;
 pub use queries::*;
+pub use retention::*;
 
 /// Requests waiting for the writer; senders wait when it is full (backpressure).
 pub const WRITE_QUEUE_JOBS_MAX: usize = 4096;
@@ -51,6 +58,8 @@ pub enum StoreError {
     SchemaTooNew { found: i64, supported: i64 },
     #[error("store job panicked")]
     Panicked,
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -72,7 +81,11 @@ type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 type Job = Box<dyn FnOnce(Option<&Connection>) -> Completion + Send>;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql"), include_str!("schema_v2.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema_v1.sql"),
+    include_str!("schema_v2.sql"),
+    include_str!("schema_v3.sql"),
+];
 
 /// A region's SQLite store. Cheap to clone.
 #[derive(Clone)]

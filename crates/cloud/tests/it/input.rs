@@ -35,6 +35,8 @@ async fn the_api_has_no_field_for_hardware_identifiers() {
     let reply = app.call(Method::GET, "/v1/openapi.json", None, None).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert!(reply.body["paths"]["/v1/accounts"]["post"].is_object());
+    assert!(reply.body["paths"]["/v1/ops/requests"]["post"].is_object());
+    assert!(reply.body["paths"]["/v1/me/access-log"]["get"].is_object());
     let text = String::from_utf8_lossy(&reply.bytes).to_lowercase();
     for word in ["imei", "imsi", "iccid"] {
         assert!(!text.contains(word), "the API description mentions {word}");

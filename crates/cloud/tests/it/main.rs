@@ -3,10 +3,14 @@
 
 mod accounts;
 mod backup;
+mod browser;
 mod consent;
+mod dashboard;
 mod encryption;
 mod input;
 mod messaging;
 mod migration;
+mod ops;
 mod regions;
+mod retention;
 mod support;

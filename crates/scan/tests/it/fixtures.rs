@@ -42,3 +42,26 @@ fn recorded_loopback_traffic_sll2_pcap_and_ethernet_pcapng() {
         );
     }
 }
+
+/// The terminal report of the recorded capture, compared with tests/fixtures/loopback.table.txt;
+/// run with `UPDATE_SNAPSHOTS=1` to rewrite it after an intended change.
+#[test]
+fn table_report_snapshot() {
+    let report = scanner()
+        .scan_paths(
+            &[fixture("loopback.pcap")],
+            &mut sovereign_scan::progress::NoProgress,
+        )
+        .unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let table = report.to_table().replace(root, "$CRATE");
+    let path = fixture("loopback.table.txt");
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, &table).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(
+        table, expected,
+        "snapshot differs; UPDATE_SNAPSHOTS=1 rewrites it"
+    );
+}

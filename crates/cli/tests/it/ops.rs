@@ -1,0 +1,506 @@
+//! Issue 5 through the binary: operator keys, k-of-n approval over HTTPS, the ledger check, and
+//! the retention report, as an operator types them.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+fn sovereign() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sovereign"))
+}
+
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run(args: &[&str], dir: &Path) -> Output {
+    sovereign().args(args).current_dir(dir).output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+async fn sign_up(client: &reqwest::Client, url: &str, dir: &Path) -> String {
+    let phone = "+919812345678";
+    let reply: Value = client
+        .post(format!("{url}/v1/accounts"))
+        .json(&json!({"phone": phone, "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let outbox = std::fs::read_to_string(dir.join("data/sms-outbox.jsonl"))
+        .unwrap_or_else(|e| panic!("{e}: signup said {reply}"));
+    let sms: Value = serde_json::from_str(outbox.lines().last().unwrap()).unwrap();
+    let created: Value = client
+        .post(format!("{url}/v1/accounts/verify"))
+        .json(&json!({"verification_id": reply["verification_id"], "code": sms["code"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["user_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn operators_need_two_others_and_the_ledger_names_a_changed_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let child = sovereign()
+        .args([
+            "serve",
+            "--region",
+            "in-mumbai",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            "data",
+        ])
+        .current_dir(root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Running(child);
+    // Keep reading the server's stdout open for the whole test: it prints more lines.
+    let mut lines = BufReader::new(server.0.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first.split_whitespace().last().unwrap().to_owned();
+    let ca = std::fs::read(root.join("data/tls/ca.pem")).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let user = sign_up(&client, &url, root).await;
+
+    for name in ["ana", "ben", "cat"] {
+        let made = run(&["ops", "keygen", "--out", &format!("{name}.key")], root);
+        assert!(made.status.success(), "{}", stderr(&made));
+        let mode = std::fs::metadata(root.join(format!("{name}.key")))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let registered = run(
+            &[
+                "ops",
+                "register",
+                "--data-dir",
+                "data",
+                "--region",
+                "in-mumbai",
+                "--name",
+                name,
+                "--public-key",
+                &format!("{name}.key.pub"),
+            ],
+            root,
+        );
+        assert!(registered.status.success(), "{}", stderr(&registered));
+    }
+    let again = run(&["ops", "keygen", "--out", "ana.key"], root);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        stderr(&again).contains("refusing to overwrite"),
+        "{}",
+        stderr(&again)
+    );
+
+    let client_args = |name: &str| -> Vec<String> {
+        [
+            "--server",
+            &url,
+            "--ca",
+            "data/tls/ca.pem",
+            "--key",
+            &format!("{name}.key"),
+            "--operator",
+            name,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let ops = |action: &str, name: &str, extra: &[&str]| {
+        let mut args: Vec<String> = vec!["ops".into(), action.into()];
+        args.extend(client_args(name));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&args, root)
+    };
+    let requested = ops(
+        "request",
+        "ana",
+        &[
+            "--user",
+            &user,
+            "--scopes",
+            "messaging",
+            "--reason",
+            "ticket 12",
+            "--duration",
+            "30m",
+        ],
+    );
+    assert!(requested.status.success(), "{}", stderr(&requested));
+    let text = stdout(&requested);
+    assert!(text.contains("is pending (0 of 2 approvals"), "{text}");
+    let id = text.split_whitespace().nth(1).unwrap().to_owned();
+
+    let own = ops("approve", "ana", &["--request", &id]);
+    assert_eq!(own.status.code(), Some(2));
+    assert!(stderr(&own).contains("self_approval"), "{}", stderr(&own));
+    let early = ops("read", "ana", &["--request", &id, "--scope", "messaging"]);
+    assert!(
+        stderr(&early).contains("quorum_not_met"),
+        "{}",
+        stderr(&early)
+    );
+
+    let ben = ops("approve", "ben", &["--request", &id]);
+    assert!(
+        stdout(&ben).contains("is pending (1 of 2"),
+        "{}",
+        stderr(&ben)
+    );
+    let cat = ops("approve", "cat", &["--request", &id]);
+    assert!(
+        stdout(&cat).contains("is open (2 of 2 approvals: ben, cat)"),
+        "{}{}",
+        stdout(&cat),
+        stderr(&cat)
+    );
+    let read = ops("read", "ana", &["--request", &id, "--scope", "messaging"]);
+    assert!(read.status.success(), "{}", stderr(&read));
+    let data: Value = serde_json::from_str(&stdout(&read)).unwrap();
+    assert_eq!(data["approved_by"], json!(["ben", "cat"]));
+    let other = ops("read", "ana", &["--request", &id, "--scope", "backup.sms"]);
+    assert!(
+        stderr(&other).contains("scope_not_granted"),
+        "{}",
+        stderr(&other)
+    );
+
+    // Bad input is a clear error.
+    let bad_duration = ops(
+        "request",
+        "ana",
+        &[
+            "--user",
+            &user,
+            "--scopes",
+            "messaging",
+            "--reason",
+            "x",
+            "--duration",
+            "soon",
+        ],
+    );
+    assert!(
+        stderr(&bad_duration).contains("--duration"),
+        "{}",
+        stderr(&bad_duration)
+    );
+    let bad_scope = ops(
+        "request",
+        "ana",
+        &["--user", &user, "--scopes", "imei", "--reason", "x"],
+    );
+    assert!(
+        stderr(&bad_scope).contains("\"imei\" is not a consent scope"),
+        "{}",
+        stderr(&bad_scope)
+    );
+    std::fs::set_permissions(root.join("cat.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let loose = ops("approve", "cat", &["--request", &id]);
+    assert!(stderr(&loose).contains("chmod 600"), "{}", stderr(&loose));
+    std::fs::write(root.join("junk.key"), b"not a key").unwrap();
+    std::fs::set_permissions(
+        root.join("junk.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let junk = ops("approve", "junk", &["--request", &id]);
+    assert!(
+        stderr(&junk).contains("not an Ed25519 PKCS#8 key"),
+        "{}",
+        stderr(&junk)
+    );
+
+    let report = run(
+        &[
+            "retention",
+            "report",
+            "--data-dir",
+            "data",
+            "--region",
+            "in-mumbai",
+        ],
+        root,
+    );
+    assert!(report.status.success(), "{}", stderr(&report));
+    assert!(
+        stdout(&report)
+            .lines()
+            .any(|l| l.starts_with("verification_codes") && l.contains(" 1 ")),
+        "{}",
+        stdout(&report)
+    );
+
+    let verified = run(
+        &[
+            "ledger",
+            "verify",
+            "--data-dir",
+            "data",
+            "--region",
+            "in-mumbai",
+        ],
+        root,
+    );
+    assert!(
+        verified.status.success(),
+        "{}{}",
+        stdout(&verified),
+        stderr(&verified)
+    );
+    assert!(
+        stdout(&verified).contains("verifies: 5 entries"),
+        "{}",
+        stdout(&verified)
+    );
+
+    // Stop the server, fold the WAL into the store file, and change one byte of the request
+    // entry's detail (its JSON is the only text that starts with {"not_after_ms":).
+    drop(server);
+    let db = root.join("data/regions/in-mumbai/store.sqlite");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    drop(conn);
+    let mut bytes = std::fs::read(&db).unwrap();
+    let marker = b"{\"not_after_ms\":";
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .unwrap()
+        + marker.len();
+    assert!(bytes[at].is_ascii_digit());
+    bytes[at] = if bytes[at] == b'9' {
+        b'8'
+    } else {
+        bytes[at] + 1
+    };
+    std::fs::write(&db, &bytes).unwrap();
+    let broken = run(
+        &[
+            "ledger",
+            "verify",
+            "--data-dir",
+            "data",
+            "--region",
+            "in-mumbai",
+        ],
+        root,
+    );
+    assert_eq!(broken.status.code(), Some(1));
+    assert!(
+        stdout(&broken)
+            .contains("does NOT verify: entry 0: its detail does not match the detail hash"),
+        "{}",
+        stdout(&broken)
+    );
+
+    let missing = run(
+        &[
+            "ledger",
+            "verify",
+            "--data-dir",
+            "nowhere",
+            "--region",
+            "in-mumbai",
+        ],
+        root,
+    );
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        stderr(&missing).contains("ledger key"),
+        "{}",
+        stderr(&missing)
+    );
+}
+
+#[test]
+fn new_commands_explain_themselves_and_refuse_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let help = stdout(&run(&["ops", "--help"], root));
+    for command in [
+        "keygen", "register", "request", "approve", "deny", "revoke", "read",
+    ] {
+        assert!(
+            help.contains(command),
+            "ops --help lacks {command}:\n{help}"
+        );
+    }
+    assert!(stdout(&run(&["ledger", "verify", "--help"], root)).contains("--region"));
+    assert!(stdout(&run(&["retention", "report", "--help"], root)).contains("--config"));
+
+    let no_store = run(
+        &[
+            "retention",
+            "report",
+            "--data-dir",
+            "nowhere",
+            "--region",
+            "in-mumbai",
+        ],
+        root,
+    );
+    assert_eq!(no_store.status.code(), Some(2));
+    assert!(
+        stderr(&no_store).contains("no store at"),
+        "{}",
+        stderr(&no_store)
+    );
+    let bad_region = run(
+        &[
+            "ops",
+            "register",
+            "--data-dir",
+            "d",
+            "--region",
+            "mars-base",
+            "--name",
+            "ana",
+            "--public-key",
+            "x",
+        ],
+        root,
+    );
+    assert_eq!(bad_region.status.code(), Some(2));
+    std::fs::write(root.join("bad.pub"), "abcd\n").unwrap();
+    let short_key = run(
+        &[
+            "ops",
+            "register",
+            "--data-dir",
+            "d",
+            "--region",
+            "in-mumbai",
+            "--name",
+            "ana",
+            "--public-key",
+            "bad.pub",
+        ],
+        root,
+    );
+    assert!(
+        stderr(&short_key).contains("must hold 32 bytes in hex"),
+        "{}",
+        stderr(&short_key)
+    );
+    let bad_name = run(
+        &[
+            "ops",
+            "register",
+            "--data-dir",
+            "d",
+            "--region",
+            "in-mumbai",
+            "--name",
+            "Ana!",
+            "--public-key",
+            "bad.pub",
+        ],
+        root,
+    );
+    assert!(
+        stderr(&bad_name).contains("--name"),
+        "{}",
+        stderr(&bad_name)
+    );
+    assert!(
+        run(&["ops", "keygen", "--out", "ana.key"], root)
+            .status
+            .success()
+    );
+    let twice = run(
+        &[
+            "ops",
+            "register",
+            "--data-dir",
+            "d",
+            "--region",
+            "in-mumbai",
+            "--name",
+            "ana",
+            "--public-key",
+            "ana.key.pub",
+        ],
+        root,
+    );
+    assert!(twice.status.success(), "{}", stderr(&twice));
+    let again = run(
+        &[
+            "ops",
+            "register",
+            "--data-dir",
+            "d",
+            "--region",
+            "in-mumbai",
+            "--name",
+            "ana",
+            "--public-key",
+            "ana.key.pub",
+        ],
+        root,
+    );
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        stderr(&again).contains("already has this name or key"),
+        "{}",
+        stderr(&again)
+    );
+    let http = run(
+        &[
+            "ops",
+            "show",
+            "--server",
+            "http://127.0.0.1:1",
+            "--ca",
+            "ana.key.pub",
+            "--key",
+            "ana.key",
+            "--operator",
+            "ana",
+            "--request",
+            "x",
+        ],
+        root,
+    );
+    assert!(
+        stderr(&http).contains("PEM") || stderr(&http).contains("https://"),
+        "{}",
+        stderr(&http)
+    );
+}
