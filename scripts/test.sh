@@ -10,10 +10,11 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sovereign/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export RUST_BACKTRACE=1
 
-# System packages the tests use.
+# System packages the tests use: Chromium and its WebDriver for the dashboard's browser test.
+# (command to look for, Debian package that provides it)
 missing=()
-for tool in tcpdump tshark; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+for pair in chromium:chromium chromedriver:chromium-driver; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if ((${#missing[@]})); then
     echo "installing ${missing[*]} ..."
