@@ -121,7 +121,9 @@ impl<'m> Searcher<'m> {
             }
         }
         found.sort_by(|a, b| (a.0, a.2.start, b.2.end).cmp(&(b.0, b.2.start, a.2.end)));
-        let ranges: Vec<(usize, usize)> = found.iter().map(|(_, _, m)| (m.start, m.end)).collect();
+        let mut ranges: Vec<(usize, usize)> =
+            found.iter().map(|(_, _, m)| (m.start, m.end)).collect();
+        ranges.sort_unstable();
         let mut last: Option<(usize, usize)> = None;
         for (target, encoding, m) in found {
             if let Some((t, end)) = last
@@ -371,14 +373,23 @@ pub fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
 
 /// `data[start..end]` with `EVIDENCE_CONTEXT_BYTES` either side, anything unprintable shown as
 /// `.`. The match is masked but for its two first and last characters; every other identifier
-/// in `others` that reaches into the context is masked whole, so that evidence never shows one.
+/// in `others` (sorted by start) that reaches into the context is masked whole, so that evidence
+/// never shows one.
 pub fn evidence(data: &[u8], start: usize, end: usize, others: &[(usize, usize)]) -> String {
     let end = end.min(data.len());
     let start = start.min(end);
     let from = start.saturating_sub(EVIDENCE_CONTEXT_BYTES);
     let to = end.saturating_add(EVIDENCE_CONTEXT_BYTES).min(data.len());
     let mut hidden = vec![false; to - from];
-    for &(a, b) in others {
+    // `others` is sorted by start: only ranges starting before `to` and at most the longest
+    // range's length before `from` can reach into the window.
+    let longest = others
+        .iter()
+        .map(|(a, b)| b.saturating_sub(*a))
+        .max()
+        .unwrap_or(0);
+    let first = others.partition_point(|&(a, _)| a < from.saturating_sub(longest));
+    for &(a, b) in others[first..].iter().take_while(|&&(a, _)| a < to) {
         for i in a.max(from)..b.min(to) {
             hidden[i - from] = true;
         }

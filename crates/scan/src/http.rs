@@ -231,6 +231,16 @@ mod tests {
     }
 
     #[test]
+    fn headers_max_makes_a_message_raw() {
+        let mut data = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=HEADERS_MAX {
+            data.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
+        }
+        data.extend_from_slice(b"\r\n");
+        assert!(parse(&data).is_none());
+    }
+
+    #[test]
     fn absurd_chunk_size_does_not_panic() {
         let (body, _, cut) = dechunk(b"ffffffffffffffff\r\nabc");
         assert_eq!(body, b"abc");

@@ -229,3 +229,28 @@ pub fn parse_udp(data: &[u8]) -> Option<UdpDatagram<'_>> {
         payload: data.get(8..end.max(8))?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vlan_tags_max_is_the_deepest_stack_walked() {
+        let mut frame = vec![0_u8; 12];
+        for _ in 0..=VLAN_TAGS_MAX {
+            frame.extend_from_slice(&[0x81, 0x00, 0x00, 0x01]);
+        }
+        frame.extend_from_slice(&[0x08, 0x00]);
+        let (ethertype, _) = parse_link(LinkType::ETHERNET, &frame).unwrap();
+        assert_eq!(ethertype, ETHERTYPE_VLAN, "the fifth tag is not unwrapped");
+    }
+
+    #[test]
+    fn truncated_headers_are_none() {
+        assert_eq!(parse_ip(ETHERTYPE_IPV4, &[0x45, 0, 0]), None);
+        assert_eq!(parse_ip(ETHERTYPE_IPV6, &[0x60; 20]), None);
+        assert_eq!(parse_tcp(&[0; 10]), None);
+        assert_eq!(parse_udp(&[0; 7]), None);
+        assert_eq!(parse_link(LinkType::LINUX_SLL2, &[0; 5]), None);
+    }
+}

@@ -135,6 +135,18 @@ mod tests {
     }
 
     #[test]
+    fn profile_entries_max_is_enforced() {
+        let text = format!(
+            "[device]\nhome_country = \"IN\"\n{}",
+            "[[sms]]\ntext = \"x\"\n".repeat(PROFILE_ENTRIES_MAX + 1)
+        );
+        let err = Profile::from_toml(&text, "p.toml").unwrap_err();
+        assert!(err.to_string().contains("sms"), "{err}");
+        let big = "#".repeat(PROFILE_BYTES_MAX + 1);
+        assert!(Profile::from_toml(&big, "p.toml").is_err());
+    }
+
+    #[test]
     fn latitude_out_of_range_is_an_error() {
         let err = Profile::from_toml(
             "[device]\nhome_country = \"IN\"\n[location]\nlat = 91.0\nlon = 0.0\n",

@@ -335,6 +335,30 @@ mod tests {
     }
 
     #[test]
+    fn runs_max_stops_following_a_shredded_stream() {
+        let mut s = Stream::default();
+        s.segment(0, b"a", 1, 0);
+        // Each segment beyond a hole of its own; skipping holes at the end makes one run each.
+        for i in 0..=RUNS_MAX as u32 {
+            s.segment(10 + 4 * i, b"b", 2, 0);
+        }
+        let (runs, _, losses) = s.take();
+        assert!(runs.len() <= RUNS_MAX);
+        assert_eq!(losses.last(), Some(&Loss::Truncated));
+    }
+
+    #[test]
+    fn marks_max_bounds_the_frame_marks() {
+        let mut s = Stream::default();
+        for i in 0..=MARKS_MAX as u32 {
+            s.segment(i, b"m", u64::from(i), 0);
+        }
+        let (runs, marks, _) = s.take();
+        assert_eq!(marks.len(), MARKS_MAX);
+        assert_eq!(runs[0].data.len(), MARKS_MAX + 1);
+    }
+
+    #[test]
     fn marks_point_at_the_frame_that_carried_a_byte() {
         let mut s = Stream::default();
         s.segment(0, b"aaaa", 7, 70);

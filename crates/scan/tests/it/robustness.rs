@@ -78,3 +78,43 @@ fn garbage_after_a_valid_header_is_a_warning_not_an_error() {
 fn a_garbage_har_is_an_input_error() {
     assert!(scanner().scan_bytes("t.har", b"{\"log\": 5}").is_err());
 }
+
+#[test]
+fn matches_per_buffer_max_keeps_the_first_and_warns() {
+    use sovereign_scan::decode::MATCHES_PER_BUFFER_MAX;
+    let body = b"356938035643809 ".repeat(MATCHES_PER_BUFFER_MAX + 1);
+    let request = post("t.example", "text/plain", "", &body);
+    let report = scan(&exchange_pcap(SERVER_CN, &request, OK));
+    assert!(
+        report.warnings.iter().any(|w| w.contains("only the first")),
+        "{:?}",
+        report.warnings
+    );
+    // Each occurrence is two matches (the IMEI and its 14-digit form inside it).
+    assert_eq!(
+        find(&report, K::Imei)[0].count,
+        MATCHES_PER_BUFFER_MAX as u64 / 2
+    );
+}
+
+#[test]
+fn warnings_max_counts_the_rest() {
+    use sovereign_scan::engine::WARNINGS_MAX;
+    // Many flows, each with a hole in its stream: one warning each.
+    let (c, s) = (addr(CLIENT), addr(SERVER_CN));
+    let mut packets = Vec::new();
+    for i in 0..=WARNINGS_MAX as u16 {
+        let t = |seq: u32| sovereign_scan::synth::tcp(10_000 + i, 80, seq, 1, 0x18, b"data");
+        packets.push(sovereign_scan::synth::ip(c.ip(), s.ip(), 6, &t(1)));
+        packets.push(sovereign_scan::synth::ip(c.ip(), s.ip(), 6, &t(100)));
+    }
+    let report = scan(&sovereign_scan::synth::pcap(&packets));
+    assert_eq!(report.warnings.len(), WARNINGS_MAX + 1);
+    assert!(
+        report
+            .warnings
+            .last()
+            .unwrap()
+            .contains("more warnings were not kept")
+    );
+}
