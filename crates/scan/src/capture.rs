@@ -169,7 +169,10 @@ pub fn read_frames(
                     }
                     PcapBlockOwned::NG(_) => {}
                 }
-                reader.consume(length);
+                // `consume` would move the unread rest of the buffer to its start every time
+                // half of it is read, copying most of the file a second time; `refill` shifts
+                // anyway, and only a few bytes are left unread when it is called.
+                reader.consume_noshift(length);
             }
             Err(PcapError::Eof) => return Ok(()),
             Err(PcapError::Incomplete(_)) => {
