@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use sovereign_bench::percentile;
+use sovereign_bench::{make_user, percentile};
 use sovereign_cloud::clock::SystemClock;
 use sovereign_cloud::{CloudOptions, Policies};
 use sovereign_model::RegionId;
@@ -31,7 +31,6 @@ struct Args {
     out: PathBuf,
 }
 
-const PASSWORD: &str = "benchmark password";
 /// Bytes of a sealed field: one format byte, a 12-byte nonce and a 16-byte tag around the value.
 const SEALED_OVERHEAD_BYTES: usize = 29;
 /// The stack's message rows seal an E.164 number (13 bytes here) and a body of about 64 bytes.
@@ -130,7 +129,11 @@ async fn run_stack(args: &Args) -> anyhow::Result<StackResult> {
     let setup = Instant::now();
     let mut tokens = Vec::new();
     for i in 0..args.pairs * 2 {
-        tokens.push(make_user(&client, &base, dir.path(), &phone(i)).await?);
+        tokens.push(
+            make_user(&client, &base, dir.path(), &phone(i), &["messaging"])
+                .await?
+                .1,
+        );
     }
     eprintln!(" {:.1} s", setup.elapsed().as_secs_f64());
 
@@ -203,57 +206,6 @@ async fn run_stack(args: &Args) -> anyhow::Result<StackResult> {
         p50_ms: percentile(&latencies, 0.50),
         p99_ms: percentile(&latencies, 0.99),
     })
-}
-
-async fn make_user(
-    client: &reqwest::Client,
-    base: &str,
-    dir: &Path,
-    phone: &str,
-) -> anyhow::Result<String> {
-    let reply: Value = client
-        .post(format!("{base}/v1/accounts"))
-        .json(&json!({"phone": phone, "password": PASSWORD}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let verification_id = reply["verification_id"]
-        .as_str()
-        .context("sign-up failed")?;
-    let outbox = std::fs::read_to_string(dir.join("sms-outbox.jsonl"))?;
-    let code = outbox
-        .lines()
-        .rev()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .find(|m| m["to"] == phone)
-        .and_then(|m| m["code"].as_str().map(str::to_owned))
-        .context("no code in the outbox")?;
-    client
-        .post(format!("{base}/v1/accounts/verify"))
-        .json(&json!({"verification_id": verification_id, "code": code}))
-        .send()
-        .await?
-        .error_for_status()?;
-    let session: Value = client
-        .post(format!("{base}/v1/sessions"))
-        .json(&json!({"phone": phone, "password": PASSWORD, "device_name": "bench"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = session["token"]
-        .as_str()
-        .context("sign-in failed")?
-        .to_owned();
-    client
-        .put(format!("{base}/v1/consents/messaging"))
-        .bearer_auth(&token)
-        .json(&json!({"notice_version": 1}))
-        .send()
-        .await?
-        .error_for_status()?;
-    Ok(token)
 }
 
 fn client_tls(ca_pem: &[u8]) -> anyhow::Result<rustls::ClientConfig> {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use serde_json::{Value, json};
-use sovereign_bench::percentile;
+use sovereign_bench::{make_user, percentile};
 use sovereign_cloud::clock::SystemClock;
 use sovereign_cloud::migration::{MigrationSpec, Selector, migrate};
 use sovereign_cloud::{CloudOptions, Policies};
@@ -37,8 +37,8 @@ struct Args {
     out: std::path::PathBuf,
 }
 
-const PASSWORD: &str = "benchmark password";
 const PHOTO_BYTES: usize = 64 * 1024;
+const SCOPES: &[&str] = &["messaging", "backup.contacts", "backup.photos"];
 
 fn phone(i: usize) -> String {
     format!("+9198{:08}", 40_000_000 + i)
@@ -81,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
     let setup = Instant::now();
     let mut movers = Vec::new();
     for i in 0..args.users {
-        let (user_id, token) = make_user(&client, &url, dir.path(), &phone(i)).await?;
+        let (user_id, token) = make_user(&client, &url, dir.path(), &phone(i), SCOPES).await?;
         for n in 0..args.contacts {
             let body =
                 json!({"name": format!("contact {n} of user {i}"), "phones": [phone(10_000 + n)]});
@@ -109,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
     let mut stayers = Vec::new();
     for i in 0..args.clients {
         stayers.push(
-            make_user(&client, &url, dir.path(), &phone(50_000 + i))
+            make_user(&client, &url, dir.path(), &phone(50_000 + i), SCOPES)
                 .await?
                 .1,
         );
@@ -268,62 +268,4 @@ async fn put(client: &reqwest::Client, url: &str, token: &str, body: Value) -> a
         .await?;
     anyhow::ensure!(reply.status().is_success(), "put {url}: {}", reply.status());
     Ok(())
-}
-
-async fn make_user(
-    client: &reqwest::Client,
-    base: &str,
-    dir: &std::path::Path,
-    phone: &str,
-) -> anyhow::Result<(String, String)> {
-    let reply: Value = client
-        .post(format!("{base}/v1/accounts"))
-        .json(&json!({"phone": phone, "password": PASSWORD}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let verification_id = reply["verification_id"]
-        .as_str()
-        .context("sign-up failed")?;
-    let outbox = std::fs::read_to_string(dir.join("sms-outbox.jsonl"))?;
-    let code = outbox
-        .lines()
-        .rev()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .find(|m| m["to"] == phone)
-        .and_then(|m| m["code"].as_str().map(str::to_owned))
-        .context("no code in the outbox")?;
-    let verified: Value = client
-        .post(format!("{base}/v1/accounts/verify"))
-        .json(&json!({"verification_id": verification_id, "code": code}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let user_id = verified["user_id"]
-        .as_str()
-        .context("verify failed")?
-        .to_owned();
-    let session: Value = client
-        .post(format!("{base}/v1/sessions"))
-        .json(&json!({"phone": phone, "password": PASSWORD, "device_name": "bench"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = session["token"]
-        .as_str()
-        .context("sign-in failed")?
-        .to_owned();
-    for scope in ["messaging", "backup.contacts", "backup.photos"] {
-        client
-            .put(format!("{base}/v1/consents/{scope}"))
-            .bearer_auth(&token)
-            .json(&json!({"notice_version": 1}))
-            .send()
-            .await?
-            .error_for_status()?;
-    }
-    Ok((user_id, token))
 }
