@@ -25,6 +25,9 @@ pub enum FailOn {
 /// Exit codes: 0 when the rating is below --fail-on, 1 at or above it, 2 for usage or input
 /// errors.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit codes: 0 when the rating is below --fail-on, 1 at or above it, 2 for usage or input errors."
+)]
 pub struct ScanArgs {
     /// The device profile (TOML): its identifiers and home country.
     #[arg(long, value_name = "PROFILE.toml")]
