@@ -228,7 +228,7 @@ pub struct SignInResponse {
 
 /// A hash to verify against when the number has no account, so that the answer takes as long as
 /// for a real account and timing does not reveal which numbers are registered.
-static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+pub(crate) static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     // Invariant: hashing a constant only fails if the random generator fails, and then the server
     // cannot work at all.
     hash_password("sovereign-timing-equaliser").expect("dummy password hash")

@@ -23,9 +23,7 @@ use axum::routing::{get, post};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::Value;
-use sovereign_crypto::{
-    digest_sha256, hash_password, hex, random_token, token_digest, verify_password,
-};
+use sovereign_crypto::{digest_sha256, hex, random_token, token_digest, verify_password};
 use sovereign_model::ConsentScope;
 
 use crate::domain::{PhoneNumber, UserId};
@@ -302,12 +300,6 @@ pub struct SignInForm {
     password: SecretString,
 }
 
-static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    // Invariant: hashing a constant only fails if the random generator fails, and then the server
-    // cannot work at all.
-    hash_password("sovereign-timing-equaliser").expect("dummy password hash")
-});
-
 async fn sign_in(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -365,9 +357,10 @@ async fn sign_in_user(
         }
         None => None,
     };
-    let stored_hash = user
-        .as_ref()
-        .map_or_else(|| DUMMY_HASH.clone(), |u| u.password_hash.clone());
+    let stored_hash = user.as_ref().map_or_else(
+        || crate::routes::accounts::DUMMY_HASH.clone(),
+        |u| u.password_hash.clone(),
+    );
     let password = form.password.clone();
     let password_ok = tokio::task::spawn_blocking(move || {
         verify_password(password.expose_secret(), &stored_hash)
