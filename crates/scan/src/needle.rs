@@ -140,9 +140,19 @@ pub fn expand(profile: &Profile) -> (Vec<Target>, Vec<Needle>) {
 
 fn value_forms(kind: IdentifierKind, value: &str) -> Vec<(String, String)> {
     let mut forms = vec![("value".to_owned(), value.to_owned())];
+    // Numbers written with separators in the profile ("35-209900-176148-1") are sent bare.
+    let digits: String = value.chars().filter(char::is_ascii_digit).collect();
+    let numeric = matches!(
+        kind,
+        IdentifierKind::Imei | IdentifierKind::Imsi | IdentifierKind::Iccid
+    );
+    if numeric && digits != value && digits.len() >= NEEDLE_BYTES_MIN {
+        forms.push(("digits".into(), digits.clone()));
+    }
+    let value = if numeric { digits.as_str() } else { value };
     match kind {
         // An IMEI is often sent without its Luhn check digit (the 14-digit form).
-        IdentifierKind::Imei if value.len() == 15 && value.bytes().all(|b| b.is_ascii_digit()) => {
+        IdentifierKind::Imei if value.len() == 15 => {
             forms.push(("imei14".into(), value[..14].to_owned()));
         }
         // UUID-shaped IDs are also sent without their dashes.
@@ -364,4 +374,65 @@ pub fn percent_encode(bytes: &[u8], form: bool) -> Vec<u8> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_core_is_found_whatever_surrounds_the_value() {
+        let value = b"356938035643809";
+        for prefix in [&b""[..], b"x", b"xy", b"xyz", b"{\"imei\":\""] {
+            for suffix in [&b""[..], b"!", b"\"}", b"and more"] {
+                let mut data = prefix.to_vec();
+                data.extend_from_slice(value);
+                data.extend_from_slice(suffix);
+                let encoded = base64::engine::general_purpose::STANDARD.encode(&data);
+                let core = base64_core(
+                    &base64::engine::general_purpose::STANDARD_NO_PAD,
+                    value,
+                    prefix.len() % 3,
+                );
+                assert!(
+                    encoded.contains(std::str::from_utf8(&core).unwrap()),
+                    "{prefix:?} {suffix:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn phone_forms_follow_the_home_country() {
+        let forms = |v, c| -> Vec<String> { phone_forms(v, c).into_iter().map(|f| f.1).collect() };
+        let india = forms("+919876543210", "IN");
+        for expected in [
+            "+919876543210",
+            "919876543210",
+            "098765 43210",
+            "9876543210",
+        ] {
+            assert!(
+                india.iter().any(|f| f == expected),
+                "{expected} in {india:?}"
+            );
+        }
+        let us = forms("2015550123", "US");
+        for expected in [
+            "+12015550123",
+            "(201) 555-0123",
+            "201-555-0123",
+            "201.555.0123",
+        ] {
+            assert!(us.iter().any(|f| f == expected), "{expected} in {us:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_with_separators_are_also_searched_bare() {
+        let forms = value_forms(IdentifierKind::Imei, "35-693803-564380-9");
+        let texts: Vec<&str> = forms.iter().map(|f| f.1.as_str()).collect();
+        assert!(texts.contains(&"356938035643809"), "{texts:?}");
+        assert!(texts.contains(&"35693803564380"), "{texts:?}");
+    }
 }
