@@ -267,6 +267,7 @@ pub fn verify_file(
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .with_context(|| format!("opening {}", store_path.display()))?;
+    let conn = crate::store::db::Connection::Sqlite(conn);
     let (rows, checkpoints) =
         load_ledger(&conn).with_context(|| format!("reading {}", store_path.display()))?;
     Ok(verify_rows(

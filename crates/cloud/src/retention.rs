@@ -125,6 +125,7 @@ pub fn report_file(
     }
     let conn = rusqlite::Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .with_context(|| format!("opening {}", path.display()))?;
+    let conn = crate::store::db::Connection::Sqlite(conn);
     let stats = retention_stats(&conn, now, ledger_ms(policy))
         .with_context(|| format!("reading {}", path.display()))?;
     Ok(format_report(region.as_str(), policy, now, &stats))
