@@ -44,6 +44,7 @@ async fn start(data: &std::path::Path, config: &std::path::Path) -> sovereign_cl
             .iter()
             .map(|id| (RegionId::parse(id).unwrap(), "127.0.0.1:0".parse().unwrap()))
             .collect(),
+        databases: Default::default(),
         clock: Arc::new(SystemClock),
     })
     .await

@@ -23,6 +23,36 @@ pub enum Value {
     Blob(Vec<u8>),
 }
 
+impl From<&str> for Value {
+    fn from(text: &str) -> Value {
+        Value::Text(text.to_owned())
+    }
+}
+
+impl From<&String> for Value {
+    fn from(text: &String) -> Value {
+        Value::Text(text.clone())
+    }
+}
+
+impl From<String> for Value {
+    fn from(text: String) -> Value {
+        Value::Text(text)
+    }
+}
+
+impl From<Vec<u8>> for Value {
+    fn from(bytes: Vec<u8>) -> Value {
+        Value::Blob(bytes)
+    }
+}
+
+impl From<i64> for Value {
+    fn from(i: i64) -> Value {
+        Value::Int(i)
+    }
+}
+
 /// An error from either backend, or a value that does not fit the type asked for.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -238,8 +268,34 @@ pub enum Dialect {
 
 /// A PostgreSQL connection and its prepared statements.
 pub struct PgConnection {
-    client: postgres::Client,
+    /// Always `Some` until the connection is dropped.
+    client: Option<postgres::Client>,
     statements: HashMap<String, postgres::Statement>,
+}
+
+impl PgConnection {
+    fn client(&mut self) -> &mut postgres::Client {
+        // Invariant: `client` is only taken in `drop`.
+        self.client.as_mut().expect("postgres client")
+    }
+}
+
+impl Drop for PgConnection {
+    /// The synchronous client closes its connection by blocking on its own runtime, which panics
+    /// on a thread that drives async tasks; a store dropped there closes it on a thread of its
+    /// own.
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            let closing = std::thread::Builder::new()
+                .name("postgres-close".into())
+                .spawn(move || drop(client));
+            if let Err(e) = closing {
+                tracing::warn!(error = %e, "could not start a thread to close a postgres connection");
+            }
+        }
+    }
 }
 
 /// A connection to a region's database on either backend.
@@ -254,7 +310,7 @@ pub enum Connection {
 impl Connection {
     pub fn postgres(client: postgres::Client) -> Connection {
         Connection::Postgres(RefCell::new(PgConnection {
-            client,
+            client: Some(client),
             statements: HashMap::new(),
         }))
     }
@@ -263,7 +319,7 @@ impl Connection {
     pub fn is_closed(&self) -> bool {
         match self {
             Connection::Sqlite(_) => false,
-            Connection::Postgres(pg) => pg.borrow().client.is_closed(),
+            Connection::Postgres(pg) => pg.borrow().client.as_ref().is_none_or(postgres::Client::is_closed),
         }
     }
 
@@ -286,7 +342,7 @@ impl Connection {
                 let mut pg = pg.borrow_mut();
                 let statement = pg.statement(sql)?;
                 let refs = pg_params(params);
-                let changed = pg.client.execute(&statement, &refs)?;
+                let changed = pg.client().execute(&statement, &refs)?;
                 // Invariant: a row count fits in usize on every platform we build for.
                 Ok(usize::try_from(changed).unwrap_or(usize::MAX))
             }
@@ -328,7 +384,7 @@ impl Connection {
     pub fn execute_batch(&self, sql: &str) -> DbResult<()> {
         match self {
             Connection::Sqlite(conn) => Ok(conn.execute_batch(sql)?),
-            Connection::Postgres(pg) => Ok(pg.borrow_mut().client.batch_execute(sql)?),
+            Connection::Postgres(pg) => Ok(pg.borrow_mut().client().batch_execute(sql)?),
         }
     }
 
@@ -355,7 +411,7 @@ impl Connection {
                 let mut pg = pg.borrow_mut();
                 let statement = pg.statement(sql)?;
                 let refs = pg_params(params);
-                let rows = pg.client.query(&statement, &refs)?;
+                let rows = pg.client().query(&statement, &refs)?;
                 let mut out = Vec::with_capacity(rows.len());
                 for row in rows.iter().take(limit.unwrap_or(usize::MAX)) {
                     let mut values = Vec::with_capacity(row.len());
@@ -399,7 +455,7 @@ impl PgConnection {
         if self.statements.len() >= STATEMENT_CACHE_ENTRIES_MAX {
             self.statements.clear();
         }
-        let statement = self.client.prepare(&to_postgres_placeholders(sql))?;
+        let statement = self.client().prepare(&to_postgres_placeholders(sql))?;
         self.statements.insert(sql.to_owned(), statement.clone());
         Ok(statement)
     }

@@ -53,8 +53,13 @@ pub enum StoreError {
     Migrating,
     #[error("{0}")]
     Database(DbError),
-    #[error("cannot open the store at {location}: {message}")]
-    Open { location: String, message: String },
+    #[error("{message}")]
+    Open {
+        /// The file, or the database URL without its password.
+        location: String,
+        /// What went wrong, naming the location.
+        message: String,
+    },
     #[error("store is closed")]
     Closed,
     #[error("commit failed: {0}")]
@@ -199,19 +204,22 @@ fn postgres_config(url: &str) -> Result<postgres::Config, StoreError> {
     };
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(open_error(
-            "not a PostgreSQL URL (expected postgres://user@host:port/database)".into(),
+            format!(
+                "{} is not a PostgreSQL URL (expected postgres://user@host:port/database)",
+                redact_url(url)
+            ),
         ));
     }
     let mut config: postgres::Config = url
         .parse()
-        .map_err(|e: postgres::Error| open_error(format!("invalid URL: {e}")))?;
+        .map_err(|e: postgres::Error| open_error(format!("invalid URL {}: {e}", redact_url(url))))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(std::time::Duration::from_secs(
             POSTGRES_CONNECT_SECONDS_MAX,
         ));
     }
     if config.get_dbname().is_none() {
-        return Err(open_error("the URL names no database".into()));
+        return Err(open_error(format!("{} names no database", redact_url(url))));
     }
     Ok(config)
 }
@@ -219,7 +227,7 @@ fn postgres_config(url: &str) -> Result<postgres::Config, StoreError> {
 fn connect_postgres(config: &postgres::Config, role: &str) -> Result<Connection, StoreError> {
     let client = config.connect(postgres::NoTls).map_err(|e| StoreError::Open {
         location: postgres_location(config),
-        message: format!("connecting the {role}: {e}"),
+        message: format!("cannot connect to {}: {e}", postgres_location(config)),
     })?;
     let conn = Connection::postgres(client);
     // Every commit waits for its WAL flush, as SQLite's synchronous=FULL does.
@@ -290,6 +298,49 @@ fn migrate_postgres(conn: &Connection) -> Result<(), StoreError> {
         }
     }
     result
+}
+
+/// Where a region's store is: `database` (a `postgres://` URL) when given, else the region's
+/// SQLite file under `data_dir`.
+pub fn region_store_location(
+    data_dir: &Path,
+    region: &sovereign_model::RegionId,
+    database: Option<&str>,
+) -> StoreLocation {
+    match database {
+        Some(url) => StoreLocation::Postgres(url.to_owned()),
+        None => StoreLocation::Sqlite(
+            data_dir
+                .join("regions")
+                .join(region.as_str())
+                .join("store.sqlite"),
+        ),
+    }
+}
+
+/// A read-only connection to a region's store, for offline tools (`ledger verify`, the retention
+/// report) that read it beside a running server. It does not create or migrate anything.
+///
+/// # Errors
+/// When the file does not exist or cannot be opened, or the database cannot be reached.
+pub fn open_read_only(location: &StoreLocation) -> Result<Connection, StoreError> {
+    match location {
+        StoreLocation::Sqlite(path) => {
+            if !path.exists() {
+                return Err(StoreError::Open {
+                    location: path.display().to_string(),
+                    message: format!("no store at {}", path.display()),
+                });
+            }
+            let conn = rusqlite::Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            Ok(Connection::Sqlite(conn))
+        }
+        StoreLocation::Postgres(url) => connect_postgres(&postgres_config(url)?, "reader"),
+    }
 }
 
 impl Store {

@@ -179,7 +179,7 @@ async fn a_migration_under_concurrent_writes_loses_and_duplicates_nothing() {
     let contacts: i64 = target_db
         .query_row(
             "SELECT count(*) FROM backup_items WHERE deleted = 0",
-            [],
+            &[],
             |r| r.get(0),
         )
         .unwrap();
@@ -188,7 +188,7 @@ async fn a_migration_under_concurrent_writes_loses_and_duplicates_nothing() {
         let n: i64 = target_db
             .query_row(
                 "SELECT count(*) FROM backup_items WHERE item_id = ?1",
-                [item],
+                &[item.into()],
                 |r| r.get(0),
             )
             .unwrap();
@@ -199,7 +199,7 @@ async fn a_migration_under_concurrent_writes_loses_and_duplicates_nothing() {
             let n: i64 = target_db
                 .query_row(
                     "SELECT count(*) FROM messages WHERE id = ?1 AND box = ?2",
-                    [id.as_str(), message_box],
+                    &[id.as_str().into(), message_box.into()],
                     |r| r.get(0),
                 )
                 .unwrap();
@@ -211,7 +211,7 @@ async fn a_migration_under_concurrent_writes_loses_and_duplicates_nothing() {
         }
     }
     let total: i64 = target_db
-        .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+        .query_row("SELECT count(*) FROM messages", &[], |r| r.get(0))
         .unwrap();
     assert_eq!(
         total as usize,
@@ -229,7 +229,7 @@ async fn a_migration_under_concurrent_writes_loses_and_duplicates_nothing() {
         "migration_fences",
     ] {
         let n: i64 = source_db
-            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .query_row(&format!("SELECT count(*) FROM {table}"), &[], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 0, "{table} left at the source");
     }
@@ -287,12 +287,12 @@ async fn a_region_the_policy_does_not_allow_receives_nobody() {
     );
     let users: i64 = cloud
         .db("sg-singapore")
-        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+        .query_row("SELECT count(*) FROM users", &[], |r| r.get(0))
         .unwrap();
     assert_eq!(users, 0);
     let users: i64 = cloud
         .db("in-mumbai")
-        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+        .query_row("SELECT count(*) FROM users", &[], |r| r.get(0))
         .unwrap();
     assert_eq!(users, 1);
 }

@@ -1,12 +1,17 @@
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sovereign_cloud::clock::ManualClock;
+use sovereign_cloud::store::db::{self, DbResult, Row};
 use sovereign_cloud::{AppState, Cloud, CloudOptions, Policies};
 use sovereign_model::RegionId;
+
+pub use sovereign_cloud::store::db::Value as SqlValue;
 
 pub const START_MS: i64 = 1_790_000_000_000;
 
@@ -17,6 +22,8 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     pub state: AppState,
     pub ca_pem: Vec<u8>,
+    /// The region's PostgreSQL database when the tests run on PostgreSQL.
+    pub database: Option<String>,
     /// Keeps the servers running for as long as the test holds the app.
     _cloud: Cloud,
 }
@@ -47,13 +54,14 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Policies)) -> TestApp {
     let mut policies = Policies::embedded().unwrap();
     adjust(&mut policies);
     let clock = ManualClock::new(START_MS);
+    let mumbai = RegionId::parse("in-mumbai").unwrap();
+    let databases = test_databases(std::slice::from_ref(&mumbai));
+    let database = databases.get(&mumbai).cloned();
     let cloud = sovereign_cloud::start_cloud(CloudOptions {
         data_dir: dir.path().to_path_buf(),
         policies,
-        regions: vec![(
-            RegionId::parse("in-mumbai").unwrap(),
-            "127.0.0.1:0".parse().unwrap(),
-        )],
+        regions: vec![(mumbai, "127.0.0.1:0".parse().unwrap())],
+        databases,
         clock: clock.clone(),
     })
     .await
@@ -74,6 +82,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Policies)) -> TestApp {
         clock,
         state,
         ca_pem,
+        database,
         _cloud: cloud,
     }
 }
@@ -85,6 +94,26 @@ impl TestApp {
 
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("regions/in-mumbai/store.sqlite")
+    }
+
+    /// The region's store, on whichever backend the tests run.
+    pub fn db(&self) -> TestDb {
+        TestDb::new(self.db_path(), self.database.clone())
+    }
+
+    /// Checks the region's ledger offline, as `sovereign ledger verify` does.
+    pub fn verify_ledger(
+        &self,
+    ) -> Result<sovereign_cloud::ledger::LedgerSummary, sovereign_cloud::ledger::LedgerFault> {
+        let region = RegionId::parse("in-mumbai").unwrap();
+        off_runtime(|| {
+            sovereign_cloud::ledger::verify_store(
+                self.data_dir(),
+                &region,
+                self.database.as_deref(),
+            )
+            .unwrap()
+        })
     }
 
     pub async fn call(
@@ -210,6 +239,8 @@ pub struct TestCloud {
     pub dir: tempfile::TempDir,
     pub client: reqwest::Client,
     pub cloud: Cloud,
+    /// Each region's PostgreSQL database when the tests run on PostgreSQL.
+    pub databases: BTreeMap<RegionId, String>,
 }
 
 pub async fn spawn_regions(ids: &[&str]) -> TestCloud {
@@ -222,13 +253,16 @@ pub async fn spawn_regions_with(ids: &[&str], adjust: impl FnOnce(&mut Policies)
     let clock = ManualClock::new(START_MS);
     let mut policies = Policies::embedded().unwrap();
     adjust(&mut policies);
+    let regions: Vec<RegionId> = ids.iter().map(|id| RegionId::parse(id).unwrap()).collect();
+    let databases = test_databases(&regions);
     let cloud = sovereign_cloud::start_cloud(CloudOptions {
         data_dir: dir.path().to_path_buf(),
         policies,
-        regions: ids
-            .iter()
-            .map(|id| (RegionId::parse(id).unwrap(), "127.0.0.1:0".parse().unwrap()))
+        regions: regions
+            .into_iter()
+            .map(|id| (id, "127.0.0.1:0".parse().unwrap()))
             .collect(),
+        databases: databases.clone(),
         clock: clock.clone(),
     })
     .await
@@ -240,7 +274,12 @@ pub async fn spawn_regions_with(ids: &[&str], adjust: impl FnOnce(&mut Policies)
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    TestCloud { dir, client, cloud }
+    TestCloud {
+        dir,
+        client,
+        cloud,
+        databases,
+    }
 }
 
 impl TestCloud {
@@ -248,13 +287,16 @@ impl TestCloud {
         self.cloud.region(region).unwrap().url.clone()
     }
 
-    pub fn db(&self, region: &str) -> rusqlite::Connection {
-        rusqlite::Connection::open(
+    /// A region's store, on whichever backend the tests run.
+    pub fn db(&self, region: &str) -> TestDb {
+        TestDb::new(
             self.dir
                 .path()
                 .join(format!("regions/{region}/store.sqlite")),
+            self.databases
+                .get(&RegionId::parse(region).unwrap())
+                .cloned(),
         )
-        .unwrap()
     }
 
     pub async fn call(
@@ -332,3 +374,275 @@ impl TestCloud {
 }
 
 pub const BRUNO: &str = "+5511912345678";
+
+// ---- the backends ----
+
+/// Which backend the tests put regions on: `SOVEREIGN_TEST_BACKEND=postgres` puts every region
+/// on its own database of a throwaway PostgreSQL 15 cluster; anything else (or nothing) keeps
+/// SQLite files.
+pub fn on_postgres() -> bool {
+    match std::env::var("SOVEREIGN_TEST_BACKEND").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("SOVEREIGN_TEST_BACKEND={other}: expected sqlite or postgres"),
+    }
+}
+
+/// A fresh database for each region when the tests run on PostgreSQL; none otherwise.
+pub fn test_databases(regions: &[RegionId]) -> BTreeMap<RegionId, String> {
+    if !on_postgres() {
+        return BTreeMap::new();
+    }
+    regions
+        .iter()
+        .map(|region| (region.clone(), fresh_database()))
+        .collect()
+}
+
+/// Runs `f` on a thread of its own: the synchronous PostgreSQL client must not run on a thread
+/// that drives async tasks.
+pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join().unwrap())
+}
+
+const POSTGRES_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// One throwaway PostgreSQL cluster per test process.
+struct PgCluster {
+    port: u16,
+}
+
+static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
+
+fn running_as_root() -> bool {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+/// Runs a PostgreSQL program, as the `postgres` user when we are root (initdb refuses root).
+fn pg_command(root: bool, program: &str) -> Command {
+    let path = format!("{POSTGRES_BIN}/{program}");
+    if root {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--", &path]);
+        command
+    } else {
+        Command::new(path)
+    }
+}
+
+fn run_quietly(mut command: Command, what: &str, log: &Path) {
+    let status = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    if !status.success() {
+        let log = std::fs::read_to_string(log).unwrap_or_default();
+        panic!("{what} failed ({status}); log:\n{log}");
+    }
+}
+
+fn start_cluster() -> PgCluster {
+    assert!(
+        Path::new(POSTGRES_BIN).join("initdb").exists(),
+        "SOVEREIGN_TEST_BACKEND=postgres needs PostgreSQL 15 in {POSTGRES_BIN} \
+         (apt-get install -y postgresql-15; scripts/test.sh installs it)"
+    );
+    let root = running_as_root();
+    // Kept by hand (not a TempDir guard): statics are never dropped, so the watchdog below
+    // removes it once this process is gone.
+    let dir = tempfile::Builder::new()
+        .prefix("sovereign-pg-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    if root {
+        run_quietly(
+            {
+                let mut c = Command::new("chown");
+                c.args(["-R", "postgres:postgres"]).arg(&dir);
+                c
+            },
+            "chown the cluster directory",
+            &dir.join("none"),
+        );
+    }
+    let data = dir.join("data");
+    let log = dir.join("server.log");
+    let mut initdb = pg_command(root, "initdb");
+    initdb
+        .arg("-D")
+        .arg(&data)
+        .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"]);
+    run_quietly(initdb, "initdb", &log);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // fsync stays on (the default): commits are as durable as in production.
+    let options = format!(
+        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=500",
+        dir.display()
+    );
+    let mut start = pg_command(root, "pg_ctl");
+    start
+        .arg("-D")
+        .arg(&data)
+        .arg("-l")
+        .arg(&log)
+        .args(["-o", &options, "-w", "-t", "60", "start"]);
+    run_quietly(start, "pg_ctl start", &log);
+    // The cluster must not outlive this process, however it ends (statics are not dropped,
+    // and a test may abort): a watchdog stops it and removes its directory once we are gone.
+    let pg_ctl = format!("{POSTGRES_BIN}/pg_ctl");
+    let stop = if root {
+        format!("runuser -u postgres -- {pg_ctl}")
+    } else {
+        pg_ctl
+    };
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+         {stop} -D '{data}' -m immediate -w stop; rm -rf '{dir}'",
+        pid = std::process::id(),
+        data = data.display(),
+        dir = dir.display(),
+    );
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    PgCluster { port }
+}
+
+fn cluster() -> &'static PgCluster {
+    CLUSTER.get_or_init(start_cluster)
+}
+
+/// A new, empty database in the test cluster; its URL.
+pub fn fresh_database() -> String {
+    let port = cluster().port;
+    let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+    off_runtime(|| {
+        let mut admin = postgres::Client::connect(
+            &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
+            postgres::NoTls,
+        )
+        .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+    });
+    format!("postgres://postgres@127.0.0.1:{port}/{name}")
+}
+
+/// A region's store as the tests see it, below the service: the SQLite file, or the region's
+/// PostgreSQL database. Statements use `?N` placeholders on both.
+pub enum TestDb {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl TestDb {
+    pub fn new(path: PathBuf, database: Option<String>) -> TestDb {
+        match database {
+            Some(url) => TestDb::Postgres(url),
+            None => TestDb::Sqlite(path),
+        }
+    }
+
+    fn with<T: Send>(&self, f: impl FnOnce(&db::Connection) -> T + Send) -> T {
+        match self {
+            TestDb::Sqlite(path) => {
+                f(&db::Connection::Sqlite(rusqlite::Connection::open(path).unwrap()))
+            }
+            TestDb::Postgres(url) => off_runtime(|| {
+                let client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+                f(&db::Connection::postgres(client))
+            }),
+        }
+    }
+
+    /// Runs one statement; the error is the database's message (a trigger's, say).
+    pub fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<usize, String> {
+        self.with(|conn| conn.execute(sql, params).map_err(|e| error_text(&e)))
+    }
+
+    /// Runs statements without parameters, separated by semicolons.
+    pub fn execute_batch(&self, sql: &str) -> Result<(), String> {
+        self.with(|conn| conn.execute_batch(sql).map_err(|e| error_text(&e)))
+    }
+
+    /// The first row of a query, through `f`.
+    pub fn query_row<T: Send>(
+        &self,
+        sql: &str,
+        params: &[SqlValue],
+        f: impl FnOnce(&Row) -> DbResult<T> + Send,
+    ) -> Result<T, String> {
+        self.with(|conn| conn.query_row(sql, params, f).map_err(|e| error_text(&e)))
+    }
+
+    /// `SELECT count(*) ...` as a number.
+    pub fn count(&self, sql: &str) -> i64 {
+        self.query_row(sql, &[], |r| r.get(0)).unwrap()
+    }
+
+    /// Everything the store holds at rest: for SQLite the database file and its WAL, byte for
+    /// byte; for PostgreSQL every value of every row of every table of the region's database
+    /// (text and bytes as stored, not hex-escaped), so a plaintext search means the same on both.
+    pub fn bytes_at_rest(&self) -> Vec<u8> {
+        match self {
+            TestDb::Sqlite(path) => {
+                let mut bytes = std::fs::read(path).unwrap();
+                let mut wal = path.clone().into_os_string();
+                wal.push("-wal");
+                if let Ok(more) = std::fs::read(&wal) {
+                    bytes.extend(more);
+                }
+                bytes
+            }
+            TestDb::Postgres(url) => off_runtime(|| {
+                let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+                let tables: Vec<String> = client
+                    .query(
+                        "SELECT table_name::text FROM information_schema.tables \
+                         WHERE table_schema = 'public' ORDER BY 1",
+                        &[],
+                    )
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                assert!(tables.len() >= 10, "tables: {tables:?}");
+                let mut bytes = Vec::new();
+                for table in tables {
+                    for row in client.query(&format!("SELECT * FROM {table}"), &[]).unwrap() {
+                        for index in 0..row.len() {
+                            match row.get::<_, SqlValue>(index) {
+                                SqlValue::Null => {}
+                                SqlValue::Int(i) => bytes.extend(i.to_string().as_bytes()),
+                                SqlValue::Text(t) => bytes.extend(t.as_bytes()),
+                                SqlValue::Blob(b) => bytes.extend(b),
+                            }
+                            bytes.push(0);
+                        }
+                    }
+                }
+                bytes
+            }),
+        }
+    }
+}
+
+fn error_text(error: &db::DbError) -> String {
+    match error.message() {
+        Some(message) => format!("{error}: {message}"),
+        None => error.to_string(),
+    }
+}
