@@ -381,6 +381,7 @@ async fn an_interrupted_deletion_is_finished_at_start() {
         sovereign_cloud::Policies::embedded().unwrap(),
     );
     options.clock = app.clock.clone();
+    options.database = app.database.clone();
     let reopened = sovereign_cloud::RegionState::open(options).await.unwrap();
     assert!(
         reopened

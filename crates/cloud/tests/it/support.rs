@@ -75,6 +75,11 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Policies)) -> TestApp {
         .build()
         .unwrap();
     let base = format!("https://localhost:{port}");
+    // On PostgreSQL the region really has no SQLite file.
+    assert_eq!(
+        dir.path().join("regions/in-mumbai/store.sqlite").exists(),
+        database.is_none()
+    );
     TestApp {
         base,
         dir,
@@ -274,6 +279,14 @@ pub async fn spawn_regions_with(ids: &[&str], adjust: impl FnOnce(&mut Policies)
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
+    for id in ids {
+        assert_eq!(
+            dir.path()
+                .join(format!("regions/{id}/store.sqlite"))
+                .exists(),
+            databases.is_empty()
+        );
+    }
     TestCloud {
         dir,
         client,
@@ -594,8 +607,9 @@ impl TestDb {
     }
 
     /// Everything the store holds at rest: for SQLite the database file and its WAL, byte for
-    /// byte; for PostgreSQL every value of every row of every table of the region's database
-    /// (text and bytes as stored, not hex-escaped), so a plaintext search means the same on both.
+    /// byte; for PostgreSQL the database's files in the cluster after a checkpoint, and every
+    /// value of every row of every table (text and bytes as stored, not hex-escaped, so that a
+    /// value the server compressed is searched too).
     pub fn bytes_at_rest(&self) -> Vec<u8> {
         match self {
             TestDb::Sqlite(path) => {
@@ -621,6 +635,20 @@ impl TestDb {
                     .collect();
                 assert!(tables.len() >= 10, "tables: {tables:?}");
                 let mut bytes = Vec::new();
+                client.batch_execute("CHECKPOINT").unwrap();
+                let row = client
+                    .query_one(
+                        "SELECT current_setting('data_directory'), oid::text FROM pg_database \
+                         WHERE datname = current_database()",
+                        &[],
+                    )
+                    .unwrap();
+                let (data_dir, oid): (String, String) = (row.get(0), row.get(1));
+                let files = crate::accounts::walk(&Path::new(&data_dir).join("base").join(oid));
+                assert!(!files.is_empty());
+                for file in files {
+                    bytes.extend(std::fs::read(file).unwrap());
+                }
                 for table in tables {
                     for row in client.query(&format!("SELECT * FROM {table}"), &[]).unwrap() {
                         for index in 0..row.len() {
