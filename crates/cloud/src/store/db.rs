@@ -59,7 +59,7 @@ impl From<i64> for Value {
 pub enum DbError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", postgres_error_text(.0))]
     Postgres(#[from] postgres::Error),
     #[error("query returned no rows")]
     NoRows,
@@ -80,6 +80,16 @@ impl DbError {
 }
 
 pub type DbResult<T> = Result<T, DbError>;
+
+/// A postgres error with its cause: the client's own `Display` says only "db error".
+pub fn postgres_error_text(error: &postgres::Error) -> String {
+    use std::error::Error as _;
+    match (error.as_db_error(), error.source()) {
+        (Some(db), _) => format!("{error}: {}", db.message()),
+        (None, Some(source)) => format!("{error}: {source}"),
+        (None, None) => error.to_string(),
+    }
+}
 
 /// Converts a Rust value to a stored [`Value`].
 pub trait ToValue {

@@ -212,7 +212,13 @@ fn postgres_config(url: &str) -> Result<postgres::Config, StoreError> {
     }
     let mut config: postgres::Config = url
         .parse()
-        .map_err(|e: postgres::Error| open_error(format!("invalid URL {}: {e}", redact_url(url))))?;
+        .map_err(|e: postgres::Error| {
+            open_error(format!(
+                "invalid URL {}: {}",
+                redact_url(url),
+                db::postgres_error_text(&e)
+            ))
+        })?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(std::time::Duration::from_secs(
             POSTGRES_CONNECT_SECONDS_MAX,
@@ -227,7 +233,11 @@ fn postgres_config(url: &str) -> Result<postgres::Config, StoreError> {
 fn connect_postgres(config: &postgres::Config, role: &str) -> Result<Connection, StoreError> {
     let client = config.connect(postgres::NoTls).map_err(|e| StoreError::Open {
         location: postgres_location(config),
-        message: format!("cannot connect to {}: {e}", postgres_location(config)),
+        message: format!(
+            "cannot connect to {}: {}",
+            postgres_location(config),
+            db::postgres_error_text(&e)
+        ),
     })?;
     let conn = Connection::postgres(client);
     // Every commit waits for its WAL flush, as SQLite's synchronous=FULL does.

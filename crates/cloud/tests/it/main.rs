@@ -10,6 +10,7 @@ mod encryption;
 mod input;
 mod messaging;
 mod migration;
+mod postgres;
 mod ops;
 mod regions;
 mod retention;

@@ -131,6 +131,33 @@ async fn a_migration_under_concurrent_writes_loses_and_duplicates_nothing() {
     let cloud = Arc::new(
         spawn_regions_with(&["in-mumbai", "sg-singapore"], india_may_move_to_singapore).await,
     );
+    migrate_under_concurrent_writes(cloud).await;
+}
+
+/// Issue 4: users move between a region on SQLite and one on PostgreSQL, under the same
+/// concurrent writers and with the same checks. On the SQLite test run the target is on
+/// PostgreSQL; on the PostgreSQL run the source stays there and the target is on SQLite, so both
+/// directions are covered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_between_sqlite_and_postgres_loses_and_duplicates_nothing_issue_4() {
+    let on_postgres = if on_postgres() {
+        "in-mumbai"
+    } else {
+        "sg-singapore"
+    };
+    let cloud = Arc::new(
+        spawn_regions_mixed(
+            &["in-mumbai", "sg-singapore"],
+            india_may_move_to_singapore,
+            &[on_postgres],
+        )
+        .await,
+    );
+    assert_eq!(cloud.databases.len(), 1);
+    migrate_under_concurrent_writes(cloud).await;
+}
+
+async fn migrate_under_concurrent_writes(cloud: Arc<TestCloud>) {
     const USERS: usize = 6;
     let mut tokens = Vec::new();
     for i in 0..USERS {

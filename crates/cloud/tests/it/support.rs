@@ -253,13 +253,36 @@ pub async fn spawn_regions(ids: &[&str]) -> TestCloud {
 }
 
 pub async fn spawn_regions_with(ids: &[&str], adjust: impl FnOnce(&mut Policies)) -> TestCloud {
+    let regions: Vec<RegionId> = ids.iter().map(|id| RegionId::parse(id).unwrap()).collect();
+    spawn_regions_on(ids, adjust, test_databases(&regions)).await
+}
+
+/// Like [`spawn_regions_with`], with exactly the regions in `on_postgres` on PostgreSQL (each
+/// in a fresh database of the test cluster) and the others on SQLite, whatever the backend of
+/// the test run.
+pub async fn spawn_regions_mixed(
+    ids: &[&str],
+    adjust: impl FnOnce(&mut Policies),
+    on_postgres: &[&str],
+) -> TestCloud {
+    let databases = on_postgres
+        .iter()
+        .map(|id| (RegionId::parse(id).unwrap(), fresh_database()))
+        .collect();
+    spawn_regions_on(ids, adjust, databases).await
+}
+
+async fn spawn_regions_on(
+    ids: &[&str],
+    adjust: impl FnOnce(&mut Policies),
+    databases: BTreeMap<RegionId, String>,
+) -> TestCloud {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(START_MS);
     let mut policies = Policies::embedded().unwrap();
     adjust(&mut policies);
     let regions: Vec<RegionId> = ids.iter().map(|id| RegionId::parse(id).unwrap()).collect();
-    let databases = test_databases(&regions);
     let cloud = sovereign_cloud::start_cloud(CloudOptions {
         data_dir: dir.path().to_path_buf(),
         policies,
@@ -284,7 +307,7 @@ pub async fn spawn_regions_with(ids: &[&str], adjust: impl FnOnce(&mut Policies)
             dir.path()
                 .join(format!("regions/{id}/store.sqlite"))
                 .exists(),
-            databases.is_empty()
+            !databases.contains_key(&RegionId::parse(id).unwrap())
         );
     }
     TestCloud {
