@@ -3,3 +3,5 @@
 mod migrate;
 mod ops;
 mod serve;
+#[path = "../../../cloud/tests/it/pg_cluster.rs"]
+mod pg_cluster;

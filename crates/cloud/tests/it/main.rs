@@ -12,6 +12,7 @@ mod messaging;
 mod migration;
 mod postgres;
 mod ops;
+mod pg_cluster;
 mod regions;
 mod retention;
 mod support;
