@@ -62,7 +62,10 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let mut databases = std::collections::BTreeMap::new();
     for pair in &args.database {
         let Some((region, url)) = pair.split_once('=') else {
-            bail!("--database {}: expected REGION=URL", sovereign_cloud::store::redact_url(pair));
+            bail!(
+                "--database {}: expected REGION=URL",
+                sovereign_cloud::store::redact_url(pair)
+            );
         };
         let region = RegionId::parse(region).context("--database")?;
         databases.insert(region, url.to_owned());

@@ -91,9 +91,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let databases = match (&args.database, &args.region) {
         (None, _) => Default::default(),
-        (Some(_), None) => anyhow::bail!(
-            "--database needs --region: each region has its own database"
-        ),
+        (Some(_), None) => {
+            anyhow::bail!("--database needs --region: each region has its own database")
+        }
         (Some(url), Some(_)) => {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 anyhow::bail!(

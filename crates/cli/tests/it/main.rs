@@ -2,6 +2,6 @@
 
 mod migrate;
 mod ops;
-mod serve;
 #[path = "../../../cloud/tests/it/pg_cluster.rs"]
 mod pg_cluster;
+mod serve;

@@ -234,7 +234,12 @@ async fn serve_with_a_database_puts_the_region_on_postgres_issue_4() {
 fn database_flag_errors_are_clear_issue_4() {
     let dir = tempfile::tempdir().unwrap();
     let without_region = sovereign()
-        .args(["serve", "--database", "postgres://db.internal/x", "--data-dir"])
+        .args([
+            "serve",
+            "--database",
+            "postgres://db.internal/x",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();
@@ -244,7 +249,11 @@ fn database_flag_errors_are_clear_issue_4() {
 
     let not_postgres = sovereign()
         .args(["serve", "--region", "in-mumbai", "--listen", "127.0.0.1:0"])
-        .args(["--database", "mysql://u:hunter2@db.internal/x", "--data-dir"])
+        .args([
+            "--database",
+            "mysql://u:hunter2@db.internal/x",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();
@@ -268,7 +277,10 @@ fn database_flag_errors_are_clear_issue_4() {
         .unwrap();
     assert_eq!(unreachable.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&unreachable.stderr);
-    assert!(stderr.contains("cannot connect to postgres://127.0.0.1:"), "{stderr}");
+    assert!(
+        stderr.contains("cannot connect to postgres://127.0.0.1:"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("hunter2"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }

@@ -314,22 +314,26 @@ pub enum Connection {
     // The store's operations take `&Connection` (as rusqlite's do) while the postgres client needs
     // `&mut`; a connection is only ever used by one thread at a time (the writer, or a reader
     // that took it out of the pool), so a RefCell is enough.
-    Postgres(RefCell<PgConnection>),
+    Postgres(Box<RefCell<PgConnection>>),
 }
 
 impl Connection {
     pub fn postgres(client: postgres::Client) -> Connection {
-        Connection::Postgres(RefCell::new(PgConnection {
+        Connection::Postgres(Box::new(RefCell::new(PgConnection {
             client: Some(client),
             statements: HashMap::new(),
-        }))
+        })))
     }
 
     /// Whether the server closed this connection (never for SQLite).
     pub fn is_closed(&self) -> bool {
         match self {
             Connection::Sqlite(_) => false,
-            Connection::Postgres(pg) => pg.borrow().client.as_ref().is_none_or(postgres::Client::is_closed),
+            Connection::Postgres(pg) => pg
+                .borrow()
+                .client
+                .as_ref()
+                .is_none_or(postgres::Client::is_closed),
         }
     }
 
@@ -590,8 +594,10 @@ impl<'a> FromSql<'a> for Value {
     }
 
     fn accepts(ty: &Type) -> bool {
-        matches!(*ty, Type::INT8 | Type::INT4 | Type::INT2 | Type::BOOL | Type::BYTEA)
-            || <String as FromSql>::accepts(ty)
+        matches!(
+            *ty,
+            Type::INT8 | Type::INT4 | Type::INT2 | Type::BOOL | Type::BYTEA
+        ) || <String as FromSql>::accepts(ty)
     }
 }
 

@@ -203,26 +203,20 @@ fn postgres_config(url: &str) -> Result<postgres::Config, StoreError> {
         message,
     };
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        return Err(open_error(
-            format!(
-                "{} is not a PostgreSQL URL (expected postgres://user@host:port/database)",
-                redact_url(url)
-            ),
-        ));
+        return Err(open_error(format!(
+            "{} is not a PostgreSQL URL (expected postgres://user@host:port/database)",
+            redact_url(url)
+        )));
     }
-    let mut config: postgres::Config = url
-        .parse()
-        .map_err(|e: postgres::Error| {
-            open_error(format!(
-                "invalid URL {}: {}",
-                redact_url(url),
-                db::postgres_error_text(&e)
-            ))
-        })?;
+    let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
+        open_error(format!(
+            "invalid URL {}: {}",
+            redact_url(url),
+            db::postgres_error_text(&e)
+        ))
+    })?;
     if config.get_connect_timeout().is_none() {
-        config.connect_timeout(std::time::Duration::from_secs(
-            POSTGRES_CONNECT_SECONDS_MAX,
-        ));
+        config.connect_timeout(std::time::Duration::from_secs(POSTGRES_CONNECT_SECONDS_MAX));
     }
     if config.get_dbname().is_none() {
         return Err(open_error(format!("{} names no database", redact_url(url))));
@@ -231,14 +225,16 @@ fn postgres_config(url: &str) -> Result<postgres::Config, StoreError> {
 }
 
 fn connect_postgres(config: &postgres::Config, role: &str) -> Result<Connection, StoreError> {
-    let client = config.connect(postgres::NoTls).map_err(|e| StoreError::Open {
-        location: postgres_location(config),
-        message: format!(
-            "cannot connect to {}: {}",
-            postgres_location(config),
-            db::postgres_error_text(&e)
-        ),
-    })?;
+    let client = config
+        .connect(postgres::NoTls)
+        .map_err(|e| StoreError::Open {
+            location: postgres_location(config),
+            message: format!(
+                "cannot connect to {}: {}",
+                postgres_location(config),
+                db::postgres_error_text(&e)
+            ),
+        })?;
     let conn = Connection::postgres(client);
     // Every commit waits for its WAL flush, as SQLite's synchronous=FULL does.
     conn.execute_batch("SET synchronous_commit = on; SET client_min_messages = warning")?;
@@ -291,7 +287,11 @@ fn migrate_postgres(conn: &Connection) -> Result<(), StoreError> {
                 supported,
             });
         }
-        for (index, sql) in POSTGRES_MIGRATIONS.iter().enumerate().skip(version as usize) {
+        for (index, sql) in POSTGRES_MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(version as usize)
+        {
             conn.execute_batch(sql)?;
             conn.execute(
                 "INSERT INTO schema_version (one, version) VALUES (TRUE, ?1) \

@@ -52,6 +52,8 @@ fn run_quietly(mut command: Command, what: &str, log: &Path) {
     }
 }
 
+// The watchdog is never waited for on purpose: it must outlive this process to stop the cluster.
+#[allow(clippy::zombie_processes)]
 fn start_cluster() -> PgCluster {
     assert!(
         Path::new(POSTGRES_BIN).join("initdb").exists(),
@@ -148,4 +150,3 @@ pub fn fresh_database() -> String {
     });
     format!("postgres://postgres@127.0.0.1:{port}/{name}")
 }
-

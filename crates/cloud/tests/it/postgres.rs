@@ -35,10 +35,15 @@ async fn a_bad_url_or_an_unreachable_server_is_a_clear_error_issue_4() {
     let url = format!("postgres://sovereign:hunter2@127.0.0.1:{port}/in_mumbai");
     let error = open_with(dir.path(), &url).await;
     assert!(
-        error.contains(&format!("cannot connect to postgres://127.0.0.1:{port}/in_mumbai")),
+        error.contains(&format!(
+            "cannot connect to postgres://127.0.0.1:{port}/in_mumbai"
+        )),
         "{error}"
     );
-    assert!(!error.contains("hunter2"), "the password is printed: {error}");
+    assert!(
+        !error.contains("hunter2"),
+        "the password is printed: {error}"
+    );
     // Nothing was created in SQLite instead.
     assert!(!dir.path().join("regions/in-mumbai/store.sqlite").exists());
 }

@@ -436,7 +436,6 @@ pub fn test_databases(regions: &[RegionId]) -> BTreeMap<RegionId, String> {
         .collect()
 }
 
-
 /// A region's store as the tests see it, below the service: the SQLite file, or the region's
 /// PostgreSQL database. Statements use `?N` placeholders on both.
 pub enum TestDb {
@@ -454,9 +453,9 @@ impl TestDb {
 
     fn with<T: Send>(&self, f: impl FnOnce(&db::Connection) -> T + Send) -> T {
         match self {
-            TestDb::Sqlite(path) => {
-                f(&db::Connection::Sqlite(rusqlite::Connection::open(path).unwrap()))
-            }
+            TestDb::Sqlite(path) => f(&db::Connection::Sqlite(
+                rusqlite::Connection::open(path).unwrap(),
+            )),
             TestDb::Postgres(url) => off_runtime(|| {
                 let client = postgres::Client::connect(url, postgres::NoTls).unwrap();
                 f(&db::Connection::postgres(client))
@@ -533,7 +532,10 @@ impl TestDb {
                     bytes.extend(std::fs::read(file).unwrap());
                 }
                 for table in tables {
-                    for row in client.query(&format!("SELECT * FROM {table}"), &[]).unwrap() {
+                    for row in client
+                        .query(&format!("SELECT * FROM {table}"), &[])
+                        .unwrap()
+                    {
                         for index in 0..row.len() {
                             match row.get::<_, SqlValue>(index) {
                                 SqlValue::Null => {}
