@@ -37,11 +37,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
 
-# The same cloud integration tests again with every region on PostgreSQL: one throwaway
-# cluster per test process (initdb in a temp dir, a free loopback port), a fresh database per
-# region, stopped and removed when the tests end.
-step "cargo test (cloud on PostgreSQL)"
-SOVEREIGN_TEST_BACKEND=postgres cargo test -p sovereign-cloud --test it --locked
+# The cloud's and the CLI's integration tests again with every region on PostgreSQL: one
+# throwaway cluster per test process (initdb in a temp dir, a free loopback port), a fresh
+# database per region, stopped and removed when the tests end.
+step "cargo test (regions on PostgreSQL)"
+SOVEREIGN_TEST_BACKEND=postgres cargo test -p sovereign-cloud -p sovereign --test it --locked
 
 if [ -f fuzz/Cargo.toml ]; then
     step "fuzz targets build"
