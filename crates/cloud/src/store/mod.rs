@@ -224,7 +224,14 @@ fn postgres_config(url: &str) -> Result<postgres::Config, StoreError> {
     Ok(config)
 }
 
-fn connect_postgres(config: &postgres::Config, role: &str) -> Result<Connection, StoreError> {
+/// What a PostgreSQL connection is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Writer,
+    Reader,
+}
+
+fn connect_postgres(config: &postgres::Config, role: Role) -> Result<Connection, StoreError> {
     let client = config
         .connect(postgres::NoTls)
         .map_err(|e| StoreError::Open {
@@ -238,7 +245,7 @@ fn connect_postgres(config: &postgres::Config, role: &str) -> Result<Connection,
     let conn = Connection::postgres(client);
     // Every commit waits for its WAL flush, as SQLite's synchronous=FULL does.
     conn.execute_batch("SET synchronous_commit = on; SET client_min_messages = warning")?;
-    if role == "reader" {
+    if role == Role::Reader {
         conn.execute_batch("SET default_transaction_read_only = on")?;
     }
     Ok(conn)
@@ -349,7 +356,7 @@ pub fn open_read_only(location: &StoreLocation) -> Result<Connection, StoreError
             )?;
             Ok(Connection::Sqlite(conn))
         }
-        StoreLocation::Postgres(url) => connect_postgres(&postgres_config(url)?, "reader"),
+        StoreLocation::Postgres(url) => connect_postgres(&postgres_config(url)?, Role::Reader),
     }
 }
 
@@ -373,7 +380,7 @@ impl Store {
     /// migrated.
     pub fn open_postgres(url: &str) -> Result<Store, StoreError> {
         let config = postgres_config(url)?;
-        let writer_conn = connect_postgres(&config, "writer")?;
+        let writer_conn = connect_postgres(&config, Role::Writer)?;
         migrate_postgres(&writer_conn)?;
         Store::start(writer_conn, Vec::new(), Some(config))
     }
@@ -400,9 +407,10 @@ impl Store {
         postgres: Option<postgres::Config>,
     ) -> Result<Store, StoreError> {
         let (tx, rx) = mpsc::channel::<Job>(WRITE_QUEUE_JOBS_MAX);
+        let postgres_for_writer = postgres.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx))
+            .spawn(move || writer_loop(writer_conn, rx, postgres_for_writer))
             .map_err(|e| StoreError::Commit(format!("starting writer thread: {e}")))?;
         Ok(Store {
             writer: tx,
@@ -461,7 +469,7 @@ impl Store {
             let pooled = readers_for_task.pool.lock().expect("reader pool").pop();
             let conn = match (pooled, &readers_for_task.postgres) {
                 (Some(conn), _) => conn,
-                (None, Some(config)) => connect_postgres(config, "reader")?,
+                (None, Some(config)) => connect_postgres(config, Role::Reader)?,
                 // Invariant: SQLite's pool holds READ_CONNECTIONS_MAX connections and a permit
                 // guarantees one of them is free.
                 (None, None) => unreachable!("a permit guarantees a pooled connection"),
@@ -489,25 +497,59 @@ fn run_in_savepoint<T>(
     conn.execute_batch("SAVEPOINT job")?;
     let result =
         std::panic::catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or(Err(StoreError::Panicked));
-    let end = if result.is_ok() {
-        "RELEASE job"
-    } else {
-        "ROLLBACK TO job; RELEASE job"
-    };
-    conn.execute_batch(end)?;
-    result
+    const UNDO: &str = "ROLLBACK TO job; RELEASE job";
+    match result {
+        Ok(value) => match conn.execute_batch("RELEASE job") {
+            Ok(()) => Ok(value),
+            Err(e) => {
+                // On PostgreSQL a statement that failed inside a job that still returned Ok
+                // leaves the savepoint aborted; undo the job so that the rest of the group
+                // can commit.
+                let _ = conn.execute_batch(UNDO);
+                Err(e.into())
+            }
+        },
+        Err(e) => {
+            conn.execute_batch(UNDO)?;
+            Err(e)
+        }
+    }
 }
 
-fn writer_loop(conn: Connection, mut jobs: mpsc::Receiver<Job>) {
+/// An arbitrary constant: the advisory lock a PostgreSQL writer holds for its transaction, so
+/// that two processes writing one region's database (the server and `sovereign ops`, say) take
+/// turns, as SQLite's `BEGIN IMMEDIATE` makes them.
+const POSTGRES_WRITER_LOCK: i64 = 0x53_56_52_57; // "SVRW"
+
+fn writer_loop(
+    mut conn: Connection,
+    mut jobs: mpsc::Receiver<Job>,
+    reconnect: Option<postgres::Config>,
+) {
     let mut completions: Vec<Completion> = Vec::with_capacity(COMMIT_BATCH_JOBS_MAX);
     while let Some(first) = jobs.blocking_recv() {
+        // A PostgreSQL server that restarted closed our connection: open a new one.
+        if let Some(config) = &reconnect
+            && conn.is_closed()
+        {
+            match connect_postgres(config, Role::Writer) {
+                Ok(fresh) => conn = fresh,
+                Err(e) => {
+                    tracing::error!(error = %e, "store writer could not reconnect");
+                    first(None)(Err(e.to_string()));
+                    continue;
+                }
+            }
+        }
         let begin = match conn.dialect() {
-            Dialect::Sqlite => "BEGIN IMMEDIATE",
-            // One writer per database: READ COMMITTED sees every earlier commit, as SQLite's
-            // single writer does.
-            Dialect::Postgres => "BEGIN",
+            Dialect::Sqlite => "BEGIN IMMEDIATE".to_owned(),
+            // READ COMMITTED: with writers taking turns, each transaction sees every earlier
+            // commit, as SQLite's single writer does.
+            Dialect::Postgres => {
+                format!("BEGIN; SELECT pg_advisory_xact_lock({POSTGRES_WRITER_LOCK})")
+            }
         };
-        let begun = conn.execute_batch(begin).map_err(|e| e.to_string());
+        let begun = conn.execute_batch(&begin).map_err(|e| e.to_string());
         if let Err(e) = begun {
             tracing::error!(error = %e, "store writer could not begin a transaction");
             let _ = conn.execute_batch("ROLLBACK");
@@ -521,7 +563,7 @@ fn writer_loop(conn: Connection, mut jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        let committed = commit(&conn);
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
@@ -529,6 +571,16 @@ fn writer_loop(conn: Connection, mut jobs: mpsc::Receiver<Job>) {
             complete(committed.clone());
         }
     }
+}
+
+fn commit(conn: &Connection) -> Result<(), String> {
+    if conn.dialect() == Dialect::Postgres {
+        // PostgreSQL answers COMMIT of a failed transaction by rolling it back without an
+        // error; a statement first tells the two apart, so no job is told its rows committed
+        // when they did not.
+        conn.execute_batch("SELECT 1").map_err(|e| e.to_string())?;
+    }
+    conn.execute_batch("COMMIT").map_err(|e| e.to_string())
 }
 
 /// Maps the store's own consent triggers to the typed error.
