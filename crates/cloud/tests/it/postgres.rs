@@ -84,3 +84,53 @@ async fn the_schema_is_created_once_and_its_version_recorded_issue_4() {
 fn fresh_database_url() -> String {
     crate::support::fresh_database()
 }
+
+/// Issue 4: when the server drops the store's connections (a restart, an administrator), the
+/// store reconnects: at most the write or read that found its connection gone fails.
+#[tokio::test]
+async fn the_store_reconnects_after_the_server_drops_its_connections_issue_4() {
+    let url = fresh_database_url();
+    let store = {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || sovereign_cloud::store::Store::open_postgres(&url))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    store
+        .register_operator("ana".into(), vec![1; 32], 1)
+        .await
+        .unwrap();
+    assert_eq!(store.operators().await.unwrap().len(), 1);
+    let database = url.rsplit('/').next().unwrap().to_owned();
+    let terminated = crate::support::off_runtime(|| {
+        let admin = url.replace(&format!("/{database}"), "/postgres");
+        let mut admin = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+        admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                &[&database],
+            )
+            .unwrap()
+            .len()
+    });
+    assert!(terminated >= 2, "writer and reader: {terminated}");
+    // The first write may find its connection gone; the next one reconnects.
+    let first = store.register_operator("ben".into(), vec![2; 32], 2).await;
+    let second = store.register_operator("cat".into(), vec![3; 32], 3).await;
+    assert!(second.is_ok(), "{second:?}");
+    let _ = store.operators().await;
+    let names: Vec<String> = store
+        .operators()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    let expected: Vec<&str> = if first.is_ok() {
+        vec!["ana", "ben", "cat"]
+    } else {
+        vec!["ana", "cat"]
+    };
+    assert_eq!(names, expected);
+}
