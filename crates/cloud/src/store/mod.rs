@@ -20,7 +20,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use db::{Connection, DbError, Dialect};
+use db::{Connection, DbError, Dialect, OptionalExtension};
 use sovereign_model::ConsentScope;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -263,7 +263,7 @@ fn postgres_location(config: &postgres::Config) -> String {
 }
 
 /// An arbitrary constant: the advisory lock that serialises schema migrations of one database.
-const POSTGRES_MIGRATION_LOCK: i64 = 0x50_56_52_4e; // "SVRN"
+const POSTGRES_MIGRATION_LOCK: i64 = 0x53_56_52_4e; // "SVRN"
 
 fn migrate_postgres(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch("BEGIN")?;
@@ -281,11 +281,7 @@ fn migrate_postgres(conn: &Connection) -> Result<(), StoreError> {
             .query_row("SELECT version FROM schema_version", db::params![], |r| {
                 r.get(0)
             })
-            .map(Some)
-            .or_else(|e| match e {
-                DbError::NoRows => Ok(None),
-                e => Err(e),
-            })?
+            .optional()?
             .unwrap_or(0);
         let supported = POSTGRES_MIGRATIONS.len() as i64;
         if version > supported {
