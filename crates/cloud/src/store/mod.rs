@@ -588,3 +588,42 @@ pub(crate) fn consent_error(error: DbError, scope: ConsentScope) -> StoreError {
         _ => StoreError::from(error),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printed_urls_never_hold_the_password() {
+        let cases = [
+            (
+                "postgres://sovereign:hunter2@db.internal:5432/in_mumbai",
+                "postgres://sovereign:***@db.internal:5432/in_mumbai",
+            ),
+            (
+                "postgres://sovereign@db.internal/in_mumbai",
+                "postgres://sovereign@db.internal/in_mumbai",
+            ),
+            ("postgres://a:b:c@h/d", "postgres://a:***@h/d"),
+            ("postgres://db.internal/x", "postgres://db.internal/x"),
+            ("not a url", "not a url"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn bad_urls_are_refused_before_connecting() {
+        for url in ["mysql://h/d", "postgres://h:notaport/d", "postgres://h"] {
+            match Store::open_postgres(url) {
+                Err(StoreError::Open { location, message }) => {
+                    assert!(!message.is_empty(), "{url}");
+                    assert_eq!(location, redact_url(url));
+                }
+                Err(other) => panic!("{url}: {other}"),
+                Ok(_) => panic!("{url} opened"),
+            }
+        }
+    }
+}
