@@ -10,12 +10,15 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sovereign/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export RUST_BACKTRACE=1
 
-# System packages the tests use: Chromium and its WebDriver for the dashboard's browser test.
+# System packages the tests use: Chromium and its WebDriver for the dashboard's browser test,
+# and PostgreSQL 15, whose binaries the cloud's tests use to start a throwaway cluster of their own
+# (nothing is done to any server the package may start).
 # (command to look for, Debian package that provides it)
 missing=()
 for pair in chromium:chromium chromedriver:chromium-driver; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
+[ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)
 if ((${#missing[@]})); then
     echo "installing ${missing[*]} ..."
     if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
@@ -33,6 +36,12 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
 cargo test --workspace --locked
+
+# The cloud's and the CLI's integration tests again with every region on PostgreSQL: one
+# throwaway cluster per test process (initdb in a temp dir, a free loopback port), a fresh
+# database per region, stopped and removed when the tests end.
+step "cargo test (regions on PostgreSQL)"
+SOVEREIGN_TEST_BACKEND=postgres cargo test -p sovereign-cloud -p sovereign --test it --locked
 
 if [ -f fuzz/Cargo.toml ]; then
     step "fuzz targets build"

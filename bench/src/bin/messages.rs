@@ -112,6 +112,7 @@ async fn run_stack(args: &Args) -> anyhow::Result<StackResult> {
         data_dir: dir.path().to_path_buf(),
         policies,
         regions: vec![(RegionId::parse("in-mumbai")?, "127.0.0.1:0".parse()?)],
+        databases: Default::default(),
         clock: Arc::new(SystemClock),
     })
     .await?;

@@ -64,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
             .iter()
             .map(|id| Ok((RegionId::parse(id)?, "127.0.0.1:0".parse()?)))
             .collect::<anyhow::Result<_>>()?,
+        databases: Default::default(),
         clock: Arc::new(SystemClock),
     })
     .await?;

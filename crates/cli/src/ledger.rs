@@ -1,4 +1,5 @@
-//! `sovereign ledger verify`: checks a region's access ledger offline, from its store file.
+//! `sovereign ledger verify`: checks a region's access ledger offline, from its store (the SQLite
+//! file, or the region's PostgreSQL database with `--database`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,13 +16,20 @@ pub enum LedgerCommand {
         data_dir: PathBuf,
         #[arg(long, value_name = "ID")]
         region: String,
+        /// The region's PostgreSQL database (postgres://...), when `serve` was given one.
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
     },
 }
 
 pub fn run(command: LedgerCommand) -> anyhow::Result<ExitCode> {
-    let LedgerCommand::Verify { data_dir, region } = command;
+    let LedgerCommand::Verify {
+        data_dir,
+        region,
+        database,
+    } = command;
     let region = RegionId::parse(&region).context("--region")?;
-    match sovereign_cloud::ledger::verify_file(&data_dir, &region)? {
+    match sovereign_cloud::ledger::verify_store(&data_dir, &region, database.as_deref())? {
         Ok(summary) => {
             println!(
                 "ledger of {region} verifies: {} entries, {} signed checkpoints, Merkle root {}",

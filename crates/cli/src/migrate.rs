@@ -50,10 +50,26 @@ pub struct MigrateArgs {
     /// users). Running it again resumes where it stopped.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["from", "to"])]
     plan: Option<PathBuf>,
+
+    /// A region whose store is a PostgreSQL database, as REGION=URL (as given to
+    /// `sovereign serve --region REGION --database URL`); repeat for each such region.
+    #[arg(long, value_name = "REGION=URL")]
+    database: Vec<String>,
 }
 
 pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     check_services(&args.services)?;
+    let mut databases = std::collections::BTreeMap::new();
+    for pair in &args.database {
+        let Some((region, url)) = pair.split_once('=') else {
+            bail!(
+                "--database {}: expected REGION=URL",
+                sovereign_cloud::store::redact_url(pair)
+            );
+        };
+        let region = RegionId::parse(region).context("--database")?;
+        databases.insert(region, url.to_owned());
+    }
     let policies = match &args.config {
         Some(dir) => Policies::from_dir(dir)
             .with_context(|| format!("loading policies from {}", dir.display()))?,
@@ -87,6 +103,7 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
                 let mut options = RegionOptions::new(args.data_dir.clone(), region.clone(), policies.clone());
                 options.clock = Arc::new(SystemClock);
                 options.directory = Some(directory.clone());
+                options.database = databases.get(region).cloned();
                 RegionState::open(options)
             };
             let source = open(&spec.from).await?;

@@ -109,6 +109,9 @@ pub struct StoreArgs {
     /// Policy directory, as for `serve --config` (to know its regions).
     #[arg(long, value_name = "DIR")]
     pub config: Option<PathBuf>,
+    /// The region's PostgreSQL database (postgres://...), when `serve` was given one.
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -307,7 +310,15 @@ fn load_key(path: &Path) -> anyhow::Result<SigningKey> {
 
 fn open_store(args: &StoreArgs) -> anyhow::Result<(Store, i64)> {
     let path = region_store(&args.data_dir, &args.region, args.config.as_deref())?;
-    let store = Store::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let store = match &args.database {
+        Some(url) => Store::open_postgres(url).with_context(|| {
+            format!(
+                "opening the store of {}",
+                sovereign_cloud::store::redact_url(url)
+            )
+        })?,
+        None => Store::open(&path).with_context(|| format!("opening {}", path.display()))?,
+    };
     Ok((store, now_ms()))
 }
 

@@ -18,6 +18,9 @@ pub enum RetentionCommand {
         /// Policy directory, as for `serve --config`.
         #[arg(long, value_name = "DIR")]
         config: Option<PathBuf>,
+        /// The region's PostgreSQL database (postgres://...), when `serve` was given one.
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
     },
 }
 
@@ -26,6 +29,7 @@ pub fn run(command: RetentionCommand) -> anyhow::Result<ExitCode> {
         data_dir,
         region,
         config,
+        database,
     } = command;
     let region = RegionId::parse(&region).context("--region")?;
     let policies = match &config {
@@ -36,7 +40,13 @@ pub fn run(command: RetentionCommand) -> anyhow::Result<ExitCode> {
     let now = chrono::Utc::now().timestamp_millis();
     print!(
         "{}",
-        sovereign_cloud::retention::report_file(&data_dir, &region, &policies.retention, now)?
+        sovereign_cloud::retention::report_store(
+            &data_dir,
+            &region,
+            database.as_deref(),
+            &policies.retention,
+            now
+        )?
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,4 +1,5 @@
-//! `sovereign serve`: one region of the cloud on the embedded default (SQLite, local files).
+//! `sovereign serve`: the cloud's regions, each on SQLite (the embedded default, local files) or,
+//! with `--region ID --database postgres://...`, one region on PostgreSQL.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +28,12 @@ pub struct ServeArgs {
     /// config/regions.toml. Port 0 picks a free port.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+
+    /// Keep the region's store in this PostgreSQL database instead of SQLite, with --region
+    /// (one region per database), e.g. postgres://sovereign@db.internal:5432/in_mumbai.
+    /// Keys, certificates and blobs stay under --data-dir.
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
 
     /// A directory of policy files (regions.toml, residency.toml, notices.toml, retention.toml,
     /// server.toml) that replace the built-in defaults; files it lacks keep the default.
@@ -82,12 +89,32 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .map(|r| (r.id.clone(), r.listen))
             .collect(),
     };
+    let databases = match (&args.database, &args.region) {
+        (None, _) => Default::default(),
+        (Some(_), None) => {
+            anyhow::bail!("--database needs --region: each region has its own database")
+        }
+        (Some(url), Some(_)) => {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                anyhow::bail!(
+                    "--database {}: not a PostgreSQL URL (expected postgres://user@host:port/database)",
+                    sovereign_cloud::store::redact_url(url)
+                );
+            }
+            // Invariant: with --region, `regions` holds exactly that region.
+            regions
+                .iter()
+                .map(|(id, _)| (id.clone(), url.clone()))
+                .collect()
+        }
+    };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let cloud = sovereign_cloud::start_cloud(CloudOptions {
             data_dir: args.data_dir.clone(),
             policies,
             regions,
+            databases,
             clock: Arc::new(SystemClock),
         })
         .await?;

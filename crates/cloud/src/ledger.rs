@@ -13,7 +13,6 @@
 use std::path::Path;
 
 use anyhow::Context;
-use rusqlite::OpenFlags;
 use sovereign_crypto::{
     SigningKey, canonical, chain_hash, digest_sha256, frontier_push, frontier_root, hex, leaf_hash,
     verify_signature,
@@ -250,25 +249,30 @@ pub fn verify_file(
     data_dir: &Path,
     region: &RegionId,
 ) -> anyhow::Result<Result<LedgerSummary, LedgerFault>> {
+    verify_store(data_dir, region, None)
+}
+
+/// [`verify_file`] for a region whose store may be a PostgreSQL database (`database`, a
+/// `postgres://` URL; `None` reads `DIR/regions/<region>/store.sqlite`). It blocks: call it off
+/// the async runtime.
+///
+/// # Errors
+/// When the key or the store cannot be read; a ledger that does not verify is `Ok(Err(fault))`.
+pub fn verify_store(
+    data_dir: &Path,
+    region: &RegionId,
+    database: Option<&str>,
+) -> anyhow::Result<Result<LedgerSummary, LedgerFault>> {
     let key_file = key_path(data_dir, region);
     let pkcs8 = std::fs::read(&key_file)
         .with_context(|| format!("reading the ledger key {}", key_file.display()))?;
     let key = SigningKey::from_pkcs8(&pkcs8)
         .with_context(|| format!("in the ledger key {}", key_file.display()))?;
-    let store_path = data_dir
-        .join("regions")
-        .join(region.as_str())
-        .join("store.sqlite");
-    if !store_path.exists() {
-        anyhow::bail!("no store at {}", store_path.display());
-    }
-    let conn = rusqlite::Connection::open_with_flags(
-        &store_path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .with_context(|| format!("opening {}", store_path.display()))?;
+    let location = crate::store::region_store_location(data_dir, region, database);
+    let conn = crate::store::open_read_only(&location)
+        .with_context(|| format!("opening {}", location.display()))?;
     let (rows, checkpoints) =
-        load_ledger(&conn).with_context(|| format!("reading {}", store_path.display()))?;
+        load_ledger(&conn).with_context(|| format!("reading {}", location.display()))?;
     Ok(verify_rows(
         region.as_str(),
         &key.public_key(),

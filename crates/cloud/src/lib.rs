@@ -14,6 +14,7 @@
 //!     data_dir: "./data".into(),
 //!     policies: Policies::embedded()?,
 //!     regions: vec![(RegionId::parse("in-mumbai")?, "127.0.0.1:0".parse()?)],
+//!     databases: Default::default(),
 //!     clock: std::sync::Arc::new(SystemClock),
 //! })
 //! .await?;
@@ -153,6 +154,9 @@ pub struct CloudOptions {
     pub policies: Policies,
     /// Each region and the address it listens on (port 0 picks a free port).
     pub regions: Vec<(sovereign_model::RegionId, SocketAddr)>,
+    /// Regions whose store is a PostgreSQL database (`postgres://` URL); the others keep theirs
+    /// in SQLite under `data_dir`.
+    pub databases: std::collections::BTreeMap<sovereign_model::RegionId, String>,
     pub clock: std::sync::Arc<dyn clock::Clock>,
 }
 
@@ -194,8 +198,15 @@ pub async fn start_cloud(options: CloudOptions) -> anyhow::Result<Cloud> {
         data_dir,
         policies,
         regions,
+        mut databases,
         clock,
     } = options;
+    if let Some(unknown) = databases
+        .keys()
+        .find(|id| !regions.iter().any(|(region, _)| region == *id))
+    {
+        anyhow::bail!("a database is given for region {unknown}, which is not being started");
+    }
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let tls = tls::load_or_create(&data_dir)?;
@@ -228,6 +239,7 @@ pub async fn start_cloud(options: CloudOptions) -> anyhow::Result<Cloud> {
         options.clock = clock.clone();
         options.directory = Some(directory.clone());
         options.peers = Some(peers.clone());
+        options.database = databases.remove(&id);
         let state = RegionState::open(options).await?;
         let server = serve(state.clone(), listener, tls_config.clone())?;
         let url = urls.get(&id).cloned().unwrap_or_default();

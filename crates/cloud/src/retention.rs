@@ -10,7 +10,6 @@
 use std::path::Path;
 
 use anyhow::Context;
-use rusqlite::OpenFlags;
 use sovereign_model::RegionId;
 
 use crate::clock::{UnixMs, rfc3339};
@@ -116,16 +115,25 @@ pub fn report_file(
     policy: &RetentionPolicy,
     now: UnixMs,
 ) -> anyhow::Result<String> {
-    let path = data_dir
-        .join("regions")
-        .join(region.as_str())
-        .join("store.sqlite");
-    if !path.exists() {
-        anyhow::bail!("no store at {}", path.display());
-    }
-    let conn = rusqlite::Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .with_context(|| format!("opening {}", path.display()))?;
+    report_store(data_dir, region, None, policy, now)
+}
+
+/// [`report_file`] for a region whose store may be a PostgreSQL database (`database`, a
+/// `postgres://` URL). It blocks: call it off the async runtime.
+///
+/// # Errors
+/// When the store cannot be opened or read.
+pub fn report_store(
+    data_dir: &Path,
+    region: &RegionId,
+    database: Option<&str>,
+    policy: &RetentionPolicy,
+    now: UnixMs,
+) -> anyhow::Result<String> {
+    let location = crate::store::region_store_location(data_dir, region, database);
+    let conn = crate::store::open_read_only(&location)
+        .with_context(|| format!("opening {}", location.display()))?;
     let stats = retention_stats(&conn, now, ledger_ms(policy))
-        .with_context(|| format!("reading {}", path.display()))?;
+        .with_context(|| format!("reading {}", location.display()))?;
     Ok(format_report(region.as_str(), policy, now, &stats))
 }

@@ -51,6 +51,9 @@ pub struct RegionOptions {
     pub directory: Option<Directory>,
     /// Where the other regions are; `None` takes their configured addresses.
     pub peers: Option<Arc<PeerTable>>,
+    /// The region's PostgreSQL database (`postgres://user@host:port/db`); `None` keeps the store
+    /// in `DIR/regions/<region>/store.sqlite`. One region per database.
+    pub database: Option<String>,
 }
 
 impl RegionOptions {
@@ -62,6 +65,7 @@ impl RegionOptions {
             clock: Arc::new(SystemClock),
             directory: None,
             peers: None,
+            database: None,
         }
     }
 }
@@ -80,6 +84,7 @@ impl RegionState {
             clock,
             directory,
             peers,
+            database,
         } = options;
         let config = policies
             .regions
@@ -100,9 +105,14 @@ impl RegionState {
         let region_dir = data_dir.join("regions").join(region.as_str());
         std::fs::create_dir_all(&region_dir)
             .with_context(|| format!("creating {}", region_dir.display()))?;
-        let store_path = region_dir.join("store.sqlite");
-        let store = Store::open(&store_path)
-            .with_context(|| format!("opening store {}", store_path.display()))?;
+        let location = crate::store::region_store_location(&data_dir, &region, database.as_deref());
+        let shown = location.display();
+        // Opening PostgreSQL blocks (the synchronous client runs its own runtime), so it runs
+        // off the async workers.
+        let store = tokio::task::spawn_blocking(move || Store::open_at(&location))
+            .await
+            .context("opening the store panicked")?
+            .with_context(|| format!("opening store {shown}"))?;
         let keys = RegionKeys::load_or_create(&data_dir, &region)?;
         let identity = load_or_create_identity(&data_dir, &region)?;
         let directory = match directory {

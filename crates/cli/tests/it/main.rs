@@ -2,4 +2,6 @@
 
 mod migrate;
 mod ops;
+#[path = "../../../cloud/tests/it/pg_cluster.rs"]
+mod pg_cluster;
 mod serve;

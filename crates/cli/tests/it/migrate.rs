@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +33,50 @@ fn write_config(dir: &std::path::Path) {
     .unwrap();
 }
 
-async fn start(data: &std::path::Path, config: &std::path::Path) -> sovereign_cloud::Cloud {
+/// With `SOVEREIGN_TEST_BACKEND=postgres`, each region gets a fresh database of the test's
+/// throwaway PostgreSQL cluster; otherwise both stay on SQLite.
+fn test_databases() -> BTreeMap<RegionId, String> {
+    match std::env::var("SOVEREIGN_TEST_BACKEND").as_deref() {
+        Ok("postgres") => ["in-mumbai", "sg-singapore"]
+            .iter()
+            .map(|id| {
+                (
+                    RegionId::parse(id).unwrap(),
+                    crate::pg_cluster::fresh_database(),
+                )
+            })
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// `SELECT count(*) FROM {table}` in a region's store, on whichever backend it is.
+fn count_rows(
+    data: &std::path::Path,
+    databases: &BTreeMap<RegionId, String>,
+    region: &str,
+    table: &str,
+) -> i64 {
+    let sql = format!("SELECT count(*) FROM {table}");
+    match databases.get(&RegionId::parse(region).unwrap()) {
+        Some(url) => crate::pg_cluster::off_runtime(|| {
+            let mut db = postgres::Client::connect(url, postgres::NoTls).unwrap();
+            db.query_one(&sql, &[]).unwrap().get(0)
+        }),
+        None => {
+            let db =
+                rusqlite::Connection::open(data.join(format!("regions/{region}/store.sqlite")))
+                    .unwrap();
+            db.query_row(&sql, [], |r| r.get(0)).unwrap()
+        }
+    }
+}
+
+async fn start(
+    data: &std::path::Path,
+    config: &std::path::Path,
+    databases: &BTreeMap<RegionId, String>,
+) -> sovereign_cloud::Cloud {
     let mut policies = Policies::from_dir(config).unwrap();
     policies.limits.signups_per_minute = 10_000;
     policies.limits.logins_per_minute = 10_000;
@@ -44,6 +88,7 @@ async fn start(data: &std::path::Path, config: &std::path::Path) -> sovereign_cl
             .iter()
             .map(|id| (RegionId::parse(id).unwrap(), "127.0.0.1:0".parse().unwrap()))
             .collect(),
+        databases: databases.clone(),
         clock: Arc::new(SystemClock),
     })
     .await
@@ -185,7 +230,8 @@ async fn a_migration_killed_at_random_points_resumes_and_ends_correct() {
     let data = tempfile::tempdir().unwrap();
     let config = tempfile::tempdir().unwrap();
     write_config(config.path());
-    let cloud = start(data.path(), config.path()).await;
+    let databases = test_databases();
+    let cloud = start(data.path(), config.path(), &databases).await;
     let mumbai = cloud.region("in-mumbai").unwrap().url.clone();
     let tokens = populate(data.path(), &mumbai).await;
     let client = client(data.path());
@@ -222,6 +268,9 @@ async fn a_migration_killed_at_random_points_resumes_and_ends_correct() {
             .arg(config.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        for (region, url) in &databases {
+            command.arg("--database").arg(format!("{region}={url}"));
+        }
         command
     };
     // Kill -9 at pseudo-random moments; the seed is printed so a failure can be replayed.
@@ -273,7 +322,7 @@ async fn a_migration_killed_at_random_points_resumes_and_ends_correct() {
 
     // Everything is in Singapore, readable with the tokens the users already had; nothing is
     // left in Mumbai.
-    let cloud = start(data.path(), config.path()).await;
+    let cloud = start(data.path(), config.path(), &databases).await;
     let singapore = cloud.region("sg-singapore").unwrap().url.clone();
     for (i, token) in tokens.iter().enumerate() {
         let (status, export) = call(
@@ -292,8 +341,6 @@ async fn a_migration_killed_at_random_points_resumes_and_ends_correct() {
             "user {i}'s data changed in the move"
         );
     }
-    let db =
-        rusqlite::Connection::open(data.path().join("regions/in-mumbai/store.sqlite")).unwrap();
     for table in [
         "users",
         "messages",
@@ -302,9 +349,7 @@ async fn a_migration_killed_at_random_points_resumes_and_ends_correct() {
         "consent_state",
         "consent_events",
     ] {
-        let n: i64 = db
-            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-            .unwrap();
+        let n = count_rows(data.path(), &databases, "in-mumbai", table);
         assert_eq!(n, 0, "{table} left in Mumbai");
     }
     cloud.shutdown(Duration::from_secs(5)).await;

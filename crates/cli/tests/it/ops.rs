@@ -26,6 +26,25 @@ fn run(args: &[&str], dir: &Path) -> Output {
     sovereign().args(args).current_dir(dir).output().unwrap()
 }
 
+/// `run` for a command that opens the region's store: with `--database URL` when the region is
+/// on PostgreSQL.
+fn run_on_store(args: &[&str], dir: &Path, database: Option<&str>) -> Output {
+    let mut command = sovereign();
+    command.args(args).current_dir(dir);
+    if let Some(url) = database {
+        command.args(["--database", url]);
+    }
+    command.output().unwrap()
+}
+
+/// With `SOVEREIGN_TEST_BACKEND=postgres`, a fresh database of the test's throwaway cluster.
+fn test_database() -> Option<String> {
+    match std::env::var("SOVEREIGN_TEST_BACKEND").as_deref() {
+        Ok("postgres") => Some(crate::pg_cluster::fresh_database()),
+        _ => None,
+    }
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -64,16 +83,22 @@ async fn sign_up(client: &reqwest::Client, url: &str, dir: &Path) -> String {
 async fn operators_need_two_others_and_the_ledger_names_a_changed_entry() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let child = sovereign()
-        .args([
-            "serve",
-            "--region",
-            "in-mumbai",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            "data",
-        ])
+    let database = test_database();
+    let database = database.as_deref();
+    let mut serve = sovereign();
+    serve.args([
+        "serve",
+        "--region",
+        "in-mumbai",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        "data",
+    ]);
+    if let Some(url) = database {
+        serve.args(["--database", url]);
+    }
+    let child = serve
         .current_dir(root)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -100,7 +125,7 @@ async fn operators_need_two_others_and_the_ledger_names_a_changed_entry() {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let registered = run(
+        let registered = run_on_store(
             &[
                 "ops",
                 "register",
@@ -114,6 +139,7 @@ async fn operators_need_two_others_and_the_ledger_names_a_changed_entry() {
                 &format!("{name}.key.pub"),
             ],
             root,
+            database,
         );
         assert!(registered.status.success(), "{}", stderr(&registered));
     }
@@ -246,7 +272,7 @@ async fn operators_need_two_others_and_the_ledger_names_a_changed_entry() {
         stderr(&junk)
     );
 
-    let report = run(
+    let report = run_on_store(
         &[
             "retention",
             "report",
@@ -256,6 +282,7 @@ async fn operators_need_two_others_and_the_ledger_names_a_changed_entry() {
             "in-mumbai",
         ],
         root,
+        database,
     );
     assert!(report.status.success(), "{}", stderr(&report));
     assert!(
@@ -266,7 +293,7 @@ async fn operators_need_two_others_and_the_ledger_names_a_changed_entry() {
         stdout(&report)
     );
 
-    let verified = run(
+    let verified = run_on_store(
         &[
             "ledger",
             "verify",
@@ -276,6 +303,7 @@ async fn operators_need_two_others_and_the_ledger_names_a_changed_entry() {
             "in-mumbai",
         ],
         root,
+        database,
     );
     assert!(
         verified.status.success(),
@@ -289,29 +317,14 @@ async fn operators_need_two_others_and_the_ledger_names_a_changed_entry() {
         stdout(&verified)
     );
 
-    // Stop the server, fold the WAL into the store file, and change one byte of the request
-    // entry's detail (its JSON is the only text that starts with {"not_after_ms":).
+    // Stop the server and change one byte of the request entry's detail (its JSON is the only
+    // text that starts with {"not_after_ms":), in the store file or in the database.
     drop(server);
-    let db = root.join("data/regions/in-mumbai/store.sqlite");
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-        .unwrap();
-    drop(conn);
-    let mut bytes = std::fs::read(&db).unwrap();
-    let marker = b"{\"not_after_ms\":";
-    let at = bytes
-        .windows(marker.len())
-        .position(|w| w == marker)
-        .unwrap()
-        + marker.len();
-    assert!(bytes[at].is_ascii_digit());
-    bytes[at] = if bytes[at] == b'9' {
-        b'8'
-    } else {
-        bytes[at] + 1
-    };
-    std::fs::write(&db, &bytes).unwrap();
-    let broken = run(
+    match database {
+        Some(url) => change_detail_in_postgres(url),
+        None => change_detail_in_file(root),
+    }
+    let broken = run_on_store(
         &[
             "ledger",
             "verify",
@@ -321,6 +334,7 @@ async fn operators_need_two_others_and_the_ledger_names_a_changed_entry() {
             "in-mumbai",
         ],
         root,
+        database,
     );
     assert_eq!(broken.status.code(), Some(1));
     assert!(
@@ -347,6 +361,56 @@ async fn operators_need_two_others_and_the_ledger_names_a_changed_entry() {
         "{}",
         stderr(&missing)
     );
+}
+
+/// Changes the first digit after `{"not_after_ms":` in entry 0's detail, in the database, as
+/// someone with the server's superuser could (the append-only triggers turned off).
+fn change_detail_in_postgres(url: &str) {
+    crate::pg_cluster::off_runtime(|| {
+        let mut db = postgres::Client::connect(url, postgres::NoTls).unwrap();
+        let detail: String = db
+            .query_one("SELECT detail FROM ledger_entries WHERE seq = 0", &[])
+            .unwrap()
+            .get(0);
+        let changed = bump_digit_after_marker(detail.into_bytes());
+        let changed = String::from_utf8(changed).unwrap();
+        db.execute("ALTER TABLE ledger_entries DISABLE TRIGGER USER", &[])
+            .unwrap();
+        db.execute(
+            "UPDATE ledger_entries SET detail = $1 WHERE seq = 0",
+            &[&changed],
+        )
+        .unwrap();
+        db.execute("ALTER TABLE ledger_entries ENABLE TRIGGER USER", &[])
+            .unwrap();
+    });
+}
+
+/// The first digit after `{"not_after_ms":`, one up (9 becomes 8).
+fn bump_digit_after_marker(mut bytes: Vec<u8>) -> Vec<u8> {
+    let marker = b"{\"not_after_ms\":";
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .unwrap()
+        + marker.len();
+    assert!(bytes[at].is_ascii_digit());
+    bytes[at] = if bytes[at] == b'9' {
+        b'8'
+    } else {
+        bytes[at] + 1
+    };
+    bytes
+}
+
+fn change_detail_in_file(root: &Path) {
+    let db = root.join("data/regions/in-mumbai/store.sqlite");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    drop(conn);
+    let bytes = bump_digit_after_marker(std::fs::read(&db).unwrap());
+    std::fs::write(&db, &bytes).unwrap();
 }
 
 #[test]

@@ -172,3 +172,115 @@ fn bad_flags_and_config_are_clear_errors() {
     assert_eq!(bad_region_id.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad_region_id.stderr).contains("invalid region id"));
 }
+
+/// Issue 4: `--region ID --database postgres://...` puts the region's store on PostgreSQL (a
+/// throwaway cluster the test starts); keys and certificates stay under --data-dir.
+#[tokio::test]
+async fn serve_with_a_database_puts_the_region_on_postgres_issue_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = crate::pg_cluster::fresh_database();
+    let child = sovereign()
+        .args([
+            "serve",
+            "--region",
+            "in-mumbai",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            &database,
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut running = Running(child);
+    let mut lines = BufReader::new(running.0.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("region in-mumbai"), "{first}");
+    let url = first.split_whitespace().last().unwrap().to_owned();
+    let ca = std::fs::read(dir.path().join("tls/ca.pem")).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let signup = client
+        .post(format!("{url}/v1/accounts"))
+        .json(&serde_json::json!({"phone": "+919812345678", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signup.status(), 202);
+    assert!(!dir.path().join("regions/in-mumbai/store.sqlite").exists());
+    let (version, verifications) = crate::pg_cluster::off_runtime(|| {
+        let mut db = postgres::Client::connect(&database, postgres::NoTls).unwrap();
+        let version: i64 = db
+            .query_one("SELECT version FROM schema_version", &[])
+            .unwrap()
+            .get(0);
+        let verifications: i64 = db
+            .query_one("SELECT count(*) FROM verifications", &[])
+            .unwrap()
+            .get(0);
+        (version, verifications)
+    });
+    assert_eq!(version, 3);
+    assert_eq!(verifications, 1);
+}
+
+#[test]
+fn database_flag_errors_are_clear_issue_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let without_region = sovereign()
+        .args([
+            "serve",
+            "--database",
+            "postgres://db.internal/x",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(without_region.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&without_region.stderr);
+    assert!(stderr.contains("--database needs --region"), "{stderr}");
+
+    let not_postgres = sovereign()
+        .args(["serve", "--region", "in-mumbai", "--listen", "127.0.0.1:0"])
+        .args([
+            "--database",
+            "mysql://u:hunter2@db.internal/x",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(not_postgres.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&not_postgres.stderr);
+    assert!(stderr.contains("not a PostgreSQL URL"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let unreachable = sovereign()
+        .args(["serve", "--region", "in-mumbai", "--listen", "127.0.0.1:0"])
+        .arg("--database")
+        .arg(format!("postgres://u:hunter2@127.0.0.1:{port}/in_mumbai"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(unreachable.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(
+        stderr.contains("cannot connect to postgres://127.0.0.1:"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -1,6 +1,6 @@
 //! What the privacy dashboard needs beyond the API's operations.
 
-use rusqlite::params;
+use super::db::params;
 
 use super::{Store, StoreError};
 

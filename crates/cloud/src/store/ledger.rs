@@ -1,7 +1,7 @@
 //! The access ledger's SQL. Entries are appended inside the caller's transaction, so an entry
 //! exists exactly when the change it records was committed.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::db::{Connection, OptionalExtension, Row, params};
 use sovereign_crypto::{
     MerkleTree, chain_hash, digest_sha256, frontier_push, frontier_root, leaf_hash,
 };
@@ -60,7 +60,7 @@ const LEDGER_COLUMNS: &str =
     "seq, at, kind, user_id, request_id, operator, detail, detail_hash, leaf_hash, chain_hash";
 const CHECKPOINT_COLUMNS: &str = "tree_size, root, chain_head, at, public_key, signature";
 
-fn ledger_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerRow> {
+fn ledger_row(r: &Row) -> super::db::DbResult<LedgerRow> {
     Ok(LedgerRow {
         seq: r.get(0)?,
         at: r.get(1)?,
@@ -75,7 +75,7 @@ fn ledger_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerRow> {
     })
 }
 
-fn checkpoint_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CheckpointRow> {
+fn checkpoint_row(r: &Row) -> super::db::DbResult<CheckpointRow> {
     Ok(CheckpointRow {
         tree_size: r.get(0)?,
         root: r.get(1)?,

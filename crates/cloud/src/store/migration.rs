@@ -3,7 +3,7 @@
 //! Sealed values are copied as they are: they are bound to the user and record, not the region,
 //! so only the wrapped data key changes on the way.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::db::{Connection, Dialect, OptionalExtension, params};
 
 use super::{Store, StoreError};
 use crate::clock::UnixMs;
@@ -268,7 +268,7 @@ fn install(
         "CREATE TEMP TABLE IF NOT EXISTS keep (a TEXT, b TEXT, PRIMARY KEY (a, b))",
         [],
     )?;
-    conn.execute("DELETE FROM temp.keep", [])?;
+    conn.execute("DELETE FROM keep", [])?;
     for m in &snapshot.messages {
         conn.execute(
             "INSERT INTO messages (id, owner_id, box, peer_sealed, body_sealed, created_at, delivered_at, expires_at) \
@@ -277,16 +277,16 @@ fn install(
             params![m.id, u.id, m.box_name, m.peer_sealed, m.body_sealed, m.created_at, m.delivered_at, m.expires_at],
         )?;
         conn.execute(
-            "INSERT INTO temp.keep (a, b) VALUES (?1, ?2)",
+            "INSERT INTO keep (a, b) VALUES (?1, ?2)",
             params![m.box_name, m.id],
         )?;
     }
     conn.execute(
         "DELETE FROM messages WHERE owner_id = ?1 AND NOT EXISTS \
-         (SELECT 1 FROM temp.keep k WHERE k.a = messages.box AND k.b = messages.id)",
+         (SELECT 1 FROM keep k WHERE k.a = messages.box AND k.b = messages.id)",
         params![u.id],
     )?;
-    conn.execute("DELETE FROM temp.keep", [])?;
+    conn.execute("DELETE FROM keep", [])?;
     for b in &snapshot.backup {
         let current: Option<i64> = conn
             .query_row(
@@ -324,13 +324,13 @@ fn install(
             )?;
         }
         conn.execute(
-            "INSERT INTO temp.keep (a, b) VALUES (?1, ?2)",
+            "INSERT INTO keep (a, b) VALUES (?1, ?2)",
             params![b.kind, b.item_id],
         )?;
     }
     conn.execute(
         "DELETE FROM backup_items WHERE owner_id = ?1 AND NOT EXISTS \
-         (SELECT 1 FROM temp.keep k WHERE k.a = backup_items.kind AND k.b = backup_items.item_id)",
+         (SELECT 1 FROM keep k WHERE k.a = backup_items.kind AND k.b = backup_items.item_id)",
         params![u.id],
     )?;
     Ok(())
@@ -355,7 +355,11 @@ impl Store {
     pub async fn snapshot_user(&self, user_id: String) -> Result<Option<UserSnapshot>, StoreError> {
         // A read transaction gives one consistent view across all the tables.
         self.read(move |conn| {
-            conn.execute_batch("BEGIN")?;
+            // PostgreSQL's default (READ COMMITTED) takes a new snapshot per statement.
+            conn.execute_batch(match conn.dialect() {
+                Dialect::Sqlite => "BEGIN",
+                Dialect::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+            })?;
             let result = snapshot(conn, &user_id);
             let _ = conn.execute_batch("COMMIT");
             result

@@ -1,12 +1,15 @@
 //! The region's store: SQL lives here and nowhere else.
 //!
-//! SQLite is the embedded default. All writes go through one writer thread that commits them in
+//! SQLite is the embedded default; a region can instead live in PostgreSQL
+//! ([`StoreLocation::Postgres`]). Every operation is written once against [`db::Connection`],
+//! which speaks to either. All writes go through one writer thread that commits them in
 //! groups: while one commit waits for its fsync, the next requests queue and share the next
 //! commit. Each request runs in its own savepoint, so one failing request never undoes another,
 //! and a request is answered only after its commit is durable. Reads use a small pool of
 //! read-only connections that see committed snapshots (WAL mode).
 
 mod dashboard;
+pub mod db;
 mod ledger;
 mod migration;
 mod ops;
@@ -17,7 +20,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::Connection;
+use db::{Connection, DbError, Dialect, OptionalExtension};
 use sovereign_model::ConsentScope;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -48,8 +51,15 @@ pub enum StoreError {
     PhoneTaken,
     #[error("the user is being moved to another region; retry in a moment")]
     Migrating,
-    #[error("sqlite: {0}")]
-    Sqlite(rusqlite::Error),
+    #[error("{0}")]
+    Database(DbError),
+    #[error("{message}")]
+    Open {
+        /// The file, or the database URL without its password.
+        location: String,
+        /// What went wrong, naming the location.
+        message: String,
+    },
     #[error("store is closed")]
     Closed,
     #[error("commit failed: {0}")]
@@ -62,19 +72,66 @@ pub enum StoreError {
     Conflict(String),
 }
 
-impl From<rusqlite::Error> for StoreError {
-    /// Errors raised by the schema's own triggers become the typed errors they stand for.
-    fn from(error: rusqlite::Error) -> StoreError {
-        match &error {
-            rusqlite::Error::SqliteFailure(_, Some(message))
-                if message.starts_with("user_migrating") =>
-            {
-                StoreError::Migrating
-            }
-            _ => StoreError::Sqlite(error),
+impl From<DbError> for StoreError {
+    /// Errors raised by the schema's own triggers (on either backend) become the typed errors
+    /// they stand for.
+    fn from(error: DbError) -> StoreError {
+        match error.message() {
+            Some(message) if message.starts_with("user_migrating") => StoreError::Migrating,
+            _ => StoreError::Database(error),
         }
     }
 }
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> StoreError {
+        StoreError::from(DbError::from(error))
+    }
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(error: postgres::Error) -> StoreError {
+        StoreError::from(DbError::from(error))
+    }
+}
+
+/// Where a region's store lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// An SQLite file (the embedded default).
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL database, by `postgres://` URL; one region per database.
+    Postgres(String),
+}
+
+impl StoreLocation {
+    /// The location for printing: a PostgreSQL URL's password is left out.
+    pub fn display(&self) -> String {
+        match self {
+            StoreLocation::Sqlite(path) => path.display().to_string(),
+            StoreLocation::Postgres(url) => redact_url(url),
+        }
+    }
+}
+
+/// `url` with the password of its user info replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// How long connecting to PostgreSQL may take before the store reports it unreachable.
+pub const POSTGRES_CONNECT_SECONDS_MAX: u64 = 10;
 
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// A queued write. Called with the connection to run it, or with `None` to fail it unrun.
@@ -87,7 +144,16 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v3.sql"),
 ];
 
-/// A region's SQLite store. Cheap to clone.
+/// The same migrations for PostgreSQL: the same tables, and triggers that raise the same
+/// messages; the `schema_version` table records how many ran.
+const POSTGRES_MIGRATIONS: &[&str] = &[
+    include_str!("postgres/schema_v1.sql"),
+    include_str!("postgres/schema_v2.sql"),
+    include_str!("postgres/schema_v3.sql"),
+];
+const _: () = assert!(MIGRATIONS.len() == POSTGRES_MIGRATIONS.len());
+
+/// A region's store, in SQLite or PostgreSQL. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     writer: mpsc::Sender<Job>,
@@ -97,10 +163,13 @@ pub struct Store {
 struct Readers {
     pool: Mutex<Vec<Connection>>,
     permits: Semaphore,
+    /// PostgreSQL readers are opened when first needed (and again after a connection breaks);
+    /// SQLite's are all opened up front, so this is `None` there.
+    postgres: Option<postgres::Config>,
 }
 
-fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path)?;
+fn open_connection(path: &Path) -> Result<rusqlite::Connection, StoreError> {
+    let conn = rusqlite::Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     // WAL lets readers run beside the writer; synchronous=FULL makes every commit durable
     // before we answer (an fsync of the WAL per commit group).
@@ -110,7 +179,7 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+fn migrate(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let supported = MIGRATIONS.len() as i64;
     if version > supported {
@@ -128,7 +197,190 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+fn postgres_config(url: &str) -> Result<postgres::Config, StoreError> {
+    let open_error = |message: String| StoreError::Open {
+        location: redact_url(url),
+        message,
+    };
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(open_error(format!(
+            "{} is not a PostgreSQL URL (expected postgres://user@host:port/database)",
+            redact_url(url)
+        )));
+    }
+    let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
+        open_error(format!(
+            "invalid URL {}: {}",
+            redact_url(url),
+            db::postgres_error_text(&e)
+        ))
+    })?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(std::time::Duration::from_secs(POSTGRES_CONNECT_SECONDS_MAX));
+    }
+    if config.get_dbname().is_none() {
+        return Err(open_error(format!("{} names no database", redact_url(url))));
+    }
+    Ok(config)
+}
+
+/// What a PostgreSQL connection is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Writer,
+    Reader,
+}
+
+fn connect_postgres(config: &postgres::Config, role: Role) -> Result<Connection, StoreError> {
+    let client = config
+        .connect(postgres::NoTls)
+        .map_err(|e| StoreError::Open {
+            location: postgres_location(config),
+            message: format!(
+                "cannot connect to {}: {}",
+                postgres_location(config),
+                db::postgres_error_text(&e)
+            ),
+        })?;
+    let conn = Connection::postgres(client);
+    // Every commit waits for its WAL flush, as SQLite's synchronous=FULL does.
+    conn.execute_batch("SET synchronous_commit = on; SET client_min_messages = warning")?;
+    if role == Role::Reader {
+        conn.execute_batch("SET default_transaction_read_only = on")?;
+    }
+    Ok(conn)
+}
+
+fn postgres_location(config: &postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(host)) => host.clone(),
+        Some(postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let dbname = config.get_dbname().unwrap_or("");
+    format!("postgres://{host}:{port}/{dbname}")
+}
+
+/// An arbitrary constant: the advisory lock that serialises schema migrations of one database.
+const POSTGRES_MIGRATION_LOCK: i64 = 0x53_56_52_4e; // "SVRN"
+
+fn migrate_postgres(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch("BEGIN")?;
+    let result = (|| {
+        conn.query_row(
+            "SELECT pg_advisory_xact_lock(?1)::text",
+            db::params![POSTGRES_MIGRATION_LOCK],
+            |_| Ok(()),
+        )?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_version (\
+               one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one), version BIGINT NOT NULL)",
+        )?;
+        let version: i64 = conn
+            .query_row("SELECT version FROM schema_version", db::params![], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .unwrap_or(0);
+        let supported = POSTGRES_MIGRATIONS.len() as i64;
+        if version > supported {
+            return Err(StoreError::SchemaTooNew {
+                found: version,
+                supported,
+            });
+        }
+        for (index, sql) in POSTGRES_MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(version as usize)
+        {
+            conn.execute_batch(sql)?;
+            conn.execute(
+                "INSERT INTO schema_version (one, version) VALUES (TRUE, ?1) \
+                 ON CONFLICT (one) DO UPDATE SET version = excluded.version",
+                db::params![index as i64 + 1],
+            )?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => conn.execute_batch("COMMIT")?,
+        Err(_) => {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+    }
+    result
+}
+
+/// Where a region's store is: `database` (a `postgres://` URL) when given, else the region's
+/// SQLite file under `data_dir`.
+pub fn region_store_location(
+    data_dir: &Path,
+    region: &sovereign_model::RegionId,
+    database: Option<&str>,
+) -> StoreLocation {
+    match database {
+        Some(url) => StoreLocation::Postgres(url.to_owned()),
+        None => StoreLocation::Sqlite(
+            data_dir
+                .join("regions")
+                .join(region.as_str())
+                .join("store.sqlite"),
+        ),
+    }
+}
+
+/// A read-only connection to a region's store, for offline tools (`ledger verify`, the retention
+/// report) that read it beside a running server. It does not create or migrate anything.
+///
+/// # Errors
+/// When the file does not exist or cannot be opened, or the database cannot be reached.
+pub fn open_read_only(location: &StoreLocation) -> Result<Connection, StoreError> {
+    match location {
+        StoreLocation::Sqlite(path) => {
+            if !path.exists() {
+                return Err(StoreError::Open {
+                    location: path.display().to_string(),
+                    message: format!("no store at {}", path.display()),
+                });
+            }
+            let conn = rusqlite::Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            Ok(Connection::Sqlite(conn))
+        }
+        StoreLocation::Postgres(url) => connect_postgres(&postgres_config(url)?, Role::Reader),
+    }
+}
+
 impl Store {
+    /// Opens (creating and migrating if needed) the store at `location`.
+    ///
+    /// # Errors
+    /// When the file or database cannot be opened or migrated, or the URL is not valid.
+    pub fn open_at(location: &StoreLocation) -> Result<Store, StoreError> {
+        match location {
+            StoreLocation::Sqlite(path) => Store::open(path),
+            StoreLocation::Postgres(url) => Store::open_postgres(url),
+        }
+    }
+
+    /// Opens (creating the tables if needed) the region's PostgreSQL database at `url` and
+    /// starts its writer. Readers connect when first needed.
+    ///
+    /// # Errors
+    /// When the URL is not valid, the server cannot be reached, or the schema cannot be
+    /// migrated.
+    pub fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        let config = postgres_config(url)?;
+        let writer_conn = connect_postgres(&config, Role::Writer)?;
+        migrate_postgres(&writer_conn)?;
+        Store::start(writer_conn, Vec::new(), Some(config))
+    }
+
     /// Opens (creating and migrating if needed) the store at `path` and starts its writer.
     ///
     /// # Errors
@@ -140,18 +392,28 @@ impl Store {
         for _ in 0..READ_CONNECTIONS_MAX {
             let conn = open_connection(path)?;
             conn.pragma_update(None, "query_only", "ON")?;
-            pool.push(conn);
+            pool.push(Connection::Sqlite(conn));
         }
+        Store::start(Connection::Sqlite(writer_conn), pool, None)
+    }
+
+    fn start(
+        writer_conn: Connection,
+        pool: Vec<Connection>,
+        postgres: Option<postgres::Config>,
+    ) -> Result<Store, StoreError> {
         let (tx, rx) = mpsc::channel::<Job>(WRITE_QUEUE_JOBS_MAX);
+        let postgres_for_writer = postgres.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx))
+            .spawn(move || writer_loop(writer_conn, rx, postgres_for_writer))
             .map_err(|e| StoreError::Commit(format!("starting writer thread: {e}")))?;
         Ok(Store {
             writer: tx,
             readers: Arc::new(Readers {
                 pool: Mutex::new(pool),
                 permits: Semaphore::new(READ_CONNECTIONS_MAX),
+                postgres,
             }),
         })
     }
@@ -198,20 +460,25 @@ impl Store {
             .map_err(|_| StoreError::Closed)?;
         let readers_for_task = Arc::clone(&readers);
         tokio::task::spawn_blocking(move || {
-            // Invariant: a permit guarantees a pooled connection is free; the pool lock is only
-            // poisoned if a push/pop panicked, which they cannot.
-            let conn = readers_for_task
-                .pool
-                .lock()
-                .expect("reader pool")
-                .pop()
-                .expect("permit");
+            // Invariant: the pool lock is only poisoned if a push/pop panicked, which they
+            // cannot.
+            let pooled = readers_for_task.pool.lock().expect("reader pool").pop();
+            let conn = match (pooled, &readers_for_task.postgres) {
+                (Some(conn), _) => conn,
+                (None, Some(config)) => connect_postgres(config, Role::Reader)?,
+                // Invariant: SQLite's pool holds READ_CONNECTIONS_MAX connections and a permit
+                // guarantees one of them is free.
+                (None, None) => unreachable!("a permit guarantees a pooled connection"),
+            };
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(&conn)));
-            readers_for_task
-                .pool
-                .lock()
-                .expect("reader pool")
-                .push(conn);
+            // A PostgreSQL connection the server closed is dropped; the next read opens another.
+            if !conn.is_closed() {
+                readers_for_task
+                    .pool
+                    .lock()
+                    .expect("reader pool")
+                    .push(conn);
+            }
             result.unwrap_or(Err(StoreError::Panicked))
         })
         .await
@@ -226,21 +493,59 @@ fn run_in_savepoint<T>(
     conn.execute_batch("SAVEPOINT job")?;
     let result =
         std::panic::catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or(Err(StoreError::Panicked));
-    let end = if result.is_ok() {
-        "RELEASE job"
-    } else {
-        "ROLLBACK TO job; RELEASE job"
-    };
-    conn.execute_batch(end)?;
-    result
+    const UNDO: &str = "ROLLBACK TO job; RELEASE job";
+    match result {
+        Ok(value) => match conn.execute_batch("RELEASE job") {
+            Ok(()) => Ok(value),
+            Err(e) => {
+                // On PostgreSQL a statement that failed inside a job that still returned Ok
+                // leaves the savepoint aborted; undo the job so that the rest of the group
+                // can commit.
+                let _ = conn.execute_batch(UNDO);
+                Err(e.into())
+            }
+        },
+        Err(e) => {
+            conn.execute_batch(UNDO)?;
+            Err(e)
+        }
+    }
 }
 
-fn writer_loop(conn: Connection, mut jobs: mpsc::Receiver<Job>) {
+/// An arbitrary constant: the advisory lock a PostgreSQL writer holds for its transaction, so
+/// that two processes writing one region's database (the server and `sovereign ops`, say) take
+/// turns, as SQLite's `BEGIN IMMEDIATE` makes them.
+const POSTGRES_WRITER_LOCK: i64 = 0x53_56_52_57; // "SVRW"
+
+fn writer_loop(
+    mut conn: Connection,
+    mut jobs: mpsc::Receiver<Job>,
+    reconnect: Option<postgres::Config>,
+) {
     let mut completions: Vec<Completion> = Vec::with_capacity(COMMIT_BATCH_JOBS_MAX);
     while let Some(first) = jobs.blocking_recv() {
-        let begun = conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(|e| e.to_string());
+        // A PostgreSQL server that restarted closed our connection: open a new one.
+        if let Some(config) = &reconnect
+            && conn.is_closed()
+        {
+            match connect_postgres(config, Role::Writer) {
+                Ok(fresh) => conn = fresh,
+                Err(e) => {
+                    tracing::error!(error = %e, "store writer could not reconnect");
+                    first(None)(Err(e.to_string()));
+                    continue;
+                }
+            }
+        }
+        let begin = match conn.dialect() {
+            Dialect::Sqlite => "BEGIN IMMEDIATE".to_owned(),
+            // READ COMMITTED: with writers taking turns, each transaction sees every earlier
+            // commit, as SQLite's single writer does.
+            Dialect::Postgres => {
+                format!("BEGIN; SELECT pg_advisory_xact_lock({POSTGRES_WRITER_LOCK})")
+            }
+        };
+        let begun = conn.execute_batch(&begin).map_err(|e| e.to_string());
         if let Err(e) = begun {
             tracing::error!(error = %e, "store writer could not begin a transaction");
             let _ = conn.execute_batch("ROLLBACK");
@@ -254,7 +559,7 @@ fn writer_loop(conn: Connection, mut jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        let committed = commit(&conn);
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
@@ -264,14 +569,61 @@ fn writer_loop(conn: Connection, mut jobs: mpsc::Receiver<Job>) {
     }
 }
 
+fn commit(conn: &Connection) -> Result<(), String> {
+    if conn.dialect() == Dialect::Postgres {
+        // PostgreSQL answers COMMIT of a failed transaction by rolling it back without an
+        // error; a statement first tells the two apart, so no job is told its rows committed
+        // when they did not.
+        conn.execute_batch("SELECT 1").map_err(|e| e.to_string())?;
+    }
+    conn.execute_batch("COMMIT").map_err(|e| e.to_string())
+}
+
 /// Maps the store's own consent triggers to the typed error.
-pub(crate) fn consent_error(error: rusqlite::Error, scope: ConsentScope) -> StoreError {
-    match &error {
-        rusqlite::Error::SqliteFailure(_, Some(message))
-            if message.starts_with("consent_required") =>
-        {
+pub(crate) fn consent_error(error: DbError, scope: ConsentScope) -> StoreError {
+    match error.message() {
+        Some(message) if message.starts_with("consent_required") => {
             StoreError::ConsentRequired(scope)
         }
         _ => StoreError::from(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printed_urls_never_hold_the_password() {
+        let cases = [
+            (
+                "postgres://sovereign:hunter2@db.internal:5432/in_mumbai",
+                "postgres://sovereign:***@db.internal:5432/in_mumbai",
+            ),
+            (
+                "postgres://sovereign@db.internal/in_mumbai",
+                "postgres://sovereign@db.internal/in_mumbai",
+            ),
+            ("postgres://a:b:c@h/d", "postgres://a:***@h/d"),
+            ("postgres://db.internal/x", "postgres://db.internal/x"),
+            ("not a url", "not a url"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn bad_urls_are_refused_before_connecting() {
+        for url in ["mysql://h/d", "postgres://h:notaport/d", "postgres://h"] {
+            match Store::open_postgres(url) {
+                Err(StoreError::Open { location, message }) => {
+                    assert!(!message.is_empty(), "{url}");
+                    assert_eq!(location, redact_url(url));
+                }
+                Err(other) => panic!("{url}: {other}"),
+                Ok(_) => panic!("{url} opened"),
+            }
+        }
     }
 }

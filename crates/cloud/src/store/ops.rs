@@ -1,7 +1,7 @@
 //! Operator access: registered operators, their signed requests and decisions. Every change is
 //! recorded in the access ledger in the same commit.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::db::{Connection, OptionalExtension, Row, params};
 use serde_json::json;
 
 use super::{Store, StoreError};
@@ -58,7 +58,7 @@ pub struct NewDecision {
 const REQUEST_COLUMNS: &str = "id, requester, user_id, scopes, reason, requested_at, not_after, \
                                signature, state, opened_at, closed_at";
 
-fn request_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OpsRequestRow> {
+fn request_row(r: &Row) -> super::db::DbResult<OpsRequestRow> {
     Ok(OpsRequestRow {
         id: r.get(0)?,
         requester: r.get(1)?,

@@ -1,7 +1,7 @@
 //! The store's operations, one method per thing the service does to its data. Consent checks
 //! happen here, in the same transaction as the write they guard (and again in SQL triggers).
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::db::{Connection, OptionalExtension, Row, params};
 use sovereign_model::ConsentScope;
 
 use super::{Store, StoreError, consent_error};
@@ -130,7 +130,7 @@ pub struct BackupWritten {
     pub old_blob: Option<String>,
 }
 
-fn user_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
+fn user_row(row: &Row) -> super::db::DbResult<UserRow> {
     Ok(UserRow {
         id: row.get(0)?,
         phone_sealed: row.get(1)?,
@@ -147,7 +147,7 @@ const NOT_MOVING_IN: &str = "NOT EXISTS (SELECT 1 FROM migration_fences f \
 
 const USER_COLUMNS: &str = "id, phone_sealed, password_hash, wrapped_key, region, created_at";
 
-fn message_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
+fn message_row(row: &Row) -> super::db::DbResult<MessageRow> {
     Ok(MessageRow {
         seq: row.get(0)?,
         id: row.get(1)?,
@@ -161,7 +161,7 @@ fn message_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
 
 const MESSAGE_COLUMNS: &str = "seq, id, box, peer_sealed, body_sealed, created_at, delivered_at";
 
-fn backup_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<BackupRow> {
+fn backup_row(row: &Row) -> super::db::DbResult<BackupRow> {
     Ok(BackupRow {
         kind: row.get(0)?,
         item_id: row.get(1)?,
@@ -312,9 +312,9 @@ impl Store {
                 params![user_id, index, phone, password, key, region, now],
             )?;
             conn.execute(
-                "UPDATE verifications SET consumed_at = ?2, phone_sealed = x'', \
-                 password_hash = '', wrapped_key = x'' WHERE id = ?1",
-                params![id, now],
+                "UPDATE verifications SET consumed_at = ?2, phone_sealed = ?3, \
+                 password_hash = '', wrapped_key = ?3 WHERE id = ?1",
+                params![id, now, Vec::<u8>::new()],
             )?;
             Ok(VerifyOutcome::Created { user_id, phone_index: index })
         })

@@ -1,6 +1,6 @@
 //! Retention's SQL: what is past its time, deleted in one commit per sweep, and what will go when.
 
-use rusqlite::{Connection, params};
+use super::db::{Connection, Row, params};
 use serde_json::json;
 
 use super::{Store, StoreError};
@@ -54,7 +54,7 @@ fn stats(
         "SELECT COUNT(*), COALESCE(SUM(CASE WHEN {deletion_expr} <= ?1 THEN 1 ELSE 0 END), 0), \
          MIN({deletion_expr}), MAX({deletion_expr}) {sql_from_where}"
     );
-    let row = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?));
+    let row = |r: &Row| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?));
     let cutoff = now - shift_ms;
     let (rows, due, next, last): (i64, i64, Option<i64>, Option<i64>) = match user_id {
         Some(user) => conn.query_row(&sql, params![cutoff, user], row)?,

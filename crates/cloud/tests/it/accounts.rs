@@ -266,9 +266,9 @@ async fn tokens_wrong_missing_or_expired_get_401() {
 async fn tokens_are_stored_hashed() {
     let app = spawn_app().await;
     let token = app.user(ALICE).await;
-    let db = rusqlite::Connection::open(app.db_path()).unwrap();
-    let stored: Vec<u8> = db
-        .query_row("SELECT token_digest FROM sessions", [], |r| r.get(0))
+    let stored: Vec<u8> = app
+        .db()
+        .query_row("SELECT token_digest FROM sessions", &[], |r| r.get(0))
         .unwrap();
     assert_eq!(stored.len(), 32);
     assert_ne!(stored, token.as_bytes());
@@ -349,7 +349,7 @@ async fn deleting_the_account_shreds_the_key_then_the_rows() {
         app.get("/v1/me", &token).await.status,
         StatusCode::UNAUTHORIZED
     );
-    let db = rusqlite::Connection::open(app.db_path()).unwrap();
+    let db = app.db();
     for table in [
         "users",
         "sessions",
@@ -358,9 +358,7 @@ async fn deleting_the_account_shreds_the_key_then_the_rows() {
         "backup_items",
         "messages",
     ] {
-        let rows: i64 = db
-            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-            .unwrap();
+        let rows = db.count(&format!("SELECT count(*) FROM {table}"));
         assert_eq!(rows, 0, "{table} still has rows");
     }
     let blobs = walk(&app.data_dir().join("regions/in-mumbai/blobs"));
@@ -383,6 +381,7 @@ async fn an_interrupted_deletion_is_finished_at_start() {
         sovereign_cloud::Policies::embedded().unwrap(),
     );
     options.clock = app.clock.clone();
+    options.database = app.database.clone();
     let reopened = sovereign_cloud::RegionState::open(options).await.unwrap();
     assert!(
         reopened
@@ -392,10 +391,7 @@ async fn an_interrupted_deletion_is_finished_at_start() {
             .unwrap()
             .is_empty()
     );
-    let db = rusqlite::Connection::open(app.db_path()).unwrap();
-    let users: i64 = db
-        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
-        .unwrap();
+    let users = app.db().count("SELECT count(*) FROM users");
     assert_eq!(users, 0);
 }
 

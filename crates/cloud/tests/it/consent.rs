@@ -84,11 +84,11 @@ async fn grant_and_withdraw_are_recorded_append_only() {
     assert_eq!(actions, [("messaging", "grant"), ("messaging", "withdraw")]);
 
     // The store itself refuses to rewrite or drop history.
-    let db = rusqlite::Connection::open(app.db_path()).unwrap();
-    let update = db.execute("UPDATE consent_events SET action = 'grant'", []);
-    assert!(update.unwrap_err().to_string().contains("append-only"));
-    let delete = db.execute("DELETE FROM consent_events", []);
-    assert!(delete.unwrap_err().to_string().contains("append-only"));
+    let db = app.db();
+    let update = db.execute("UPDATE consent_events SET action = 'grant'", &[]);
+    assert!(update.unwrap_err().contains("append-only"));
+    let delete = db.execute("DELETE FROM consent_events", &[]);
+    assert!(delete.unwrap_err().contains("append-only"));
 }
 
 #[tokio::test]
@@ -173,19 +173,20 @@ async fn the_store_enforces_consent_below_the_handlers() {
         "{error}"
     );
     // And below the store API, in SQL: the triggers refuse rows without a grant.
-    let db = rusqlite::Connection::open(app.db_path()).unwrap();
+    let db = app.db();
+    let params = [SqlValue::Text(user_id.clone()), SqlValue::Blob(vec![0])];
     let insert = db.execute(
         "INSERT INTO backup_items (owner_id, kind, item_id, version, change_seq, data_sealed, updated_at) \
-         VALUES (?1, 'contacts', 'x', 1, 1, x'00', 0)",
-        [&user_id],
+         VALUES (?1, 'contacts', 'x', 1, 1, ?2, 0)",
+        &params,
     );
-    assert!(insert.unwrap_err().to_string().contains("consent_required"));
+    assert!(insert.unwrap_err().contains("consent_required"));
     let insert = db.execute(
         "INSERT INTO messages (id, owner_id, box, peer_sealed, body_sealed, created_at, expires_at) \
-         VALUES ('m', ?1, 'inbox', x'00', x'00', 0, 0)",
-        [&user_id],
+         VALUES ('m', ?1, 'inbox', ?2, ?2, 0, 0)",
+        &params,
     );
-    assert!(insert.unwrap_err().to_string().contains("consent_required"));
+    assert!(insert.unwrap_err().contains("consent_required"));
 }
 
 #[tokio::test]

@@ -185,7 +185,7 @@ async fn the_dashboard_shows_only_your_own_data_with_secure_cookies_and_a_csp() 
         .unwrap()
         .1
         .to_owned();
-    let db = std::fs::read(app.db_path()).unwrap();
+    let db = app.db().bytes_at_rest();
     assert!(!db.windows(token.len()).any(|w| w == token.as_bytes()));
 
     let (status, headers, export) = signed_in.get(&app, "/export").await;

@@ -3,11 +3,15 @@ use serde_json::json;
 
 use crate::support::*;
 
-/// Every byte the region wrote to disk: the database, its WAL and the blobs.
+/// Every byte the region wrote to disk: the database, its WAL and the blobs (on PostgreSQL,
+/// everything the region's database holds).
 fn everything_on_disk(app: &TestApp) -> Vec<u8> {
     let mut bytes = Vec::new();
     for path in crate::accounts::walk(&app.data_dir().join("regions")) {
         bytes.extend(std::fs::read(path).unwrap());
+    }
+    if app.database.is_some() {
+        bytes.extend(app.db().bytes_at_rest());
     }
     bytes
 }
@@ -113,12 +117,12 @@ async fn a_sealed_field_moved_to_another_record_does_not_open() {
         Some(json!({"name": "Second"})),
     )
     .await;
-    let db = rusqlite::Connection::open(app.db_path()).unwrap();
-    db.execute(
-        "UPDATE backup_items SET data_sealed = (SELECT data_sealed FROM backup_items WHERE item_id = 'a') WHERE item_id = 'b'",
-        [],
-    )
-    .unwrap();
+    app.db()
+        .execute(
+            "UPDATE backup_items SET data_sealed = (SELECT data_sealed FROM backup_items WHERE item_id = 'a') WHERE item_id = 'b'",
+            &[],
+        )
+        .unwrap();
     let reply = app.get("/v1/backup/contacts/b", &alice).await;
     assert_eq!(reply.status, 500);
     assert_eq!(reply.code(), "internal");

@@ -11,6 +11,8 @@ mod input;
 mod messaging;
 mod migration;
 mod ops;
+mod pg_cluster;
+mod postgres;
 mod regions;
 mod retention;
 mod support;

@@ -131,6 +131,33 @@ async fn a_migration_under_concurrent_writes_loses_and_duplicates_nothing() {
     let cloud = Arc::new(
         spawn_regions_with(&["in-mumbai", "sg-singapore"], india_may_move_to_singapore).await,
     );
+    migrate_under_concurrent_writes(cloud).await;
+}
+
+/// Issue 4: users move between a region on SQLite and one on PostgreSQL, under the same
+/// concurrent writers and with the same checks. On the SQLite test run the target is on
+/// PostgreSQL; on the PostgreSQL run the source stays there and the target is on SQLite, so both
+/// directions are covered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_between_sqlite_and_postgres_loses_and_duplicates_nothing_issue_4() {
+    let on_postgres = if on_postgres() {
+        "in-mumbai"
+    } else {
+        "sg-singapore"
+    };
+    let cloud = Arc::new(
+        spawn_regions_mixed(
+            &["in-mumbai", "sg-singapore"],
+            india_may_move_to_singapore,
+            &[on_postgres],
+        )
+        .await,
+    );
+    assert_eq!(cloud.databases.len(), 1);
+    migrate_under_concurrent_writes(cloud).await;
+}
+
+async fn migrate_under_concurrent_writes(cloud: Arc<TestCloud>) {
     const USERS: usize = 6;
     let mut tokens = Vec::new();
     for i in 0..USERS {
@@ -179,7 +206,7 @@ async fn a_migration_under_concurrent_writes_loses_and_duplicates_nothing() {
     let contacts: i64 = target_db
         .query_row(
             "SELECT count(*) FROM backup_items WHERE deleted = 0",
-            [],
+            &[],
             |r| r.get(0),
         )
         .unwrap();
@@ -188,7 +215,7 @@ async fn a_migration_under_concurrent_writes_loses_and_duplicates_nothing() {
         let n: i64 = target_db
             .query_row(
                 "SELECT count(*) FROM backup_items WHERE item_id = ?1",
-                [item],
+                &[item.into()],
                 |r| r.get(0),
             )
             .unwrap();
@@ -199,7 +226,7 @@ async fn a_migration_under_concurrent_writes_loses_and_duplicates_nothing() {
             let n: i64 = target_db
                 .query_row(
                     "SELECT count(*) FROM messages WHERE id = ?1 AND box = ?2",
-                    [id.as_str(), message_box],
+                    &[id.as_str().into(), message_box.into()],
                     |r| r.get(0),
                 )
                 .unwrap();
@@ -211,7 +238,7 @@ async fn a_migration_under_concurrent_writes_loses_and_duplicates_nothing() {
         }
     }
     let total: i64 = target_db
-        .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+        .query_row("SELECT count(*) FROM messages", &[], |r| r.get(0))
         .unwrap();
     assert_eq!(
         total as usize,
@@ -229,7 +256,7 @@ async fn a_migration_under_concurrent_writes_loses_and_duplicates_nothing() {
         "migration_fences",
     ] {
         let n: i64 = source_db
-            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .query_row(&format!("SELECT count(*) FROM {table}"), &[], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 0, "{table} left at the source");
     }
@@ -287,12 +314,12 @@ async fn a_region_the_policy_does_not_allow_receives_nobody() {
     );
     let users: i64 = cloud
         .db("sg-singapore")
-        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+        .query_row("SELECT count(*) FROM users", &[], |r| r.get(0))
         .unwrap();
     assert_eq!(users, 0);
     let users: i64 = cloud
         .db("in-mumbai")
-        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+        .query_row("SELECT count(*) FROM users", &[], |r| r.get(0))
         .unwrap();
     assert_eq!(users, 1);
 }

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use sovereign_cloud::clock::Clock;
 use sovereign_cloud::ops::{AccessRequest, Decision, decision_bytes, http_bytes};
 use sovereign_crypto::{SigningKey, from_hex, hex, leaf_hash, verify_inclusion, verify_signature};
-use sovereign_model::{ConsentScope, RegionId};
+use sovereign_model::ConsentScope;
 
 use crate::support::*;
 
@@ -477,10 +477,10 @@ async fn the_data_path_reverifies_signatures_before_decrypting() {
     let request = open_grant(&app, &alice_id, &ops).await;
     // Someone with write access to the database swaps an approval's signature: the state still
     // says open, but the data path counts only signatures that verify.
-    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
+    let conn = app.db();
     conn.execute(
         "UPDATE ops_decisions SET signature = ?1 WHERE operator = 'cat'",
-        [vec![7u8; 64]],
+        &[SqlValue::Blob(vec![7u8; 64])],
     )
     .unwrap();
     let read = signed_get(&app, &ops[0], &data_path(&request, "messaging")).await;
@@ -494,7 +494,7 @@ async fn the_data_path_reverifies_signatures_before_decrypting() {
         log.body
     );
     // A revoked approver's signature no longer counts either.
-    conn.execute("UPDATE ops_decisions SET signature = (SELECT signature FROM ops_decisions WHERE operator = 'ben') WHERE operator = 'cat'", []).unwrap();
+    conn.execute("UPDATE ops_decisions SET signature = (SELECT signature FROM ops_decisions WHERE operator = 'ben') WHERE operator = 'cat'", &[]).unwrap();
     app.state
         .store
         .revoke_operator("ben".into(), app.clock.now_ms())
@@ -650,14 +650,33 @@ async fn ledger_verify_names_the_first_changed_entry() {
     let request = open_grant(&app, &alice_id, &ops).await;
     signed_get(&app, &ops[0], &data_path(&request, "messaging")).await;
     sovereign_cloud::retention::sweep(&app.state).await.unwrap();
-    let region = RegionId::parse("in-mumbai").unwrap();
-    let summary = sovereign_cloud::ledger::verify_file(app.data_dir(), &region)
-        .unwrap()
-        .unwrap();
+    let summary = app.verify_ledger().unwrap();
     assert_eq!(summary.entries, 5);
     assert!(summary.checkpoints >= 1);
 
-    // Flush the WAL into the main file, then change one byte of entry 2's leaf hash there.
+    if app.database.is_some() {
+        // On PostgreSQL there is no file to edit: someone with the server's superuser turns the
+        // append-only triggers off and changes one byte of entry 2's leaf hash.
+        app.db()
+            .execute_batch(
+                "ALTER TABLE ledger_entries DISABLE TRIGGER USER; \
+                 UPDATE ledger_entries SET leaf_hash = set_byte(leaf_hash, 7, get_byte(leaf_hash, 7) # 1) \
+                 WHERE seq = 2; ALTER TABLE ledger_entries ENABLE TRIGGER USER",
+            )
+            .unwrap();
+    } else {
+        flip_leaf_byte_in_file(&app);
+    }
+    let fault = app.verify_ledger().unwrap_err();
+    assert_eq!(fault, sovereign_cloud::ledger::LedgerFault::Leaf { seq: 2 });
+    assert_eq!(
+        fault.to_string(),
+        "entry 2: its fields do not match its leaf hash"
+    );
+}
+
+/// Flushes the WAL into the main file, then changes one byte of entry 2's leaf hash there.
+fn flip_leaf_byte_in_file(app: &TestApp) {
     let conn = rusqlite::Connection::open(app.db_path()).unwrap();
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         .unwrap();
@@ -676,31 +695,23 @@ async fn ledger_verify_names_the_first_changed_entry() {
         .expect("leaf hash in the file");
     file[at + 7] ^= 0x01;
     std::fs::write(app.db_path(), &file).unwrap();
-    let fault = sovereign_cloud::ledger::verify_file(app.data_dir(), &region)
-        .unwrap()
-        .unwrap_err();
-    assert_eq!(fault, sovereign_cloud::ledger::LedgerFault::Leaf { seq: 2 });
-    assert_eq!(
-        fault.to_string(),
-        "entry 2: its fields do not match its leaf hash"
-    );
 }
 
 #[tokio::test]
 async fn the_ledger_is_append_only_in_the_store() {
     let (app, alice_id, _, ops) = setup().await;
     open_grant(&app, &alice_id, &ops).await;
-    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
+    let conn = app.db();
     for sql in [
         "DELETE FROM ledger_entries WHERE seq = 1",
         "UPDATE ledger_entries SET operator = 'mallory' WHERE seq = 1",
         "UPDATE ledger_entries SET detail = '{}' WHERE seq = 1",
     ] {
-        let error = conn.execute(sql, []).unwrap_err().to_string();
+        let error = conn.execute(sql, &[]).unwrap_err();
         assert!(error.contains("append-only"), "{sql}: {error}");
     }
     // Only retention's erasure of a detail is allowed.
-    conn.execute("UPDATE ledger_entries SET detail = NULL WHERE seq = 1", [])
+    conn.execute("UPDATE ledger_entries SET detail = NULL WHERE seq = 1", &[])
         .unwrap();
 }
 
@@ -719,10 +730,7 @@ async fn many_entries_and_checkpoints_verify_and_prove() {
         decide(&app, &request, &ops[1], Decision::Deny).await;
         app.clock.advance_ms(1);
     }
-    let region = RegionId::parse("in-mumbai").unwrap();
-    let summary = sovereign_cloud::ledger::verify_file(app.data_dir(), &region)
-        .unwrap()
-        .unwrap();
+    let summary = app.verify_ledger().unwrap();
     assert_eq!(summary.entries, 14);
     assert_eq!(summary.checkpoints, 4, "at 3, 6, 9 and 12 entries");
     let log = app.get("/v1/me/access-log", &alice).await;

@@ -24,7 +24,7 @@ async fn a_region_redirects_users_it_may_not_hold() {
     // Nothing was written in the wrong region, and no code was sent from it.
     let users: i64 = cloud
         .db("us-oregon")
-        .query_row("SELECT count(*) FROM verifications", [], |r| r.get(0))
+        .query_row("SELECT count(*) FROM verifications", &[], |r| r.get(0))
         .unwrap();
     assert_eq!(users, 0);
     assert!(!cloud.dir.path().join("sms-outbox.jsonl").exists());
@@ -34,7 +34,7 @@ async fn a_region_redirects_users_it_may_not_hold() {
     for (region, expected) in [("in-mumbai", 1), ("us-oregon", 0), ("cn-beijing", 0)] {
         let n: i64 = cloud
             .db(region)
-            .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+            .query_row("SELECT count(*) FROM users", &[], |r| r.get(0))
             .unwrap();
         assert_eq!(n, expected, "{region}");
     }
@@ -95,7 +95,7 @@ async fn messages_cross_regions_and_are_stored_only_in_the_recipients() {
             .db(region)
             .query_row(
                 "SELECT count(*) FROM messages WHERE box = ?1",
-                [message_box],
+                &[message_box.into()],
                 |r| r.get(0),
             )
             .unwrap()
@@ -155,7 +155,7 @@ async fn cross_region_reads_are_refused() {
     // One region's key cannot open another region's user keys.
     let (user_id, wrapped): (String, Vec<u8>) = cloud
         .db("in-mumbai")
-        .query_row("SELECT id, wrapped_key FROM users", [], |r| {
+        .query_row("SELECT id, wrapped_key FROM users", &[], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .unwrap();
@@ -198,7 +198,7 @@ async fn only_a_region_with_a_valid_signature_can_forward() {
     assert_eq!(spoofed.status(), StatusCode::UNAUTHORIZED);
     let n: i64 = cloud
         .db("br-saopaulo")
-        .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+        .query_row("SELECT count(*) FROM messages", &[], |r| r.get(0))
         .unwrap();
     assert_eq!(n, 0);
 }

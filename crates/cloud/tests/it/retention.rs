@@ -120,10 +120,7 @@ async fn ledger_details_expire_but_the_ledger_still_verifies() {
     assert_eq!(counts.closed_requests, 1);
     let (rows, _) = app.state.store.ledger_all().await.unwrap();
     assert!(rows.iter().all(|r| r.detail.is_none()));
-    let region = RegionId::parse("in-mumbai").unwrap();
-    let summary = sovereign_cloud::ledger::verify_file(app.data_dir(), &region)
-        .unwrap()
-        .unwrap();
+    let summary = app.verify_ledger().unwrap();
     assert_eq!(summary.entries, 2);
 }
 
@@ -132,13 +129,16 @@ async fn the_report_says_what_goes_when() {
     let app = spawn_app().await;
     app.user(ALICE).await;
     let region = RegionId::parse("in-mumbai").unwrap();
-    let text = sovereign_cloud::retention::report_file(
-        app.data_dir(),
-        &region,
-        &app.state.policies.retention,
-        app.clock.now_ms(),
-    )
-    .unwrap();
+    let text = off_runtime(|| {
+        sovereign_cloud::retention::report_store(
+            app.data_dir(),
+            &region,
+            app.database.as_deref(),
+            &app.state.policies.retention,
+            app.clock.now_ms(),
+        )
+        .unwrap()
+    });
     // Sign-in at START_MS; sessions live 30 days.
     let expiry = sovereign_cloud::clock::rfc3339(START_MS + 30 * DAY_MS);
     let line = text.lines().find(|l| l.starts_with("sessions")).unwrap();

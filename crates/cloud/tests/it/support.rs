@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -5,8 +6,13 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sovereign_cloud::clock::ManualClock;
+use sovereign_cloud::store::db::{self, DbResult, Row};
 use sovereign_cloud::{AppState, Cloud, CloudOptions, Policies};
 use sovereign_model::RegionId;
+
+pub use sovereign_cloud::store::db::Value as SqlValue;
+
+pub use crate::pg_cluster::{fresh_database, off_runtime};
 
 pub const START_MS: i64 = 1_790_000_000_000;
 
@@ -17,6 +23,8 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     pub state: AppState,
     pub ca_pem: Vec<u8>,
+    /// The region's PostgreSQL database when the tests run on PostgreSQL.
+    pub database: Option<String>,
     /// Keeps the servers running for as long as the test holds the app.
     _cloud: Cloud,
 }
@@ -47,13 +55,14 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Policies)) -> TestApp {
     let mut policies = Policies::embedded().unwrap();
     adjust(&mut policies);
     let clock = ManualClock::new(START_MS);
+    let mumbai = RegionId::parse("in-mumbai").unwrap();
+    let databases = test_databases(std::slice::from_ref(&mumbai));
+    let database = databases.get(&mumbai).cloned();
     let cloud = sovereign_cloud::start_cloud(CloudOptions {
         data_dir: dir.path().to_path_buf(),
         policies,
-        regions: vec![(
-            RegionId::parse("in-mumbai").unwrap(),
-            "127.0.0.1:0".parse().unwrap(),
-        )],
+        regions: vec![(mumbai, "127.0.0.1:0".parse().unwrap())],
+        databases,
         clock: clock.clone(),
     })
     .await
@@ -67,6 +76,11 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Policies)) -> TestApp {
         .build()
         .unwrap();
     let base = format!("https://localhost:{port}");
+    // On PostgreSQL the region really has no SQLite file.
+    assert_eq!(
+        dir.path().join("regions/in-mumbai/store.sqlite").exists(),
+        database.is_none()
+    );
     TestApp {
         base,
         dir,
@@ -74,6 +88,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Policies)) -> TestApp {
         clock,
         state,
         ca_pem,
+        database,
         _cloud: cloud,
     }
 }
@@ -85,6 +100,26 @@ impl TestApp {
 
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("regions/in-mumbai/store.sqlite")
+    }
+
+    /// The region's store, on whichever backend the tests run.
+    pub fn db(&self) -> TestDb {
+        TestDb::new(self.db_path(), self.database.clone())
+    }
+
+    /// Checks the region's ledger offline, as `sovereign ledger verify` does.
+    pub fn verify_ledger(
+        &self,
+    ) -> Result<sovereign_cloud::ledger::LedgerSummary, sovereign_cloud::ledger::LedgerFault> {
+        let region = RegionId::parse("in-mumbai").unwrap();
+        off_runtime(|| {
+            sovereign_cloud::ledger::verify_store(
+                self.data_dir(),
+                &region,
+                self.database.as_deref(),
+            )
+            .unwrap()
+        })
     }
 
     pub async fn call(
@@ -210,6 +245,8 @@ pub struct TestCloud {
     pub dir: tempfile::TempDir,
     pub client: reqwest::Client,
     pub cloud: Cloud,
+    /// Each region's PostgreSQL database when the tests run on PostgreSQL.
+    pub databases: BTreeMap<RegionId, String>,
 }
 
 pub async fn spawn_regions(ids: &[&str]) -> TestCloud {
@@ -217,18 +254,44 @@ pub async fn spawn_regions(ids: &[&str]) -> TestCloud {
 }
 
 pub async fn spawn_regions_with(ids: &[&str], adjust: impl FnOnce(&mut Policies)) -> TestCloud {
+    let regions: Vec<RegionId> = ids.iter().map(|id| RegionId::parse(id).unwrap()).collect();
+    spawn_regions_on(ids, adjust, test_databases(&regions)).await
+}
+
+/// Like [`spawn_regions_with`], with exactly the regions in `on_postgres` on PostgreSQL (each
+/// in a fresh database of the test cluster) and the others on SQLite, whatever the backend of
+/// the test run.
+pub async fn spawn_regions_mixed(
+    ids: &[&str],
+    adjust: impl FnOnce(&mut Policies),
+    on_postgres: &[&str],
+) -> TestCloud {
+    let databases = on_postgres
+        .iter()
+        .map(|id| (RegionId::parse(id).unwrap(), fresh_database()))
+        .collect();
+    spawn_regions_on(ids, adjust, databases).await
+}
+
+async fn spawn_regions_on(
+    ids: &[&str],
+    adjust: impl FnOnce(&mut Policies),
+    databases: BTreeMap<RegionId, String>,
+) -> TestCloud {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(START_MS);
     let mut policies = Policies::embedded().unwrap();
     adjust(&mut policies);
+    let regions: Vec<RegionId> = ids.iter().map(|id| RegionId::parse(id).unwrap()).collect();
     let cloud = sovereign_cloud::start_cloud(CloudOptions {
         data_dir: dir.path().to_path_buf(),
         policies,
-        regions: ids
-            .iter()
-            .map(|id| (RegionId::parse(id).unwrap(), "127.0.0.1:0".parse().unwrap()))
+        regions: regions
+            .into_iter()
+            .map(|id| (id, "127.0.0.1:0".parse().unwrap()))
             .collect(),
+        databases: databases.clone(),
         clock: clock.clone(),
     })
     .await
@@ -240,7 +303,20 @@ pub async fn spawn_regions_with(ids: &[&str], adjust: impl FnOnce(&mut Policies)
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    TestCloud { dir, client, cloud }
+    for id in ids {
+        assert_eq!(
+            dir.path()
+                .join(format!("regions/{id}/store.sqlite"))
+                .exists(),
+            !databases.contains_key(&RegionId::parse(id).unwrap())
+        );
+    }
+    TestCloud {
+        dir,
+        client,
+        cloud,
+        databases,
+    }
 }
 
 impl TestCloud {
@@ -248,13 +324,16 @@ impl TestCloud {
         self.cloud.region(region).unwrap().url.clone()
     }
 
-    pub fn db(&self, region: &str) -> rusqlite::Connection {
-        rusqlite::Connection::open(
+    /// A region's store, on whichever backend the tests run.
+    pub fn db(&self, region: &str) -> TestDb {
+        TestDb::new(
             self.dir
                 .path()
                 .join(format!("regions/{region}/store.sqlite")),
+            self.databases
+                .get(&RegionId::parse(region).unwrap())
+                .cloned(),
         )
-        .unwrap()
     }
 
     pub async fn call(
@@ -332,3 +411,151 @@ impl TestCloud {
 }
 
 pub const BRUNO: &str = "+5511912345678";
+
+// ---- the backends ----
+
+/// Which backend the tests put regions on: `SOVEREIGN_TEST_BACKEND=postgres` puts every region
+/// on its own database of a throwaway PostgreSQL 15 cluster; anything else (or nothing) keeps
+/// SQLite files.
+pub fn on_postgres() -> bool {
+    match std::env::var("SOVEREIGN_TEST_BACKEND").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("SOVEREIGN_TEST_BACKEND={other}: expected sqlite or postgres"),
+    }
+}
+
+/// A fresh database for each region when the tests run on PostgreSQL; none otherwise.
+pub fn test_databases(regions: &[RegionId]) -> BTreeMap<RegionId, String> {
+    if !on_postgres() {
+        return BTreeMap::new();
+    }
+    regions
+        .iter()
+        .map(|region| (region.clone(), fresh_database()))
+        .collect()
+}
+
+/// A region's store as the tests see it, below the service: the SQLite file, or the region's
+/// PostgreSQL database. Statements use `?N` placeholders on both.
+pub enum TestDb {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl TestDb {
+    pub fn new(path: PathBuf, database: Option<String>) -> TestDb {
+        match database {
+            Some(url) => TestDb::Postgres(url),
+            None => TestDb::Sqlite(path),
+        }
+    }
+
+    fn with<T: Send>(&self, f: impl FnOnce(&db::Connection) -> T + Send) -> T {
+        match self {
+            TestDb::Sqlite(path) => f(&db::Connection::Sqlite(
+                rusqlite::Connection::open(path).unwrap(),
+            )),
+            TestDb::Postgres(url) => off_runtime(|| {
+                let client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+                f(&db::Connection::postgres(client))
+            }),
+        }
+    }
+
+    /// Runs one statement; the error is the database's message (a trigger's, say).
+    pub fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<usize, String> {
+        self.with(|conn| conn.execute(sql, params).map_err(|e| error_text(&e)))
+    }
+
+    /// Runs statements without parameters, separated by semicolons.
+    pub fn execute_batch(&self, sql: &str) -> Result<(), String> {
+        self.with(|conn| conn.execute_batch(sql).map_err(|e| error_text(&e)))
+    }
+
+    /// The first row of a query, through `f`.
+    pub fn query_row<T: Send>(
+        &self,
+        sql: &str,
+        params: &[SqlValue],
+        f: impl FnOnce(&Row) -> DbResult<T> + Send,
+    ) -> Result<T, String> {
+        self.with(|conn| conn.query_row(sql, params, f).map_err(|e| error_text(&e)))
+    }
+
+    /// `SELECT count(*) ...` as a number.
+    pub fn count(&self, sql: &str) -> i64 {
+        self.query_row(sql, &[], |r| r.get(0)).unwrap()
+    }
+
+    /// Everything the store holds at rest: for SQLite the database file and its WAL, byte for
+    /// byte; for PostgreSQL the database's files in the cluster after a checkpoint, and every
+    /// value of every row of every table (text and bytes as stored, not hex-escaped, so that a
+    /// value the server compressed is searched too).
+    pub fn bytes_at_rest(&self) -> Vec<u8> {
+        match self {
+            TestDb::Sqlite(path) => {
+                let mut bytes = std::fs::read(path).unwrap();
+                let mut wal = path.clone().into_os_string();
+                wal.push("-wal");
+                if let Ok(more) = std::fs::read(&wal) {
+                    bytes.extend(more);
+                }
+                bytes
+            }
+            TestDb::Postgres(url) => off_runtime(|| {
+                let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+                let tables: Vec<String> = client
+                    .query(
+                        "SELECT table_name::text FROM information_schema.tables \
+                         WHERE table_schema = 'public' ORDER BY 1",
+                        &[],
+                    )
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                assert!(tables.len() >= 10, "tables: {tables:?}");
+                let mut bytes = Vec::new();
+                client.batch_execute("CHECKPOINT").unwrap();
+                let row = client
+                    .query_one(
+                        "SELECT current_setting('data_directory'), oid::text FROM pg_database \
+                         WHERE datname = current_database()",
+                        &[],
+                    )
+                    .unwrap();
+                let (data_dir, oid): (String, String) = (row.get(0), row.get(1));
+                let files = crate::accounts::walk(&Path::new(&data_dir).join("base").join(oid));
+                assert!(!files.is_empty());
+                for file in files {
+                    bytes.extend(std::fs::read(file).unwrap());
+                }
+                for table in tables {
+                    for row in client
+                        .query(&format!("SELECT * FROM {table}"), &[])
+                        .unwrap()
+                    {
+                        for index in 0..row.len() {
+                            match row.get::<_, SqlValue>(index) {
+                                SqlValue::Null => {}
+                                SqlValue::Int(i) => bytes.extend(i.to_string().as_bytes()),
+                                SqlValue::Text(t) => bytes.extend(t.as_bytes()),
+                                SqlValue::Blob(b) => bytes.extend(b),
+                            }
+                            bytes.push(0);
+                        }
+                    }
+                }
+                bytes
+            }),
+        }
+    }
+}
+
+fn error_text(error: &db::DbError) -> String {
+    match error.message() {
+        Some(message) => format!("{error}: {message}"),
+        None => error.to_string(),
+    }
+}
