@@ -206,6 +206,10 @@ pub fn user_retention_stats(
     Ok(out)
 }
 
+/// Users being moved out: their rows are frozen until the move ends (the fence triggers would
+/// refuse the whole statement), and whatever expired is swept at the target instead.
+const FENCED: &str = "SELECT user_id FROM migration_fences WHERE role = 'source'";
+
 impl Store {
     /// Deletes everything past its time in one commit, and expires grants past `not_after`
     /// (each with an `expire` ledger entry).
@@ -218,15 +222,23 @@ impl Store {
             let now = cutoffs.now;
             let mut counts = SweepCounts {
                 undelivered_messages: conn.execute(
-                    "DELETE FROM messages WHERE expires_at <= ?1 AND box = 'inbox' \
-                     AND delivered_at IS NULL",
+                    &format!(
+                        "DELETE FROM messages WHERE expires_at <= ?1 AND box = 'inbox' \
+                         AND delivered_at IS NULL AND owner_id NOT IN ({FENCED})"
+                    ),
                     params![now],
                 )? as u64,
                 delivered_messages: conn
-                    .execute("DELETE FROM messages WHERE expires_at <= ?1", params![now])?
+                    .execute(
+                        &format!("DELETE FROM messages WHERE expires_at <= ?1 AND owner_id NOT IN ({FENCED})"),
+                        params![now],
+                    )?
                     as u64,
                 sessions: conn
-                    .execute("DELETE FROM sessions WHERE expires_at <= ?1", params![now])?
+                    .execute(
+                        &format!("DELETE FROM sessions WHERE expires_at <= ?1 AND user_id NOT IN ({FENCED})"),
+                        params![now],
+                    )?
                     as u64,
                 verification_codes: conn.execute(
                     "DELETE FROM verifications WHERE expires_at <= ?1",

@@ -150,3 +150,46 @@ async fn the_report_says_what_goes_when() {
         .unwrap();
     assert!(codes.split_whitespace().nth(1) == Some("1"), "{text}");
 }
+
+#[tokio::test]
+async fn a_user_being_moved_does_not_stop_the_sweep_for_everyone() {
+    let app = spawn_app().await;
+    let alice = app.user(ALICE).await;
+    let bob = app.user(BOB).await;
+    let carol = app.user(CAROL).await;
+    for token in [&alice, &bob, &carol] {
+        app.grant(token, "messaging").await;
+    }
+    for (from, to) in [(&bob, ALICE), (&bob, CAROL)] {
+        let sent = app
+            .call(
+                Method::POST,
+                "/v1/messages",
+                Some(from),
+                Some(json!({"to": to, "body": "hi"})),
+            )
+            .await;
+        assert_eq!(sent.status, StatusCode::ACCEPTED);
+    }
+    // Alice is in the middle of a move: her rows are fenced.
+    let me = app.get("/v1/me", &alice).await;
+    let alice_id = me.body["user_id"].as_str().unwrap().to_owned();
+    app.state
+        .store
+        .fence_user(alice_id.clone(), START_MS)
+        .await
+        .unwrap();
+    app.clock.advance_ms(31 * DAY_MS);
+    let counts = sweep(&app.state).await.unwrap();
+    // Carol's expired inbox copy goes; Alice's waits for her move to finish.
+    assert_eq!(counts.undelivered_messages, 1);
+    let alice_inbox: i64 = app
+        .db()
+        .query_row(
+            "SELECT count(*) FROM messages WHERE owner_id = ?1",
+            &[alice_id.clone().into()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(alice_inbox, 1);
+}
