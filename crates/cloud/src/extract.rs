@@ -114,11 +114,7 @@ impl FromRequestParts<AppState> for AuthUser {
             if let Some(region) = state.store.moved_token(digest, state.now_ms()).await?
                 && let Ok(region) = sovereign_model::RegionId::parse(&region)
             {
-                let base = state.federation.url_of(&region).unwrap_or_default();
-                return Err(ApiError::WrongRegion {
-                    region: region.to_string(),
-                    location: format!("{base}{}", parts.uri.path()),
-                });
+                return Err(state.redirect_to(&region, parts.uri.path()));
             }
             return Err(ApiError::Unauthorized);
         };
@@ -127,11 +123,7 @@ impl FromRequestParts<AppState> for AuthUser {
             if let Some(region) = state.store.moved_user(user_id).await?
                 && let Ok(region) = sovereign_model::RegionId::parse(&region)
             {
-                let base = state.federation.url_of(&region).unwrap_or_default();
-                return Err(ApiError::WrongRegion {
-                    region: region.to_string(),
-                    location: format!("{base}{}", parts.uri.path()),
-                });
+                return Err(state.redirect_to(&region, parts.uri.path()));
             }
             return Err(ApiError::Unauthorized);
         };

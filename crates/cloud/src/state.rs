@@ -170,4 +170,13 @@ impl RegionState {
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
     }
+
+    /// A `307 wrong_region` sending the client to the same path in `region`.
+    pub fn redirect_to(&self, region: &RegionId, path: &str) -> crate::error::ApiError {
+        let base = self.federation.url_of(region).unwrap_or_default();
+        crate::error::ApiError::WrongRegion {
+            region: region.to_string(),
+            location: format!("{base}{path}"),
+        }
+    }
 }

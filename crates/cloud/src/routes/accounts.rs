@@ -21,19 +21,6 @@ use crate::store::{NewVerification, SessionRow, VerifyOutcome};
 
 const CODE_DIGITS: u32 = 6;
 
-/// A redirect to the same path in `region`.
-pub(crate) fn wrong_region(
-    state: &AppState,
-    region: &sovereign_model::RegionId,
-    path: &str,
-) -> ApiError {
-    let base = state.federation.url_of(region).unwrap_or_default();
-    ApiError::WrongRegion {
-        region: region.to_string(),
-        location: format!("{base}{path}"),
-    }
-}
-
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/accounts", post(signup))
@@ -82,7 +69,7 @@ pub async fn signup(
     // A region never creates a user whose jurisdiction puts them elsewhere.
     let home = state.policies.residency.home_region(phone.country());
     if home != &state.region.id {
-        return Err(wrong_region(&state, home, "/v1/accounts"));
+        return Err(state.redirect_to(home, "/v1/accounts"));
     }
     let now = state.now_ms();
     let user_id = UserId::random();
@@ -259,7 +246,7 @@ pub async fn sign_in(
                 .clone(),
         };
         if home != state.region.id {
-            return Err(wrong_region(&state, &home, "/v1/sessions"));
+            return Err(state.redirect_to(&home, "/v1/sessions"));
         }
     }
     let stored_hash = user
