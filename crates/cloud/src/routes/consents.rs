@@ -181,6 +181,19 @@ pub async fn grant(
     }))
 }
 
+/// Withdraws a scope: its rows go in the same commit, then its blobs. The API and the dashboard
+/// both withdraw through this.
+pub(crate) async fn withdraw_and_erase(
+    state: &AppState,
+    user_id: String,
+    scope: ConsentScope,
+) -> Result<(), ApiError> {
+    for path in state.store.withdraw(user_id, scope, state.now_ms()).await? {
+        state.blobs.delete(&path).await;
+    }
+    Ok(())
+}
+
 /// Withdraws a scope; its data is erased at once.
 #[utoipa::path(delete, path = "/v1/consents/{scope}",
     params(("scope" = String, Path, description = "a consent scope")),
@@ -191,13 +204,7 @@ pub async fn withdraw(
     Path(scope): Path<String>,
 ) -> Result<Json<GrantResponse>, ApiError> {
     let scope = parse_scope(&scope)?;
-    let blobs = state
-        .store
-        .withdraw(user.id.to_string(), scope, state.now_ms())
-        .await?;
-    for path in blobs {
-        state.blobs.delete(&path).await;
-    }
+    withdraw_and_erase(&state, user.id.to_string(), scope).await?;
     Ok(Json(GrantResponse {
         scope: scope.to_string(),
         granted: false,

@@ -469,21 +469,14 @@ async fn switch_consent(
                 .grant(user_id, scope, version, now)
                 .await
                 .map(|_| ())
+                .map_err(ApiError::from)
         }
-        "off" => match state.store.withdraw(user_id, scope, now).await {
-            Ok(blobs) => {
-                for path in blobs {
-                    state.blobs.delete(&path).await;
-                }
-                Ok(())
-            }
-            Err(error) => Err(error),
-        },
+        "off" => consents::withdraw_and_erase(&state, user_id, scope).await,
         _ => return page_error(ApiError::invalid("switch", "must be on or off")),
     };
     match result {
         Ok(()) => redirect("/#consents"),
-        Err(error) => page_error(error.into()),
+        Err(error) => page_error(error),
     }
 }
 
