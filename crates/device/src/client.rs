@@ -273,7 +273,10 @@ struct SendBody<'a> {
 enum Body {
     None,
     Json(Vec<u8>),
-    Bytes { content_type: String, bytes: Vec<u8> },
+    Bytes {
+        content_type: String,
+        bytes: Vec<u8>,
+    },
 }
 
 /// The client of one phone. Cheap to clone; clones share the home region and the journal.
@@ -352,7 +355,8 @@ impl CloudClient {
 
     fn url(&self, path: &str) -> Result<Url, DeviceError> {
         let base = self.base_url();
-        Url::parse(&format!("{base}{path}")).map_err(|e| DeviceError::BadUrl(path.to_owned(), e.to_string()))
+        Url::parse(&format!("{base}{path}"))
+            .map_err(|e| DeviceError::BadUrl(path.to_owned(), e.to_string()))
     }
 
     /// Sends one request, following `307`/`308` to another https origin of the same cloud, and
@@ -381,7 +385,10 @@ impl CloudClient {
                 })?;
                 headers.insert(reqwest::header::CONTENT_TYPE, value);
             }
-            let mut request = self.http.request(method.clone(), url.clone()).headers(headers);
+            let mut request = self
+                .http
+                .request(method.clone(), url.clone())
+                .headers(headers);
             if let Some(session) = token {
                 request = request.bearer_auth(&session.token);
             }
@@ -440,11 +447,13 @@ impl CloudClient {
                 let Some(location) = location else {
                     return Err(api_error(url.as_str(), status, &answer));
                 };
-                let next = url.join(&location).map_err(|e| DeviceError::RedirectRefused {
-                    from: url.to_string(),
-                    to: location.clone(),
-                    reason: e.to_string(),
-                })?;
+                let next = url
+                    .join(&location)
+                    .map_err(|e| DeviceError::RedirectRefused {
+                        from: url.to_string(),
+                        to: location.clone(),
+                        reason: e.to_string(),
+                    })?;
                 if next.scheme() != "https" {
                     return Err(DeviceError::RedirectRefused {
                         from: url.to_string(),
@@ -494,7 +503,11 @@ impl CloudClient {
         if status.is_success() {
             Ok(())
         } else {
-            Err(api_error(&format!("{}{path}", self.base_url()), status, &answer))
+            Err(api_error(
+                &format!("{}{path}", self.base_url()),
+                status,
+                &answer,
+            ))
         }
     }
 
@@ -577,7 +590,11 @@ impl CloudClient {
     ///
     /// # Errors
     /// Network and TLS failures, and `unauthorized`.
-    pub async fn withdraw(&self, session: &Session, scope: ConsentScope) -> Result<Grant, DeviceError> {
+    pub async fn withdraw(
+        &self,
+        session: &Session,
+        scope: ConsentScope,
+    ) -> Result<Grant, DeviceError> {
         let path = format!("/v1/consents/{}", scope.as_str());
         self.call(Method::DELETE, &path, Some(session), Body::None)
             .await
@@ -744,11 +761,7 @@ fn json<T: Serialize>(value: &T) -> Result<Body, DeviceError> {
 
 async fn read_limited(mut response: reqwest::Response, url: &str) -> Result<Vec<u8>, DeviceError> {
     let mut out = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| network_error(url, &e))?
-    {
+    while let Some(chunk) = response.chunk().await.map_err(|e| network_error(url, &e))? {
         if out.len() + chunk.len() > RESPONSE_BYTES_MAX {
             return Err(DeviceError::BadResponse {
                 url: url.to_owned(),

@@ -272,7 +272,10 @@ mod tests {
         let b64 = base64::engine::general_purpose::STANDARD.encode("356938035643809");
         let cases: [(&str, Vec<Encoding>); 5] = [
             ("imei=356938035643809", vec![Encoding::Plain]),
-            ("{\"d\":\"3335363933383033353634333830390a\"}", vec![Encoding::Hex]),
+            (
+                "{\"d\":\"3335363933383033353634333830390a\"}",
+                vec![Encoding::Hex],
+            ),
             (&format!("x={b64}&y=1"), vec![Encoding::Base64]),
             ("carrier=Vodafone%20IN", vec![Encoding::UrlEncoded]),
             ("nothing here", vec![]),

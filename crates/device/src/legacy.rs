@@ -125,7 +125,8 @@ impl LegacyEndpoint {
     /// # Errors
     /// When an address cannot be bound or the certificate cannot be made.
     pub async fn start(http: SocketAddr, https: SocketAddr) -> Result<LegacyEndpoint, DeviceError> {
-        let fail = |what: &str, e: &dyn std::fmt::Display| DeviceError::Legacy(format!("{what}: {e}"));
+        let fail =
+            |what: &str, e: &dyn std::fmt::Display| DeviceError::Legacy(format!("{what}: {e}"));
         let (ca, _) = LocalCa::generate("Legacy account endpoint CA (simulator)")
             .map_err(|e| fail("making its CA", &e))?;
         let leaf = ca
@@ -168,10 +169,7 @@ impl LegacyEndpoint {
             .map_err(|e| fail("TLS listener", &e))?;
         let secure_router = router(true);
         let secure_task = tokio::spawn(async move {
-            if let Err(error) = secure_server
-                .serve(secure_router.into_make_service())
-                .await
-            {
+            if let Err(error) = secure_server.serve(secure_router.into_make_service()).await {
                 tracing::warn!(%error, "legacy endpoint (https) stopped");
             }
         });

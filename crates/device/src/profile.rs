@@ -102,13 +102,14 @@ impl PhoneProfile {
             path: origin.to_owned(),
             message,
         };
-        let phone = profile
-            .identifiers
-            .phone
-            .as_deref()
-            .ok_or_else(|| fail("[identifiers] phone is required: the phone's own number".into()))?;
-        let phone_e164 = e164(phone)
-            .ok_or_else(|| fail(format!("phone {phone:?} is not in international format (+CC…)")))?;
+        let phone = profile.identifiers.phone.as_deref().ok_or_else(|| {
+            fail("[identifiers] phone is required: the phone's own number".into())
+        })?;
+        let phone_e164 = e164(phone).ok_or_else(|| {
+            fail(format!(
+                "phone {phone:?} is not in international format (+CC…)"
+            ))
+        })?;
         for contact in &profile.contacts {
             if let Some(number) = &contact.phone
                 && e164(number).is_none()
@@ -149,7 +150,10 @@ impl PhoneProfile {
                 .enumerate()
                 .filter_map(|(i, c)| {
                     let phone = e164(c.phone.as_deref()?)?;
-                    let name = c.name.clone().unwrap_or_else(|| format!("Contact {}", i + 1));
+                    let name = c
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| format!("Contact {}", i + 1));
                     Some(ContactEntry { name, phone })
                 })
                 .collect(),

@@ -38,8 +38,8 @@ pub fn render_header(phone: &str, behaviour: Behaviour) -> String {
 /// "nothing sent". `previous` is the step before it, to mark where the update happened.
 pub fn render_step(step: &StepReport, previous: Option<&StepReport>) -> String {
     let mut out = String::new();
-    let crossed = step.phase == Phase::AfterUpdate
-        && previous.is_none_or(|p| p.phase == Phase::BeforeUpdate);
+    let crossed =
+        step.phase == Phase::AfterUpdate && previous.is_none_or(|p| p.phase == Phase::BeforeUpdate);
     // Invariant: writing to a String cannot fail, here and below.
     if crossed {
         let _ = writeln!(out, "-- after the update --");

@@ -97,7 +97,12 @@ pub fn procedure() -> Vec<Step> {
         Step::AllowLocation,
     ];
     steps.extend(ACTIVITY);
-    steps.extend([Step::SignIn, Step::CloudMessagingOn, Step::BackupOn, Step::Update]);
+    steps.extend([
+        Step::SignIn,
+        Step::CloudMessagingOn,
+        Step::BackupOn,
+        Step::Update,
+    ]);
     steps.extend(ACTIVITY);
     steps
 }
@@ -323,16 +328,20 @@ impl Phone {
                     behaviour: "sovereign",
                     what: "the cloud's URL and CA (--cloud, --ca)",
                 })?;
-                let outbox = options.sms_outbox.clone().ok_or(DeviceError::MissingInput {
-                    behaviour: "sovereign",
-                    what: "the cloud's SMS outbox file for the sign-up code (--sms-outbox)",
-                })?;
+                let outbox = options
+                    .sms_outbox
+                    .clone()
+                    .ok_or(DeviceError::MissingInput {
+                        behaviour: "sovereign",
+                        what: "the cloud's SMS outbox file for the sign-up code (--sms-outbox)",
+                    })?;
                 let tls = TlsSettings {
                     ca_pem: cloud.ca_pem.clone(),
                     ca_origin: cloud.ca_origin.clone(),
                     key_log,
                 };
-                let client = CloudClient::new(&cloud.url, &tls)?.with_journal(journal.clone(), needles);
+                let client =
+                    CloudClient::new(&cloud.url, &tls)?.with_journal(journal.clone(), needles);
                 System::Sovereign(Box::new(SovereignSystem {
                     client,
                     owner: profile.owner_data(),
@@ -463,7 +472,8 @@ impl Phone {
                     if !state.address_book.contains(&contact) {
                         state.address_book.push(contact.clone());
                     }
-                    activity.summary = format!("added contact {} ({})", contact.name, contact.phone);
+                    activity.summary =
+                        format!("added contact {} ({})", contact.name, contact.phone);
                     activity.contact = Some(contact);
                 } else {
                     activity.summary = "the profile lists no contact to add".to_owned();
@@ -498,7 +508,9 @@ impl Phone {
             Step::MakeCall | Step::ReceiveCall => {
                 let outgoing = step == Step::MakeCall;
                 let who = peer(if outgoing { 0 } else { 1 });
-                let number = who.as_ref().map_or("an unknown number", |c| c.phone.as_str());
+                let number = who
+                    .as_ref()
+                    .map_or("an unknown number", |c| c.phone.as_str());
                 activity.summary = if outgoing {
                     format!("called {number} over the carrier network")
                 } else {
@@ -507,7 +519,9 @@ impl Phone {
                 activity.peer = who;
             }
             Step::FirstBoot => activity.summary = "booted for the first time".to_owned(),
-            Step::InsertSim => activity.summary = "read the SIM (carrier, IMSI, ICCID, number)".to_owned(),
+            Step::InsertSim => {
+                activity.summary = "read the SIM (carrier, IMSI, ICCID, number)".to_owned()
+            }
             Step::JoinWifi => activity.summary = "joined Wi-Fi".to_owned(),
             Step::AllowLocation => activity.summary = "the user allowed location".to_owned(),
             Step::SignIn | Step::CloudMessagingOn | Step::BackupOn | Step::Update => {}
@@ -573,12 +587,17 @@ impl LegacySystem {
         let plain = serde_json::Value::Object(body).to_string();
         let (payload, how) = if updated {
             let encoded = base64::engine::general_purpose::STANDARD.encode(plain.as_bytes());
-            (json!({ "data": encoded }).to_string(), "base64 inside HTTPS")
+            (
+                json!({ "data": encoded }).to_string(),
+                "base64 inside HTTPS",
+            )
         } else {
             (plain, "cleartext HTTP")
         };
         self.client.post(path, &payload, updated).await?;
-        Ok(format!("reported to the account endpoint in {LEGACY_REGION} ({how})"))
+        Ok(format!(
+            "reported to the account endpoint in {LEGACY_REGION} ({how})"
+        ))
     }
 
     async fn run(
@@ -591,16 +610,28 @@ impl LegacySystem {
         let peer = activity.peer.as_ref().map(|p| p.phone.clone());
         let sent = match step {
             Step::FirstBoot => {
-                self.report("/api/v1/device/activate", json!({ "event": "first_boot" }), updated)
-                    .await?
+                self.report(
+                    "/api/v1/device/activate",
+                    json!({ "event": "first_boot" }),
+                    updated,
+                )
+                .await?
             }
             Step::InsertSim => {
-                self.report("/api/v1/device/sim", json!({ "event": "sim_inserted" }), updated)
-                    .await?
+                self.report(
+                    "/api/v1/device/sim",
+                    json!({ "event": "sim_inserted" }),
+                    updated,
+                )
+                .await?
             }
             Step::JoinWifi => {
-                self.report("/api/v1/device/heartbeat", json!({ "network": "wifi" }), updated)
-                    .await?
+                self.report(
+                    "/api/v1/device/heartbeat",
+                    json!({ "network": "wifi" }),
+                    updated,
+                )
+                .await?
             }
             // 2014 saw no location leave the phone.
             Step::AllowLocation => String::new(),
@@ -616,8 +647,16 @@ impl LegacySystem {
                 None => String::new(),
             },
             Step::SendSms | Step::ReceiveSms | Step::SendMms | Step::ReceiveMms => {
-                let kind = if matches!(step, Step::SendMms | Step::ReceiveMms) { "mms" } else { "sms" };
-                let key = if matches!(step, Step::SendSms | Step::SendMms) { "to" } else { "from" };
+                let kind = if matches!(step, Step::SendMms | Step::ReceiveMms) {
+                    "mms"
+                } else {
+                    "sms"
+                };
+                let key = if matches!(step, Step::SendSms | Step::SendMms) {
+                    "to"
+                } else {
+                    "from"
+                };
                 self.report(
                     &format!("/api/v1/messaging/{kind}"),
                     json!({ key: peer }),
@@ -626,7 +665,11 @@ impl LegacySystem {
                 .await?
             }
             Step::MakeCall | Step::ReceiveCall => {
-                let direction = if step == Step::MakeCall { "outgoing" } else { "incoming" };
+                let direction = if step == Step::MakeCall {
+                    "outgoing"
+                } else {
+                    "incoming"
+                };
                 self.report(
                     "/api/v1/telephony/call",
                     json!({ "number": peer, "direction": direction }),
@@ -637,19 +680,32 @@ impl LegacySystem {
             Step::SignIn => {
                 self.signed_in = true;
                 let sent = self
-                    .report("/api/v1/account/login", json!({ "event": "sign_in" }), updated)
+                    .report(
+                        "/api/v1/account/login",
+                        json!({ "event": "sign_in" }),
+                        updated,
+                    )
                     .await?;
-                format!("signed in to the phone maker's account; from now on the IMSI goes too; {sent}")
+                format!(
+                    "signed in to the phone maker's account; from now on the IMSI goes too; {sent}"
+                )
             }
             Step::CloudMessagingOn => {
                 let sent = self
-                    .report("/api/v1/messaging/register", json!({ "service": "cloud_messaging" }), updated)
+                    .report(
+                        "/api/v1/messaging/register",
+                        json!({ "service": "cloud_messaging" }),
+                        updated,
+                    )
                     .await?;
                 format!("cloud messaging on; {sent}")
             }
             Step::BackupOn => {
-                let numbers: Vec<&str> =
-                    state.address_book.iter().map(|c| c.phone.as_str()).collect();
+                let numbers: Vec<&str> = state
+                    .address_book
+                    .iter()
+                    .map(|c| c.phone.as_str())
+                    .collect();
                 let sent = self
                     .report(
                         "/api/v1/backup/enable",
@@ -661,9 +717,15 @@ impl LegacySystem {
             }
             Step::Update => {
                 let sent = self
-                    .report("/api/v1/device/update", json!({ "from": "KXDCNBF5.0", "to": "KXDCNBH6.0" }), updated)
+                    .report(
+                        "/api/v1/device/update",
+                        json!({ "from": "KXDCNBF5.0", "to": "KXDCNBH6.0" }),
+                        updated,
+                    )
                     .await?;
-                format!("installed the over-the-air update (from now on reports go base64-encoded over HTTPS); {sent}")
+                format!(
+                    "installed the over-the-air update (from now on reports go base64-encoded over HTTPS); {sent}"
+                )
             }
         };
         Ok(join_summary(&[activity.summary.clone(), sent]))
@@ -789,7 +851,11 @@ impl SovereignSystem {
             "{} {phone} with the code texted to it, and signed in as {:?}: the account and the \
              number are held in the home region {region} ({}), over TLS; no IMEI, IMSI or ICCID \
              is asked for or sent",
-            if created { "signed up" } else { "found the existing account of" },
+            if created {
+                "signed up"
+            } else {
+                "found the existing account of"
+            },
             self.owner.device_name,
             self.client.base_url(),
         ))
@@ -811,7 +877,9 @@ impl SovereignSystem {
     async fn grant(&self, scope: ConsentScope) -> Result<String, DeviceError> {
         let (version, region) = self.notice_version(scope).await?;
         self.client.grant(self.session()?, scope, version).await?;
-        Ok(format!("granted {scope} (notice v{version}, data in {region})"))
+        Ok(format!(
+            "granted {scope} (notice v{version}, data in {region})"
+        ))
     }
 
     /// Grants `messaging`, then sends a note to self: the one number the phone may share is the
@@ -832,7 +900,11 @@ impl SovereignSystem {
         Ok(format!(
             "{granted}; sent a note to self ({to}, the user's own number, the only number shared) \
              and {} it through the inbox",
-            if received { "received and acknowledged" } else { "did not yet receive" }
+            if received {
+                "received and acknowledged"
+            } else {
+                "did not yet receive"
+            }
         ))
     }
 
@@ -881,7 +953,10 @@ impl SovereignSystem {
             ));
         }
         self.backup_on = true;
-        Ok(format!("backup on, over TLS to the home region only: {}", parts.join("; ")))
+        Ok(format!(
+            "backup on, over TLS to the home region only: {}",
+            parts.join("; ")
+        ))
     }
 
     async fn put_contact(&self, n: usize, contact: &ContactEntry) -> Result<(), DeviceError> {
@@ -920,7 +995,8 @@ fn read_code(outbox: &std::path::Path, start: u64, phone: &str) -> Result<String
             len - from
         )));
     }
-    file.seek(SeekFrom::Start(from)).map_err(|e| fail(e.to_string()))?;
+    file.seek(SeekFrom::Start(from))
+        .map_err(|e| fail(e.to_string()))?;
     let mut text = String::new();
     file.take(OUTBOX_TAIL_BYTES_MAX)
         .read_to_string(&mut text)
@@ -975,9 +1051,21 @@ mod tests {
         assert_eq!(
             names[..15],
             [
-                "first-boot", "insert-sim", "join-wifi", "allow-location", "add-contact",
-                "send-sms", "receive-sms", "send-mms", "receive-mms", "make-call",
-                "receive-call", "sign-in", "cloud-messaging-on", "backup-on", "update",
+                "first-boot",
+                "insert-sim",
+                "join-wifi",
+                "allow-location",
+                "add-contact",
+                "send-sms",
+                "receive-sms",
+                "send-mms",
+                "receive-mms",
+                "make-call",
+                "receive-call",
+                "sign-in",
+                "cloud-messaging-on",
+                "backup-on",
+                "update",
             ]
         );
         assert_eq!(names[15..], names[4..11]);
