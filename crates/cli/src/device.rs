@@ -128,7 +128,9 @@ fn parse_legacy(values: &[String], ca: Option<&PathBuf>) -> anyhow::Result<Optio
     let (Some(http), Some(https)) = (http, https) else {
         anyhow::bail!("--legacy needs both addresses of the endpoint: HTTP, then HTTPS");
     };
-    let ca = ca.context("--legacy needs --legacy-ca FILE, the endpoint's CA (see legacy-endpoint --ca-out)")?;
+    let ca = ca.context(
+        "--legacy needs --legacy-ca FILE, the endpoint's CA (see legacy-endpoint --ca-out)",
+    )?;
     let ca_pem = sovereign_device::tls::read_ca_file(ca)?;
     Ok(Some(LegacyTarget {
         http,
@@ -205,14 +207,23 @@ async fn legacy_endpoint(args: LegacyArgs) -> anyhow::Result<ExitCode> {
     let mut feed = endpoint.subscribe();
     {
         let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "legacy account endpoint {LEGACY_HOST} (simulated, \"hosted in cn-beijing\")")?;
+        writeln!(
+            stdout,
+            "legacy account endpoint {LEGACY_HOST} (simulated, \"hosted in cn-beijing\")"
+        )?;
         writeln!(stdout, "  listening on http://{}", endpoint.http_addr())?;
         writeln!(stdout, "  listening on https://{}", endpoint.https_addr())?;
         match &args.ca_out {
             Some(path) => writeln!(stdout, "  its CA is in {}", path.display())?,
-            None => writeln!(stdout, "  its CA is not saved; pass --ca-out FILE to let `device run --legacy` trust it")?,
+            None => writeln!(
+                stdout,
+                "  its CA is not saved; pass --ca-out FILE to let `device run --legacy` trust it"
+            )?,
         }
-        writeln!(stdout, "every request it receives follows, one JSON line each; Ctrl-C stops it")?;
+        writeln!(
+            stdout,
+            "every request it receives follows, one JSON line each; Ctrl-C stops it"
+        )?;
         stdout.flush()?;
     }
     loop {

@@ -51,11 +51,12 @@ pub enum DeviceError {
     },
     #[error("legacy endpoint: {0}")]
     Legacy(String),
-    #[error("step {step}: {source}")]
+    /// A step failed. The cause is part of the message (and not also a `source`, so that error
+    /// reporters printing the chain do not print it twice).
+    #[error("step {step}: {cause}")]
     Step {
         step: String,
-        #[source]
-        source: Box<DeviceError>,
+        cause: Box<DeviceError>,
     },
 }
 
@@ -64,7 +65,7 @@ impl DeviceError {
     pub fn api_code(&self) -> Option<&str> {
         match self {
             DeviceError::Api { code, .. } => Some(code),
-            DeviceError::Step { source, .. } => source.api_code(),
+            DeviceError::Step { cause, .. } => cause.api_code(),
             _ => None,
         }
     }

@@ -391,9 +391,9 @@ impl Phone {
             System::Legacy(system) => system.run(step, &activity, &self.state).await,
             System::Sovereign(system) => system.run(step, &activity, &self.state).await,
         }
-        .map_err(|source| DeviceError::Step {
+        .map_err(|cause| DeviceError::Step {
             step: step.to_string(),
-            source: Box::new(source),
+            cause: Box::new(cause),
         })?;
         if step == Step::Update {
             self.state.updated = true;
@@ -847,15 +847,14 @@ impl SovereignSystem {
             region: me.region,
         }));
         self.session = Some(session);
+        let account = if created {
+            format!("signed up {phone} with the code texted to it")
+        } else {
+            format!("{phone} already had an account (the code was not needed)")
+        };
         Ok(format!(
-            "{} {phone} with the code texted to it, and signed in as {:?}: the account and the \
-             number are held in the home region {region} ({}), over TLS; no IMEI, IMSI or ICCID \
-             is asked for or sent",
-            if created {
-                "signed up"
-            } else {
-                "found the existing account of"
-            },
+            "{account}; signed in as {:?}; the account and the number are held in the home \
+             region {region} ({}), reached over TLS; no IMEI, IMSI or ICCID is asked for or sent",
             self.owner.device_name,
             self.client.base_url(),
         ))

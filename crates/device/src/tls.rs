@@ -173,7 +173,9 @@ pub(crate) fn network_error(url: &str, error: &reqwest::Error) -> DeviceError {
         }
         current = e.source();
     }
-    let message = chain.join(": ");
+    // reqwest and hyper wrap the cause in several layers that each repeat the URL; the
+    // innermost one says what happened ("Connection refused", "invalid peer certificate").
+    let message = chain.last().cloned().unwrap_or_default();
     if tls || message.contains("certificate") {
         DeviceError::Tls {
             url: url.to_owned(),

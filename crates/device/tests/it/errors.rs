@@ -16,11 +16,11 @@ async fn an_unreachable_cloud_is_named_at_the_first_step_that_needs_it() {
         target.url = format!("https://127.0.0.1:{port}");
     }
     let err = sovereign_device::run(profile(), options).await.unwrap_err();
-    let DeviceError::Step { step, source } = &err else {
+    let DeviceError::Step { step, cause } = &err else {
         panic!("{err}");
     };
     assert_eq!(step, "sign-in");
-    assert!(matches!(**source, DeviceError::Unreachable { .. }), "{err}");
+    assert!(matches!(**cause, DeviceError::Unreachable { .. }), "{err}");
     assert!(err.to_string().contains("cannot reach"), "{err}");
 }
 
@@ -35,10 +35,10 @@ async fn a_ca_that_did_not_sign_the_cloud_is_a_tls_error() {
         ca_origin: "other-ca.pem".into(),
     });
     let err = sovereign_device::run(profile(), options).await.unwrap_err();
-    let DeviceError::Step { source, .. } = &err else {
+    let DeviceError::Step { cause, .. } = &err else {
         panic!("{err}");
     };
-    assert!(matches!(**source, DeviceError::Tls { .. }), "{err}");
+    assert!(matches!(**cause, DeviceError::Tls { .. }), "{err}");
     assert!(err.to_string().contains("certificate"), "{err}");
     assert_eq!(cloud.users_in("in-mumbai"), 0);
 }

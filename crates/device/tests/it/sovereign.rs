@@ -173,8 +173,8 @@ async fn a_sign_up_at_another_region_is_redirected_home_and_the_phone_stays_ther
     assert_eq!(requests[1].url, format!("{home}/v1/accounts"));
     assert_eq!(requests[1].method, "POST");
     assert_eq!(
-        requests[1].sent.split(|b| *b == b'\n').last(),
-        requests[0].sent.split(|b| *b == b'\n').last(),
+        requests[1].sent.split(|b| *b == b'\n').next_back(),
+        requests[0].sent.split(|b| *b == b'\n').next_back(),
         "same body"
     );
     assert!(requests[1..].iter().all(|r| r.url.starts_with(&home)));
