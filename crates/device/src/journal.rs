@@ -268,6 +268,26 @@ mod tests {
     }
 
     #[test]
+    fn journal_requests_max_is_enforced() {
+        let journal = Journal::new();
+        let record = RequestRecord {
+            method: "GET".into(),
+            url: "https://x/".into(),
+            host: "x".into(),
+            connect: "x:443".into(),
+            tls: true,
+            status: None,
+            identifiers: Vec::new(),
+            sent: Vec::new(),
+        };
+        for _ in 0..=JOURNAL_REQUESTS_MAX {
+            journal.push(record.clone());
+        }
+        assert_eq!(journal.len(), JOURNAL_REQUESTS_MAX);
+        assert_eq!(journal.dropped(), 1);
+    }
+
+    #[test]
     fn finds_each_encoding() {
         let b64 = base64::engine::general_purpose::STANDARD.encode("356938035643809");
         let cases: [(&str, Vec<Encoding>); 5] = [

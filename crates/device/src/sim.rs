@@ -1078,6 +1078,38 @@ mod tests {
     }
 
     #[test]
+    fn the_code_is_the_latest_one_for_the_number_written_after_the_sign_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = dir.path().join("sms-outbox.jsonl");
+        let old = "{\"to\":\"+919876543210\",\"code\":\"111111\",\"text\":\"\"}\n";
+        std::fs::write(&outbox, old).unwrap();
+        let start = old.len() as u64;
+        let err = read_code(&outbox, start, "+919876543210").unwrap_err();
+        assert!(
+            err.to_string().contains("no code for +919876543210"),
+            "{err}"
+        );
+        let new = "{\"to\":\"+919876543210\",\"code\":\"222222\",\"text\":\"\"}\n\
+                   {\"to\":\"+14155550100\",\"code\":\"333333\",\"text\":\"\"}\n";
+        std::fs::write(&outbox, format!("{old}{new}")).unwrap();
+        assert_eq!(
+            read_code(&outbox, start, "+919876543210").unwrap(),
+            "222222"
+        );
+    }
+
+    #[test]
+    fn outbox_tail_bytes_max_is_enforced() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = dir.path().join("sms-outbox.jsonl");
+        let line = "{\"to\":\"+14155550100\",\"code\":\"333333\",\"text\":\"\"}\n";
+        let lines = OUTBOX_TAIL_BYTES_MAX as usize / line.len() + 1;
+        std::fs::write(&outbox, line.repeat(lines)).unwrap();
+        let err = read_code(&outbox, 0, "+919876543210").unwrap_err();
+        assert!(err.to_string().contains("at most"), "{err}");
+    }
+
+    #[test]
     fn the_generated_photo_is_a_bmp() {
         let photo = generated_photo();
         assert_eq!(photo.len(), 54 + 16 * 16 * 3);
