@@ -169,10 +169,7 @@ pub async fn grant(
             current,
         });
     }
-    let row = state
-        .store
-        .grant(user.id.to_string(), scope, current, state.now_ms())
-        .await?;
+    let row = grant_and_push(&state, user.id.to_string(), scope, current).await?;
     Ok(Json(GrantResponse {
         scope: scope.to_string(),
         granted: true,
@@ -181,17 +178,40 @@ pub async fn grant(
     }))
 }
 
-/// Withdraws a scope: its rows go in the same commit, then its blobs. The API and the dashboard
-/// both withdraw through this.
+/// Grants a scope here, then in the consent mirror of every region holding one of the user's
+/// services, before answering. The API and the dashboard both grant through this.
+pub(crate) async fn grant_and_push(
+    state: &AppState,
+    user_id: String,
+    scope: ConsentScope,
+    notice_version: u32,
+) -> Result<crate::store::ConsentRow, ApiError> {
+    let row = state
+        .store
+        .grant(user_id.clone(), scope, notice_version, state.now_ms())
+        .await?;
+    crate::placement::push_consents(state, &user_id, None).await?;
+    Ok(row)
+}
+
+/// Withdraws a scope: first in the regions holding the user's services (which erase its data
+/// there), then here, where its rows go in the same commit and then its blobs. The API and the
+/// dashboard both withdraw through this.
 pub(crate) async fn withdraw_and_erase(
     state: &AppState,
     user_id: String,
     scope: ConsentScope,
 ) -> Result<(), ApiError> {
-    for path in state.store.withdraw(user_id, scope, state.now_ms()).await? {
+    crate::placement::push_consents(state, &user_id, Some(scope)).await?;
+    for path in state
+        .store
+        .withdraw(user_id.clone(), scope, state.now_ms())
+        .await?
+    {
         state.blobs.delete(&path).await;
     }
-    Ok(())
+    // A service that moved meanwhile gets the final state too.
+    crate::placement::push_consents(state, &user_id, None).await
 }
 
 /// Withdraws a scope; its data is erased at once.

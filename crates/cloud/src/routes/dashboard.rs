@@ -459,17 +459,13 @@ async fn switch_consent(
         return page_error(ApiError::NotFound);
     };
     let user_id = session.user.id.to_string();
-    let now = state.now_ms();
     let result = match form.switch.as_str() {
         "on" => {
             // Invariant: `Policies::parse` refuses a notices file that lacks any scope.
             let version = state.policies.notices.get(&scope).map_or(1, |n| n.version);
-            state
-                .store
-                .grant(user_id, scope, version, now)
+            consents::grant_and_push(&state, user_id, scope, version)
                 .await
                 .map(|_| ())
-                .map_err(ApiError::from)
         }
         "off" => consents::withdraw_and_erase(&state, user_id, scope).await,
         _ => return page_error(ApiError::invalid("switch", "must be on or off")),
