@@ -214,7 +214,10 @@ impl Directory {
     }
 
     /// The services of a user placed away from their home, and where.
-    pub async fn placements(&self, user_id: String) -> Result<Vec<(Service, RegionId)>, StoreError> {
+    pub async fn placements(
+        &self,
+        user_id: String,
+    ) -> Result<Vec<(Service, RegionId)>, StoreError> {
         self.read(move |conn| {
             let mut stmt = conn.prepare(
                 "SELECT service, region FROM placements WHERE user_id = ?1 ORDER BY service",
@@ -225,7 +228,9 @@ impl Directory {
             let mut out = Vec::new();
             for row in rows {
                 let (service, region) = row?;
-                if let (Some(service), Ok(region)) = (Service::parse(&service), RegionId::parse(&region)) {
+                if let (Some(service), Ok(region)) =
+                    (Service::parse(&service), RegionId::parse(&region))
+                {
                     out.push((service, region));
                 }
             }
@@ -311,7 +316,10 @@ impl Directory {
     pub async fn remove(&self, user_id: String) -> Result<(), StoreError> {
         self.run(move |conn| {
             let tx = conn.unchecked_transaction()?;
-            tx.execute("DELETE FROM placements WHERE user_id = ?1", params![user_id])?;
+            tx.execute(
+                "DELETE FROM placements WHERE user_id = ?1",
+                params![user_id],
+            )?;
             tx.execute("DELETE FROM directory WHERE user_id = ?1", params![user_id])?;
             tx.commit()?;
             Ok(())

@@ -77,7 +77,12 @@ impl MigrationSpec {
             format!("{} -> {}: {who}", self.from, self.to)
         } else {
             let services: Vec<&str> = self.services.iter().map(|s| s.as_str()).collect();
-            format!("{} -> {}: {who}, services {}", self.from, self.to, services.join(","))
+            format!(
+                "{} -> {}: {who}, services {}",
+                self.from,
+                self.to,
+                services.join(",")
+            )
         }
     }
 }
@@ -236,8 +241,7 @@ pub async fn migrate(
     let mut moves =
         futures_util::stream::iter(journal.into_iter().filter(|(_, step)| step != "done"))
             .map(|(user_id, step)| async move {
-                let outcome =
-                    move_user(id, &user_id, &step, &spec.services, source, target).await;
+                let outcome = move_user(id, &user_id, &step, &spec.services, source, target).await;
                 (user_id, outcome)
             })
             .buffer_unordered(MIGRATION_USERS_IN_FLIGHT_MAX);
@@ -266,7 +270,8 @@ async fn select(spec: &MigrationSpec, source: &AppState) -> anyhow::Result<Vec<S
         Selector::Jurisdiction(country) => {
             let mut users = Vec::new();
             let accounts_only = spec.services.is_empty();
-            for (user_id, phone_sealed, wrapped) in source.store.active_users(accounts_only).await? {
+            for (user_id, phone_sealed, wrapped) in source.store.active_users(accounts_only).await?
+            {
                 let id = UserId::from_stored(user_id.clone());
                 let key = source.keys.unwrap(&wrapped, &id)?;
                 if phone_of(&key, &id, &phone_sealed)?.country() == *country {
@@ -281,13 +286,13 @@ async fn select(spec: &MigrationSpec, source: &AppState) -> anyhow::Result<Vec<S
                 let entry = entry.trim();
                 if entry.starts_with('+') {
                     let phone = PhoneNumber::parse(entry).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    // The directory knows every number, wherever its account or services are.
                     let user = source
-                        .store
-                        .user_by_phone_index(source.keys.phone_index(&phone))
+                        .directory
+                        .lookup(source.keys.phone_index(&phone))
                         .await?;
-                    let user =
-                        user.with_context(|| format!("{entry} has no account in {}", spec.from))?;
-                    users.push(user.id);
+                    let user = user.with_context(|| format!("{entry} has no account"))?;
+                    users.push(user.user_id);
                 } else {
                     uuid::Uuid::parse_str(entry).with_context(|| {
                         format!("{entry:?} is neither a phone number nor a user id")
@@ -372,7 +377,11 @@ async fn move_user(
             journal("done").await?;
             return Ok(0);
         }
-        let Some(snapshot) = source.store.snapshot_user(user_id.to_owned(), scope).await? else {
+        let Some(snapshot) = source
+            .store
+            .snapshot_user(user_id.to_owned(), scope)
+            .await?
+        else {
             if whole
                 && source.directory.home_of(user_id.to_owned()).await?
                     == Some(target.region.id.clone())
@@ -402,11 +411,17 @@ async fn move_user(
     }
     if step == "copied" {
         // Catch up while the user keeps writing, then fence and take the rest.
-        let mut last = source.store.snapshot_user(user_id.to_owned(), scope).await?;
+        let mut last = source
+            .store
+            .snapshot_user(user_id.to_owned(), scope)
+            .await?;
         for _ in 0..CATCH_UP_ROUNDS_MAX {
             let Some(snapshot) = &last else { break };
             bytes += copy(snapshot, scope, &user, source, target).await?;
-            let now = source.store.snapshot_user(user_id.to_owned(), scope).await?;
+            let now = source
+                .store
+                .snapshot_user(user_id.to_owned(), scope)
+                .await?;
             if now == last {
                 break;
             }
@@ -427,7 +442,11 @@ async fn move_user(
         step = "fenced".into();
     }
     if step == "fenced" {
-        if let Some(snapshot) = source.store.snapshot_user(user_id.to_owned(), scope).await? {
+        if let Some(snapshot) = source
+            .store
+            .snapshot_user(user_id.to_owned(), scope)
+            .await?
+        {
             bytes += copy(&snapshot, scope, &user, source, target).await?;
             let at_source = digest(&snapshot, scope, &user, source).await?;
             let copied = target

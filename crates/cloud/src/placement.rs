@@ -102,10 +102,9 @@ pub async fn remote_session(
             .await
         {
             Ok((200, answer)) => {
-                let (Some(user), Some(expires)) = (
-                    answer["user_id"].as_str(),
-                    answer["expires_at_ms"].as_i64(),
-                ) else {
+                let (Some(user), Some(expires)) =
+                    (answer["user_id"].as_str(), answer["expires_at_ms"].as_i64())
+                else {
                     continue;
                 };
                 state.session_cache.put(
@@ -130,7 +129,12 @@ pub async fn remote_session(
 ///
 /// # Errors
 /// The redirect, or `401` when the directory no longer knows the user.
-pub async fn route(state: &AppState, user_id: &str, row: Option<&UserRow>, path: &str) -> Result<(), ApiError> {
+pub async fn route(
+    state: &AppState,
+    user_id: &str,
+    row: Option<&UserRow>,
+    path: &str,
+) -> Result<(), ApiError> {
     let service = Service::of_path(path);
     let region = match (service, row) {
         // The account's paths: served where the account is.

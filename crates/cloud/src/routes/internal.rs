@@ -90,7 +90,9 @@ async fn verify_session(
     if !placed_there {
         return Err(ApiError::NotFound);
     }
-    Ok(Json(json!({ "user_id": user_id, "expires_at_ms": expires_at })))
+    Ok(Json(
+        json!({ "user_id": user_id, "expires_at_ms": expires_at }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -177,12 +179,17 @@ async fn export_user(
     };
     let id = UserId::from_stored(body.user_id.clone());
     let wrapped = row.wrapped_key.as_deref().ok_or(ApiError::NotFound)?;
-    let key = state.keys.unwrap(wrapped, &id).map_err(ApiError::Internal)?;
+    let key = state
+        .keys
+        .unwrap(wrapped, &id)
+        .map_err(ApiError::Internal)?;
     let user = AuthUser { id, row, key };
     if holds(&state, &body.user_id, Service::Messaging).await? {
         for row in state.store.messages_all(body.user_id.clone()).await? {
-            messages_out.push(serde_json::to_value(messages::open_message(&user, &row)?)
-                .map_err(ApiError::internal)?);
+            messages_out.push(
+                serde_json::to_value(messages::open_message(&user, &row)?)
+                    .map_err(ApiError::internal)?,
+            );
         }
     }
     if holds(&state, &body.user_id, Service::Backup).await? {

@@ -9,10 +9,10 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::clock::rfc3339;
+use crate::domain::Service;
 use crate::error::ApiError;
 use crate::extract::{AuthUser, aad};
 use crate::routes::{backup, consents, messages};
-use crate::domain::Service;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -90,8 +90,10 @@ pub async fn export(
     let mut messages_out = Vec::new();
     if crate::placement::holds(&state, &user_id, Service::Messaging).await? {
         for row in state.store.messages_all(user_id.clone()).await? {
-            messages_out.push(serde_json::to_value(messages::open_message(&user, &row)?)
-                .map_err(ApiError::internal)?);
+            messages_out.push(
+                serde_json::to_value(messages::open_message(&user, &row)?)
+                    .map_err(ApiError::internal)?,
+            );
         }
     }
     let mut backups = serde_json::Map::new();

@@ -195,8 +195,15 @@ pub async fn send(
             }),
         ));
     }
-    let (recipient_id, inbox) =
-        inbox_copy(&state, &recipient_user, &id, &sender_phone, &request.body, now).await?;
+    let (recipient_id, inbox) = inbox_copy(
+        &state,
+        &recipient_user,
+        &id,
+        &sender_phone,
+        &request.body,
+        now,
+    )
+    .await?;
     let seq = state
         .store
         .send_message(sent, inbox)

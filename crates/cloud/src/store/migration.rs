@@ -332,7 +332,14 @@ fn install(
             conn.execute(
                 "UPDATE users SET phone_index = ?2, phone_sealed = ?3, password_hash = ?4, \
                  wrapped_key = ?5, region = ?6 WHERE id = ?1",
-                params![u.id, u.phone_index, u.phone_sealed, u.password_hash, wrapped_key, region],
+                params![
+                    u.id,
+                    u.phone_index,
+                    u.phone_sealed,
+                    u.password_hash,
+                    wrapped_key,
+                    region
+                ],
             )?;
         }
         Some(_) => {}
@@ -715,7 +722,9 @@ impl Store {
             match current {
                 None => Ok(None),
                 Some(current) if version < current => Ok(Some(Vec::new())),
-                Some(_) => Ok(Some(apply_consent_mirror(conn, &user_id, version, &consents)?)),
+                Some(_) => Ok(Some(apply_consent_mirror(
+                    conn, &user_id, version, &consents,
+                )?)),
             }
         })
         .await
@@ -846,8 +855,8 @@ impl Store {
     /// The regions users left this region for: their homes can vouch for their tokens.
     pub async fn moved_regions(&self) -> Result<Vec<String>, StoreError> {
         self.read(move |conn| {
-            let mut stmt =
-                conn.prepare("SELECT DISTINCT region FROM moved_users WHERE region <> '' ORDER BY 1")?;
+            let mut stmt = conn
+                .prepare("SELECT DISTINCT region FROM moved_users WHERE region <> '' ORDER BY 1")?;
             let rows = stmt.query_map([], |r| r.get(0))?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
