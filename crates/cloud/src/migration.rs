@@ -708,17 +708,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_2014_plan_parses_into_three_phases() {
+    fn the_2014_plan_moves_one_service_one_jurisdiction_at_a_time() {
         let phases = Plan::from_toml(include_str!("../../../config/migration-2014.toml")).unwrap();
         let moves: Vec<String> = phases.iter().map(|(_, spec)| spec.describe()).collect();
-        assert_eq!(
-            moves,
-            [
-                "cn-beijing -> sg-singapore: jurisdiction SG",
-                "cn-beijing -> in-mumbai: jurisdiction IN",
-                "cn-beijing -> br-saopaulo: jurisdiction BR"
-            ]
-        );
+        let mut expected = Vec::new();
+        for (to, cc) in [
+            ("sg-singapore", "SG"),
+            ("in-mumbai", "IN"),
+            ("br-saopaulo", "BR"),
+        ] {
+            for services in [", services messaging", ", services backup", ""] {
+                expected.push(format!("cn-beijing -> {to}: jurisdiction {cc}{services}"));
+            }
+        }
+        assert_eq!(moves, expected);
+    }
+
+    #[test]
+    fn naming_every_service_moves_whole_users() {
+        let all = ["backup".to_owned(), "messaging".to_owned()];
+        assert!(check_services(&all).unwrap().is_empty());
+        assert!(check_services(&[]).unwrap().is_empty());
+        let one = ["messaging".to_owned(), "messaging".to_owned()];
+        assert_eq!(check_services(&one).unwrap(), [Service::Messaging]);
+        assert!(check_services(&["photos".to_owned()]).is_err());
     }
 
     #[test]
