@@ -33,6 +33,7 @@ pub const SESSION_VERIFY_PATH: &str = "/internal/v1/sessions/verify";
 pub const CONSENT_SYNC_PATH: &str = "/internal/v1/consents/sync";
 pub const USER_DELETE_PATH: &str = "/internal/v1/users/delete";
 pub const USER_EXPORT_PATH: &str = "/internal/v1/users/export";
+pub const USER_STATS_PATH: &str = "/internal/v1/users/stats";
 
 /// How long a service region trusts its user's home's word that a token is a live session.
 /// A session ended at home may keep working this long in the service regions.
@@ -276,6 +277,60 @@ pub async fn export_remote(state: &AppState, user_id: &str) -> Result<Vec<Value>
         parts.push(part);
     }
     Ok(parts)
+}
+
+/// The service whose data a retention category counts; `None` for the account's own.
+pub fn service_of_category(category: &str) -> Option<Service> {
+    match category {
+        "undelivered_messages" | "delivered_messages" => Some(Service::Messaging),
+        "backup_contacts" | "backup_sms" | "backup_photos" => Some(Service::Backup),
+        _ => None,
+    }
+}
+
+/// What the dashboard shows per category for the services held elsewhere: for each such
+/// service, its region and that region's figures (`{"categories": [...]}` per region).
+///
+/// # Errors
+/// `503 region_unavailable` when a region holding a service does not answer.
+pub async fn stats_remote(
+    state: &AppState,
+    user_id: &str,
+) -> Result<Vec<(Service, RegionId, Value)>, ApiError> {
+    let mut out = Vec::new();
+    for (service, region) in state.directory.placements(user_id.to_owned()).await? {
+        if region == state.region.id {
+            continue;
+        }
+        let body = json!({ "user_id": user_id });
+        let (status, answer) = state
+            .federation
+            .post(&region, USER_STATS_PATH, &body, state.now_ms())
+            .await?;
+        if status != 200 {
+            return Err(ApiError::RegionUnavailable(region.to_string()));
+        }
+        out.push((service, region, answer));
+    }
+    Ok(out)
+}
+
+/// Where each service of the user lives (the home for one not placed elsewhere).
+pub async fn service_regions_of(
+    state: &AppState,
+    user_id: &str,
+) -> Result<Vec<(Service, RegionId)>, ApiError> {
+    let placed = state.directory.placements(user_id.to_owned()).await?;
+    Ok(Service::ALL
+        .into_iter()
+        .map(|service| {
+            let region = placed
+                .iter()
+                .find(|(s, _)| *s == service)
+                .map_or_else(|| state.region.id.clone(), |(_, r)| r.clone());
+            (service, region)
+        })
+        .collect())
 }
 
 /// Whether this region holds `service` for the user now (by the directory).

@@ -53,6 +53,13 @@ fn parse_scope(name: &str) -> Result<ConsentScope, ApiError> {
     ConsentScope::parse(name).ok_or(ApiError::NotFound)
 }
 
+/// The notice of `scope`, naming `region` as where its data is held.
+fn notice_view_in(state: &AppState, scope: ConsentScope, region: &str) -> NoticeView {
+    let mut view = notice_view(state, scope);
+    view.region = region.to_owned();
+    view
+}
+
 fn notice_view(state: &AppState, scope: ConsentScope) -> NoticeView {
     // Invariant: `Policies::parse` refuses a notices file that lacks any scope.
     let notice = state
@@ -72,16 +79,21 @@ pub(crate) async fn consent_views(
     user: &AuthUser,
 ) -> Result<Vec<ConsentView>, ApiError> {
     let granted = state.store.consents(user.id.to_string()).await?;
+    // A scope's data is held where its service lives, which may not be here.
+    let services = crate::placement::service_regions_of(state, user.id.as_str()).await?;
     Ok(ConsentScope::ALL
         .into_iter()
         .map(|scope| {
             let grant = granted.iter().find(|g| g.scope == scope);
+            let region = crate::domain::Service::of_scope(scope)
+                .and_then(|service| services.iter().find(|(s, _)| *s == service))
+                .map_or_else(|| state.region.id.to_string(), |(_, r)| r.to_string());
             ConsentView {
                 scope: scope.to_string(),
                 granted: grant.is_some(),
                 granted_notice_version: grant.map(|g| g.notice_version),
                 granted_at: grant.map(|g| rfc3339(g.granted_at)),
-                notice: notice_view(state, scope),
+                notice: notice_view_in(state, scope, &region),
             }
         })
         .collect())

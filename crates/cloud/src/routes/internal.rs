@@ -15,7 +15,8 @@ use crate::domain::{BackupKind, Service, UserId};
 use crate::error::ApiError;
 use crate::extract::AuthUser;
 use crate::placement::{
-    CONSENT_SYNC_PATH, SESSION_VERIFY_PATH, USER_DELETE_PATH, USER_EXPORT_PATH, holds,
+    CONSENT_SYNC_PATH, SESSION_VERIFY_PATH, USER_DELETE_PATH, USER_EXPORT_PATH, USER_STATS_PATH,
+    holds,
 };
 use crate::routes::{backup, messages};
 use crate::state::AppState;
@@ -26,6 +27,7 @@ pub fn router() -> Router<AppState> {
         .route(CONSENT_SYNC_PATH, post(sync_consents))
         .route(USER_DELETE_PATH, post(delete_user))
         .route(USER_EXPORT_PATH, post(export_user))
+        .route(USER_STATS_PATH, post(user_stats))
 }
 
 /// The body of a request signed by a peer region, and which region signed it.
@@ -204,4 +206,35 @@ async fn export_user(
         }
     }
     Ok(Json(json!({ "messages": messages_out, "backup": backups })))
+}
+
+/// The home's dashboard asks what this region holds of a user and when it goes: counts and
+/// deletion times per category, nothing decrypted.
+async fn user_stats(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let (from, body): (_, UserRef) = signed(&state, request, USER_STATS_PATH).await?;
+    from_home(&state, &from, &body.user_id).await?;
+    let stats = state
+        .store
+        .user_retention_stats(
+            body.user_id,
+            state.now_ms(),
+            crate::retention::ledger_ms(&state.policies.retention),
+        )
+        .await?;
+    let categories: Vec<Value> = stats
+        .iter()
+        .map(|s| {
+            json!({
+                "category": s.category,
+                "rows": s.rows,
+                "due_now": s.due_now,
+                "next_deletion": s.next_deletion,
+                "last_deletion": s.last_deletion,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "categories": categories })))
 }

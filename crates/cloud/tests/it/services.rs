@@ -857,3 +857,65 @@ async fn moving_the_service_back_home_and_then_the_whole_user_ends_in_one_region
     assert_eq!(me.body["messages"].as_array().unwrap().len(), 1);
     assert_eq!(me.body["consent_history"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn notices_the_dashboard_and_retention_follow_the_service_issue_4() {
+    const DAY_MS: i64 = 86_400_000;
+    let (cloud, alice, bob) = alice_messaging_in_singapore().await;
+    // The notice says where each scope's data is held.
+    let consents = cloud
+        .call("in-mumbai", Method::GET, "/v1/consents", Some(&alice), None)
+        .await;
+    let region_of = |scope: &str| {
+        consents.body["consents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["scope"] == scope)
+            .unwrap()["notice"]["region"]
+            .clone()
+    };
+    assert_eq!(region_of("messaging"), "sg-singapore");
+    assert_eq!(region_of("backup.contacts"), "in-mumbai");
+    let sent = cloud
+        .call(
+            "in-mumbai",
+            Method::POST,
+            "/v1/messages",
+            Some(&bob),
+            Some(json!({"to": ALICE, "body": "waiting"})),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED);
+    // The dashboard at home counts what Singapore holds, and says it is there.
+    let ca_pem = std::fs::read(cloud.dir.path().join("tls/ca.pem")).unwrap();
+    let mut browser = crate::dashboard::Browser::trusting(&ca_pem);
+    let page = browser.sign_in(&cloud.url("in-mumbai"), ALICE).await;
+    for (category, rows, region) in [
+        ("undelivered_messages", 1, "sg-singapore"),
+        ("delivered_messages", 1, "sg-singapore"),
+        ("sessions", 2, "in-mumbai"),
+    ] {
+        let row = format!("<tr data-category=\"{category}\">");
+        let start = page
+            .find(&row)
+            .unwrap_or_else(|| panic!("{category}: {page}"));
+        let row = &page[start..start + page[start..].find("</tr>").unwrap()];
+        assert!(row.contains(&format!("<td>{rows}</td>")), "{row}");
+        assert!(row.contains(region), "{row}");
+    }
+    // Singapore's sweeper deletes what expired there.
+    cloud.clock.advance_ms(31 * DAY_MS);
+    let singapore = cloud.cloud.region("sg-singapore").unwrap().state.clone();
+    let counts = sovereign_cloud::retention::sweep(&singapore).await.unwrap();
+    assert_eq!(counts.undelivered_messages, 1);
+    assert_eq!(
+        count(
+            &cloud.db("sg-singapore"),
+            "SELECT count(*) FROM messages",
+            &[]
+        ),
+        1,
+        "Alice's sent copy lives a year"
+    );
+}
