@@ -919,3 +919,139 @@ async fn notices_the_dashboard_and_retention_follow_the_service_issue_4() {
         "Alice's sent copy lives a year"
     );
 }
+
+/// Issue 4: a service moved on from one service region to another, neither of them home.
+#[tokio::test]
+async fn a_service_moves_on_between_two_regions_that_are_not_home_issue_4() {
+    let cloud = spawn_regions_with(&["in-mumbai", "sg-singapore", "us-oregon"], |policies| {
+        policies.residency = ResidencyPolicy::from_toml(
+            "default = \"us-oregon\"\n[countries]\nIN = [\"in-mumbai\", \"sg-singapore\", \"us-oregon\"]\n",
+        )
+        .unwrap();
+    })
+    .await;
+    let alice = cloud.user("in-mumbai", ALICE).await;
+    let bob = cloud.user("in-mumbai", BOB).await;
+    let sent = cloud
+        .call(
+            "in-mumbai",
+            Method::POST,
+            "/v1/messages",
+            Some(&alice),
+            Some(json!({"to": BOB, "body": "one"})),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED);
+    let alice_id = cloud
+        .call("in-mumbai", Method::GET, "/v1/me", Some(&alice), None)
+        .await
+        .body["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let state = |id: &str| cloud.cloud.region(id).unwrap().state.clone();
+    let users = Selector::Users(vec![alice_id.clone()]);
+    let first = move_messaging(users.clone(), "in-mumbai", "sg-singapore");
+    let report = migrate(&first, &state("in-mumbai"), &state("sg-singapore"), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.moved, 1, "{report:?}");
+    // Alice uses Singapore once, so it has vouched-for her token in its cache.
+    let listed = cloud
+        .call(
+            "sg-singapore",
+            Method::GET,
+            "/v1/messages?box=sent",
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(listed.status, StatusCode::OK);
+    let second = move_messaging(users, "sg-singapore", "us-oregon");
+    let report = migrate(&second, &state("sg-singapore"), &state("us-oregon"), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.moved, 1, "{report:?}");
+    // Singapore holds nothing of hers any more, and sends her client on to Oregon.
+    assert_eq!(
+        alice_rows(&cloud, "sg-singapore", "users", "id", &alice_id),
+        0
+    );
+    assert_eq!(
+        alice_rows(&cloud, "sg-singapore", "messages", "owner_id", &alice_id),
+        0
+    );
+    let stale = cloud
+        .call(
+            "sg-singapore",
+            Method::GET,
+            "/v1/messages",
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(
+        stale.status,
+        StatusCode::TEMPORARY_REDIRECT,
+        "{:?}",
+        stale.body
+    );
+    assert_eq!(
+        stale.headers["location"],
+        format!("{}/v1/messages", cloud.url("us-oregon")).as_str()
+    );
+    // Once Singapore's word from her home is older than the cache allows, Singapore, which holds
+    // nothing of hers, is not told whose the token is: her client signs in again at home.
+    cloud
+        .clock
+        .advance_ms(sovereign_cloud::placement::SESSION_CACHE_MS + 1);
+    let later = cloud
+        .call(
+            "sg-singapore",
+            Method::GET,
+            "/v1/messages",
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(later.status, StatusCode::UNAUTHORIZED);
+    // Oregon serves her messaging with the mirror it got from Singapore.
+    assert_eq!(
+        alice_rows(&cloud, "us-oregon", "messages", "owner_id", &alice_id),
+        1
+    );
+    assert_eq!(
+        alice_rows(&cloud, "us-oregon", "consent_state", "user_id", &alice_id),
+        1
+    );
+    let to_alice = cloud
+        .call(
+            "in-mumbai",
+            Method::POST,
+            "/v1/messages",
+            Some(&bob),
+            Some(json!({"to": ALICE, "body": "two"})),
+        )
+        .await;
+    assert_eq!(to_alice.status, StatusCode::ACCEPTED, "{:?}", to_alice.body);
+    let inbox = cloud
+        .call("us-oregon", Method::GET, "/v1/messages", Some(&alice), None)
+        .await;
+    assert_eq!(inbox.status, StatusCode::OK, "{:?}", inbox.body);
+    assert_eq!(inbox.body["messages"][0]["body"], "two");
+    // Her home's withdrawal reaches Oregon.
+    let withdrawn = cloud
+        .call(
+            "in-mumbai",
+            Method::DELETE,
+            "/v1/consents/messaging",
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(withdrawn.status, StatusCode::OK, "{:?}", withdrawn.body);
+    assert_eq!(
+        alice_rows(&cloud, "us-oregon", "messages", "owner_id", &alice_id),
+        0
+    );
+}
