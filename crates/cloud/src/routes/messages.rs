@@ -410,6 +410,9 @@ pub async fn socket(
     upgrade.on_upgrade(move |socket| push_loop(state, user, socket))
 }
 
+/// How often an open WebSocket checks that the user's messaging is still in this region.
+pub const PLACEMENT_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClientFrame {
@@ -433,8 +436,24 @@ async fn push_loop(state: AppState, user: AuthUser, mut socket: WebSocket) {
     let Ok(mut last_seq) = send_after(&state, &user, &mut socket, start).await else {
         return;
     };
+    let mut placement_check = tokio::time::interval(PLACEMENT_CHECK_INTERVAL);
     loop {
         tokio::select! {
+            _ = placement_check.tick() => {
+                // The user's messaging moved to another region: new messages are stored there,
+                // so this socket would stay silent. Closing it makes the client reconnect, and
+                // the reconnection is redirected.
+                let here = crate::placement::holds(&state, user.id.as_str(), Service::Messaging).await;
+                if matches!(here, Ok(false)) {
+                    let _ = socket
+                        .send(WsMessage::Close(Some(axum::extract::ws::CloseFrame {
+                            code: 1012,
+                            reason: "messaging moved to another region; reconnect".into(),
+                        })))
+                        .await;
+                    return;
+                }
+            }
             pushed = new_messages.recv() => {
                 match pushed {
                     Ok(_) | Err(RecvError::Lagged(_)) => {
