@@ -51,6 +51,10 @@ pub struct ScanArgs {
     /// Severity rules (TOML) replacing the built-in defaults.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
+    /// Named destinations (TOML `[[site]]` address, name, country) for addresses the country
+    /// database cannot place, such as lab networks and loopback.
+    #[arg(long, value_name = "FILE")]
+    sites: Option<PathBuf>,
     /// Exit with 1 when the rating is at or above this.
     #[arg(long, value_enum, default_value_t = FailOn::High)]
     fail_on: FailOn,
@@ -66,9 +70,14 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
         }
         None => Inputs::Scan(args.captures),
     };
+    let sites = match &args.sites {
+        Some(path) => sovereign_scan::run::read_sites(path)?,
+        None => sovereign_scan::Sites::default(),
+    };
     let request = Request {
         profile: args.profile,
         policy: args.policy,
+        sites,
         inputs,
         format: match args.format {
             Format::Table => OutputFormat::Table,

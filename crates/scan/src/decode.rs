@@ -71,6 +71,11 @@ impl<'m> Searcher<'m> {
         blob_offset: usize,
         sink: &mut dyn Sink,
     ) {
+        if depth >= DECODE_DEPTH_MAX
+            && let Some(coding) = compression_magic(data)
+        {
+            sink.warn(too_deep(coding, chain));
+        }
         if depth < DECODE_DEPTH_MAX {
             if let Some(coding) = compression_magic(data) {
                 let (decoded, problem) = decompress(coding, data);
@@ -112,11 +117,17 @@ impl<'m> Searcher<'m> {
         // "+8613800138000" is one finding, not three (e164, e164 without "+", national digits).
         let mut found: Vec<(usize, &str, Match)> = Vec::new();
         let mut blobs: Vec<usize> = Vec::new();
+        let mut wrappers: Vec<usize> = Vec::new();
         for m in &matches {
             for hit in self.matcher.hits(m.entry) {
                 match hit {
                     Hit::Identifier { target, encoding } => found.push((*target, encoding, *m)),
                     Hit::CompressedBase64 => blobs.push(m.start),
+                    Hit::Base64Wrapper { skip } => {
+                        // The blob's 4-character groups start where this pattern's group did.
+                        let group = m.start.checked_sub(usize::from(*skip));
+                        wrappers.extend(group.map(|g| base64_blob_start(data, m.start, g)));
+                    }
                 }
             }
         }
@@ -143,7 +154,35 @@ impl<'m> Searcher<'m> {
                 evidence: evidence(data, m.start, m.end, &ranges),
             });
         }
+        if depth >= DECODE_DEPTH_MAX {
+            if !wrappers.is_empty() {
+                sink.warn(too_deep("base64", chain));
+            } else if let Some(coding) = blobs.iter().find_map(|&start| {
+                let head = &data[start..data.len().min(start + 8)];
+                base64_decode(head).and_then(|d| compression_magic(&d))
+            }) {
+                sink.warn(too_deep(coding, chain));
+            }
+        }
         if depth < DECODE_DEPTH_MAX {
+            // Blobs holding an identifier base64-encoded once more: decoded whatever they hold.
+            wrappers.sort_unstable();
+            wrappers.dedup();
+            let mut done_until = 0;
+            for start in wrappers {
+                if start < done_until {
+                    continue;
+                }
+                let end = base64_run_end(data, start);
+                done_until = end;
+                let Some(decoded) = base64_decode(&data[start..end]) else {
+                    continue;
+                };
+                chain.push("base64".to_owned());
+                let at = origin.map_or(blob_offset, |o| o + start);
+                self.search_at(&decoded, chain, depth + 1, None, at, sink);
+                chain.pop();
+            }
             blobs.sort_unstable();
             let mut done_until = 0;
             for start in blobs {
@@ -166,6 +205,26 @@ impl<'m> Searcher<'m> {
         }
         self.scratch[depth] = matches;
     }
+}
+
+fn too_deep(what: &str, chain: &[String]) -> String {
+    format!(
+        "{what} data under {} is nested deeper than {DECODE_DEPTH_MAX} layers; it is not decoded further",
+        chain.join("/")
+    )
+}
+
+/// Where the base64 blob holding a match at `at` starts: the first byte of the run of base64
+/// characters before `at` (at most [`BASE64_BLOB_BYTES_MAX`] back) that is a group boundary,
+/// given that `group` is one.
+fn base64_blob_start(data: &[u8], at: usize, group: usize) -> usize {
+    let floor = at.saturating_sub(BASE64_BLOB_BYTES_MAX);
+    let mut start = at;
+    while start > floor && is_base64_byte(data[start - 1]) {
+        start -= 1;
+    }
+    // Move forward to the first group boundary: 0 to 3 characters, never past the match.
+    (start + (group + 4 - start % 4) % 4).min(at)
 }
 
 /// The compression format `data` starts with, by its magic bytes.
