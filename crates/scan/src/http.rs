@@ -128,19 +128,24 @@ pub fn parse(data: &[u8]) -> Option<Message<'_>> {
     let mut content_length: Option<usize> = None;
     let mut chunked = false;
     for header in headers.iter().take_while(|h| !h.name.is_empty()) {
-        let value = String::from_utf8_lossy(header.value).trim().to_owned();
-        match header.name.to_ascii_lowercase().as_str() {
-            "host" => host = Some(value.to_ascii_lowercase()),
-            "content-type" => content_type = Some(value.to_ascii_lowercase()),
-            "content-encoding" => content_encoding.extend(
-                value
+        // Only five headers matter here; the others are not even copied.
+        let name = header.name;
+        let value = || String::from_utf8_lossy(header.value).trim().to_owned();
+        if name.eq_ignore_ascii_case("host") {
+            host = Some(value().to_ascii_lowercase());
+        } else if name.eq_ignore_ascii_case("content-type") {
+            content_type = Some(value().to_ascii_lowercase());
+        } else if name.eq_ignore_ascii_case("content-encoding") {
+            content_encoding.extend(
+                value()
                     .split(',')
                     .map(|c| c.trim().to_ascii_lowercase())
                     .filter(|c| !c.is_empty() && c != "identity"),
-            ),
-            "content-length" => content_length = value.parse().ok(),
-            "transfer-encoding" => chunked = value.to_ascii_lowercase().contains("chunked"),
-            _ => {}
+            );
+        } else if name.eq_ignore_ascii_case("content-length") {
+            content_length = value().parse().ok();
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value().to_ascii_lowercase().contains("chunked");
         }
     }
     let rest = &data[head_len..];
