@@ -10,7 +10,7 @@ use crate::http::{self, Direction};
 use crate::ipfrag::Defragmenter;
 use crate::matcher::Matcher;
 use crate::packet::{self, PROTO_TCP, PROTO_UDP, TCP_FIN, TCP_RST, TCP_SYN};
-use crate::reassembly::{Loss, Mark, Run, Stream};
+use crate::reassembly::{BufferPool, Loss, Mark, Run, Stream};
 use crate::tls;
 
 /// Most TCP flows followed at once; past this the oldest is scanned and closed early.
@@ -192,6 +192,7 @@ pub struct Session<'a> {
     pub stats: CaptureStats,
     pub limits: crate::Limits,
     dns_full_warned: bool,
+    buffers: BufferPool,
 }
 
 impl<'a> Session<'a> {
@@ -211,6 +212,7 @@ impl<'a> Session<'a> {
             stats: CaptureStats::default(),
             limits: crate::Limits::default(),
             dns_full_warned: false,
+            buffers: BufferPool::default(),
         }
     }
 
@@ -356,8 +358,8 @@ impl<'a> Session<'a> {
             let flow = Flow {
                 client,
                 server,
-                to_server: Stream::default(),
-                to_client: Stream::default(),
+                to_server: Stream::with_buffer(self.buffers.take()),
+                to_client: Stream::with_buffer(self.buffers.take()),
                 dns_host: self.dns.get(&server.ip()).cloned(),
                 sni: None,
                 http_host: None,
@@ -461,9 +463,11 @@ impl<'a> Session<'a> {
         let (runs, marks, losses) = flow.to_server.take();
         self.report_losses(flow, true, &losses);
         self.scan_direction(flow, true, &runs, &marks);
+        runs.into_iter().for_each(|r| self.buffers.give(r.data));
         let (runs, marks, losses) = flow.to_client.take();
         self.report_losses(flow, false, &losses);
         self.scan_direction(flow, false, &runs, &marks);
+        runs.into_iter().for_each(|r| self.buffers.give(r.data));
     }
 
     fn report_losses(&mut self, flow: &Flow, to_server: bool, losses: &[Loss]) {
