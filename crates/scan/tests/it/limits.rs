@@ -305,3 +305,39 @@ fn server_name_bytes_max_drops_an_absurd_sni() {
         None
     );
 }
+
+#[test]
+fn read_buffer_bytes_max_stops_at_a_larger_block_and_keeps_what_came_before() {
+    use sovereign_scan::capture::READ_BUFFER_BYTES_MAX;
+    let conversation = |port: u16, body: &[u8]| {
+        synth::pcap(&synth::tcp_conversation(
+            addr(&format!("10.0.0.2:{port}")),
+            addr(SERVER_CN),
+            &post("t.example", "text/plain", "", body),
+            OK,
+            1400,
+        ))
+    };
+    let mut data = conversation(40001, b"imei=356938035643809");
+    let at = data.len();
+    // One record of READ_BUFFER_BYTES_MAX + 1 bytes, all there.
+    let caplen = u32::try_from(READ_BUFFER_BYTES_MAX + 1).unwrap();
+    for field in [0, 0, caplen, caplen] {
+        data.extend_from_slice(&field.to_le_bytes());
+    }
+    data.resize(data.len() + READ_BUFFER_BYTES_MAX + 1, 0);
+    data.extend_from_slice(&conversation(40002, b"imsi=404450123456789")[24..]);
+    let report = scan(&data);
+    assert!(
+        has_warning(
+            &report,
+            &format!(
+                "a block at byte {at} is larger than {READ_BUFFER_BYTES_MAX} bytes; the rest of the capture is skipped"
+            )
+        ),
+        "{:?}",
+        report.warnings
+    );
+    assert_eq!(find(&report, K::Imei).len(), 1);
+    assert!(find(&report, K::Imsi).is_empty());
+}
