@@ -51,6 +51,10 @@ pub struct ScanArgs {
     /// Severity rules (TOML) replacing the built-in defaults.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
+    /// A TLS key log (SSLKEYLOGFILE format) to decrypt TLS 1.2 and 1.3 with; repeatable. Keys
+    /// in a pcapng's Decryption Secrets Blocks are used without it.
+    #[arg(long, value_name = "FILE")]
+    keylog: Vec<PathBuf>,
     /// Exit with 1 when the rating is at or above this.
     #[arg(long, value_enum, default_value_t = FailOn::High)]
     fail_on: FailOn,
@@ -75,6 +79,7 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
             Format::Json => OutputFormat::Json,
             Format::Html => OutputFormat::Html,
         },
+        keylogs: args.keylog,
     };
     let mut progress = sovereign_scan::progress::TerminalProgress::default();
     let outcome = sovereign_scan::run::execute(&request, &mut progress)?;

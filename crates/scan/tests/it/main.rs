@@ -10,3 +10,4 @@ mod reassembly;
 mod reports;
 mod robustness;
 mod support;
+mod tls;

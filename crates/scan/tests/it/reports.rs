@@ -24,6 +24,7 @@ fn request(inputs: Inputs, format: OutputFormat) -> Request {
         policy: None,
         inputs,
         format,
+        keylogs: Vec::new(),
     }
 }
 
