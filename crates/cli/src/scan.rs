@@ -155,6 +155,44 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_keylog_is_an_input_error_naming_file_and_line() {
+        let dir =
+            std::env::temp_dir().join(format!("sovereign-scan-keylog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let keylog = dir.join("sslkeys.txt");
+        std::fs::write(&keylog, "# NSS key log\nCLIENT_RANDOM 00 11\n").unwrap();
+        let capture = fixtures().join("loopback.pcap");
+        let err = run_with(&[
+            capture.to_str().unwrap(),
+            "--keylog",
+            keylog.to_str().unwrap(),
+        ])
+        .unwrap_err();
+        let message = format!("{err:#}");
+        assert!(
+            message.contains(&format!("key log {}, line 2:", keylog.display())),
+            "{message}"
+        );
+        // An empty key log (no TLS session in it) is fine, and --keylog repeats.
+        let empty = dir.join("empty.txt");
+        std::fs::write(&empty, "").unwrap();
+        let e = empty.to_str().unwrap();
+        let out = dir.join("r.json");
+        let o = out.to_str().unwrap();
+        run_with(&[
+            capture.to_str().unwrap(),
+            "--keylog",
+            e,
+            "--keylog",
+            e,
+            "--output",
+            o,
+        ])
+        .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn usage_errors_are_reported_by_clap() {
         // Clap exits with 2 on usage errors: no capture, or a bad --fail-on.
         assert!(Cli::try_parse_from(["scan", "--profile", "p.toml"]).is_err());

@@ -207,7 +207,7 @@ impl KeyLog {
 }
 
 fn hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
+    if text.len() % 2 == 1 {
         return None;
     }
     let digit = |c: u8| match c {
