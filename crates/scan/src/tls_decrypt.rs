@@ -249,9 +249,21 @@ pub fn version_name(version: u16) -> String {
     }
 }
 
-/// Whether a stream starts with a TLS handshake record (a ClientHello or ServerHello).
+/// Whether a stream starts with a TLS handshake record holding a ClientHello or ServerHello
+/// (checked that far so that, say, a DNS-over-TCP message of 0x1603 bytes is not taken for TLS).
 pub fn starts_like_tls(data: &[u8]) -> bool {
-    matches!(data, [CONTENT_HANDSHAKE, 0x03, 0..=4, ..])
+    matches!(
+        data,
+        [
+            CONTENT_HANDSHAKE,
+            0x03,
+            0..=4,
+            _,
+            _,
+            HANDSHAKE_CLIENT_HELLO | HANDSHAKE_SERVER_HELLO,
+            ..
+        ]
+    )
 }
 
 /// What a ClientHello tells us.

@@ -138,6 +138,12 @@ fn drain(reader: &mut dyn std::io::Read) -> Vec<u8> {
 /// A TLS session with one suite: the client posts `requests` (a KeyUpdate between each under
 /// TLS 1.3), the server answers each with a body that holds the phone number.
 fn session(suite: SupportedCipherSuite, requests: &[Vec<u8>]) -> Session {
+    session_with(suite, requests, false)
+}
+
+/// As [`session`]; with `hello_retry` the server accepts only a group the client sends no key
+/// share for, so TLS 1.3 goes through a HelloRetryRequest and a second ClientHello.
+fn session_with(suite: SupportedCipherSuite, requests: &[Vec<u8>], hello_retry: bool) -> Session {
     let certified = rcgen::generate_simple_self_signed(vec![SNI.to_owned()]).unwrap();
     let cert = CertificateDer::from(certified.cert.der().to_vec());
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
@@ -151,7 +157,15 @@ fn session(suite: SupportedCipherSuite, requests: &[Vec<u8>]) -> Session {
         SupportedCipherSuite::Tls13(_) => &rustls::version::TLS13,
         SupportedCipherSuite::Tls12(_) => &rustls::version::TLS12,
     };
-    let server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
+    let server_provider = if hello_retry {
+        Arc::new(rustls::crypto::CryptoProvider {
+            kx_groups: vec![rustls::crypto::aws_lc_rs::kx_group::SECP384R1],
+            ..(*provider).clone()
+        })
+    } else {
+        provider.clone()
+    };
+    let server_config = rustls::ServerConfig::builder_with_provider(server_provider)
         .with_protocol_versions(&[version])
         .unwrap()
         .with_no_client_auth()
@@ -545,4 +559,47 @@ fn the_json_table_and_html_reports_list_tls_flows() {
         assert!(html.contains("<h2>TLS connections</h2>"));
         assert!(html.contains(expected) && html.contains(SNI));
     }
+}
+
+#[test]
+fn tls13_after_a_hello_retry_request() {
+    let s = session_with(
+        cs::TLS13_AES_128_GCM_SHA256,
+        &[request("/v1/register", r#"{"imei":"356938035643809"}"#)],
+        true,
+    );
+    // The server's first handshake message is a HelloRetryRequest; the real ServerHello follows.
+    let hello_retry_random = [0xcf, 0x21, 0xad, 0x74];
+    assert_eq!(
+        s.to_client[11..15],
+        hello_retry_random,
+        "no HelloRetryRequest was made"
+    );
+    let report = scan_with(&pcap(&s, 1400), Some(&s.keylog));
+    assert_eq!(find(&report, K::Imei).len(), 1, "{}", describe(&report));
+    assert!(report.tls_flows[0].decrypted);
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+}
+
+#[test]
+fn a_flow_whose_client_hello_was_not_captured_is_listed_as_not_visible() {
+    let s = imei_session(cs::TLS13_AES_128_GCM_SHA256);
+    let first_record = 5 + usize::from(u16::from_be_bytes([s.to_server[3], s.to_server[4]]));
+    let capture = synth::pcap(&synth::tcp_conversation(
+        addr(CLIENT),
+        addr(SERVER),
+        &s.to_server[first_record..],
+        &s.to_client,
+        1400,
+    ));
+    let report = scan_with(&capture, Some(&s.keylog));
+    assert!(find(&report, K::Imei).is_empty());
+    let flow = &report.tls_flows[0];
+    assert!(!flow.decrypted);
+    assert_eq!(flow.sni, None);
+    assert_eq!(flow.version.as_deref(), Some("TLS 1.3"));
+    assert_eq!(
+        flow.note.as_deref(),
+        Some("the client hello was not captured")
+    );
 }
