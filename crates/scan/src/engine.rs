@@ -551,16 +551,13 @@ impl<'a> Session<'a> {
                 self.label, flow.client, flow.server
             ));
         }
-        // The records themselves are searched too: the hellos are in the clear.
+        // What was sent in the clear is searched as it is: the hellos (an identifier in the
+        // SNI) and a TLS 1.2 server's certificates. Ciphertext is not: it can only give false
+        // positives, and costs time.
         let place = self.place(flow, "tls", to_server, false, None);
-        for run in runs {
-            self.search(
-                &run.data,
-                &["tls"],
-                run.start as usize,
-                &place,
-                Timing::Marks(marks),
-            );
+        if let Some(run) = runs.first().filter(|r| r.start == 0) {
+            let clear = &run.data[..tls_decrypt::clear_prefix_len(&run.data)];
+            self.search(clear, &["tls"], 0, &place, Timing::Marks(marks));
         }
         if plaintext.data.is_empty() {
             return;

@@ -266,6 +266,29 @@ pub fn starts_like_tls(data: &[u8]) -> bool {
     )
 }
 
+/// How many bytes at the start of a TLS stream are records sent in the clear: the hellos, a
+/// TLS 1.2 server's certificates, up to and including the first ChangeCipherSpec, stopping at
+/// the first application-data record. What follows is ciphertext, which searching can only
+/// turn into false positives (and time). Where the stream stops looking like TLS records, the
+/// rest is included: it may be something else, and is searched as it is.
+pub fn clear_prefix_len(data: &[u8]) -> usize {
+    let mut at = 0;
+    loop {
+        match cut_record(&data[at..]) {
+            Cut::Record(record, len) => {
+                if record.content_type == CONTENT_APPLICATION_DATA {
+                    return at;
+                }
+                at += len;
+                if record.content_type == CONTENT_CHANGE_CIPHER_SPEC {
+                    return at;
+                }
+            }
+            Cut::Incomplete | Cut::Invalid => return data.len(),
+        }
+    }
+}
+
 /// What a ClientHello tells us.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientHello {
@@ -828,6 +851,17 @@ impl TlsFlow {
     /// and returns the application data they held.
     pub fn decrypt(&mut self, to_server: bool, runs: &[Run], marks: &[Mark]) -> Plaintext {
         let mut out = Plaintext::default();
+        // Plaintext is never longer than the records: one allocation, no regrowth copies.
+        if !matches!(
+            if to_server {
+                &self.client.state
+            } else {
+                &self.server.state
+            },
+            State::Stopped
+        ) {
+            out.data.reserve(runs.iter().map(|r| r.data.len()).sum());
+        }
         if self.first_time_us.is_none() {
             self.first_time_us = marks.first().map(|m| m.time_us);
         }
@@ -1139,6 +1173,30 @@ mod tests {
         );
         let iv = expand_label(Hash::Sha256, &secret, b"iv", 12).unwrap();
         assert_eq!(*iv, unhex("5d 31 3e b2 67 12 76 ee 13 00 0b 30"));
+    }
+
+    #[test]
+    fn the_clear_prefix_ends_before_ciphertext() {
+        let record = |kind: u8, len: usize| {
+            let mut r = vec![kind, 3, 3, (len >> 8) as u8, len as u8];
+            r.resize(5 + len, 0xee);
+            r
+        };
+        let hello = record(22, 40);
+        let ccs = record(20, 1);
+        let data = record(23, 100);
+        let cases: [(Vec<u8>, usize); 6] = [
+            ([hello.clone(), data.clone()].concat(), 45),
+            ([hello.clone(), ccs.clone(), record(22, 40)].concat(), 51),
+            ([hello.clone(), hello.clone()].concat(), 90),
+            // Truncated inside a record, or not TLS at all: everything.
+            ([hello.clone(), record(22, 40)[..20].to_vec()].concat(), 65),
+            (b"GET / HTTP/1.1\r\n\r\n".to_vec(), 18),
+            (Vec::new(), 0),
+        ];
+        for (stream, expected) in cases {
+            assert_eq!(clear_prefix_len(&stream), expected);
+        }
     }
 
     #[test]
