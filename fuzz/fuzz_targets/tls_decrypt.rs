@@ -30,6 +30,9 @@ fn secrets(master: &[u8], tls13: &[u8], len: usize) -> Secrets {
     for (label, secret) in labels.iter().zip(tls13.chunks_exact(len)) {
         text.push_str(&format!("{label} {random} {}\n", hex(secret)));
     }
+    // 0-RTT, for inputs whose ClientHello offers early data: the client handshake secret again.
+    let early = hex(&tls13[..len]);
+    text.push_str(&format!("CLIENT_EARLY_TRAFFIC_SECRET {random} {early}\n"));
     let mut keys = KeyLog::default();
     keys.add_text(&text, "fuzz").expect("well-formed key log text parses");
     keys.get(&[0; 32]).expect("the session was just added").clone()

@@ -3,8 +3,8 @@
 //!
 //! Each line is `LABEL <client random, 64 hex digits> <secret, hex>`; `#` starts a comment. We keep
 //! the labels that decrypt TLS 1.2 (`CLIENT_RANDOM`, the master secret) and TLS 1.3 (the
-//! handshake and first application traffic secrets of both sides). Other labels
-//! (`EXPORTER_SECRET`, `CLIENT_EARLY_TRAFFIC_SECRET`, `RSA`, ...) are skipped.
+//! handshake and first application traffic secrets of both sides, and the client's 0-RTT early
+//! traffic secret). Other labels (`EXPORTER_SECRET`, `RSA`, ...) are skipped.
 //!
 //! A line we cannot read is an error naming its origin and line number, not a warning: a key
 //! log with a typo would otherwise silently turn into "content not visible" for every flow, and
@@ -39,6 +39,8 @@ pub const CLIENT_RANDOM_BYTES: usize = 32;
 pub struct Secrets {
     /// TLS 1.2: the 48-byte master secret (`CLIENT_RANDOM`).
     pub master: Option<Zeroizing<Vec<u8>>>,
+    /// TLS 1.3 0-RTT early data.
+    pub client_early: Option<Zeroizing<Vec<u8>>>,
     pub client_handshake: Option<Zeroizing<Vec<u8>>>,
     pub server_handshake: Option<Zeroizing<Vec<u8>>>,
     pub client_traffic_0: Option<Zeroizing<Vec<u8>>>,
@@ -50,6 +52,7 @@ impl std::fmt::Debug for Secrets {
         // Never print a secret.
         f.debug_struct("Secrets")
             .field("master", &self.master.is_some())
+            .field("client_early", &self.client_early.is_some())
             .field("client_handshake", &self.client_handshake.is_some())
             .field("server_handshake", &self.server_handshake.is_some())
             .field("client_traffic_0", &self.client_traffic_0.is_some())
@@ -78,6 +81,7 @@ pub struct KeyLog {
 #[derive(Clone, Copy)]
 enum Label {
     Master,
+    ClientEarly,
     ClientHandshake,
     ServerHandshake,
     ClientTraffic0,
@@ -147,12 +151,13 @@ impl KeyLog {
         };
         let label = match label {
             "CLIENT_RANDOM" => Label::Master,
+            "CLIENT_EARLY_TRAFFIC_SECRET" => Label::ClientEarly,
             "CLIENT_HANDSHAKE_TRAFFIC_SECRET" => Label::ClientHandshake,
             "SERVER_HANDSHAKE_TRAFFIC_SECRET" => Label::ServerHandshake,
             "CLIENT_TRAFFIC_SECRET_0" => Label::ClientTraffic0,
             "SERVER_TRAFFIC_SECRET_0" => Label::ServerTraffic0,
-            // Labels we do not decrypt with (EXPORTER_SECRET, CLIENT_EARLY_TRAFFIC_SECRET, RSA,
-            // ...) and future ones are skipped without looking at their values.
+            // Labels we do not decrypt with (EXPORTER_SECRET, RSA, ...) and future ones are
+            // skipped without looking at their values.
             _ => return Ok(()),
         };
         let random = hex(random).ok_or_else(|| format!("client random {random:?} is not hex"))?;
@@ -182,6 +187,7 @@ impl KeyLog {
         let entry = self.sessions.entry(random).or_default();
         let slot = match label {
             Label::Master => &mut entry.master,
+            Label::ClientEarly => &mut entry.client_early,
             Label::ClientHandshake => &mut entry.client_handshake,
             Label::ServerHandshake => &mut entry.server_handshake,
             Label::ClientTraffic0 => &mut entry.client_traffic_0,

@@ -14,7 +14,9 @@
 //! - TLS 1.3 (RFC 8446): HKDF-Expand-Label "key" and "iv" of the handshake traffic secret until
 //!   that side's Finished, then of `*_TRAFFIC_SECRET_0`, then of each next secret after a
 //!   KeyUpdate; sequence numbers restart with every key; the additional data is the record
-//!   header; the real content type is the last non-zero byte of the plaintext.
+//!   header; the real content type is the last non-zero byte of the plaintext. A client that
+//!   offers 0-RTT starts under its early traffic secret until EndOfEarlyData, or until a record
+//!   that does not open under it (the server refused the early data).
 //!
 //! Only application data comes out. A record that fails authentication (a wrong key or a
 //! corrupted capture) stops decryption of that direction with a warning; so does a gap in the
@@ -40,6 +42,9 @@ pub const RECORD_HEADER_BYTES: usize = 5;
 pub const HANDSHAKE_MESSAGE_BYTES_MAX: usize = 1 << 16;
 /// Most records read at the start of a stream looking for the hellos.
 pub const HELLO_RECORDS_MAX: usize = 16;
+/// Most 0-RTT records skipped unread (early data offered without its secret in the key logs)
+/// before a record that still does not open counts as an authentication failure.
+pub const EARLY_DATA_RECORDS_MAX: u64 = 64;
 /// Most warnings one flow keeps.
 pub const FLOW_WARNINGS_MAX: usize = 8;
 /// Longest server name kept.
@@ -52,10 +57,12 @@ const CONTENT_HANDSHAKE: u8 = 22;
 const CONTENT_APPLICATION_DATA: u8 = 23;
 const HANDSHAKE_CLIENT_HELLO: u8 = 1;
 const HANDSHAKE_SERVER_HELLO: u8 = 2;
+const HANDSHAKE_END_OF_EARLY_DATA: u8 = 5;
 const HANDSHAKE_FINISHED: u8 = 20;
 const HANDSHAKE_KEY_UPDATE: u8 = 24;
 const EXTENSION_SERVER_NAME: u16 = 0;
 const EXTENSION_SUPPORTED_VERSIONS: u16 = 0x002b;
+const EXTENSION_EARLY_DATA: u16 = 0x002a;
 const TAG_BYTES: usize = 16;
 const NONCE_BYTES: usize = 12;
 const TLS12_EXPLICIT_NONCE_BYTES: usize = 8;
@@ -294,6 +301,8 @@ pub fn clear_prefix_len(data: &[u8]) -> usize {
 pub struct ClientHello {
     pub random: [u8; CLIENT_RANDOM_BYTES],
     pub server_name: Option<String>,
+    /// The client offers TLS 1.3 0-RTT early data.
+    pub early_data: bool,
 }
 
 /// What a ServerHello tells us.
@@ -351,8 +360,10 @@ pub fn parse_client_hello(body: &[u8]) -> Option<ClientHello> {
     r.vec16()?; // cipher_suites
     r.vec8()?; // legacy_compression_methods
     let mut server_name = None;
+    let mut early_data = false;
     if let Some(list) = r.vec16() {
         for (kind, ext) in extensions(Reader(list)) {
+            early_data |= kind == EXTENSION_EARLY_DATA;
             if kind != EXTENSION_SERVER_NAME {
                 continue;
             }
@@ -369,6 +380,7 @@ pub fn parse_client_hello(body: &[u8]) -> Option<ClientHello> {
     Some(ClientHello {
         random,
         server_name,
+        early_data,
     })
 }
 
@@ -636,6 +648,14 @@ struct Side {
     /// then the current one (for KeyUpdate).
     next_secret: Option<Zeroizing<Vec<u8>>>,
     application_secret: Option<Zeroizing<Vec<u8>>>,
+    /// TLS 1.3 client with 0-RTT: the handshake key that takes over when early data ends
+    /// (at EndOfEarlyData, or at the first record the early key does not open: the server
+    /// refused the early data and the client moved on).
+    handshake_key_after_early: Option<RecordKey>,
+    /// TLS 1.3 client that offered early data we have no secret for: records that do not open
+    /// before the first one that does are skipped as unreadable early data.
+    early_data_unreadable: bool,
+    early_records_skipped: u64,
     handshake: HandshakeReader,
     /// Bytes of an incomplete record carried to the next piece of the stream.
     held: Vec<u8>,
@@ -654,6 +674,9 @@ impl Side {
             after_change_cipher_spec: None,
             next_secret: None,
             application_secret: None,
+            handshake_key_after_early: None,
+            early_data_unreadable: false,
+            early_records_skipped: 0,
             handshake: HandshakeReader::default(),
             held: Vec::new(),
             next_offset: 0,
@@ -830,7 +853,21 @@ impl TlsFlow {
             let client_app = need(&secrets.client_traffic_0, "CLIENT_TRAFFIC_SECRET_0")?;
             let server_app = need(&secrets.server_traffic_0, "SERVER_TRAFFIC_SECRET_0")?;
             let failed = || "key derivation failed".to_owned();
-            self.client.state = State::Open(tls13_key(suite, &client_hs).ok_or_else(failed)?);
+            let client_handshake_key = tls13_key(suite, &client_hs).ok_or_else(failed)?;
+            let early = secrets
+                .client_early
+                .as_ref()
+                .filter(|s| client.early_data && s.len() == suite.hash.len());
+            match early {
+                Some(early) => {
+                    self.client.state = State::Open(tls13_key(suite, early).ok_or_else(failed)?);
+                    self.client.handshake_key_after_early = Some(client_handshake_key);
+                }
+                None => {
+                    self.client.state = State::Open(client_handshake_key);
+                    self.client.early_data_unreadable = client.early_data;
+                }
+            }
             self.server.state = State::Open(tls13_key(suite, &server_hs).ok_or_else(failed)?);
             self.client.next_secret = Some(client_app);
             self.server.next_secret = Some(server_app);
@@ -1000,7 +1037,28 @@ impl TlsFlow {
             return;
         };
         let seq = key.seq;
-        let opened = open(key, self.tls13, record, &mut side.scratch);
+        let mut opened = open(key, self.tls13, record, &mut side.scratch);
+        if opened.is_none()
+            && let Some(handshake_key) = side.handshake_key_after_early.take()
+        {
+            // The early data ended without EndOfEarlyData: the server refused it, and the
+            // client went on under its handshake key.
+            *key = handshake_key;
+            opened = open(key, self.tls13, record, &mut side.scratch);
+        }
+        if opened.is_none()
+            && side.early_data_unreadable
+            && side.records_opened == 0
+            && side.early_records_skipped < EARLY_DATA_RECORDS_MAX
+        {
+            if side.early_records_skipped == 0 {
+                self.warn(format!(
+                    "the {who} sent 0-RTT early data and the key logs have no CLIENT_EARLY_TRAFFIC_SECRET for it; that data is not decrypted"
+                ));
+            }
+            side.early_records_skipped += 1;
+            return;
+        }
         let Some((content_type, range)) = opened else {
             self.warn(format!(
                 "the {who}'s record {seq} at offset {offset} failed authentication (a wrong key or a corrupted capture); the rest of this direction is not decrypted"
@@ -1026,12 +1084,18 @@ impl TlsFlow {
             CONTENT_HANDSHAKE if self.tls13 => {
                 let mut finished = false;
                 let mut key_update = false;
+                let mut end_of_early_data = false;
                 let plaintext = plaintext.to_vec();
                 side.handshake.push(&plaintext, &mut |kind, _| match kind {
                     HANDSHAKE_FINISHED => finished = true,
                     HANDSHAKE_KEY_UPDATE => key_update = true,
+                    HANDSHAKE_END_OF_EARLY_DATA => end_of_early_data = true,
                     _ => {}
                 });
+                if end_of_early_data && let Some(key) = side.handshake_key_after_early.take() {
+                    side.state = State::Open(key);
+                    return;
+                }
                 self.tls13_epoch(side, finished, key_update);
             }
             // Alerts, the TLS 1.2 Finished and anything else carry nothing to search.

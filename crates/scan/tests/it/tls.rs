@@ -144,6 +144,60 @@ fn session(suite: SupportedCipherSuite, requests: &[Vec<u8>]) -> Session {
 /// As [`session`]; with `hello_retry` the server accepts only a group the client sends no key
 /// share for, so TLS 1.3 goes through a HelloRetryRequest and a second ClientHello.
 fn session_with(suite: SupportedCipherSuite, requests: &[Vec<u8>], hello_retry: bool) -> Session {
+    let (server_config, client_config, lines) = configs(suite, hello_retry);
+    let mut client = ClientConnection::new(
+        Arc::new(client_config),
+        ServerName::try_from(SNI.to_owned()).unwrap(),
+    )
+    .unwrap();
+    let mut server = ServerConnection::new(Arc::new(server_config)).unwrap();
+    let mut s = Session {
+        to_server: Vec::new(),
+        to_client: Vec::new(),
+        keylog: String::new(),
+    };
+    pump(&mut client, &mut server, &mut s);
+    assert!(!client.is_handshaking() && !server.is_handshaking());
+    for (i, request) in requests.iter().enumerate() {
+        if i > 0 && matches!(suite, SupportedCipherSuite::Tls13(_)) {
+            client.refresh_traffic_keys().unwrap();
+            server.refresh_traffic_keys().unwrap();
+        }
+        exchange(&mut client, &mut server, &mut s, request);
+    }
+    client.send_close_notify();
+    server.send_close_notify();
+    pump(&mut client, &mut server, &mut s);
+    s.keylog = lines.0.lock().unwrap().clone();
+    s
+}
+
+/// One request and its answer, which holds the phone number.
+fn exchange(
+    client: &mut ClientConnection,
+    server: &mut ServerConnection,
+    s: &mut Session,
+    request: &[u8],
+) {
+    client.writer().write_all(request).unwrap();
+    pump(client, server, s);
+    assert_eq!(drain(&mut server.reader()), *request);
+    let body = r#"{"phone":"+919876543210"}"#;
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    server.writer().write_all(response.as_bytes()).unwrap();
+    pump(client, server, s);
+    drain(&mut client.reader());
+}
+
+/// A server and a client configuration for one suite, with a self-signed certificate for
+/// [`SNI`]; the client logs its secrets into the returned lines.
+fn configs(
+    suite: SupportedCipherSuite,
+    hello_retry: bool,
+) -> (rustls::ServerConfig, rustls::ClientConfig, Arc<Lines>) {
     let certified = rcgen::generate_simple_self_signed(vec![SNI.to_owned()]).unwrap();
     let cert = CertificateDer::from(certified.cert.der().to_vec());
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
@@ -180,41 +234,7 @@ fn session_with(suite: SupportedCipherSuite, requests: &[Vec<u8>], hello_retry: 
         .with_no_client_auth();
     let lines = Arc::new(Lines::default());
     client_config.key_log = lines.clone();
-    let mut client = ClientConnection::new(
-        Arc::new(client_config),
-        ServerName::try_from(SNI.to_owned()).unwrap(),
-    )
-    .unwrap();
-    let mut server = ServerConnection::new(Arc::new(server_config)).unwrap();
-    let mut s = Session {
-        to_server: Vec::new(),
-        to_client: Vec::new(),
-        keylog: String::new(),
-    };
-    pump(&mut client, &mut server, &mut s);
-    assert!(!client.is_handshaking() && !server.is_handshaking());
-    for (i, request) in requests.iter().enumerate() {
-        if i > 0 && matches!(suite, SupportedCipherSuite::Tls13(_)) {
-            client.refresh_traffic_keys().unwrap();
-            server.refresh_traffic_keys().unwrap();
-        }
-        client.writer().write_all(request).unwrap();
-        pump(&mut client, &mut server, &mut s);
-        assert_eq!(drain(&mut server.reader()), *request);
-        let body = r#"{"phone":"+919876543210"}"#;
-        let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        server.writer().write_all(response.as_bytes()).unwrap();
-        pump(&mut client, &mut server, &mut s);
-        drain(&mut client.reader());
-    }
-    client.send_close_notify();
-    server.send_close_notify();
-    pump(&mut client, &mut server, &mut s);
-    s.keylog = lines.0.lock().unwrap().clone();
-    s
+    (server_config, client_config, lines)
 }
 
 fn imei_session(suite: SupportedCipherSuite) -> Session {
@@ -602,4 +622,88 @@ fn a_flow_whose_client_hello_was_not_captured_is_listed_as_not_visible() {
         flow.note.as_deref(),
         Some("the client hello was not captured")
     );
+}
+
+/// A TLS 1.3 resumption that sends the IMEI as 0-RTT early data, then the serial number as a
+/// normal request. The server accepts the early data or, with `accept` false, refuses it.
+fn early_data_session(accept: bool) -> Session {
+    let (mut server_config, mut client_config, lines) =
+        configs(cs::TLS13_AES_128_GCM_SHA256, false);
+    server_config.max_early_data_size = 16 << 10;
+    client_config.enable_early_data = true;
+    let server_config = Arc::new(server_config);
+    let client_config = Arc::new(client_config);
+    let name = || ServerName::try_from(SNI.to_owned()).unwrap();
+    // The first connection only leaves a ticket behind.
+    let mut scratch = Session {
+        to_server: Vec::new(),
+        to_client: Vec::new(),
+        keylog: String::new(),
+    };
+    let mut client = ClientConnection::new(client_config.clone(), name()).unwrap();
+    let mut server = ServerConnection::new(server_config.clone()).unwrap();
+    pump(&mut client, &mut server, &mut scratch);
+    lines.0.lock().unwrap().clear();
+
+    let mut server_config = (*server_config).clone();
+    if !accept {
+        server_config.max_early_data_size = 0;
+    }
+    let mut s = Session {
+        to_server: Vec::new(),
+        to_client: Vec::new(),
+        keylog: String::new(),
+    };
+    let mut client = ClientConnection::new(client_config, name()).unwrap();
+    let early = request("/v1/hello", r#"{"imei":"356938035643809"}"#);
+    client
+        .early_data()
+        .expect("a ticket allowing early data")
+        .write_all(&early)
+        .unwrap();
+    let mut server = ServerConnection::new(Arc::new(server_config)).unwrap();
+    pump(&mut client, &mut server, &mut s);
+    assert_eq!(client.is_early_data_accepted(), accept);
+    if let Some(mut data) = server.early_data() {
+        drain(&mut data);
+    }
+    exchange(
+        &mut client,
+        &mut server,
+        &mut s,
+        &request("/v1/next", r#"{"serial":"R58M12ABCDE"}"#),
+    );
+    s.keylog = lines.0.lock().unwrap().clone();
+    s
+}
+
+#[test]
+fn tls13_early_data_accepted_or_refused_with_and_without_its_secret() {
+    for accept in [true, false] {
+        let s = early_data_session(accept);
+        assert!(s.keylog.contains("CLIENT_EARLY_TRAFFIC_SECRET"), "{accept}");
+        let report = scan_with(&pcap(&s, 1400), Some(&s.keylog));
+        let what = format!("accepted: {accept}: {}", describe(&report));
+        // What the client sent as early data left the phone either way.
+        assert_eq!(find(&report, K::Imei).len(), 1, "{what}");
+        assert_eq!(find(&report, K::Imei)[0].chain[0], "tls", "{what}");
+        assert_eq!(find(&report, K::Serial).len(), 1, "{what}");
+        assert!(report.warnings.is_empty(), "{what}: {:?}", report.warnings);
+
+        let without_early: String = s
+            .keylog
+            .lines()
+            .filter(|l| !l.starts_with("CLIENT_EARLY_TRAFFIC_SECRET"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let report = scan_with(&pcap(&s, 1400), Some(&without_early));
+        let what = format!("accepted: {accept}: {}", describe(&report));
+        assert!(find(&report, K::Imei).is_empty(), "{what}");
+        assert_eq!(find(&report, K::Serial).len(), 1, "{what}");
+        assert!(
+            report.warnings.iter().any(|w| w.contains("0-RTT")),
+            "{what}: {:?}",
+            report.warnings
+        );
+    }
 }
