@@ -65,7 +65,8 @@ fn read_small(path: &PathBuf, limit: u64) -> Result<String, ScanError> {
 pub fn read_keylogs(paths: &[PathBuf]) -> Result<KeyLog, ScanError> {
     let mut keys = KeyLog::default();
     for path in paths {
-        let text = read_small(path, crate::keylog::KEYLOG_BYTES_MAX)?;
+        // The file's text holds the secrets too: wiped when dropped, like the parsed ones.
+        let text = zeroize::Zeroizing::new(read_small(path, crate::keylog::KEYLOG_BYTES_MAX)?);
         if text.len() as u64 > crate::keylog::KEYLOG_BYTES_MAX {
             return Err(ScanError::KeyLogTooLarge {
                 path: path.clone(),
