@@ -55,6 +55,10 @@ pub struct ScanArgs {
     /// database cannot place, such as lab networks and loopback.
     #[arg(long, value_name = "FILE")]
     sites: Option<PathBuf>,
+    /// A TLS key log (SSLKEYLOGFILE format) to decrypt TLS 1.2 and 1.3 with; repeatable. Keys
+    /// in a pcapng's Decryption Secrets Blocks are used without it.
+    #[arg(long, value_name = "FILE")]
+    keylog: Vec<PathBuf>,
     /// Exit with 1 when the rating is at or above this.
     #[arg(long, value_enum, default_value_t = FailOn::High)]
     fail_on: FailOn,
@@ -84,6 +88,7 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
             Format::Json => OutputFormat::Json,
             Format::Html => OutputFormat::Html,
         },
+        keylogs: args.keylog,
     };
     let mut progress = sovereign_scan::progress::TerminalProgress::default();
     let outcome = sovereign_scan::run::execute(&request, &mut progress)?;
@@ -197,6 +202,44 @@ mod tests {
             format!("{err:#}").contains("/nonexistent/capture.pcap"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn a_bad_keylog_is_an_input_error_naming_file_and_line() {
+        let dir =
+            std::env::temp_dir().join(format!("sovereign-scan-keylog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let keylog = dir.join("sslkeys.txt");
+        std::fs::write(&keylog, "# NSS key log\nCLIENT_RANDOM 00 11\n").unwrap();
+        let capture = fixtures().join("loopback.pcap");
+        let err = run_with(&[
+            capture.to_str().unwrap(),
+            "--keylog",
+            keylog.to_str().unwrap(),
+        ])
+        .unwrap_err();
+        let message = format!("{err:#}");
+        assert!(
+            message.contains(&format!("key log {}, line 2:", keylog.display())),
+            "{message}"
+        );
+        // An empty key log (no TLS session in it) is fine, and --keylog repeats.
+        let empty = dir.join("empty.txt");
+        std::fs::write(&empty, "").unwrap();
+        let e = empty.to_str().unwrap();
+        let out = dir.join("r.json");
+        let o = out.to_str().unwrap();
+        run_with(&[
+            capture.to_str().unwrap(),
+            "--keylog",
+            e,
+            "--keylog",
+            e,
+            "--output",
+            o,
+        ])
+        .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -18,6 +18,7 @@ fn main() -> std::process::ExitCode {
         sites: sovereign_scan::Sites::default(),
         inputs: Inputs::Scan(args.map(Into::into).collect()),
         format: OutputFormat::Json,
+        keylogs: Vec::new(),
     };
     let mut progress = sovereign_scan::progress::TerminalProgress::default();
     match execute(&request, &mut progress) {

@@ -65,6 +65,20 @@ struct Interface {
     offset_s: i64,
 }
 
+/// pcapng Decryption Secrets Block secrets type of a TLS key log ("TLSK").
+pub const SECRETS_TYPE_TLS_KEY_LOG: u32 = 0x544c_534b;
+
+/// What a capture holds besides frames: secrets embedded in it.
+#[derive(Debug, Clone, Copy)]
+pub enum Item<'a> {
+    Frame(Frame<'a>),
+    /// A pcapng Decryption Secrets Block: its secrets type and its data (unpadded).
+    Secrets {
+        kind: u32,
+        data: &'a [u8],
+    },
+}
+
 /// Reads every frame of a pcap or pcapng stream and hands it to `on_frame` together with the
 /// number of file bytes consumed so far. A file that ends inside a block or turns malformed
 /// stops there with a warning: what came before is kept.
@@ -75,6 +89,28 @@ pub fn read_frames(
     path: &Path,
     file: impl Read + Send,
     mut on_frame: impl FnMut(Frame<'_>, u64),
+    warnings: &mut Vec<String>,
+) -> Result<(), ScanError> {
+    read_items(
+        path,
+        file,
+        |item, done| {
+            if let Item::Frame(frame) = item {
+                on_frame(frame, done);
+            }
+        },
+        warnings,
+    )
+}
+
+/// As [`read_frames`], and also hands over the Decryption Secrets Blocks of a pcapng.
+///
+/// # Errors
+/// As [`read_frames`].
+pub fn read_items(
+    path: &Path,
+    file: impl Read + Send,
+    mut on_item: impl FnMut(Item<'_>, u64),
     warnings: &mut Vec<String>,
 ) -> Result<(), ScanError> {
     let fail = |message: String| ScanError::Capture {
@@ -107,12 +143,12 @@ pub fn read_frames(
                             .data
                             .get(..packet.caplen as usize)
                             .unwrap_or(packet.data);
-                        on_frame(
-                            Frame {
+                        on_item(
+                            Item::Frame(Frame {
                                 link: legacy_link,
                                 time_us: i64::from(packet.ts_sec) * 1_000_000 + micros,
                                 data,
-                            },
+                            }),
                             consumed + length as u64,
                         );
                     }
@@ -144,12 +180,12 @@ pub fn read_frames(
                                 .saturating_mul(1_000_000)
                                 .saturating_add(micros as i64);
                             let data = epb.data.get(..epb.caplen as usize).unwrap_or(epb.data);
-                            on_frame(
-                                Frame {
+                            on_item(
+                                Item::Frame(Frame {
                                     link: interface.link,
                                     time_us,
                                     data,
-                                },
+                                }),
                                 consumed + length as u64,
                             );
                         }
@@ -157,15 +193,26 @@ pub fn read_frames(
                     PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
                         if let Some(interface) = interfaces.first() {
                             let data = spb.data.get(..spb.origlen as usize).unwrap_or(spb.data);
-                            on_frame(
-                                Frame {
+                            on_item(
+                                Item::Frame(Frame {
                                     link: interface.link,
                                     time_us: 0,
                                     data,
-                                },
+                                }),
                                 consumed + length as u64,
                             );
                         }
+                    }
+                    PcapBlockOwned::NG(Block::DecryptionSecrets(dsb)) => {
+                        let len = usize::try_from(dsb.secrets_len).unwrap_or(usize::MAX);
+                        let data = dsb.data.get(..len).unwrap_or(dsb.data);
+                        on_item(
+                            Item::Secrets {
+                                kind: dsb.secrets_type.0,
+                                data,
+                            },
+                            consumed + length as u64,
+                        );
                     }
                     PcapBlockOwned::NG(_) => {}
                 }

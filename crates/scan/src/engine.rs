@@ -8,10 +8,12 @@ use crate::decode::{self, Found, Searcher, Sink};
 use crate::dns;
 use crate::http::{self, Direction};
 use crate::ipfrag::Defragmenter;
+use crate::keylog::KeyLog;
 use crate::matcher::Matcher;
 use crate::packet::{self, PROTO_TCP, PROTO_UDP, TCP_FIN, TCP_RST, TCP_SYN};
 use crate::reassembly::{BufferPool, Loss, Mark, Run, Stream};
 use crate::tls;
+use crate::tls_decrypt::{self, FlowSummary, TlsFlow};
 
 /// Most TCP flows followed at once; past this the oldest is scanned and closed early.
 pub const FLOWS_OPEN_MAX: usize = 100_000;
@@ -21,6 +23,8 @@ pub const BUFFERED_BYTES_MAX: usize = 1 << 30;
 pub const WARNINGS_MAX: usize = 1000;
 /// Most DNS answers remembered for attribution.
 pub const DNS_ANSWERS_MAX: usize = 1 << 20;
+/// Most TLS flows listed in a report; the rest are counted.
+pub const TLS_FLOWS_MAX: usize = 100_000;
 
 const _: () = assert!(crate::reassembly::STREAM_BYTES_MAX as usize <= BUFFERED_BYTES_MAX);
 
@@ -80,6 +84,9 @@ impl Warnings {
 pub struct Tally {
     pub findings: HashMap<FindingKey, Occurrences>,
     pub warnings: Warnings,
+    /// Every TLS flow, decrypted or not, up to [`TLS_FLOWS_MAX`].
+    pub tls_flows: Vec<FlowSummary>,
+    pub tls_flows_dropped: u64,
 }
 
 /// Where in its stream a buffer's bytes came from, to find their frame and time.
@@ -152,6 +159,8 @@ struct Flow {
     sni: Option<String>,
     http_host: Option<String>,
     order: u64,
+    /// Set when the flow starts with a TLS handshake.
+    tls: Option<Box<TlsFlow>>,
 }
 
 impl Flow {
@@ -193,6 +202,13 @@ pub struct Session<'a> {
     pub limits: crate::Limits,
     dns_full_warned: bool,
     buffers: BufferPool,
+    /// Key logs given by the caller, and those found in this capture's secrets blocks.
+    keys: Option<&'a KeyLog>,
+    capture_keys: KeyLog,
+    secrets_blocks: u64,
+    /// Set while decrypted TLS application data is scanned: protocols become `https`/`tls`,
+    /// chains start with `tls` and nothing is cleartext.
+    inside_tls: bool,
 }
 
 impl<'a> Session<'a> {
@@ -213,6 +229,38 @@ impl<'a> Session<'a> {
             limits: crate::Limits::default(),
             dns_full_warned: false,
             buffers: BufferPool::default(),
+            keys: None,
+            capture_keys: KeyLog::default(),
+            secrets_blocks: 0,
+            inside_tls: false,
+        }
+    }
+
+    /// Decrypts TLS with these secrets (besides those the capture itself holds).
+    pub fn set_keys(&mut self, keys: &'a KeyLog) {
+        self.keys = Some(keys);
+    }
+
+    /// Takes a pcapng Decryption Secrets Block. TLS key logs are kept for the flows of this
+    /// capture; a bad line in one is a warning (the capture's problem), the rest still counts.
+    pub fn secrets(&mut self, kind: u32, data: &[u8]) {
+        self.secrets_blocks += 1;
+        let origin = format!(
+            "{} (decryption secrets block {})",
+            self.label, self.secrets_blocks
+        );
+        if kind != crate::capture::SECRETS_TYPE_TLS_KEY_LOG {
+            self.warn(format!(
+                "{origin}: secrets of type 0x{kind:08x} are not used; only tls key logs are"
+            ));
+            return;
+        }
+        let text = String::from_utf8_lossy(data);
+        let (skipped, first) = self
+            .capture_keys
+            .add_text_skipping_bad_lines(&text, &origin);
+        if let Some(first) = first {
+            self.warn(format!("{first} ({skipped} lines skipped)"));
         }
     }
 
@@ -364,6 +412,7 @@ impl<'a> Session<'a> {
                 sni: None,
                 http_host: None,
                 order: self.next_order,
+                tls: None,
             };
             self.flow_order.push_back((key, self.next_order));
             self.flows.insert(key, flow);
@@ -435,6 +484,7 @@ impl<'a> Session<'a> {
     fn close_flow(&mut self, key: FlowKey) {
         if let Some(mut flow) = self.flows.remove(&key) {
             self.scan_flow(&mut flow);
+            self.list_tls_flow(&flow);
         }
         if self.flows.is_empty() {
             self.flow_order.clear();
@@ -461,13 +511,119 @@ impl<'a> Session<'a> {
         let held = flow.held_bytes();
         self.buffered_bytes = self.buffered_bytes.saturating_sub(held);
         let (runs, marks, losses) = flow.to_server.take();
+        let (client_runs, client_marks, client_losses) = flow.to_client.take();
         self.report_losses(flow, true, &losses);
+        self.report_losses(flow, false, &client_losses);
+        // TLS needs both hellos before either direction can be decrypted.
+        self.begin_tls(flow, &runs, &client_runs);
         self.scan_direction(flow, true, &runs, &marks);
+        self.scan_direction(flow, false, &client_runs, &client_marks);
         runs.into_iter().for_each(|r| self.buffers.give(r.data));
-        let (runs, marks, losses) = flow.to_client.take();
-        self.report_losses(flow, false, &losses);
-        self.scan_direction(flow, false, &runs, &marks);
-        runs.into_iter().for_each(|r| self.buffers.give(r.data));
+        client_runs.into_iter().for_each(|r| self.buffers.give(r.data));
+    }
+
+    fn begin_tls(&mut self, flow: &mut Flow, to_server: &[Run], to_client: &[Run]) {
+        if flow.tls.is_none() {
+            let starts = |runs: &[Run]| {
+                runs.first()
+                    .is_some_and(|r| r.start == 0 && tls_decrypt::starts_like_tls(&r.data))
+            };
+            if !starts(to_server) && !starts(to_client) {
+                return;
+            }
+            flow.tls = Some(Box::default());
+        }
+        let Some(tls) = flow.tls.as_mut() else {
+            return;
+        };
+        let (keys, capture_keys) = (self.keys, &self.capture_keys);
+        tls.begin(to_server, to_client, &|random| {
+            capture_keys
+                .get(random)
+                .or_else(|| keys.and_then(|k| k.get(random)))
+                .cloned()
+        });
+        if flow.sni.is_none() {
+            flow.sni = tls
+                .client_hello
+                .as_ref()
+                .and_then(|h| h.server_name.clone());
+        }
+    }
+
+    /// Decrypts what it can of one direction of a TLS flow and scans the application data as
+    /// if it had been sent in the clear, marked as inside TLS.
+    fn scan_tls_direction(
+        &mut self,
+        flow: &mut Flow,
+        to_server: bool,
+        runs: &[Run],
+        marks: &[Mark],
+    ) {
+        let Some(tls) = flow.tls.as_mut() else {
+            return;
+        };
+        let plaintext = tls.decrypt(to_server, runs, marks);
+        for warning in tls.take_warnings() {
+            self.tally.warnings.push(format!(
+                "{}: tls {} → {}: {warning}",
+                self.label, flow.client, flow.server
+            ));
+        }
+        // What was sent in the clear is searched as it is: the hellos (an identifier in the
+        // SNI) and a TLS 1.2 server's certificates. Ciphertext is not: it can only give false
+        // positives, and costs time.
+        let place = self.place(flow, "tls", to_server, false, None);
+        if let Some(run) = runs.first().filter(|r| r.start == 0) {
+            let clear = &run.data[..tls_decrypt::clear_prefix_len(&run.data)];
+            self.search(clear, &["tls"], 0, &place, Timing::Marks(marks));
+        }
+        if plaintext.data.is_empty() {
+            return;
+        }
+        let run = Run {
+            start: 0,
+            data: plaintext.data,
+        };
+        self.inside_tls = true;
+        self.scan_direction(
+            flow,
+            to_server,
+            std::slice::from_ref(&run),
+            &plaintext.marks,
+        );
+        self.inside_tls = false;
+    }
+
+    fn list_tls_flow(&mut self, flow: &Flow) {
+        let Some(tls) = flow.tls.as_ref() else {
+            return;
+        };
+        if self.tally.tls_flows.len() >= TLS_FLOWS_MAX {
+            self.tally.tls_flows_dropped += 1;
+            return;
+        }
+        let (bytes_out, bytes_in) = tls.bytes();
+        self.tally.tls_flows.push(FlowSummary {
+            client: flow.client,
+            server: flow.server,
+            sni: tls
+                .client_hello
+                .as_ref()
+                .and_then(|h| h.server_name.clone()),
+            host: flow
+                .sni
+                .clone()
+                .or_else(|| flow.http_host.clone())
+                .or_else(|| flow.dns_host.clone()),
+            version: tls.version(),
+            cipher_suite: tls.cipher_suite(),
+            visibility: tls.visibility(),
+            bytes_out,
+            bytes_in,
+            first_time_us: tls.first_time_us,
+            capture: self.capture,
+        });
     }
 
     fn report_losses(&mut self, flow: &Flow, to_server: bool, losses: &[Loss]) {
@@ -493,6 +649,10 @@ impl<'a> Session<'a> {
     }
 
     fn scan_direction(&mut self, flow: &mut Flow, to_server: bool, runs: &[Run], marks: &[Mark]) {
+        if flow.tls.is_some() && !self.inside_tls {
+            self.scan_tls_direction(flow, to_server, runs, marks);
+            return;
+        }
         let (src, dst) = if to_server {
             (flow.client, flow.server)
         } else {
@@ -556,6 +716,16 @@ impl<'a> Session<'a> {
             (flow.client, flow.server)
         } else {
             (flow.server, flow.client)
+        };
+        let (protocol, cleartext) = if self.inside_tls {
+            let protocol = match protocol {
+                "http" => "https",
+                "tcp" => "tls",
+                other => other,
+            };
+            (protocol, false)
+        } else {
+            (protocol, cleartext)
         };
         Place {
             protocol,
@@ -649,6 +819,15 @@ impl<'a> Session<'a> {
         place: &Place,
         timing: Timing<'_>,
     ) {
+        let prefixed: Vec<&str>;
+        let layers = if self.inside_tls {
+            prefixed = std::iter::once("tls")
+                .chain(layers.iter().copied())
+                .collect();
+            &prefixed[..]
+        } else {
+            layers
+        };
         let mut collector = Collector {
             tally: self.tally,
             place,

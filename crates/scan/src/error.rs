@@ -22,6 +22,10 @@ pub enum ScanError {
     UnknownCaptureFormat { path: PathBuf, magic: Vec<u8> },
     #[error("{path} is not a valid capture: {message}")]
     Capture { path: PathBuf, message: String },
+    #[error(transparent)]
+    KeyLog(#[from] crate::keylog::KeyLogError),
+    #[error("key log {path} is larger than {max} bytes")]
+    KeyLogTooLarge { path: PathBuf, max: u64 },
     #[error("ip-to-country database is unreadable: {0}")]
     GeoDatabase(String),
     #[error("no identifier to search for: the profile {0} lists none")]

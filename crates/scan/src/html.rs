@@ -246,6 +246,7 @@ pub fn report(report: &Report) -> String {
             findings_table(&report.findings)
         );
     }
+    tls_flows(&mut body, &report.tls_flows);
     body.push_str("<h2>Captures</h2><ul>");
     for c in &report.captures {
         let _ = write!(
@@ -261,6 +262,46 @@ pub fn report(report: &Report) -> String {
     body.push_str("</ul>");
     warnings(&mut body, &report.warnings);
     page("Sovereign scan", &body)
+}
+
+/// Every TLS connection, and whether its content was visible to the scan.
+fn tls_flows(body: &mut String, flows: &[crate::report::TlsFlowReport]) {
+    if flows.is_empty() {
+        return;
+    }
+    let hidden = flows.iter().filter(|f| !f.decrypted).count();
+    let _ = write!(
+        body,
+        "<h2>TLS connections</h2><p class=\"muted\">{} connections, {hidden} of them not decrypted: \
+         their content was not visible, only where they went.</p>\
+         <table><tr><th>content</th><th>host (SNI)</th><th>destination</th><th>country</th>\
+         <th>version</th><th>cipher</th><th>bytes out / in</th><th>first seen</th></tr>",
+        flows.len()
+    );
+    for f in flows {
+        let content = if f.decrypted {
+            "<span class=\"sev\" style=\"background:#4caf50\">decrypted</span>".to_owned()
+        } else {
+            format!(
+                "<span class=\"sev\" style=\"background:#9e9e9e\">not visible</span> <span class=\"muted\">{}</span>",
+                esc(f.note.as_deref().unwrap_or(""))
+            )
+        };
+        let _ = write!(
+            body,
+            "<tr><td>{content}</td><td>{}</td><td><code>{}</code></td><td>{}{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td></tr>",
+            esc(f.host.as_deref().unwrap_or("-")),
+            esc(&f.dst),
+            esc(f.country.as_deref().unwrap_or("-")),
+            if f.cross_border { " (crossed)" } else { "" },
+            esc(f.version.as_deref().unwrap_or("-")),
+            esc(f.cipher.as_deref().unwrap_or("-")),
+            f.bytes_out,
+            f.bytes_in,
+            esc(f.first_seen.as_deref().unwrap_or("-")),
+        );
+    }
+    body.push_str("</table>");
 }
 
 fn warnings(body: &mut String, warnings: &[String]) {

@@ -32,6 +32,7 @@ pub mod har;
 pub mod html;
 pub mod http;
 pub mod ipfrag;
+pub mod keylog;
 pub mod matcher;
 pub mod needle;
 pub mod packet;
@@ -44,6 +45,7 @@ pub mod run;
 pub mod sites;
 pub mod synth;
 pub mod tls;
+pub mod tls_decrypt;
 
 use std::collections::HashMap;
 use std::io::{Read, Seek};
@@ -53,7 +55,7 @@ use std::path::{Path, PathBuf};
 pub use error::ScanError;
 pub use policy::{Policy, Severity};
 pub use profile::Profile;
-pub use report::{Finding, Report};
+pub use report::{Finding, Report, TlsFlowReport};
 pub use sites::{Site, Sites};
 
 use capture::CaptureFormat;
@@ -98,6 +100,7 @@ pub struct Scanner {
     policy: Policy,
     sites: Sites,
     limits: Limits,
+    keys: keylog::KeyLog,
 }
 
 impl Scanner {
@@ -117,6 +120,7 @@ impl Scanner {
             policy,
             sites: Sites::default(),
             limits: Limits::default(),
+            keys: keylog::KeyLog::default(),
         })
     }
 
@@ -132,6 +136,14 @@ impl Scanner {
     #[must_use]
     pub fn with_sites(mut self, sites: Sites) -> Scanner {
         self.sites = sites;
+        self
+    }
+
+    /// Decrypts TLS 1.2 and 1.3 flows whose secrets `keys` holds (besides any secrets a
+    /// pcapng capture carries itself).
+    #[must_use]
+    pub fn with_keys(mut self, keys: keylog::KeyLog) -> Scanner {
+        self.keys = keys;
         self
     }
 
@@ -203,15 +215,21 @@ impl Scanner {
         progress.begin(&path.display().to_string(), size);
         let mut session = Session::new(&self.matcher, tally, index, path);
         session.limits = self.limits;
+        session.set_keys(&self.keys);
         match format {
             CaptureFormat::Pcap | CaptureFormat::Pcapng => {
                 let mut warnings = Vec::new();
                 let mut next_update = PROGRESS_STEP_BYTES;
-                capture::read_frames(
+                capture::read_items(
                     path,
                     &mut file,
-                    |frame, done| {
-                        session.frame(frame.link, frame.time_us, frame.data);
+                    |item, done| {
+                        match item {
+                            capture::Item::Frame(frame) => {
+                                session.frame(frame.link, frame.time_us, frame.data);
+                            }
+                            capture::Item::Secrets { kind, data } => session.secrets(kind, data),
+                        }
                         if done >= next_update {
                             progress.advance(done);
                             next_update = done + PROGRESS_STEP_BYTES;
@@ -343,7 +361,53 @@ impl Scanner {
             .map(|f| f.severity)
             .max()
             .unwrap_or(Severity::None);
+        let mut tls_flows: Vec<TlsFlowReport> = tally
+            .tls_flows
+            .into_iter()
+            .map(|flow| {
+                let country = countries
+                    .entry(flow.server.ip())
+                    .or_insert_with(|| self.geo.country(flow.server.ip()))
+                    .clone();
+                let (decrypted, note) = match flow.visibility {
+                    tls_decrypt::Visibility::Decrypted => (true, None),
+                    tls_decrypt::Visibility::Hidden(reason) => (false, Some(reason)),
+                };
+                TlsFlowReport {
+                    src: flow.client.ip().to_string(),
+                    dst: flow.server.to_string(),
+                    dst_ip: flow.server.ip().to_string(),
+                    host: flow.host,
+                    sni: flow.sni,
+                    cross_border: country.as_deref().is_some_and(|c| c != home),
+                    country,
+                    version: flow.version.map(tls_decrypt::version_name),
+                    cipher: flow.cipher_suite.map(tls_decrypt::suite_name),
+                    decrypted,
+                    note,
+                    bytes: flow.bytes_out + flow.bytes_in,
+                    bytes_out: flow.bytes_out,
+                    bytes_in: flow.bytes_in,
+                    first_seen: flow.first_time_us.map(report::rfc3339),
+                    first_seen_us: flow.first_time_us.unwrap_or(0),
+                    capture: captures
+                        .get(flow.capture)
+                        .map(|c| c.path.clone())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect();
+        tls_flows.sort_by(|a, b| {
+            (&a.capture, a.first_seen_us, &a.dst).cmp(&(&b.capture, b.first_seen_us, &b.dst))
+        });
         let mut warnings = tally.warnings.list;
+        if tally.tls_flows_dropped > 0 {
+            warnings.push(format!(
+                "{} more tls flows were not listed (at most {} are)",
+                tally.tls_flows_dropped,
+                engine::TLS_FLOWS_MAX
+            ));
+        }
         if tally.warnings.dropped > 0 {
             warnings.push(format!(
                 "{} more warnings were not kept (at most {} are)",
@@ -357,6 +421,7 @@ impl Scanner {
             device: self.profile.device.name.clone(),
             home_country: home,
             findings,
+            tls_flows,
             captures,
             warnings,
             ip_country_database: self.geo.version(),

@@ -44,6 +44,38 @@ pub struct Finding {
     pub evidence: String,
 }
 
+/// A TLS connection, whether or not its content could be decrypted: a flow whose content was
+/// not visible is still a destination the phone talked to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TlsFlowReport {
+    /// The client (phone) address.
+    pub src: String,
+    pub dst: String,
+    pub dst_ip: String,
+    /// The server's name: SNI, else an HTTP Host seen inside, else an earlier DNS answer.
+    pub host: Option<String>,
+    /// The server name the ClientHello asked for.
+    pub sni: Option<String>,
+    pub country: Option<String>,
+    pub cross_border: bool,
+    /// `TLS 1.2`, `TLS 1.3`, ...; absent when the ServerHello was not captured.
+    pub version: Option<String>,
+    /// The IANA name of the cipher suite, or its number in hex.
+    pub cipher: Option<String>,
+    /// Whether its content was decrypted (and searched).
+    pub decrypted: bool,
+    /// Why it was not decrypted.
+    pub note: Option<String>,
+    /// Stream bytes, both directions.
+    pub bytes: u64,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    pub first_seen: Option<String>,
+    #[serde(skip)]
+    pub first_seen_us: i64,
+    pub capture: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CaptureInfo {
     pub path: String,
@@ -62,6 +94,8 @@ pub struct Report {
     pub device: String,
     pub home_country: String,
     pub findings: Vec<Finding>,
+    /// Every TLS connection, with whether its content was visible.
+    pub tls_flows: Vec<TlsFlowReport>,
     pub captures: Vec<CaptureInfo>,
     pub warnings: Vec<String>,
     pub ip_country_database: String,
@@ -161,6 +195,55 @@ impl Report {
             for row in &rows {
                 let cells: Vec<&str> = row.iter().map(String::as_str).collect();
                 let _ = writeln!(out, "{}", line(&cells));
+            }
+        }
+        if !self.tls_flows.is_empty() {
+            let _ = writeln!(out);
+            let _ = writeln!(out, "TLS connections:");
+            let header = [
+                "CONTENT", "HOST", "DST", "COUNTRY", "VERSION", "CIPHER", "BYTES",
+            ];
+            let rows: Vec<[String; 7]> = self
+                .tls_flows
+                .iter()
+                .map(|t| {
+                    [
+                        if t.decrypted {
+                            "decrypted".to_owned()
+                        } else {
+                            "not visible".to_owned()
+                        },
+                        t.host.clone().unwrap_or_else(|| "-".into()),
+                        t.dst.clone(),
+                        t.country.clone().unwrap_or_else(|| "-".into()),
+                        t.version.clone().unwrap_or_else(|| "-".into()),
+                        t.cipher.clone().unwrap_or_else(|| "-".into()),
+                        t.bytes.to_string(),
+                    ]
+                })
+                .collect();
+            let mut widths = header.map(str::len);
+            for row in &rows {
+                for (w, cell) in widths.iter_mut().zip(row) {
+                    *w = (*w).max(cell.chars().count());
+                }
+            }
+            let line = |cells: [&str; 7]| {
+                let mut s = String::new();
+                for (cell, w) in cells.iter().zip(widths) {
+                    let _ = write!(s, "{cell:<w$}  ");
+                }
+                s.trim_end().to_owned()
+            };
+            let _ = writeln!(out, "{}", line(header));
+            for (row, flow) in rows.iter().zip(&self.tls_flows) {
+                let mut text = line([
+                    &row[0], &row[1], &row[2], &row[3], &row[4], &row[5], &row[6],
+                ]);
+                if let Some(note) = &flow.note {
+                    let _ = write!(text, "  ({note})");
+                }
+                let _ = writeln!(out, "{text}");
             }
         }
         let _ = writeln!(out);

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::keylog::KeyLog;
 use crate::progress::Progress;
 use crate::{Policy, Profile, ScanError, Scanner, Severity, Sites};
 
@@ -31,6 +32,9 @@ pub struct Request {
     pub sites: Sites,
     pub inputs: Inputs,
     pub format: OutputFormat,
+    /// TLS key logs (SSLKEYLOGFILE format) to decrypt TLS 1.2 and 1.3 with; a bad line in one
+    /// is an error naming the file and line.
+    pub keylogs: Vec<PathBuf>,
 }
 
 /// Reads a sites file (`--sites FILE`).
@@ -71,6 +75,27 @@ fn read_small(path: &PathBuf, limit: u64) -> Result<String, ScanError> {
     Ok(text)
 }
 
+/// Reads and merges key log files.
+///
+/// # Errors
+/// When a file cannot be read, is larger than [`KEYLOG_BYTES_MAX`](crate::keylog::KEYLOG_BYTES_MAX),
+/// or has a line that is not in the key log format.
+pub fn read_keylogs(paths: &[PathBuf]) -> Result<KeyLog, ScanError> {
+    let mut keys = KeyLog::default();
+    for path in paths {
+        // The file's text holds the secrets too: wiped when dropped, like the parsed ones.
+        let text = zeroize::Zeroizing::new(read_small(path, crate::keylog::KEYLOG_BYTES_MAX)?);
+        if text.len() as u64 > crate::keylog::KEYLOG_BYTES_MAX {
+            return Err(ScanError::KeyLogTooLarge {
+                path: path.clone(),
+                max: crate::keylog::KEYLOG_BYTES_MAX,
+            });
+        }
+        keys.add_text(&text, &path.display().to_string())?;
+    }
+    Ok(keys)
+}
+
 /// Runs a scan or a diff.
 ///
 /// # Errors
@@ -86,7 +111,10 @@ pub fn execute(request: &Request, progress: &mut dyn Progress) -> Result<Outcome
         }
         None => Policy::builtin(),
     };
-    let scanner = Scanner::new(profile, policy)?.with_sites(request.sites.clone());
+    let keys = read_keylogs(&request.keylogs)?;
+    let scanner = Scanner::new(profile, policy)?
+        .with_sites(request.sites.clone())
+        .with_keys(keys);
     match &request.inputs {
         Inputs::Scan(paths) => {
             let report = scanner.scan_paths(paths, progress)?;

@@ -85,6 +85,23 @@ impl<W: Write> PcapngWriter<W> {
         Ok(self.interfaces - 1)
     }
 
+    /// A Decryption Secrets Block (pcapng block type 0x0000000A) of secrets type `kind`, e.g.
+    /// [`SECRETS_TYPE_TLS_KEY_LOG`](crate::capture::SECRETS_TYPE_TLS_KEY_LOG) with key log text.
+    ///
+    /// # Errors
+    /// When writing fails.
+    pub fn decryption_secrets(&mut self, kind: u32, secrets: &[u8]) -> io::Result<()> {
+        let len = u32::try_from(secrets.len()).unwrap_or(u32::MAX);
+        let mut body = Vec::with_capacity(8 + secrets.len() + 3);
+        body.extend_from_slice(&kind.to_le_bytes());
+        body.extend_from_slice(&len.to_le_bytes());
+        body.extend_from_slice(secrets);
+        while body.len() % 4 != 0 {
+            body.push(0);
+        }
+        block(&mut self.out, 0x0000_000a, &body)
+    }
+
     /// # Errors
     /// When writing fails.
     pub fn packet(&mut self, interface: u32, time_us: i64, data: &[u8]) -> io::Result<()> {

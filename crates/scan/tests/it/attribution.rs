@@ -147,9 +147,14 @@ fn sni_of_a_client_hello_split_over_records_and_segments() {
         packets.swap(i, i + 1);
     }
     let report = scan(&synth::pcap(&packets));
-    let f = &find(&report, K::Imei)[0];
-    assert_eq!(f.host.as_deref(), Some("split.example.cn"));
-    assert_eq!(f.protocol, "tls");
+    // Application data without keys is not searched (ciphertext), but the flow is listed with
+    // the name its hello asked for.
+    assert!(find(&report, K::Imei).is_empty());
+    let [flow] = report.tls_flows.as_slice() else {
+        panic!("one TLS flow: {:?}", report.tls_flows);
+    };
+    assert_eq!(flow.sni.as_deref(), Some("split.example.cn"));
+    assert!(!flow.decrypted);
 }
 
 fn sites() -> sovereign_scan::Sites {
@@ -274,6 +279,7 @@ fn sites_show_in_json_table_and_html() {
             sites: read_sites(&sites_path).unwrap(),
             inputs: Inputs::Scan(vec![capture.clone()]),
             format,
+            keylogs: Vec::new(),
         };
         execute(&request, &mut sovereign_scan::progress::NoProgress)
             .unwrap()

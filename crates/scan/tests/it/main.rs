@@ -11,3 +11,4 @@ mod reassembly;
 mod reports;
 mod robustness;
 mod support;
+mod tls;

@@ -25,6 +25,7 @@ fn request(inputs: Inputs, format: OutputFormat) -> Request {
         sites: sovereign_scan::Sites::default(),
         inputs,
         format,
+        keylogs: Vec::new(),
     }
 }
 
