@@ -1,6 +1,8 @@
 //! The `sovereign` command. It only parses flags, loads configuration and calls into the
-//! libraries: the cloud (`serve`), the scanner (`scan`), the phone (`device`).
+//! libraries: the cloud (`serve`), the scanner (`scan`), the phone (`device`); `demo` puts the
+//! three together.
 
+mod demo;
 mod device;
 mod ledger;
 mod migrate;
@@ -23,6 +25,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The headline: the cloud, two simulated phones (2014 and ours) captured with tcpdump, both
+    /// captures scanned, the reports side by side and every claim checked.
+    Demo(demo::DemoArgs),
     /// Run the cloud: accounts, consent, messaging and backup, over HTTPS.
     Serve(serve::ServeArgs),
     /// Find a phone's identifiers in captured traffic and say where they went.
@@ -46,6 +51,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Scan(args) => scan::run(args),
         Command::Migrate(args) => migrate::run(args),

@@ -1,5 +1,6 @@
 //! The `sovereign` binary as a user runs it.
 
+mod demo;
 mod device;
 mod migrate;
 mod ops;
