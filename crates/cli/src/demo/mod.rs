@@ -544,7 +544,7 @@ fn summarise(findings: &[&Finding]) -> String {
 fn render_text(summary: &Summary) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let width = 44;
+    let width = 50;
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -611,7 +611,11 @@ fn render_text(summary: &Summary) -> String {
             "Some claims do not hold (FAIL above)."
         }
     );
-    out
+    out.lines()
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
 }
 
 /// One report's findings of one kind, in a few words: where, how, how bad.
