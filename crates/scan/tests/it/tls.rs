@@ -707,3 +707,64 @@ fn tls13_early_data_accepted_or_refused_with_and_without_its_secret() {
         );
     }
 }
+
+#[test]
+fn a_flow_scanned_in_pieces_carries_partial_records_over() {
+    use sovereign_scan::reassembly::{Mark, Run};
+    use sovereign_scan::tls_decrypt::{TlsFlow, Visibility};
+    for case in cases() {
+        let req = request("/v1/register", r#"{"imei":"356938035643809"}"#);
+        let s = session(case.suite, &[req.clone(), req.clone()]);
+        let keys = keys(&s.keylog);
+        // The first piece holds the hellos; the rest comes in pieces that cut records anywhere.
+        let pieces = |data: &[u8]| -> Vec<Run> {
+            let mut runs = Vec::new();
+            let mut at = 0;
+            for size in [1200_usize, 1, 4, 5, 7, 100, 333].iter().cycle() {
+                if at >= data.len() {
+                    break;
+                }
+                let end = (at + size).min(data.len());
+                runs.push(Run {
+                    start: at as u64,
+                    data: data[at..end].to_vec(),
+                });
+                at = end;
+            }
+            runs
+        };
+        let (client, server) = (pieces(&s.to_server), pieces(&s.to_client));
+        let marks = [Mark {
+            offset: 0,
+            frame: 1,
+            time_us: 0,
+        }];
+        let mut flow = TlsFlow::new();
+        flow.begin(&client[..1], &server[..1], &|r| keys.get(r).cloned());
+        let mut sent = Vec::new();
+        for run in &client {
+            // The engine calls begin for every piece; after the first it changes nothing.
+            flow.begin(std::slice::from_ref(run), &[], &|_| None);
+            sent.extend(flow.decrypt(true, std::slice::from_ref(run), &marks).data);
+        }
+        let mut answered = Vec::new();
+        for run in &server {
+            answered.extend(flow.decrypt(false, std::slice::from_ref(run), &marks).data);
+        }
+        assert_eq!(sent, [req.clone(), req.clone()].concat(), "{}", case.cipher);
+        let phone = b"+919876543210";
+        let answers = answered.windows(phone.len()).filter(|w| w == phone).count();
+        assert_eq!(answers, 2, "{}", case.cipher);
+        assert!(
+            answered.starts_with(b"HTTP/1.1 200 OK\r\n"),
+            "{}",
+            case.cipher
+        );
+        assert_eq!(flow.visibility(), Visibility::Decrypted);
+        assert!(flow.take_warnings().is_empty(), "{}", case.cipher);
+        assert_eq!(
+            flow.bytes(),
+            (s.to_server.len() as u64, s.to_client.len() as u64)
+        );
+    }
+}
