@@ -768,3 +768,46 @@ fn a_flow_scanned_in_pieces_carries_partial_records_over() {
         );
     }
 }
+
+#[test]
+fn a_record_longer_than_the_limit_ends_decryption_with_a_warning() {
+    use sovereign_scan::tls_decrypt::RECORD_BYTES_MAX;
+    let mut s = imei_session(cs::TLS13_AES_128_GCM_SHA256);
+    let len = u16::try_from(RECORD_BYTES_MAX + 1).unwrap().to_be_bytes();
+    s.to_server.extend_from_slice(&[23, 3, 3, len[0], len[1]]);
+    s.to_server
+        .extend(std::iter::repeat_n(0, RECORD_BYTES_MAX + 1));
+    let report = scan_with(&pcap(&s, 1400), Some(&s.keylog));
+    // What came before the bad record was decrypted.
+    assert_eq!(find(&report, K::Imei).len(), 1, "{}", describe(&report));
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("client's stream is not a tls record at offset")),
+        "{:?}",
+        report.warnings
+    );
+}
+
+#[test]
+fn a_keylog_larger_than_the_limit_is_an_error() {
+    use sovereign_scan::keylog::KEYLOG_BYTES_MAX;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.txt");
+    // Sparse: zero bytes on disk, but read as KEYLOG_BYTES_MAX + 1 bytes of text.
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(KEYLOG_BYTES_MAX + 1)
+        .unwrap();
+    let err = sovereign_scan::run::read_keylogs(std::slice::from_ref(&path))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "key log {} is larger than {KEYLOG_BYTES_MAX} bytes",
+            path.display()
+        )
+    );
+}
