@@ -11,11 +11,11 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export RUST_BACKTRACE=1
 
 # System packages the tests use: Chromium and its WebDriver for the dashboard's browser test,
-# and PostgreSQL 15, whose binaries the cloud's tests use to start a throwaway cluster of their own
+# tcpdump for the end-to-end demo (it captures the phones' loopback traffic), and PostgreSQL 15, whose binaries the cloud's tests use to start a throwaway cluster of their own
 # (nothing is done to any server the package may start).
 # (command to look for, Debian package that provides it)
 missing=()
-for pair in chromium:chromium chromedriver:chromium-driver; do
+for pair in chromium:chromium chromedriver:chromium-driver tcpdump:tcpdump; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)

@@ -133,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
         from: source.region.id.clone(),
         to: target.region.id.clone(),
         selector: Selector::Users(movers.clone()),
+        services: Vec::new(),
     };
     let mut migrated = None;
     let during = load(&client, &url, &stayers, async {

@@ -1,6 +1,7 @@
 //! The `sovereign` command. It only parses flags, loads configuration and calls into the
-//! libraries: the cloud (`serve`), the scanner (`scan`).
+//! libraries: the cloud (`serve`), the scanner (`scan`), the phone (`device`).
 
+mod device;
 mod ledger;
 mod migrate;
 mod ops;
@@ -37,6 +38,9 @@ enum Command {
     /// Retention: what will be deleted when.
     #[command(subcommand)]
     Retention(retention::RetentionCommand),
+    /// The phone: run the 2014 test procedure on a simulated phone, or its legacy endpoint.
+    #[command(subcommand)]
+    Device(device::DeviceCommand),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         Command::Ops(command) => ops::run(command),
         Command::Ledger(command) => ledger::run(command),
         Command::Retention(command) => retention::run(command),
+        Command::Device(command) => device::run(command),
     };
     match result {
         Ok(code) => code,

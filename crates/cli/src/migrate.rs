@@ -41,13 +41,14 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "plan")]
     users: Option<PathBuf>,
 
-    /// Services to move, comma-separated (messaging,backup). A user's services move together,
-    /// so the list must name all of them; it is accepted for explicitness.
+    /// Move only these services, comma-separated (messaging,backup): the users' accounts stay
+    /// where they are, and the services are placed in the target region. Naming every service,
+    /// or leaving the flag out, moves whole users (account included).
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     services: Vec<String>,
 
-    /// A plan file of phases run in order (`[[phase]]` with name, from, to, and jurisdiction or
-    /// users). Running it again resumes where it stopped.
+    /// A plan file of phases run in order (`[[phase]]` with name, from, to, jurisdiction or
+    /// users, and optionally services). Running it again resumes where it stopped.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["from", "to"])]
     plan: Option<PathBuf>,
 
@@ -58,7 +59,7 @@ pub struct MigrateArgs {
 }
 
 pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
-    check_services(&args.services)?;
+    let services = check_services(&args.services).context("--services")?;
     let mut databases = std::collections::BTreeMap::new();
     for pair in &args.database {
         let Some((region, url)) = pair.split_once('=') else {
@@ -81,7 +82,7 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("reading plan {}", path.display()))?;
             Plan::from_toml(&text).with_context(|| format!("in plan {}", path.display()))?
         }
-        None => vec![("migration".to_owned(), spec_from_flags(&args)?)],
+        None => vec![("migration".to_owned(), spec_from_flags(&args, services)?)],
     };
     if !args.data_dir.join("directory.sqlite").exists() {
         bail!(
@@ -129,8 +130,14 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
             .await?;
             bar.finish_and_clear();
             let seconds = started.elapsed().as_secs_f64().max(1e-9);
+            let what = if spec.services.is_empty() {
+                "users".to_owned()
+            } else {
+                let names: Vec<&str> = spec.services.iter().map(|s| s.as_str()).collect();
+                format!("users' {}", names.join(" and "))
+            };
             println!(
-                "{name}: moved {} users ({:.1} MB) from {} to {} in {seconds:.2} s: {:.1} users/s, {:.2} MB/s; {} skipped",
+                "{name}: moved {} {what} ({:.1} MB) from {} to {} in {seconds:.2} s: {:.1} users/s, {:.2} MB/s; {} skipped",
                 report.moved,
                 report.bytes as f64 / 1e6,
                 spec.from,
@@ -148,7 +155,10 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn spec_from_flags(args: &MigrateArgs) -> anyhow::Result<MigrationSpec> {
+fn spec_from_flags(
+    args: &MigrateArgs,
+    services: Vec<sovereign_cloud::domain::Service>,
+) -> anyhow::Result<MigrationSpec> {
     let region = |flag: &str, value: &Option<String>| -> anyhow::Result<RegionId> {
         let value = value
             .as_deref()
@@ -179,5 +189,6 @@ fn spec_from_flags(args: &MigrateArgs) -> anyhow::Result<MigrationSpec> {
         from: region("from", &args.from)?,
         to: region("to", &args.to)?,
         selector,
+        services,
     })
 }

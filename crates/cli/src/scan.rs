@@ -51,6 +51,10 @@ pub struct ScanArgs {
     /// Severity rules (TOML) replacing the built-in defaults.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
+    /// Named destinations (TOML `[[site]]` address, name, country) for addresses the country
+    /// database cannot place, such as lab networks and loopback.
+    #[arg(long, value_name = "FILE")]
+    sites: Option<PathBuf>,
     /// A TLS key log (SSLKEYLOGFILE format) to decrypt TLS 1.2 and 1.3 with; repeatable. Keys
     /// in a pcapng's Decryption Secrets Blocks are used without it.
     #[arg(long, value_name = "FILE")]
@@ -70,9 +74,14 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
         }
         None => Inputs::Scan(args.captures),
     };
+    let sites = match &args.sites {
+        Some(path) => sovereign_scan::run::read_sites(path)?,
+        None => sovereign_scan::Sites::default(),
+    };
     let request = Request {
         profile: args.profile,
         policy: args.policy,
+        sites,
         inputs,
         format: match args.format {
             Format::Table => OutputFormat::Table,
@@ -141,6 +150,47 @@ mod tests {
         assert_eq!(json["rating"], "high");
         let code = run_with(&[capture, "--fail-on", "critical", "--output", out_arg]).unwrap();
         assert_eq!(code, ExitCode::SUCCESS);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn sites_name_the_destinations_the_database_cannot_place() {
+        let dir = std::env::temp_dir().join(format!("sovereign-scan-sites-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sites = dir.join("sites.toml");
+        std::fs::write(
+            &sites,
+            "[[site]]\naddress = \"127.0.0.1:8765\"\nname = \"in-mumbai\"\ncountry = \"SG\"\n",
+        )
+        .unwrap();
+        let out = dir.join("report.json");
+        let capture = fixtures().join("loopback.pcap");
+        let (capture, sites_arg, out_arg) = (
+            capture.to_str().unwrap(),
+            sites.to_str().unwrap(),
+            out.to_str().unwrap(),
+        );
+        run_with(&[
+            capture, "--sites", sites_arg, "--format", "json", "--output", out_arg,
+        ])
+        .unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        let to_site: Vec<&serde_json::Value> = json["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["dst"] == "127.0.0.1:8765")
+            .collect();
+        assert!(!to_site.is_empty());
+        for f in to_site {
+            assert_eq!(f["site"], "in-mumbai");
+            assert_eq!(f["country"], "SG");
+            assert_eq!(f["cross_border"], true);
+        }
+        std::fs::write(&sites, "[[site]]\naddress = \"127.0.0.1\"\nnom = \"x\"\n").unwrap();
+        let err = run_with(&[capture, "--sites", sites_arg]).unwrap_err();
+        assert!(format!("{err:#}").contains("nom"), "{err:#}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -1,6 +1,9 @@
 //! The directory: the one global piece. It maps the keyed hash of a phone number to the user's id
 //! and home region, which is all that routing needs, and holds nothing personal in the clear.
 //! In one process every region shares it; in production it is its own small replicated service.
+//!
+//! Besides the home region (where the account lives) it holds, per user, where each service
+//! lives when that is not the home (`placements`); no row means "with the account".
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -8,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 use sovereign_model::RegionId;
 
+use crate::domain::Service;
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,9 +20,15 @@ pub struct DirectoryEntry {
     pub home: RegionId,
 }
 
+/// Read connections of the directory: every authenticated request to a service reads it.
+pub const DIRECTORY_READERS_MAX: usize = 4;
+
 #[derive(Clone)]
 pub struct Directory {
     conn: Arc<Mutex<Connection>>,
+    /// Readers see the last commit (WAL) without waiting behind a write's fsync.
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS directory (
@@ -26,7 +36,15 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS directory (
     user_id     TEXT NOT NULL UNIQUE,
     home_region TEXT NOT NULL,
     updated_at  INTEGER NOT NULL
-) STRICT;";
+) STRICT;
+CREATE TABLE IF NOT EXISTS placements (
+    user_id    TEXT NOT NULL,
+    service    TEXT NOT NULL,
+    region     TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (user_id, service)
+) STRICT;
+CREATE INDEX IF NOT EXISTS placements_by_region ON placements(region);";
 
 impl Directory {
     /// # Errors
@@ -37,9 +55,35 @@ impl Directory {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
+        let mut readers = Vec::with_capacity(DIRECTORY_READERS_MAX);
+        for _ in 0..DIRECTORY_READERS_MAX {
+            let reader = Connection::open(path)?;
+            reader.busy_timeout(std::time::Duration::from_secs(10))?;
+            reader.pragma_update(None, "query_only", "ON")?;
+            readers.push(Mutex::new(reader));
+        }
         Ok(Directory {
             conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(readers),
+            next_reader: Arc::default(),
         })
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = Arc::clone(&self.readers);
+        let index = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % readers.len();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers[index].lock().map_err(|_| StoreError::Panicked)?;
+            f(&conn)
+        })
+        .await
+        .map_err(|_| StoreError::Panicked)?
     }
 
     async fn run<T: Send + 'static>(
@@ -59,7 +103,7 @@ impl Directory {
         &self,
         phone_index: [u8; 32],
     ) -> Result<Option<DirectoryEntry>, StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             let row: Option<(String, String)> = conn
                 .query_row(
                     "SELECT user_id, home_region FROM directory WHERE phone_index = ?1",
@@ -100,7 +144,8 @@ impl Directory {
         .await
     }
 
-    /// Points a user at a new home region (the last step of a migration).
+    /// Points a user at a new home region (the last step of a migration). A service placed in
+    /// the new home is with the account again, so its placement goes in the same commit.
     pub async fn move_home(
         &self,
         user_id: String,
@@ -108,21 +153,154 @@ impl Directory {
         now: i64,
     ) -> Result<(), StoreError> {
         self.run(move |conn| {
-            let changed = conn.execute(
+            let tx = conn.unchecked_transaction()?;
+            let changed = tx.execute(
                 "UPDATE directory SET home_region = ?2, updated_at = ?3 WHERE user_id = ?1",
                 params![user_id, home.as_str(), now],
             )?;
             if changed == 0 {
-                Err(StoreError::NotFound)
-            } else {
-                Ok(())
+                return Err(StoreError::NotFound);
             }
+            tx.execute(
+                "DELETE FROM placements WHERE user_id = ?1 AND region = ?2",
+                params![user_id, home.as_str()],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Where a user's service lives: its placement, else the home region. `None` for an
+    /// unknown user.
+    pub async fn service_region(
+        &self,
+        user_id: String,
+        service: Service,
+    ) -> Result<Option<RegionId>, StoreError> {
+        self.read(move |conn| {
+            let region: Option<String> = conn
+                .query_row(
+                    "SELECT COALESCE(p.region, d.home_region) FROM directory d LEFT JOIN placements p \
+                     ON p.user_id = d.user_id AND p.service = ?2 WHERE d.user_id = ?1",
+                    params![user_id, service.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(region.and_then(|r| RegionId::parse(&r).ok()))
+        })
+        .await
+    }
+
+    /// The user a number belongs to and the region holding their `service`.
+    pub async fn lookup_service(
+        &self,
+        phone_index: [u8; 32],
+        service: Service,
+    ) -> Result<Option<(String, RegionId)>, StoreError> {
+        self.read(move |conn| {
+            let row: Option<(String, String)> = conn
+                .query_row(
+                    "SELECT d.user_id, COALESCE(p.region, d.home_region) FROM directory d \
+                     LEFT JOIN placements p ON p.user_id = d.user_id AND p.service = ?2 \
+                     WHERE d.phone_index = ?1",
+                    params![phone_index, service.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            Ok(row.and_then(|(user, region)| RegionId::parse(&region).ok().map(|r| (user, r))))
+        })
+        .await
+    }
+
+    /// The services of a user placed away from their home, and where.
+    pub async fn placements(
+        &self,
+        user_id: String,
+    ) -> Result<Vec<(Service, RegionId)>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT service, region FROM placements WHERE user_id = ?1 ORDER BY service",
+            )?;
+            let rows = stmt.query_map(params![user_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (service, region) = row?;
+                if let (Some(service), Ok(region)) =
+                    (Service::parse(&service), RegionId::parse(&region))
+                {
+                    out.push((service, region));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Places a user's services in `region` (the flip of a service move). Placing a service in
+    /// the home region removes its placement. [`StoreError::NotFound`] for an unknown user.
+    pub async fn place(
+        &self,
+        user_id: String,
+        services: Vec<Service>,
+        region: RegionId,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            let tx = conn.unchecked_transaction()?;
+            let home: Option<String> = tx
+                .query_row(
+                    "SELECT home_region FROM directory WHERE user_id = ?1",
+                    params![user_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let home = home.ok_or(StoreError::NotFound)?;
+            for service in services {
+                if home == region.as_str() {
+                    tx.execute(
+                        "DELETE FROM placements WHERE user_id = ?1 AND service = ?2",
+                        params![user_id, service.as_str()],
+                    )?;
+                } else {
+                    tx.execute(
+                        "INSERT INTO placements (user_id, service, region, updated_at) \
+                         VALUES (?1, ?2, ?3, ?4) ON CONFLICT (user_id, service) DO UPDATE SET \
+                         region = excluded.region, updated_at = excluded.updated_at",
+                        params![user_id, service.as_str(), region.as_str(), now],
+                    )?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The home regions of the users some of whose services live in `region`: the regions
+    /// that can vouch for a token presented there.
+    pub async fn homes_served_in(&self, region: RegionId) -> Result<Vec<RegionId>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT DISTINCT d.home_region FROM placements p JOIN directory d \
+                 ON d.user_id = p.user_id WHERE p.region = ?1 ORDER BY 1",
+            )?;
+            let rows = stmt.query_map(params![region.as_str()], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for row in rows {
+                if let Ok(home) = RegionId::parse(&row?) {
+                    out.push(home);
+                }
+            }
+            Ok(out)
         })
         .await
     }
 
     pub async fn home_of(&self, user_id: String) -> Result<Option<RegionId>, StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             let home: Option<String> = conn
                 .query_row(
                     "SELECT home_region FROM directory WHERE user_id = ?1",
@@ -137,7 +315,13 @@ impl Directory {
 
     pub async fn remove(&self, user_id: String) -> Result<(), StoreError> {
         self.run(move |conn| {
-            conn.execute("DELETE FROM directory WHERE user_id = ?1", params![user_id])?;
+            let tx = conn.unchecked_transaction()?;
+            tx.execute(
+                "DELETE FROM placements WHERE user_id = ?1",
+                params![user_id],
+            )?;
+            tx.execute("DELETE FROM directory WHERE user_id = ?1", params![user_id])?;
+            tx.commit()?;
             Ok(())
         })
         .await

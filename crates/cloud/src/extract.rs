@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, header};
 use serde::de::DeserializeOwned;
 use sovereign_crypto::{DataKey, token_digest};
 
-use crate::domain::UserId;
+use crate::domain::{Service, UserId};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::UserRow;
@@ -109,24 +109,35 @@ impl FromRequestParts<AppState> for AuthUser {
             .filter(|t| !t.is_empty() && t.len() <= TOKEN_BYTES_MAX)
             .ok_or(ApiError::Unauthorized)?;
         let digest = token_digest(token);
-        let Some(user_id) = state.store.session_user(digest, state.now_ms()).await? else {
-            // A user who moved to another region is sent there; their token works there.
-            if let Some(region) = state.store.moved_token(digest, state.now_ms()).await?
-                && let Ok(region) = sovereign_model::RegionId::parse(&region)
-            {
-                return Err(state.redirect_to(&region, parts.uri.path()));
+        let path = parts.uri.path();
+        let user_id = match state.store.session_user(digest, state.now_ms()).await? {
+            Some(user_id) => user_id,
+            None => {
+                // A user who moved to another region is sent there; their token works there.
+                if let Some(region) = state.store.moved_token(digest, state.now_ms()).await?
+                    && let Ok(region) = sovereign_model::RegionId::parse(&region)
+                {
+                    return Err(state.redirect_to(&region, path));
+                }
+                // A user whose account is elsewhere and some of whose services are here: their
+                // home says whose token it is.
+                crate::placement::remote_session(state, digest)
+                    .await?
+                    .ok_or(ApiError::Unauthorized)?
             }
-            return Err(ApiError::Unauthorized);
         };
-        let Some(row) = state.store.user(user_id.clone()).await? else {
+        let row = state.store.user(user_id.clone()).await?;
+        if row.is_none()
+            && let Some(region) = state.store.moved_user(user_id.clone()).await?
+            && let Ok(region) = sovereign_model::RegionId::parse(&region)
+            && Service::of_path(path).is_none()
+        {
             // The user left this region while the request was on its way.
-            if let Some(region) = state.store.moved_user(user_id).await?
-                && let Ok(region) = sovereign_model::RegionId::parse(&region)
-            {
-                return Err(state.redirect_to(&region, parts.uri.path()));
-            }
-            return Err(ApiError::Unauthorized);
-        };
+            return Err(state.redirect_to(&region, path));
+        }
+        // A service's path is served where the service lives, the rest where the account is.
+        crate::placement::route(state, &user_id, row.as_ref(), path).await?;
+        let row = row.ok_or(ApiError::Unauthorized)?;
         let id = UserId::from_stored(user_id);
         let wrapped = row.wrapped_key.as_deref().ok_or(ApiError::Unauthorized)?;
         let key = state

@@ -37,6 +37,7 @@ pub mod limits;
 pub mod metrics;
 pub mod migration;
 pub mod ops;
+pub mod placement;
 pub mod retention;
 pub mod routes;
 pub mod sms;
@@ -72,6 +73,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::health::router())
         .merge(routes::ops::router())
         .merge(routes::dashboard::router())
+        .merge(routes::internal::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async {
             ApiError::invalid("method", "this path does not accept this method")

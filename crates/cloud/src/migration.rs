@@ -14,6 +14,13 @@
 //!    wrapped key, then delete the rows and blobs.
 //!
 //! Every step is idempotent, so repeating one after a crash does no harm.
+//!
+//! A move of some services only (`--services messaging`) takes the same steps for just those
+//! services: the copy carries their rows and blobs and, if the user is new at the target, a
+//! 'service' row (sealed phone, data key re-wrapped, a mirror of the consents, no password and
+//! no sessions); only those services are fenced at the source; the digest covers their
+//! decrypted data; the flip changes their placement in the directory, not the home; and the
+//! source then erases them, and its 'service' row when no service of the user is left there.
 
 use std::collections::BTreeSet;
 
@@ -23,10 +30,10 @@ use serde::Deserialize;
 use sovereign_crypto::{DataKey, digest_sha256, hex};
 use sovereign_model::{CountryCode, RegionId};
 
-use crate::domain::{PhoneNumber, UserId};
+use crate::domain::{PhoneNumber, Service, UserId};
 use crate::extract::aad;
 use crate::state::AppState;
-use crate::store::UserSnapshot;
+use crate::store::{MoveScope, StoreError, UserSnapshot};
 
 /// Most users one migration may select.
 pub const MIGRATION_USERS_MAX: usize = 1_000_000;
@@ -44,16 +51,16 @@ pub enum Selector {
     Users(Vec<String>),
 }
 
-/// One move: users from one region to another.
+/// One move: users (or some of their services) from one region to another.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationSpec {
     pub from: RegionId,
     pub to: RegionId,
     pub selector: Selector,
+    /// The services to move, without the account; empty moves whole users (account and every
+    /// service the source holds for them). See [`check_services`].
+    pub services: Vec<Service>,
 }
-
-/// The services a user has; a move carries all of them.
-pub const SERVICES: [&str; 2] = ["messaging", "backup"];
 
 impl MigrationSpec {
     /// Stable across runs, so that a rerun finds the journal of the run it resumes.
@@ -66,33 +73,42 @@ impl MigrationSpec {
             Selector::Jurisdiction(cc) => format!("jurisdiction {cc}"),
             Selector::Users(users) => format!("{} listed users ({})", users.len(), users.join(",")),
         };
-        format!("{} -> {}: {who}", self.from, self.to)
+        if self.services.is_empty() {
+            format!("{} -> {}: {who}", self.from, self.to)
+        } else {
+            let services: Vec<&str> = self.services.iter().map(|s| s.as_str()).collect();
+            format!(
+                "{} -> {}: {who}, services {}",
+                self.from,
+                self.to,
+                services.join(",")
+            )
+        }
     }
 }
 
-/// Checks a `--services` list. Every service of a user moves together, because the directory
-/// knows one home region per user.
+/// Parses a `--services` list (or a plan phase's `services`). Naming every service, or none,
+/// moves whole users (the account with them) and gives an empty list; naming some moves only
+/// those, sorted and without repeats.
 ///
 /// # Errors
-/// When a name is unknown or the list leaves a service behind.
-pub fn check_services(services: &[String]) -> anyhow::Result<()> {
+/// When a name is unknown.
+pub fn check_services(services: &[String]) -> anyhow::Result<Vec<Service>> {
+    let mut parsed = BTreeSet::new();
     for service in services {
-        if !SERVICES.contains(&service.as_str()) {
+        let Some(s) = Service::parse(service.trim()) else {
+            let known: Vec<&str> = Service::ALL.iter().map(|s| s.as_str()).collect();
             bail!(
                 "unknown service {service:?}; services are {}",
-                SERVICES.join(", ")
+                known.join(", ")
             );
-        }
+        };
+        parsed.insert(s);
     }
-    if !services.is_empty() && SERVICES.iter().any(|s| !services.iter().any(|x| x == s)) {
-        bail!(
-            "moving only some services ({}) is not supported: a user's services move together, \
-             so give all of {} or leave --services out",
-            services.join(","),
-            SERVICES.join(",")
-        );
+    if parsed.len() == Service::ALL.len() {
+        parsed.clear();
     }
-    Ok(())
+    Ok(parsed.into_iter().collect())
 }
 
 /// A plan file: phases run in order, each a [`MigrationSpec`].
@@ -135,7 +151,7 @@ impl Plan {
         plan.phases
             .into_iter()
             .map(|phase| {
-                check_services(&phase.services)
+                let services = check_services(&phase.services)
                     .with_context(|| format!("in phase {:?}", phase.name))?;
                 let selector = match (phase.jurisdiction, phase.users) {
                     (Some(cc), None) => Selector::Jurisdiction(cc),
@@ -151,6 +167,7 @@ impl Plan {
                         from: phase.from,
                         to: phase.to,
                         selector,
+                        services,
                     },
                 ))
             })
@@ -224,7 +241,7 @@ pub async fn migrate(
     let mut moves =
         futures_util::stream::iter(journal.into_iter().filter(|(_, step)| step != "done"))
             .map(|(user_id, step)| async move {
-                let outcome = move_user(id, &user_id, &step, source, target).await;
+                let outcome = move_user(id, &user_id, &step, &spec.services, source, target).await;
                 (user_id, outcome)
             })
             .buffer_unordered(MIGRATION_USERS_IN_FLIGHT_MAX);
@@ -252,7 +269,9 @@ async fn select(spec: &MigrationSpec, source: &AppState) -> anyhow::Result<Vec<S
     match &spec.selector {
         Selector::Jurisdiction(country) => {
             let mut users = Vec::new();
-            for (user_id, phone_sealed, wrapped) in source.store.active_users().await? {
+            let accounts_only = spec.services.is_empty();
+            for (user_id, phone_sealed, wrapped) in source.store.active_users(accounts_only).await?
+            {
                 let id = UserId::from_stored(user_id.clone());
                 let key = source.keys.unwrap(&wrapped, &id)?;
                 if phone_of(&key, &id, &phone_sealed)?.country() == *country {
@@ -267,13 +286,13 @@ async fn select(spec: &MigrationSpec, source: &AppState) -> anyhow::Result<Vec<S
                 let entry = entry.trim();
                 if entry.starts_with('+') {
                     let phone = PhoneNumber::parse(entry).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    // The directory knows every number, wherever its account or services are.
                     let user = source
-                        .store
-                        .user_by_phone_index(source.keys.phone_index(&phone))
+                        .directory
+                        .lookup(source.keys.phone_index(&phone))
                         .await?;
-                    let user =
-                        user.with_context(|| format!("{entry} has no account in {}", spec.from))?;
-                    users.push(user.id);
+                    let user = user.with_context(|| format!("{entry} has no account"))?;
+                    users.push(user.user_id);
                 } else {
                     uuid::Uuid::parse_str(entry).with_context(|| {
                         format!("{entry:?} is neither a phone number nor a user id")
@@ -292,15 +311,45 @@ fn phone_of(key: &DataKey, user: &UserId, sealed: &[u8]) -> anyhow::Result<Phone
         .map_err(|e| anyhow::anyhow!("stored phone: {e}"))
 }
 
+/// What is left to move of a user: for a whole-user move the account and the services the
+/// source holds; for a service move the listed services the source still holds.
+async fn pending_scope(
+    user_id: &str,
+    services: &[Service],
+    source: &AppState,
+) -> anyhow::Result<MoveScope> {
+    let whole = services.is_empty();
+    let mut scope = MoveScope {
+        account: whole,
+        messaging: false,
+        backup: false,
+    };
+    for service in Service::ALL {
+        if !whole && !services.contains(&service) {
+            continue;
+        }
+        let at = source
+            .directory
+            .service_region(user_id.to_owned(), service)
+            .await?;
+        // A user the directory does not know (yet) has everything with the account.
+        let here = at.as_ref().is_none_or(|r| *r == source.region.id);
+        scope = scope.with(service, here);
+    }
+    Ok(scope)
+}
+
 /// Moves one user from wherever the journal says they got to. Returns the bytes copied.
 async fn move_user(
     migration: &str,
     user_id: &str,
     step: &str,
+    services: &[Service],
     source: &AppState,
     target: &AppState,
 ) -> anyhow::Result<u64> {
     let user = UserId::from_stored(user_id.to_owned());
+    let whole = services.is_empty();
     let journal = |step: &'static str| {
         source
             .directory
@@ -308,15 +357,46 @@ async fn move_user(
     };
     let mut bytes = 0;
     let mut step = step.to_owned();
+    let scope = pending_scope(user_id, services, source).await?;
     if step == "selected" {
-        let Some(snapshot) = source.store.snapshot_user(user_id.to_owned()).await? else {
-            if source.directory.home_of(user_id.to_owned()).await? == Some(target.region.id.clone())
+        if !whole && scope.services().is_empty() {
+            // Nothing of it here: done if every service is at the target already.
+            for service in services {
+                let at = source
+                    .directory
+                    .service_region(user_id.to_owned(), *service)
+                    .await?
+                    .with_context(|| format!("user {user_id} is not in the directory"))?;
+                if at != target.region.id {
+                    bail!(
+                        "the {service} of user {user_id} is in {at}, not in {}",
+                        source.region.id
+                    );
+                }
+            }
+            journal("done").await?;
+            return Ok(0);
+        }
+        let Some(snapshot) = source
+            .store
+            .snapshot_user(user_id.to_owned(), scope)
+            .await?
+        else {
+            if whole
+                && source.directory.home_of(user_id.to_owned()).await?
+                    == Some(target.region.id.clone())
             {
                 journal("done").await?;
                 return Ok(0);
             }
             bail!("user {user_id} is not in {}", source.region.id);
         };
+        if whole && snapshot.user.kind != "account" {
+            bail!(
+                "the account of user {user_id} is not in {}, only some of their services: move those with --services",
+                source.region.id
+            );
+        }
         let key = source.keys.unwrap(&snapshot.user.wrapped_key, &user)?;
         let country = phone_of(&key, &user, &snapshot.user.phone_sealed)?.country();
         if !target.policies.residency.allows(country, &target.region.id) {
@@ -325,41 +405,65 @@ async fn move_user(
                 target.region.id
             );
         }
-        bytes += copy(&snapshot, &user, source, target).await?;
+        bytes += copy(&snapshot, scope, &user, source, target).await?;
         journal("copied").await?;
         step = "copied".into();
     }
     if step == "copied" {
         // Catch up while the user keeps writing, then fence and take the rest.
-        let mut last = source.store.snapshot_user(user_id.to_owned()).await?;
+        let mut last = source
+            .store
+            .snapshot_user(user_id.to_owned(), scope)
+            .await?;
         for _ in 0..CATCH_UP_ROUNDS_MAX {
             let Some(snapshot) = &last else { break };
-            bytes += copy(snapshot, &user, source, target).await?;
-            let now = source.store.snapshot_user(user_id.to_owned()).await?;
+            bytes += copy(snapshot, scope, &user, source, target).await?;
+            let now = source
+                .store
+                .snapshot_user(user_id.to_owned(), scope)
+                .await?;
             if now == last {
                 break;
             }
             last = now;
         }
-        source
-            .store
-            .fence_user(user_id.to_owned(), source.now_ms())
-            .await?;
+        if whole {
+            source
+                .store
+                .fence_user(user_id.to_owned(), source.now_ms())
+                .await?;
+        } else {
+            source
+                .store
+                .fence_services(user_id.to_owned(), scope.services(), source.now_ms())
+                .await?;
+        }
         journal("fenced").await?;
         step = "fenced".into();
     }
     if step == "fenced" {
-        if let Some(snapshot) = source.store.snapshot_user(user_id.to_owned()).await? {
-            bytes += copy(&snapshot, &user, source, target).await?;
-            let at_source = digest(&snapshot, &user, source).await?;
+        if let Some(snapshot) = source
+            .store
+            .snapshot_user(user_id.to_owned(), scope)
+            .await?
+        {
+            bytes += copy(&snapshot, scope, &user, source, target).await?;
+            let at_source = digest(&snapshot, scope, &user, source).await?;
             let copied = target
                 .store
-                .snapshot_user(user_id.to_owned())
+                .snapshot_user(user_id.to_owned(), scope)
                 .await?
                 .context("the copy vanished from the target")?;
-            let at_target = digest(&copied, &user, target).await?;
+            let at_target = digest(&copied, scope, &user, target).await?;
             if at_source != at_target {
-                source.store.unfence_user(user_id.to_owned()).await?;
+                if whole {
+                    source.store.unfence_user(user_id.to_owned()).await?;
+                } else {
+                    source
+                        .store
+                        .unfence_services(user_id.to_owned(), scope.services())
+                        .await?;
+                }
                 journal("selected").await?;
                 bail!(
                     "verification failed for user {user_id}: the target's copy differs; it stays in {}",
@@ -368,38 +472,120 @@ async fn move_user(
             }
         }
         // Live at the target before the directory sends anyone there.
-        target.store.activate_user(user_id.to_owned()).await?;
-        source
-            .directory
-            .move_home(
-                user_id.to_owned(),
-                target.region.id.clone(),
-                source.now_ms(),
-            )
+        target
+            .store
+            .activate_user(user_id.to_owned(), whole)
             .await?;
+        let flipped = if whole {
+            source
+                .directory
+                .move_home(
+                    user_id.to_owned(),
+                    target.region.id.clone(),
+                    source.now_ms(),
+                )
+                .await
+        } else {
+            source
+                .directory
+                .place(
+                    user_id.to_owned(),
+                    scope.services(),
+                    target.region.id.clone(),
+                    source.now_ms(),
+                )
+                .await
+        };
+        match flipped {
+            Ok(()) => {}
+            Err(StoreError::NotFound) => {
+                // The account was deleted while it moved: its deletion could not know of the
+                // copy at the target, so the copy goes here.
+                let _ = target.store.shred_user(user_id.to_owned()).await;
+                target.blobs.delete_user(user_id).await;
+                target.store.purge_user(user_id.to_owned()).await?;
+                journal("done").await?;
+                bail!("user {user_id} was deleted during the move");
+            }
+            Err(e) => return Err(e.into()),
+        }
         journal("flipped").await?;
         step = "flipped".into();
     }
     if step == "flipped" {
+        if whole {
+            source
+                .store
+                .finish_move(
+                    user_id.to_owned(),
+                    target.region.id.to_string(),
+                    source.now_ms(),
+                )
+                .await?;
+            source.blobs.delete_user(user_id).await;
+            source.store.purge_user(user_id.to_owned()).await?;
+        } else {
+            erase_moved_services(user_id, services, source).await?;
+        }
+        journal("done").await?;
+    }
+    Ok(bytes)
+}
+
+/// The source's side after a service move's flip: the moved services' rows and blobs go, and
+/// when the source held only services of the user and none is left, so does the user's row
+/// (crypto-shredded first, as an account deletion does).
+async fn erase_moved_services(
+    user_id: &str,
+    services: &[Service],
+    source: &AppState,
+) -> anyhow::Result<()> {
+    let mut gone = Vec::new();
+    let mut still_here = false;
+    for service in Service::ALL {
+        let at = source
+            .directory
+            .service_region(user_id.to_owned(), service)
+            .await?;
+        let here = at.as_ref() == Some(&source.region.id);
+        if services.contains(&service) && !here {
+            gone.push(service);
+        }
+        still_here |= here;
+    }
+    for path in source
+        .store
+        .erase_services(user_id.to_owned(), gone, source.now_ms())
+        .await?
+    {
+        source.blobs.delete(&path).await;
+    }
+    let service_row = source
+        .store
+        .user(user_id.to_owned())
+        .await?
+        .is_some_and(|row| row.service_only);
+    if service_row && !still_here {
+        let home = source.directory.home_of(user_id.to_owned()).await?;
         source
             .store
             .finish_move(
                 user_id.to_owned(),
-                target.region.id.to_string(),
+                home.map_or_else(String::new, |h| h.to_string()),
                 source.now_ms(),
             )
             .await?;
         source.blobs.delete_user(user_id).await;
         source.store.purge_user(user_id.to_owned()).await?;
-        journal("done").await?;
     }
-    Ok(bytes)
+    Ok(())
 }
 
 /// Copies a snapshot's blobs the target lacks, then installs its rows with the data key
 /// re-wrapped for the target. Returns the bytes copied.
 async fn copy(
     snapshot: &UserSnapshot,
+    scope: MoveScope,
     user: &UserId,
     source: &AppState,
     target: &AppState,
@@ -418,22 +604,29 @@ async fn copy(
     }
     let key = source.keys.unwrap(&snapshot.user.wrapped_key, user)?;
     let rewrapped = target.keys.wrap(&key, user)?;
-    target
+    let dropped = target
         .store
         .install_user(
             snapshot.clone(),
+            scope,
             rewrapped,
             target.region.id.to_string(),
             target.now_ms(),
         )
         .await?;
+    for path in dropped {
+        target.blobs.delete(&path).await;
+    }
     Ok(bytes)
 }
 
 /// A digest of everything a user has in a region, decrypted with that region's copy of the key:
 /// equal digests mean equal data, and a key that opens all of it.
+/// Only what `scope` moves counts: a service move compares the services' data (and the phone
+/// number, which proves the key), not the account's password, sessions or consents.
 pub async fn digest(
     snapshot: &UserSnapshot,
+    scope: MoveScope,
     user: &UserId,
     region: &AppState,
 ) -> anyhow::Result<[u8; 32]> {
@@ -441,12 +634,12 @@ pub async fn digest(
     let mut lines = BTreeSet::new();
     let u = &snapshot.user;
     let phone = key.open(&aad("users", user, user.as_str(), "phone"), &u.phone_sealed)?;
-    lines.insert(format!(
-        "user {} {} {}",
-        hex(&phone),
-        u.password_hash,
-        u.created_at
-    ));
+    let password = if scope.account {
+        u.password_hash.as_str()
+    } else {
+        "-"
+    };
+    lines.insert(format!("user {} {password} {}", hex(&phone), u.created_at));
     for s in &snapshot.sessions {
         let device = key.open(&aad("sessions", user, &s.id, "device"), &s.device_sealed)?;
         lines.insert(format!(
@@ -458,7 +651,7 @@ pub async fn digest(
             s.expires_at
         ));
     }
-    for c in &snapshot.consents {
+    for c in snapshot.consents.iter().filter(|_| scope.account) {
         lines.insert(format!(
             "consent {} {} {}",
             c.scope, c.notice_version, c.granted_at
@@ -515,17 +708,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_2014_plan_parses_into_three_phases() {
+    fn the_2014_plan_moves_one_service_one_jurisdiction_at_a_time() {
         let phases = Plan::from_toml(include_str!("../../../config/migration-2014.toml")).unwrap();
         let moves: Vec<String> = phases.iter().map(|(_, spec)| spec.describe()).collect();
-        assert_eq!(
-            moves,
-            [
-                "cn-beijing -> sg-singapore: jurisdiction SG",
-                "cn-beijing -> in-mumbai: jurisdiction IN",
-                "cn-beijing -> br-saopaulo: jurisdiction BR"
-            ]
-        );
+        let mut expected = Vec::new();
+        for (to, cc) in [
+            ("sg-singapore", "SG"),
+            ("in-mumbai", "IN"),
+            ("br-saopaulo", "BR"),
+        ] {
+            for services in [", services messaging", ", services backup", ""] {
+                expected.push(format!("cn-beijing -> {to}: jurisdiction {cc}{services}"));
+            }
+        }
+        assert_eq!(moves, expected);
+    }
+
+    #[test]
+    fn naming_every_service_moves_whole_users() {
+        let all = ["backup".to_owned(), "messaging".to_owned()];
+        assert!(check_services(&all).unwrap().is_empty());
+        assert!(check_services(&[]).unwrap().is_empty());
+        let one = ["messaging".to_owned(), "messaging".to_owned()];
+        assert_eq!(check_services(&one).unwrap(), [Service::Messaging]);
+        assert!(check_services(&["photos".to_owned()]).is_err());
     }
 
     #[test]
@@ -535,7 +741,7 @@ mod tests {
             "[[phase]]\nname = \"x\"\nfrom = \"a\"\nto = \"b\"\n",
             "[[phase]]\nname = \"x\"\nfrom = \"a\"\nto = \"b\"\njurisdiction = \"IN\"\nusers = [\"+1\"]\n",
             "[[phase]]\nname = \"x\"\nfrom = \"A\"\nto = \"b\"\njurisdiction = \"IN\"\n",
-            "[[phase]]\nname = \"x\"\nfrom = \"a\"\nto = \"b\"\njurisdiction = \"IN\"\nservices = [\"messaging\"]\n",
+            "[[phase]]\nname = \"x\"\nfrom = \"a\"\nto = \"b\"\njurisdiction = \"IN\"\nservices = [\"photos\"]\n",
         ] {
             assert!(Plan::from_toml(bad).is_err(), "{bad:?} accepted");
         }

@@ -39,6 +39,8 @@ pub struct RegionState {
     pub federation: Federation,
     /// The region's access-ledger key (`DIR/keys/<region>.ledger.p8`).
     pub ledger: Arc<LedgerSigner>,
+    /// Tokens of users whose services live here, as their home regions vouched for them.
+    pub session_cache: crate::placement::SessionCache,
 }
 
 /// What it takes to open a region.
@@ -158,6 +160,7 @@ impl RegionState {
             directory,
             federation,
             ledger,
+            session_cache: Default::default(),
         });
         for user_id in state.store.users_being_deleted().await? {
             tracing::info!(user_id, "finishing an interrupted account deletion");

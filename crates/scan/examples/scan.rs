@@ -15,6 +15,7 @@ fn main() -> std::process::ExitCode {
     let request = Request {
         profile: profile.into(),
         policy: None,
+        sites: sovereign_scan::Sites::default(),
         inputs: Inputs::Scan(args.map(Into::into).collect()),
         format: OutputFormat::Json,
         keylogs: Vec::new(),

@@ -71,6 +71,11 @@ impl<'m> Searcher<'m> {
         blob_offset: usize,
         sink: &mut dyn Sink,
     ) {
+        if depth >= DECODE_DEPTH_MAX
+            && let Some(coding) = compression_magic(data)
+        {
+            sink.warn(too_deep(coding, chain));
+        }
         if depth < DECODE_DEPTH_MAX {
             if let Some(coding) = compression_magic(data) {
                 let (decoded, problem) = decompress(coding, data);
@@ -112,11 +117,17 @@ impl<'m> Searcher<'m> {
         // "+8613800138000" is one finding, not three (e164, e164 without "+", national digits).
         let mut found: Vec<(usize, &str, Match)> = Vec::new();
         let mut blobs: Vec<usize> = Vec::new();
+        let mut wrappers: Vec<usize> = Vec::new();
         for m in &matches {
             for hit in self.matcher.hits(m.entry) {
                 match hit {
                     Hit::Identifier { target, encoding } => found.push((*target, encoding, *m)),
                     Hit::CompressedBase64 => blobs.push(m.start),
+                    Hit::Base64Wrapper { skip } => {
+                        // The blob's 4-character groups start where this pattern's group did.
+                        let group = m.start.checked_sub(usize::from(*skip));
+                        wrappers.extend(group.map(|g| base64_blob_start(data, m.start, g)));
+                    }
                 }
             }
         }
@@ -143,7 +154,35 @@ impl<'m> Searcher<'m> {
                 evidence: evidence(data, m.start, m.end, &ranges),
             });
         }
+        if depth >= DECODE_DEPTH_MAX {
+            if !wrappers.is_empty() {
+                sink.warn(too_deep("base64", chain));
+            } else if let Some(coding) = blobs.iter().find_map(|&start| {
+                let head = &data[start..data.len().min(start + 8)];
+                base64_decode(head).and_then(|d| compression_magic(&d))
+            }) {
+                sink.warn(too_deep(coding, chain));
+            }
+        }
         if depth < DECODE_DEPTH_MAX {
+            // Blobs holding an identifier base64-encoded once more: decoded whatever they hold.
+            wrappers.sort_unstable();
+            wrappers.dedup();
+            let mut done_until = 0;
+            for start in wrappers {
+                if start < done_until {
+                    continue;
+                }
+                let end = base64_run_end(data, start);
+                done_until = end;
+                let Some(decoded) = base64_decode(&data[start..end]) else {
+                    continue;
+                };
+                chain.push("base64".to_owned());
+                let at = origin.map_or(blob_offset, |o| o + start);
+                self.search_at(&decoded, chain, depth + 1, None, at, sink);
+                chain.pop();
+            }
             blobs.sort_unstable();
             let mut done_until = 0;
             for start in blobs {
@@ -168,6 +207,26 @@ impl<'m> Searcher<'m> {
     }
 }
 
+fn too_deep(what: &str, chain: &[String]) -> String {
+    format!(
+        "{what} data under {} is nested deeper than {DECODE_DEPTH_MAX} layers; it is not decoded further",
+        chain.join("/")
+    )
+}
+
+/// Where the base64 blob holding a match at `at` starts: the first byte of the run of base64
+/// characters before `at` (at most [`BASE64_BLOB_BYTES_MAX`] back) that is a group boundary,
+/// given that `group` is one.
+fn base64_blob_start(data: &[u8], at: usize, group: usize) -> usize {
+    let floor = at.saturating_sub(BASE64_BLOB_BYTES_MAX);
+    let mut start = at;
+    while start > floor && is_base64_byte(data[start - 1]) {
+        start -= 1;
+    }
+    // Move forward to the first group boundary: 0 to 3 characters, never past the match.
+    (start + (group + 4 - start % 4) % 4).min(at)
+}
+
 /// The compression format `data` starts with, by its magic bytes.
 pub fn compression_magic(data: &[u8]) -> Option<&'static str> {
     match data {
@@ -189,27 +248,27 @@ pub fn decompress(coding: &str, data: &[u8]) -> (Vec<u8>, Option<String>) {
     // Compressed text usually grows four to ten times; start there instead of doubling up to it.
     let mut out = Vec::with_capacity(data.len().saturating_mul(8).clamp(4096, 1 << 20));
     let result = match coding {
-        "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(data)
-            .take(limit)
-            .read_to_end(&mut out),
+        "gzip" | "x-gzip" => gunzip(data, &mut out, limit as usize),
         "deflate" => {
-            // Servers send both zlib-wrapped (as RFC 9110 says) and raw deflate.
-            let zlib = flate2::read::ZlibDecoder::new(data)
-                .take(limit)
-                .read_to_end(&mut out);
-            if zlib.is_err() && out.is_empty() {
-                flate2::read::DeflateDecoder::new(data)
-                    .take(limit)
-                    .read_to_end(&mut out)
-            } else {
-                zlib
+            // Servers send both zlib-wrapped (as RFC 9110 says) and raw deflate. The zlib
+            // header is two bytes; its Adler-32 trailer is not checked (see `inflate_raw`).
+            match data {
+                [cmf, flg, rest @ ..]
+                    if cmf & 0x0f == 8
+                        && flg & 0x20 == 0
+                        && (u16::from(*cmf) * 256 + u16::from(*flg)) % 31 == 0 =>
+                {
+                    inflate_raw(rest, &mut out, limit as usize).map(|_| ())
+                }
+                _ => inflate_raw(data, &mut out, limit as usize).map(|_| ()),
             }
         }
         "br" => brotli::Decompressor::new(data, 4096)
             .take(limit)
-            .read_to_end(&mut out),
+            .read_to_end(&mut out)
+            .map(|_| ()),
         "zstd" => match zstd::stream::read::Decoder::with_buffer(data) {
-            Ok(decoder) => decoder.take(limit).read_to_end(&mut out),
+            Ok(decoder) => decoder.take(limit).read_to_end(&mut out).map(|_| ()),
             Err(e) => Err(e),
         },
         other => {
@@ -229,6 +288,84 @@ pub fn decompress(coding: &str, data: &[u8]) -> (Vec<u8>, Option<String>) {
         ));
     }
     (out, problem)
+}
+
+/// Inflates the raw deflate stream at the start of `data` into `out` until it ends or `out`
+/// holds `limit` bytes: the input bytes it took. The checksums of the gzip and zlib wrappers are
+/// not verified: we search what we can decode, and checking cost a tenth of inflating. Writing
+/// straight into `out`'s spare capacity also saves zeroing it first, as `read_to_end` does.
+fn inflate_raw(data: &[u8], out: &mut Vec<u8>, limit: usize) -> std::io::Result<usize> {
+    use flate2::{Decompress, FlushDecompress, Status};
+    let mut inflater = Decompress::new(false);
+    loop {
+        let room = limit.saturating_sub(out.len());
+        if room == 0 {
+            return Ok(data.len());
+        }
+        if out.len() == out.capacity() {
+            out.reserve_exact(out.capacity().max(4096).min(room));
+        }
+        let (read, written) = (inflater.total_in(), inflater.total_out());
+        let input = data.get(read as usize..).unwrap_or_default();
+        let status = inflater
+            .decompress_vec(input, out, FlushDecompress::None)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        if status == Status::StreamEnd {
+            return Ok(inflater.total_in() as usize);
+        }
+        if inflater.total_in() == read && inflater.total_out() == written {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the compressed data ends early",
+            ));
+        }
+    }
+}
+
+/// The length of the gzip member header at the start of `data`; `None` when there is none.
+fn gzip_header_bytes(data: &[u8]) -> Option<usize> {
+    let [0x1f, 0x8b, 8, flags, ..] = *data else {
+        return None;
+    };
+    let mut at = 10_usize;
+    if flags & 0x04 != 0 {
+        let extra = data.get(at..at + 2)?;
+        at += 2 + usize::from(u16::from_le_bytes([extra[0], extra[1]]));
+    }
+    for field in [0x08, 0x10] {
+        // File name, comment: zero-terminated.
+        if flags & field != 0 {
+            at += memchr::memchr(0, data.get(at..)?)? + 1;
+        }
+    }
+    if flags & 0x02 != 0 {
+        at += 2;
+    }
+    (at <= data.len()).then_some(at)
+}
+
+/// Decompresses gzip data of one or more members.
+fn gunzip(data: &[u8], out: &mut Vec<u8>, limit: usize) -> std::io::Result<()> {
+    let mut at = 0;
+    loop {
+        let Some(header) = gzip_header_bytes(&data[at..]) else {
+            if at == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "no gzip header",
+                ));
+            }
+            // Whatever follows the last member (padding, garbage) is not gzip.
+            return Ok(());
+        };
+        at += header;
+        at += inflate_raw(&data[at..], out, limit)?;
+        // The trailer: CRC-32 and length, 8 bytes.
+        at = at.saturating_add(8);
+        if at >= data.len() || out.len() >= limit {
+            return Ok(());
+        }
+    }
 }
 
 fn has_json_escape(data: &[u8]) -> bool {
@@ -463,6 +600,50 @@ mod tests {
         let (out, problem) = decompress("gzip", &bomb);
         assert_eq!(out.len(), DECODED_BYTES_MAX);
         assert!(problem.unwrap().contains("more than"));
+    }
+
+    #[test]
+    fn gzip_and_deflate_as_servers_send_them() {
+        use std::io::Write as _;
+        let text = b"imei=356938035643809&more=text".repeat(50);
+        let gzip = |name: Option<&str>| {
+            let mut builder = flate2::GzBuilder::new();
+            if let Some(name) = name {
+                builder = builder.filename(name).comment("c").extra(vec![1, 2, 3]);
+            }
+            let mut e = builder.write(Vec::new(), flate2::Compression::default());
+            e.write_all(&text).unwrap();
+            e.finish().unwrap()
+        };
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        zlib.write_all(&text).unwrap();
+        let zlib = zlib.finish().unwrap();
+        let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        raw.write_all(&text).unwrap();
+        let raw = raw.finish().unwrap();
+        let mut two = gzip(None);
+        two.extend_from_slice(&gzip(Some("f.txt")));
+        let table: [(&str, Vec<u8>, usize, bool); 6] = [
+            ("gzip", gzip(None), 1, false),
+            ("gzip", gzip(Some("name.json")), 1, false),
+            ("x-gzip", two, 2, false),
+            ("deflate", zlib.clone(), 1, false),
+            ("deflate", raw, 1, false),
+            // Cut short: what was decoded, and a problem.
+            ("deflate", zlib[..zlib.len() / 2].to_vec(), 0, true),
+        ];
+        for (coding, data, copies, cut) in table {
+            let (out, problem) = decompress(coding, &data);
+            assert_eq!(problem.is_some(), cut, "{coding}: {problem:?}");
+            if cut {
+                assert!(text.starts_with(&out) && !out.is_empty(), "{coding}");
+            } else {
+                assert_eq!(out, text.repeat(copies), "{coding}");
+            }
+        }
+        let (out, problem) = decompress("gzip", b"\x1f\x8b\x08garbage");
+        assert!(out.is_empty());
+        assert!(problem.unwrap().contains("cannot be fully decoded"));
     }
 
     #[test]

@@ -58,3 +58,25 @@ pub fn parse_tcp_stream(mut data: &[u8]) -> Vec<DnsMessage> {
     }
     messages
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_names_max_bounds_the_names_taken_from_one_message() {
+        let count = DNS_NAMES_MAX + 5;
+        let mut m = vec![0x12, 0x34, 0x01, 0x00];
+        m.extend_from_slice(&u16::try_from(count).unwrap().to_be_bytes());
+        m.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        for i in 0..count {
+            let label = format!("n{i}");
+            m.push(label.len() as u8);
+            m.extend_from_slice(label.as_bytes());
+            m.extend_from_slice(&[7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 0, 0, 1, 0, 1]);
+        }
+        let message = parse(&m).unwrap();
+        assert_eq!(message.names.len(), DNS_NAMES_MAX);
+        assert_eq!(message.names[0], "n0.example");
+    }
+}

@@ -11,7 +11,7 @@ use crate::ipfrag::Defragmenter;
 use crate::keylog::KeyLog;
 use crate::matcher::Matcher;
 use crate::packet::{self, PROTO_TCP, PROTO_UDP, TCP_FIN, TCP_RST, TCP_SYN};
-use crate::reassembly::{Loss, Mark, Run, Stream};
+use crate::reassembly::{BufferPool, Loss, Mark, Run, Stream};
 use crate::tls;
 use crate::tls_decrypt::{self, FlowSummary, TlsFlow};
 
@@ -35,7 +35,7 @@ pub struct Place {
     pub src: IpAddr,
     pub dst: SocketAddr,
     /// The party away from the phone: the server of a TCP flow, the destination of a datagram.
-    pub remote: IpAddr,
+    pub remote: SocketAddr,
     pub host: Option<String>,
     /// Readable on the wire (HTTP, DNS, raw TCP/UDP), as opposed to inside TLS.
     pub cleartext: bool,
@@ -191,7 +191,7 @@ pub struct Session<'a> {
     tally: &'a mut Tally,
     capture: usize,
     label: String,
-    flows: HashMap<FlowKey, Flow>,
+    flows: HashMap<FlowKey, Flow, crate::fxhash::FxBuildHasher>,
     flow_order: VecDeque<(FlowKey, u64)>,
     next_order: u64,
     buffered_bytes: usize,
@@ -199,6 +199,9 @@ pub struct Session<'a> {
     defrag: Defragmenter,
     frame: u64,
     pub stats: CaptureStats,
+    pub limits: crate::Limits,
+    dns_full_warned: bool,
+    buffers: BufferPool,
     /// Key logs given by the caller, and those found in this capture's secrets blocks.
     keys: Option<&'a KeyLog>,
     capture_keys: KeyLog,
@@ -215,7 +218,7 @@ impl<'a> Session<'a> {
             tally,
             capture,
             label: path.display().to_string(),
-            flows: HashMap::new(),
+            flows: HashMap::default(),
             flow_order: VecDeque::new(),
             next_order: 0,
             buffered_bytes: 0,
@@ -223,6 +226,9 @@ impl<'a> Session<'a> {
             defrag: Defragmenter::default(),
             frame: 0,
             stats: CaptureStats::default(),
+            limits: crate::Limits::default(),
+            dns_full_warned: false,
+            buffers: BufferPool::default(),
             keys: None,
             capture_keys: KeyLog::default(),
             secrets_blocks: 0,
@@ -276,7 +282,13 @@ impl<'a> Session<'a> {
                 .defrag
                 .add(ip.src, ip.dst, ip.protocol, fragment, ip.payload);
             if let Some(whole) = whole {
-                self.transport(ip.src, ip.dst, ip.protocol, &whole, time_us);
+                let inner = match ip.dst {
+                    IpAddr::V6(_) => packet::skip_ipv6_extensions(ip.protocol, &whole),
+                    IpAddr::V4(_) => Some((ip.protocol, whole.as_slice())),
+                };
+                if let Some((protocol, payload)) = inner {
+                    self.transport(ip.src, ip.dst, protocol, payload, time_us);
+                }
             }
             return;
         }
@@ -314,7 +326,7 @@ impl<'a> Session<'a> {
             && let Some(message) = dns::parse(d.payload)
         {
             let outbound = dns_port(d.dst_port);
-            let remote = if outbound { dst } else { src };
+            let remote = if outbound { dst_sock } else { src_sock };
             self.dns_message(&message, src, dst_sock, remote, None, outbound, timing);
             return;
         }
@@ -323,12 +335,11 @@ impl<'a> Session<'a> {
             protocol: "udp",
             src,
             dst: dst_sock,
-            remote: dst,
+            remote: dst_sock,
             host,
             cleartext: true,
             outbound: true,
         };
-        let _ = src_sock;
         self.search(d.payload, &["udp"], 0, &place, timing);
     }
 
@@ -338,14 +349,20 @@ impl<'a> Session<'a> {
         message: &dns::DnsMessage,
         src: IpAddr,
         dst: SocketAddr,
-        remote: IpAddr,
+        remote: SocketAddr,
         host: Option<String>,
         outbound: bool,
         timing: Timing<'_>,
     ) {
         for (address, name) in &message.answers {
-            if self.dns.len() < DNS_ANSWERS_MAX || self.dns.contains_key(address) {
+            if self.dns.len() < self.limits.dns_answers_max || self.dns.contains_key(address) {
                 self.dns.insert(*address, name.clone());
+            } else if !self.dns_full_warned {
+                self.dns_full_warned = true;
+                self.tally.warnings.push(format!(
+                    "{}: more than {} dns answers; later ones ({address} is {name}) do not name hosts",
+                    self.label, self.limits.dns_answers_max
+                ));
             }
         }
         if message.names.is_empty() {
@@ -389,8 +406,8 @@ impl<'a> Session<'a> {
             let flow = Flow {
                 client,
                 server,
-                to_server: Stream::default(),
-                to_client: Stream::default(),
+                to_server: Stream::with_buffer(self.buffers.take()),
+                to_client: Stream::with_buffer(self.buffers.take()),
                 dns_host: self.dns.get(&server.ip()).cloned(),
                 sni: None,
                 http_host: None,
@@ -426,7 +443,7 @@ impl<'a> Session<'a> {
         self.buffered_bytes = (self.buffered_bytes + after).saturating_sub(before);
         if done {
             self.close_flow(key);
-        } else if self.buffered_bytes > BUFFERED_BYTES_MAX {
+        } else if self.buffered_bytes > self.limits.buffered_bytes_max {
             self.flush_largest_flow();
         }
     }
@@ -454,8 +471,8 @@ impl<'a> Session<'a> {
             .map(|(k, _)| *k);
         if let Some(key) = largest {
             self.tally.warnings.push(format!(
-                "{}: more than {BUFFERED_BYTES_MAX} bytes buffered; {} ↔ {} was scanned in pieces",
-                self.label, key.0, key.1
+                "{}: more than {} bytes buffered; {} ↔ {} was scanned in pieces",
+                self.label, self.limits.buffered_bytes_max, key.0, key.1
             ));
             if let Some(mut flow) = self.flows.remove(&key) {
                 self.scan_flow(&mut flow);
@@ -501,6 +518,8 @@ impl<'a> Session<'a> {
         self.begin_tls(flow, &runs, &client_runs);
         self.scan_direction(flow, true, &runs, &marks);
         self.scan_direction(flow, false, &client_runs, &client_marks);
+        runs.into_iter().for_each(|r| self.buffers.give(r.data));
+        client_runs.into_iter().for_each(|r| self.buffers.give(r.data));
     }
 
     fn begin_tls(&mut self, flow: &mut Flow, to_server: &[Run], to_client: &[Run]) {
@@ -649,7 +668,7 @@ impl<'a> Session<'a> {
                         &message,
                         src.ip(),
                         dst,
-                        flow.server.ip(),
+                        flow.server,
                         None,
                         to_server,
                         timing,
@@ -712,7 +731,7 @@ impl<'a> Session<'a> {
             protocol,
             src: src.ip(),
             dst,
-            remote: flow.server.ip(),
+            remote: flow.server,
             host: host
                 .or_else(|| flow.http_host.clone())
                 .or_else(|| flow.sni.clone())
@@ -743,9 +762,9 @@ impl<'a> Session<'a> {
             return;
         }
         let body_offset = offset + message.body_offset;
-        if message.body_cut {
+        if let Some(cut) = message.body_cut {
             self.tally.warnings.push(format!(
-                "{}: http body from {src} to {dst} is cut short; the part captured is scanned",
+                "{}: http body from {src} to {dst} is cut short ({cut}); the part captured is scanned",
                 self.label
             ));
         }
@@ -831,7 +850,7 @@ impl<'a> Session<'a> {
                 protocol: "http",
                 src,
                 dst,
-                remote: entry.server_ip,
+                remote: dst,
                 host: entry.host.clone(),
                 cleartext: entry.cleartext,
                 outbound,

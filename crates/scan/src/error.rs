@@ -16,6 +16,8 @@ pub enum ScanError {
     Profile { path: String, message: String },
     #[error("policy {path}: {message}")]
     Policy { path: String, message: String },
+    #[error("sites {path}: {message}")]
+    Sites { path: String, message: String },
     #[error("{path} is not a pcap, pcapng or har capture (starts with {magic:02x?})")]
     UnknownCaptureFormat { path: PathBuf, magic: Vec<u8> },
     #[error("{path} is not a valid capture: {message}")]

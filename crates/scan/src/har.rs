@@ -101,19 +101,22 @@ pub struct Exchange {
     pub response: Part,
 }
 
-/// Parses a HAR document.
+/// Parses a HAR document: its first `entries_max` exchanges (normally [`HAR_ENTRIES_MAX`]) and
+/// how many entries past them were left out.
 ///
 /// # Errors
-/// A message when the text is not a HAR document or has more than [`HAR_ENTRIES_MAX`] entries.
-pub fn parse(text: &[u8]) -> Result<Vec<Exchange>, String> {
+/// A message when the text is not a HAR document.
+pub fn parse(text: &[u8], entries_max: usize) -> Result<(Vec<Exchange>, usize), String> {
     let har: Har = serde_json::from_slice(text).map_err(|e| format!("not a har file: {e}"))?;
-    if har.log.entries.len() > HAR_ENTRIES_MAX {
-        return Err(format!(
-            "{} entries, at most {HAR_ENTRIES_MAX} allowed",
-            har.log.entries.len()
-        ));
-    }
-    Ok(har.log.entries.into_iter().map(exchange).collect())
+    let dropped = har.log.entries.len().saturating_sub(entries_max);
+    let exchanges = har
+        .log
+        .entries
+        .into_iter()
+        .take(entries_max)
+        .map(exchange)
+        .collect();
+    Ok((exchanges, dropped))
 }
 
 fn head(headers: &[Header]) -> String {

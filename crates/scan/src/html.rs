@@ -43,6 +43,10 @@ svg text{font-size:12px;font-family:inherit}.muted{color:#666}";
 
 fn destination(f: &Finding) -> String {
     let name = f.host.clone().unwrap_or_else(|| f.dst_ip.clone());
+    let name = match &f.site {
+        Some(site) if *site != name => format!("{name} [{site}]"),
+        _ => name,
+    };
     match &f.country {
         Some(c) => format!("{name} ({c})"),
         None => name,
@@ -181,7 +185,7 @@ fn findings_table(findings: &[Finding]) -> String {
     for f in findings {
         let _ = write!(
             out,
-            "<tr><td><span class=\"sev\" style=\"background:{}\">{}</span></td><td>{}</td><td><code>{}</code></td><td>{} {}</td><td>{}<br><span class=\"muted\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            "<tr><td><span class=\"sev\" style=\"background:{}\">{}</span></td><td>{}</td><td><code>{}</code></td><td>{} {}</td><td>{}<br><span class=\"muted\">{}{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
             colour(f.severity),
             f.severity,
             esc(f.identifier.as_str()),
@@ -190,6 +194,10 @@ fn findings_table(findings: &[Finding]) -> String {
             esc(&f.direction),
             esc(&destination(f)),
             esc(&f.dst),
+            f.site
+                .as_deref()
+                .map(|s| format!(" · site {}", esc(s)))
+                .unwrap_or_default(),
             if f.cross_border { "crossed" } else { "" },
             f.count,
             esc(&f.first_seen),

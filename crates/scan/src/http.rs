@@ -44,8 +44,29 @@ pub struct Message<'a> {
     pub body_offset: usize,
     /// Bytes of the stream this message took.
     pub len: usize,
-    /// The body was cut short (by the end of the stream or a limit).
-    pub body_cut: bool,
+    /// The body was cut short, and by what.
+    pub body_cut: Option<BodyCut>,
+}
+
+/// Why a body is shorter than its message said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyCut {
+    /// The stream ended first (the capture missed the rest, or a limit of reassembly cut it).
+    EndOfData,
+    /// It had more than [`CHUNKS_MAX`] chunks.
+    ChunksMax,
+    /// It de-chunked to more than [`BODY_BYTES_MAX`] bytes.
+    BodyBytesMax,
+}
+
+impl std::fmt::Display for BodyCut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyCut::EndOfData => f.write_str("the stream ends first"),
+            BodyCut::ChunksMax => write!(f, "more than {CHUNKS_MAX} chunks"),
+            BodyCut::BodyBytesMax => write!(f, "more than {BODY_BYTES_MAX} bytes"),
+        }
+    }
 }
 
 /// Whether `data` starts like an HTTP/1.x request or response.
@@ -107,26 +128,31 @@ pub fn parse(data: &[u8]) -> Option<Message<'_>> {
     let mut content_length: Option<usize> = None;
     let mut chunked = false;
     for header in headers.iter().take_while(|h| !h.name.is_empty()) {
-        let value = String::from_utf8_lossy(header.value).trim().to_owned();
-        match header.name.to_ascii_lowercase().as_str() {
-            "host" => host = Some(value.to_ascii_lowercase()),
-            "content-type" => content_type = Some(value.to_ascii_lowercase()),
-            "content-encoding" => content_encoding.extend(
-                value
+        // Only five headers matter here; the others are not even copied.
+        let name = header.name;
+        let value = || String::from_utf8_lossy(header.value).trim().to_owned();
+        if name.eq_ignore_ascii_case("host") {
+            host = Some(value().to_ascii_lowercase());
+        } else if name.eq_ignore_ascii_case("content-type") {
+            content_type = Some(value().to_ascii_lowercase());
+        } else if name.eq_ignore_ascii_case("content-encoding") {
+            content_encoding.extend(
+                value()
                     .split(',')
                     .map(|c| c.trim().to_ascii_lowercase())
                     .filter(|c| !c.is_empty() && c != "identity"),
-            ),
-            "content-length" => content_length = value.parse().ok(),
-            "transfer-encoding" => chunked = value.to_ascii_lowercase().contains("chunked"),
-            _ => {}
+            );
+        } else if name.eq_ignore_ascii_case("content-length") {
+            content_length = value().parse().ok();
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value().to_ascii_lowercase().contains("chunked");
         }
     }
     let rest = &data[head_len..];
     let no_body =
         direction == Direction::Response && (status < 200 || status == 204 || status == 304);
-    let (body, consumed, body_cut): (Cow<'_, [u8]>, usize, bool) = if no_body {
-        (Cow::Borrowed(&[][..]), 0, false)
+    let (body, consumed, body_cut): (Cow<'_, [u8]>, usize, Option<BodyCut>) = if no_body {
+        (Cow::Borrowed(&[][..]), 0, None)
     } else if chunked {
         let (body, consumed, cut) = dechunk(rest);
         (Cow::Owned(body), consumed, cut)
@@ -135,13 +161,13 @@ pub fn parse(data: &[u8]) -> Option<Message<'_>> {
         (
             Cow::Borrowed(&rest[..available]),
             available,
-            available < length,
+            (available < length).then_some(BodyCut::EndOfData),
         )
     } else if direction == Direction::Response {
         // No length: the body runs to the end of the connection.
-        (Cow::Borrowed(rest), rest.len(), false)
+        (Cow::Borrowed(rest), rest.len(), None)
     } else {
-        (Cow::Borrowed(&[][..]), 0, false)
+        (Cow::Borrowed(&[][..]), 0, None)
     };
     Some(Message {
         direction,
@@ -157,15 +183,17 @@ pub fn parse(data: &[u8]) -> Option<Message<'_>> {
     })
 }
 
-/// Undoes chunked transfer coding: the body, the bytes it took, and whether it was cut short.
-pub fn dechunk(data: &[u8]) -> (Vec<u8>, usize, bool) {
+/// Undoes chunked transfer coding: the body, the bytes it took, and why it was cut short if it
+/// was. Past [`CHUNKS_MAX`] chunks or [`BODY_BYTES_MAX`] bytes the body ends there; the bytes
+/// after it are left for the caller (who scans them raw).
+pub fn dechunk(data: &[u8]) -> (Vec<u8>, usize, Option<BodyCut>) {
     let mut body = Vec::new();
     let mut at = 0;
     for _ in 0..CHUNKS_MAX {
         let Some(rest) = data.get(at..) else { break };
         let Ok(httparse::Status::Complete((size_len, size))) = httparse::parse_chunk_size(rest)
         else {
-            return (body, data.len(), true);
+            return (body, data.len(), Some(BodyCut::EndOfData));
         };
         at += size_len;
         if size == 0 {
@@ -176,14 +204,17 @@ pub fn dechunk(data: &[u8]) -> (Vec<u8>, usize, bool) {
                 .map(|_| 2)
                 .or_else(|| memchr::memmem::find(rest, b"\r\n\r\n").map(|n| n + 4))
                 .unwrap_or(rest.len());
-            return (body, at + end, false);
+            return (body, at + end, None);
         }
         let size = usize::try_from(size).unwrap_or(usize::MAX);
         let available = size.min(data.len() - at);
         let room = BODY_BYTES_MAX.saturating_sub(body.len());
         body.extend_from_slice(&data[at..at + available.min(room)]);
-        if available < size || room < available {
-            return (body, data.len(), true);
+        if room < available {
+            return (body, at + room, Some(BodyCut::BodyBytesMax));
+        }
+        if available < size {
+            return (body, data.len(), Some(BodyCut::EndOfData));
         }
         at += size;
         // The CRLF after the chunk data.
@@ -191,7 +222,7 @@ pub fn dechunk(data: &[u8]) -> (Vec<u8>, usize, bool) {
             at += 2;
         }
     }
-    (body, at.min(data.len()), true)
+    (body, at.min(data.len()), Some(BodyCut::ChunksMax))
 }
 
 #[cfg(test)]
@@ -213,14 +244,14 @@ mod tests {
         let data = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n6\r\n world\r\n0\r\n\r\nHTTP/1.1 204 No\r\n\r\n";
         let m = parse(data).unwrap();
         assert_eq!(&*m.body, b"hello world");
-        assert!(!m.body_cut);
+        assert_eq!(m.body_cut, None);
         assert!(data[m.len..].starts_with(b"HTTP/1.1 204"));
     }
 
     #[test]
     fn truncated_body_is_marked_cut() {
         let m = parse(b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc").unwrap();
-        assert!(m.body_cut);
+        assert_eq!(m.body_cut, Some(BodyCut::EndOfData));
         assert_eq!(&*m.body, b"abc");
     }
 
@@ -244,6 +275,30 @@ mod tests {
     fn absurd_chunk_size_does_not_panic() {
         let (body, _, cut) = dechunk(b"ffffffffffffffff\r\nabc");
         assert_eq!(body, b"abc");
-        assert!(cut);
+        assert_eq!(cut, Some(BodyCut::EndOfData));
+    }
+
+    #[test]
+    fn body_bytes_max_cuts_a_chunked_body_and_leaves_the_rest() {
+        let size = BODY_BYTES_MAX + 10;
+        let mut data = format!("{size:x}\r\n").into_bytes();
+        let head = data.len();
+        data.resize(head + size, b'a');
+        data.extend_from_slice(b"\r\n0\r\n\r\n");
+        let (body, consumed, cut) = dechunk(&data);
+        assert_eq!(body.len(), BODY_BYTES_MAX);
+        assert_eq!(cut, Some(BodyCut::BodyBytesMax));
+        assert_eq!(consumed, head + BODY_BYTES_MAX, "the rest is the caller's");
+    }
+
+    #[test]
+    fn chunks_max_ends_the_body_and_leaves_the_rest() {
+        let mut data = b"1\r\nx\r\n".repeat(CHUNKS_MAX);
+        let kept = data.len();
+        data.extend_from_slice(b"1\r\ny\r\n0\r\n\r\n");
+        let (body, consumed, cut) = dechunk(&data);
+        assert_eq!(body.len(), CHUNKS_MAX);
+        assert_eq!(cut, Some(BodyCut::ChunksMax));
+        assert_eq!(consumed, kept);
     }
 }

@@ -1,9 +1,9 @@
-//! IPv4 fragment reassembly, bounded.
+//! IP fragment reassembly (IPv4 fragments, and IPv6 fragment extension headers), bounded.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-/// Largest IPv4 datagram payload.
+/// Largest datagram payload (IPv4's total length and IPv6's payload length are 16 bits).
 pub const DATAGRAM_BYTES_MAX: usize = 65_535;
 /// Most datagrams waiting for fragments at once; the oldest is dropped past this, with a warning.
 pub const FRAGMENTED_DATAGRAMS_MAX: usize = 4096;
@@ -14,7 +14,7 @@ pub const FRAGMENTS_PER_DATAGRAM_MAX: usize = 256;
 struct Key {
     src: IpAddr,
     dst: IpAddr,
-    id: u16,
+    id: u32,
     protocol: u8,
 }
 
@@ -148,10 +148,25 @@ mod tests {
     }
 
     #[test]
+    fn fragments_per_datagram_max_drops_the_datagram() {
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut d = Defragmenter::default();
+        // One byte apart: every fragment overlaps the next, none completes the datagram.
+        for i in 0..FRAGMENTS_PER_DATAGRAM_MAX {
+            assert_eq!(d.add(a, a, 17, frag(i * 8, true), b"12345678"), None);
+        }
+        assert_eq!(d.dropped, 0);
+        let last = FRAGMENTS_PER_DATAGRAM_MAX * 8;
+        assert_eq!(d.add(a, a, 17, frag(last, false), b"end"), None);
+        assert_eq!(d.dropped, 1);
+        assert_eq!(d.incomplete(), 0, "the datagram is given up, not kept");
+    }
+
+    #[test]
     fn fragmented_datagrams_max_drops_the_oldest() {
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let mut d = Defragmenter::default();
-        for id in 0..=FRAGMENTED_DATAGRAMS_MAX as u16 {
+        for id in 0..=FRAGMENTED_DATAGRAMS_MAX as u32 {
             let f = Fragment {
                 id,
                 offset: 0,

@@ -26,6 +26,7 @@ pub mod diff;
 pub mod dns;
 pub mod engine;
 mod error;
+mod fxhash;
 pub mod geo;
 pub mod har;
 pub mod html;
@@ -41,6 +42,7 @@ pub mod progress;
 pub mod reassembly;
 pub mod report;
 pub mod run;
+pub mod sites;
 pub mod synth;
 pub mod tls;
 pub mod tls_decrypt;
@@ -54,6 +56,7 @@ pub use error::ScanError;
 pub use policy::{Policy, Severity};
 pub use profile::Profile;
 pub use report::{Finding, Report, TlsFlowReport};
+pub use sites::{Site, Sites};
 
 use capture::CaptureFormat;
 use engine::{Session, Tally};
@@ -61,6 +64,31 @@ use progress::Progress;
 
 /// Bytes of a file read between two progress updates.
 const PROGRESS_STEP_BYTES: u64 = 4 << 20;
+
+/// The bounds a scan enforces on what it holds. [`Limits::default`] is the named constants;
+/// tests lower them to cross them without gigabytes of input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// [`engine::BUFFERED_BYTES_MAX`].
+    pub buffered_bytes_max: usize,
+    /// [`engine::DNS_ANSWERS_MAX`].
+    pub dns_answers_max: usize,
+    /// [`har::HAR_BYTES_MAX`].
+    pub har_bytes_max: u64,
+    /// [`har::HAR_ENTRIES_MAX`].
+    pub har_entries_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            buffered_bytes_max: engine::BUFFERED_BYTES_MAX,
+            dns_answers_max: engine::DNS_ANSWERS_MAX,
+            har_bytes_max: har::HAR_BYTES_MAX,
+            har_entries_max: har::HAR_ENTRIES_MAX,
+        }
+    }
+}
 
 /// A profile compiled into a matcher, with the policy and the country database.
 #[derive(Debug)]
@@ -70,6 +98,8 @@ pub struct Scanner {
     matcher: matcher::Matcher,
     geo: geo::Geo,
     policy: Policy,
+    sites: Sites,
+    limits: Limits,
     keys: keylog::KeyLog,
 }
 
@@ -88,12 +118,30 @@ impl Scanner {
             matcher,
             geo: geo::Geo::new()?,
             policy,
+            sites: Sites::default(),
+            limits: Limits::default(),
             keys: keylog::KeyLog::default(),
         })
     }
 
+    /// Lowers (or raises) the bounds of [`Limits`].
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Scanner {
+        self.limits = limits;
+        self
+    }
+
+    /// Places destinations the country database cannot (lab networks, loopback): a finding
+    /// whose remote party is one of `sites` takes its country and name.
+    #[must_use]
+    pub fn with_sites(mut self, sites: Sites) -> Scanner {
+        self.sites = sites;
+        self
+    }
+
     /// Decrypts TLS 1.2 and 1.3 flows whose secrets `keys` holds (besides any secrets a
     /// pcapng capture carries itself).
+    #[must_use]
     pub fn with_keys(mut self, keys: keylog::KeyLog) -> Scanner {
         self.keys = keys;
         self
@@ -166,6 +214,7 @@ impl Scanner {
         file.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
         progress.begin(&path.display().to_string(), size);
         let mut session = Session::new(&self.matcher, tally, index, path);
+        session.limits = self.limits;
         session.set_keys(&self.keys);
         match format {
             CaptureFormat::Pcap | CaptureFormat::Pcapng => {
@@ -195,19 +244,30 @@ impl Scanner {
             }
             CaptureFormat::Har => {
                 let mut text = Vec::new();
-                file.take(har::HAR_BYTES_MAX + 1)
+                let har_bytes_max = self.limits.har_bytes_max;
+                file.take(har_bytes_max + 1)
                     .read_to_end(&mut text)
                     .map_err(io)?;
-                if text.len() as u64 > har::HAR_BYTES_MAX {
+                if text.len() as u64 > har_bytes_max {
                     return Err(ScanError::Capture {
                         path: path.to_owned(),
-                        message: format!("larger than {} bytes", har::HAR_BYTES_MAX),
+                        message: format!("a har file larger than {har_bytes_max} bytes"),
                     });
                 }
-                let exchanges = har::parse(&text).map_err(|message| ScanError::Capture {
-                    path: path.to_owned(),
-                    message,
-                })?;
+                let (exchanges, dropped) =
+                    har::parse(&text, self.limits.har_entries_max).map_err(|message| {
+                        ScanError::Capture {
+                            path: path.to_owned(),
+                            message,
+                        }
+                    })?;
+                if dropped > 0 {
+                    session.warn(format!(
+                        "{}: more than {} har entries; the last {dropped} are not scanned",
+                        path.display(),
+                        self.limits.har_entries_max
+                    ));
+                }
                 for (i, exchange) in exchanges.iter().enumerate() {
                     session.har_entry(exchange, i as u64 + 1);
                 }
@@ -230,15 +290,22 @@ impl Scanner {
     fn report(&self, tally: Tally, captures: Vec<report::CaptureInfo>) -> Report {
         let home = self.profile.device.home_country.as_str().to_owned();
         let mut countries: HashMap<IpAddr, Option<String>> = HashMap::new();
+        let sites = &self.sites;
         let mut findings: Vec<Finding> = tally
             .findings
             .into_iter()
             .map(|(key, occ)| {
                 let kind = self.targets[key.target].kind;
-                let country = countries
-                    .entry(key.place.remote)
-                    .or_insert_with(|| self.geo.country(key.place.remote))
-                    .clone();
+                let remote = key.place.remote;
+                // A site names what the database cannot place (a lab, loopback): it wins.
+                let site = sites.find(remote);
+                let country = match site {
+                    Some(site) => Some(site.country.as_str().to_owned()),
+                    None => countries
+                        .entry(remote.ip())
+                        .or_insert_with(|| self.geo.country(remote.ip()))
+                        .clone(),
+                };
                 let cross_border = country.as_deref().is_some_and(|c| c != home);
                 let hashed = ["md5", "sha1", "sha256"]
                     .iter()
@@ -263,7 +330,8 @@ impl Scanner {
                     src: occ.src.to_string(),
                     dst: key.place.dst.to_string(),
                     dst_ip: key.place.dst.ip().to_string(),
-                    host: key.place.host,
+                    host: key.place.host.or_else(|| site.map(|s| s.name.clone())),
+                    site: site.map(|s| s.name.clone()),
                     country,
                     cross_border,
                     cleartext: key.place.cleartext,

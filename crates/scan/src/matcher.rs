@@ -14,7 +14,7 @@
 //! base64 blobs, are found with `memchr::memmem`, whose SIMD search runs at memory speed.
 
 use crate::ScanError;
-use crate::needle::{NEEDLES_MAX, Needle};
+use crate::needle::{NEEDLES_MAX, Needle, Role};
 
 /// What a pattern stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +23,9 @@ pub enum Hit {
     Identifier { target: usize, encoding: String },
     /// The start of a base64 blob of compressed data, worth decoding and searching again.
     CompressedBase64,
+    /// An identifier base64-encoded twice, `skip` characters into its base64 group: the blob
+    /// around it is worth decoding and searching again.
+    Base64Wrapper { skip: u8 },
 }
 
 /// Where a pattern matched, and what it stands for.
@@ -45,10 +48,12 @@ const HASH_BITS: u32 = 17;
 const BITMAP_WORDS: usize = (1 << HASH_BITS) / 64;
 const _: () = assert!(crate::needle::NEEDLE_BYTES_MIN >= 2);
 
-/// The base64 starts of gzip (`1f 8b 08`) and zstd (`28 b5 2f fd`) data, and the first two
-/// characters of zlib's (`78 9c` → `eJ`, `78 da` → `eN`, checked further in
-/// [`Matcher::find_all`]): a blob that starts like this is decoded and searched again.
-const COMPRESSED_BASE64_MARKERS: [&[u8]; 4] = [b"H4sI", b"KLUv", b"eJ", b"eN"];
+/// The base64 starts of gzip (`1f 8b 08`) and zstd (`28 b5 2f fd`) data, and the first three
+/// characters of zlib's (`78 9c` → `eJw`..`eJz`, `78 da` → `eNo`..`eNr`, the third character
+/// taking two bits of the next byte): a blob that starts like this is decoded and searched again.
+const COMPRESSED_BASE64_MARKERS: [&[u8]; 10] = [
+    b"H4sI", b"KLUv", b"eJw", b"eJx", b"eJy", b"eJz", b"eNo", b"eNp", b"eNq", b"eNr",
+];
 
 fn anchor_hash(anchor: u32) -> usize {
     (anchor.wrapping_mul(0x9e37_79b1) >> (32 - HASH_BITS)) as usize
@@ -69,9 +74,13 @@ pub struct Matcher {
     /// Entries by gram hash: `entries[bucket_start[h]..bucket_start[h + 1]]`.
     bucket_start: Vec<u32>,
     entries: Vec<Entry>,
-    /// Patterns shorter than [`SAMPLED_BYTES_MIN`], found with memmem, and marker finders.
+    /// Patterns shorter than [`SAMPLED_BYTES_MIN`], found with memmem.
     short: Vec<(memchr::memmem::Finder<'static>, u32)>,
-    markers: Vec<(memchr::memmem::Finder<'static>, u32)>,
+    /// The markers, all found in one pass of a SIMD multi-pattern searcher (aho-corasick's
+    /// Teddy), where the CPU has one; else one memmem pass each. Markers are two and a half
+    /// characters long and common in text, so they cannot go through the sampled filter, and
+    /// a pass each cost a tenth of the scan.
+    markers: Markers,
     patterns: Vec<Vec<u8>>,
     /// For each distinct pattern, every hit it stands for.
     hits: Vec<Vec<Hit>>,
@@ -97,13 +106,17 @@ impl Matcher {
         }
         let mut by_pattern: std::collections::BTreeMap<&[u8], Vec<Hit>> = Default::default();
         for needle in needles {
-            by_pattern
-                .entry(&needle.pattern)
-                .or_default()
-                .push(Hit::Identifier {
+            let hit = match needle.role {
+                Role::Identifier => Hit::Identifier {
                     target: needle.target,
                     encoding: needle.encoding.clone(),
-                });
+                },
+                Role::Base64Wrapper { skip } => Hit::Base64Wrapper { skip },
+            };
+            let hits = by_pattern.entry(&needle.pattern).or_default();
+            if !hits.contains(&hit) {
+                hits.push(hit);
+            }
         }
         let mut patterns = Vec::with_capacity(by_pattern.len() + 4);
         let mut hits = Vec::with_capacity(by_pattern.len() + 4);
@@ -111,13 +124,12 @@ impl Matcher {
             patterns.push(pattern.to_vec());
             hits.push(hit);
         }
-        let mut markers = Vec::new();
+        let marker_base = u32::try_from(patterns.len()).unwrap_or(u32::MAX);
         for marker in COMPRESSED_BASE64_MARKERS {
-            let id = u32::try_from(patterns.len()).unwrap_or(u32::MAX);
-            markers.push((memchr::memmem::Finder::new(marker).into_owned(), id));
             patterns.push(marker.to_vec());
             hits.push(vec![Hit::CompressedBase64]);
         }
+        let markers = Markers::new(marker_base);
         let mut entries = Vec::new();
         let mut short = Vec::new();
         for (id, pattern) in patterns.iter().enumerate() {
@@ -190,23 +202,7 @@ impl Matcher {
                 from = start + 1;
             }
         }
-        for (finder, id) in &self.markers {
-            for start in finder.find_iter(haystack) {
-                let third = haystack.get(start + 2).copied();
-                let zlib = match &haystack[start..start + 2] {
-                    b"eJ" => matches!(third, Some(b'w'..=b'z')),
-                    b"eN" => matches!(third, Some(b'o'..=b'r')),
-                    _ => true,
-                };
-                if zlib {
-                    out.push(Match {
-                        start,
-                        end: start + self.patterns[*id as usize].len(),
-                        entry: *id,
-                    });
-                }
-            }
-        }
+        self.markers.find_all(haystack, out);
     }
 
     #[cold]
@@ -231,9 +227,80 @@ impl Matcher {
     }
 }
 
+/// Finds every [`COMPRESSED_BASE64_MARKERS`] occurrence.
+#[derive(Debug, Clone)]
+struct Markers {
+    /// The entry of the first marker; the others follow in order.
+    base: u32,
+    teddy: Option<aho_corasick::packed::Searcher>,
+    finders: Vec<memchr::memmem::Finder<'static>>,
+}
+
+impl Markers {
+    fn new(base: u32) -> Markers {
+        let mut builder = aho_corasick::packed::Config::new()
+            .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
+            .builder();
+        for marker in COMPRESSED_BASE64_MARKERS {
+            builder.add(marker);
+        }
+        Markers {
+            base,
+            teddy: builder.build(),
+            finders: COMPRESSED_BASE64_MARKERS
+                .iter()
+                .map(|m| memchr::memmem::Finder::new(m).into_owned())
+                .collect(),
+        }
+    }
+
+    fn find_all(&self, haystack: &[u8], out: &mut Vec<Match>) {
+        let push = |out: &mut Vec<Match>, index: usize, start: usize| {
+            out.push(Match {
+                start,
+                end: start + COMPRESSED_BASE64_MARKERS[index].len(),
+                entry: self.base + index as u32,
+            });
+        };
+        match &self.teddy {
+            // Markers cannot overlap one another (none is a prefix or suffix of another), so
+            // non-overlapping leftmost matches are all of them.
+            Some(teddy) => {
+                for m in teddy.find_iter(haystack) {
+                    push(out, m.pattern().as_usize(), m.start());
+                }
+            }
+            None => {
+                for (index, finder) in self.finders.iter().enumerate() {
+                    for start in finder.find_iter(haystack) {
+                        push(out, index, start);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn markers_are_found_by_either_searcher() {
+        let haystack = b"x H4sIAAAA eJwrzs eJa eNrK KLUv H4sIH4sI eJz";
+        let expected = [2, 11, 22, 27, 32, 36, 41];
+        let markers = Markers::new(100);
+        let mut fallback = markers.clone();
+        fallback.teddy = None;
+        for m in [markers, fallback] {
+            let mut out = Vec::new();
+            m.find_all(haystack, &mut out);
+            let mut starts: Vec<usize> = out.iter().map(|m| m.start).collect();
+            starts.sort_unstable();
+            assert_eq!(starts, expected);
+            assert!(out.iter().all(|m| (100..110).contains(&m.entry)));
+        }
+    }
 
     /// Every occurrence of every pattern, by brute force.
     fn naive(patterns: &[Vec<u8>], haystack: &[u8]) -> Vec<(usize, usize)> {
@@ -274,6 +341,7 @@ mod tests {
                     pattern: p.clone(),
                     target: i,
                     encoding: "plain".into(),
+                    role: Role::Identifier,
                 })
                 .collect();
             let matcher = Matcher::new(&needles).unwrap();

@@ -17,6 +17,10 @@ pub const NEEDLE_BYTES_MIN: usize = 4;
 pub const BASE64_CORE_BYTES_MIN: usize = 6;
 /// Most patterns one profile may expand to, so that the automaton stays small and in cache.
 pub const NEEDLES_MAX: usize = 200_000;
+/// Shortest core of a twice-base64-encoded value we search: shorter ones would go through a
+/// memmem pass of their own instead of the sampled filter.
+pub const NESTED_BASE64_CORE_BYTES_MIN: usize = 8;
+const _: () = assert!(NESTED_BASE64_CORE_BYTES_MIN >= crate::matcher::SAMPLED_BYTES_MIN);
 
 /// One thing we look for: an identifier of the profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +38,20 @@ pub struct Needle {
     pub target: usize,
     /// How the value is written, e.g. `plain`, `base64`, `sha256(e164)`.
     pub encoding: String,
+    pub role: Role,
+}
+
+/// What finding a pattern means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// The identifier itself, written in `encoding`.
+    Identifier,
+    /// The identifier base64-encoded, then base64-encoded again: not a finding by itself, but
+    /// the sign of a base64 blob worth decoding and searching again (where the single base64
+    /// encoding is then found, with both layers in its decode chain). `skip` is how many
+    /// characters into its 4-character base64 group the pattern starts, to find the blob's
+    /// group boundaries.
+    Base64Wrapper { skip: u8 },
 }
 
 /// Expands a profile into its targets and the patterns that find them.
@@ -58,8 +76,13 @@ pub fn expand(profile: &Profile) -> (Vec<Target>, Vec<Needle>) {
             kind,
             value: value.to_owned(),
         });
-        for (form, text) in forms {
-            encode_form(target, &form, &text, kind, &mut needles);
+        for (index, (form, text)) in forms.iter().enumerate() {
+            encode_form(target, form, text, kind, &mut needles);
+            // Twice base64: only the value as the profile gives it (the first form), which keeps
+            // the filter's bitmap sparse; every other form would multiply its patterns by nine.
+            if index == 0 && kind != IdentifierKind::Location {
+                encode_nested_base64(target, form, text, &mut needles);
+            }
         }
     };
     for (kind, value) in simple {
@@ -270,6 +293,7 @@ fn encode_form(target: usize, form: &str, text: &str, kind: IdentifierKind, out:
                 pattern,
                 target,
                 encoding: label(form, encoding),
+                role: Role::Identifier,
             });
         }
     };
@@ -322,6 +346,44 @@ fn encode_form(target: usize, form: &str, text: &str, kind: IdentifierKind, out:
     }
 }
 
+/// The patterns of `text` base64-encoded twice (standard or URL alphabet, any alignment, each
+/// time): the core of the base64 of every base64 core of `text`.
+fn encode_nested_base64(target: usize, form: &str, text: &str, out: &mut Vec<Needle>) {
+    let engines = [
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ];
+    let mut inner = std::collections::BTreeSet::new();
+    for engine in engines {
+        for alignment in 0..3 {
+            let core = base64_core(engine, text.as_bytes(), alignment);
+            if core.len() >= BASE64_CORE_BYTES_MIN {
+                inner.insert(core);
+            }
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for core in inner {
+        for engine in engines {
+            for (alignment, &skip) in BASE64_CORE_SKIP.iter().enumerate() {
+                let outer = base64_core(engine, &core, alignment);
+                if outer.len() >= NESTED_BASE64_CORE_BYTES_MIN && seen.insert(outer.clone()) {
+                    out.push(Needle {
+                        pattern: outer,
+                        target,
+                        encoding: label(form, "base64(base64)"),
+                        role: Role::Base64Wrapper { skip },
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Characters at the start of `base64(prefix ++ value)` that depend on the prefix, by the
+/// prefix's length: the core starts this far into its 4-character group.
+const BASE64_CORE_SKIP: [u8; 3] = [0, 2, 3];
+
 /// The part of `base64(prefix ++ value)` that does not depend on what surrounds the value, where
 /// `prefix` is `alignment` bytes: the value sits at that offset modulo 3 in the encoded data.
 /// Padding and the following bytes only change characters outside this core, so the core matches
@@ -336,7 +398,7 @@ pub fn base64_core(
     data.extend_from_slice(value);
     let encoded = engine.encode(&data).into_bytes();
     // Characters fully determined by the prefix or straddling it.
-    let skip = [0, 2, 3][alignment];
+    let skip = usize::from(BASE64_CORE_SKIP[alignment]);
     // Characters whose six bits all lie inside `data`.
     let end = (data.len() * 8) / 6;
     if end <= skip {

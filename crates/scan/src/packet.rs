@@ -34,7 +34,7 @@ pub const IPV6_EXTENSIONS_MAX: usize = 8;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
-/// An IP packet, or an IPv4 fragment of one.
+/// An IP packet, or an IPv4 or IPv6 fragment of one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IpPacket<'a> {
     pub src: IpAddr,
@@ -44,10 +44,12 @@ pub struct IpPacket<'a> {
     pub fragment: Option<Fragment>,
 }
 
-/// The IPv4 fragment fields of a packet that is one piece of a larger datagram.
+/// The fragment fields of a packet that is one piece of a larger datagram: from the IPv4
+/// header, or from an IPv6 fragment extension header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fragment {
-    pub id: u16,
+    /// The IPv4 identification (16 bits) or the IPv6 one (32 bits).
+    pub id: u32,
     /// Where this piece goes in the datagram's payload, in bytes.
     pub offset: usize,
     pub more: bool,
@@ -151,7 +153,11 @@ fn parse_ipv4(data: &[u8]) -> Option<IpPacket<'_>> {
     let payload = data.get(header_len..end.min(data.len()))?;
     let more = flags_offset & 0x2000 != 0;
     let offset = usize::from(flags_offset & 0x1fff) * 8;
-    let fragment = (more || offset != 0).then_some(Fragment { id, offset, more });
+    let fragment = (more || offset != 0).then_some(Fragment {
+        id: u32::from(id),
+        offset,
+        more,
+    });
     Some(IpPacket {
         src: IpAddr::V4(src),
         dst: IpAddr::V4(dst),
@@ -171,6 +177,7 @@ fn parse_ipv6(data: &[u8]) -> Option<IpPacket<'_>> {
     let dst: [u8; 16] = data.get(24..40)?.try_into().ok()?;
     let end = 40_usize.checked_add(payload_len)?.min(data.len());
     let mut at = 40;
+    let mut fragment = None;
     for _ in 0..IPV6_EXTENSIONS_MAX {
         match next {
             // Hop-by-hop, routing, destination options: length in 8-byte units after the first 8.
@@ -179,14 +186,20 @@ fn parse_ipv6(data: &[u8]) -> Option<IpPacket<'_>> {
                 next = *data.get(at)?;
                 at = at.checked_add(len)?;
             }
-            // Fragment header: we reassemble IPv4 only; a non-first IPv6 fragment is dropped.
+            // Fragment header: what follows is one piece of the fragmentable part, which may
+            // itself begin with extension headers; those are walked after reassembly
+            // ([`skip_ipv6_extensions`]), so stop here.
             44 => {
-                let offset = be16(data, at + 2)? & 0xfff8;
-                if offset != 0 {
-                    return None;
-                }
+                let field = be16(data, at + 2)?;
+                let id = be32(data, at + 4)?;
                 next = *data.get(at)?;
                 at = at.checked_add(8)?;
+                fragment = Some(Fragment {
+                    id,
+                    offset: usize::from(field & 0xfff8),
+                    more: field & 1 != 0,
+                });
+                break;
             }
             _ => break,
         }
@@ -196,8 +209,28 @@ fn parse_ipv6(data: &[u8]) -> Option<IpPacket<'_>> {
         dst: IpAddr::V6(Ipv6Addr::from(dst)),
         protocol: next,
         payload: data.get(at..end.max(at))?,
-        fragment: None,
+        fragment,
     })
+}
+
+/// Walks the IPv6 extension headers at the start of a reassembled fragmentable part: the
+/// transport protocol and its bytes. `None` when a header is cut short or there are more than
+/// [`IPV6_EXTENSIONS_MAX`], or when a fragment header appears again (a fragment inside a
+/// fragment is not something a sender does).
+pub fn skip_ipv6_extensions(mut next: u8, data: &[u8]) -> Option<(u8, &[u8])> {
+    let mut at = 0_usize;
+    for _ in 0..IPV6_EXTENSIONS_MAX {
+        match next {
+            0 | 43 | 60 => {
+                let len = (usize::from(*data.get(at.checked_add(1)?)?) + 1) * 8;
+                next = *data.get(at)?;
+                at = at.checked_add(len)?;
+            }
+            44 => return None,
+            _ => return Some((next, data.get(at..)?)),
+        }
+    }
+    None
 }
 
 pub fn parse_tcp(data: &[u8]) -> Option<TcpSegment<'_>> {
@@ -243,6 +276,33 @@ mod tests {
         frame.extend_from_slice(&[0x08, 0x00]);
         let (ethertype, _) = parse_link(LinkType::ETHERNET, &frame).unwrap();
         assert_eq!(ethertype, ETHERTYPE_VLAN, "the fifth tag is not unwrapped");
+    }
+
+    #[test]
+    fn ipv6_fragment_header_fields_and_extensions_after_reassembly() {
+        let mut p = vec![0x60, 0, 0, 0, 0, 16, 44, 64];
+        p.extend_from_slice(&[0; 32]);
+        // Fragment header: next = destination options, offset 2 (x8 bytes), more, id 0xdeadbeef.
+        p.extend_from_slice(&[60, 0, 0, 17, 0xde, 0xad, 0xbe, 0xef]);
+        p.extend_from_slice(&[1; 8]);
+        let ip = parse_ip(ETHERTYPE_IPV6, &p).unwrap();
+        assert_eq!(ip.protocol, 60);
+        assert_eq!(
+            ip.fragment,
+            Some(Fragment {
+                id: 0xdead_beef,
+                offset: 16,
+                more: true,
+            })
+        );
+        assert_eq!(ip.payload, &[1; 8]);
+        // Destination options (8 bytes) then UDP.
+        let whole = [17, 0, 0, 0, 0, 0, 0, 0, 9, 9];
+        assert_eq!(skip_ipv6_extensions(60, &whole), Some((17, &[9_u8, 9][..])));
+        assert_eq!(skip_ipv6_extensions(60, &whole[..4]), None);
+        assert_eq!(skip_ipv6_extensions(44, &whole), None);
+        let deep = [60, 0, 0, 0, 0, 0, 0, 0].repeat(IPV6_EXTENSIONS_MAX + 1);
+        assert_eq!(skip_ipv6_extensions(60, &deep), None);
     }
 
     #[test]

@@ -24,7 +24,10 @@ pub struct Finding {
     pub dst_ip: String,
     /// The remote party's name, from HTTP Host, TLS SNI or an earlier DNS answer.
     pub host: Option<String>,
-    /// The remote party's country (ISO 3166 alpha-2).
+    /// The name of the `--sites` entry the remote party matched, if any.
+    pub site: Option<String>,
+    /// The remote party's country (ISO 3166 alpha-2): the site's when it matched one, else the
+    /// IP-to-country database's.
     pub country: Option<String>,
     pub cross_border: bool,
     pub cleartext: bool,
@@ -114,12 +117,13 @@ impl Report {
         if self.findings.is_empty() {
             let _ = writeln!(out, "No findings.");
         } else {
-            let header = [
+            let mut header = vec![
                 "SEVERITY",
                 "IDENTIFIER",
                 "DECODE CHAIN",
                 "PROTOCOL",
                 "HOST",
+                "SITE",
                 "DST",
                 "COUNTRY",
                 "BORDER",
@@ -127,11 +131,11 @@ impl Report {
                 "FIRST SEEN",
                 "FRAME",
             ];
-            let rows: Vec<[String; 11]> = self
+            let mut rows: Vec<Vec<String>> = self
                 .findings
                 .iter()
                 .map(|f| {
-                    [
+                    vec![
                         f.severity.as_str().to_owned(),
                         f.identifier.as_str().to_owned(),
                         f.chain.join(">"),
@@ -145,6 +149,7 @@ impl Report {
                             }
                         ),
                         f.host.clone().unwrap_or_else(|| "-".into()),
+                        f.site.clone().unwrap_or_else(|| "-".into()),
                         f.dst.clone(),
                         f.country.clone().unwrap_or_else(|| "-".into()),
                         if f.cross_border {
@@ -158,7 +163,18 @@ impl Report {
                     ]
                 })
                 .collect();
-            let mut widths = header.map(str::len);
+            // The SITE column only when `--sites` named the destination of some finding.
+            if self.findings.iter().all(|f| f.site.is_none()) {
+                let site = header
+                    .iter()
+                    .position(|h| *h == "SITE")
+                    .unwrap_or(header.len());
+                header.remove(site);
+                for row in &mut rows {
+                    row.remove(site);
+                }
+            }
+            let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
             for row in &rows {
                 for (w, cell) in widths.iter_mut().zip(row) {
                     *w = (*w).max(cell.chars().count());
@@ -166,7 +182,7 @@ impl Report {
             }
             let line = |cells: &[&str]| {
                 let mut s = String::new();
-                for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+                for (i, (cell, &w)) in cells.iter().zip(widths.iter()).enumerate() {
                     if i + 1 == cells.len() {
                         s.push_str(cell);
                     } else {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use crate::keylog::KeyLog;
 use crate::progress::Progress;
-use crate::{Policy, Profile, ScanError, Scanner, Severity};
+use crate::{Policy, Profile, ScanError, Scanner, Severity, Sites};
 
 /// Largest policy file we read.
 pub const POLICY_BYTES_MAX: u64 = 1 << 20;
@@ -27,11 +27,23 @@ pub enum Inputs {
 pub struct Request {
     pub profile: PathBuf,
     pub policy: Option<PathBuf>,
+    /// Destinations the country database cannot place, by address: from `--sites FILE`
+    /// ([`read_sites`]) or built by the caller ([`Sites::new`]). Empty for none.
+    pub sites: Sites,
     pub inputs: Inputs,
     pub format: OutputFormat,
     /// TLS key logs (SSLKEYLOGFILE format) to decrypt TLS 1.2 and 1.3 with; a bad line in one
     /// is an error naming the file and line.
     pub keylogs: Vec<PathBuf>,
+}
+
+/// Reads a sites file (`--sites FILE`).
+///
+/// # Errors
+/// When the file cannot be read or is not a valid sites file; the message names the problem.
+pub fn read_sites(path: &PathBuf) -> Result<Sites, ScanError> {
+    let text = read_small(path, crate::sites::SITES_BYTES_MAX as u64)?;
+    Sites::from_toml(&text, &path.display().to_string())
 }
 
 /// The rendered report and the rating an exit code is decided on.
@@ -54,6 +66,12 @@ fn read_small(path: &PathBuf, limit: u64) -> Result<String, ScanError> {
         .take(limit + 1)
         .read_to_string(&mut text)
         .map_err(io)?;
+    if text.len() as u64 > limit {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {limit} bytes"),
+        )));
+    }
     Ok(text)
 }
 
@@ -105,7 +123,9 @@ pub fn execute(request: &Request, progress: &mut dyn Progress) -> Result<Outcome
         None => Policy::builtin(),
     };
     let keys = read_keylogs(&request.keylogs)?;
-    let scanner = Scanner::new(profile, policy)?.with_keys(keys);
+    let scanner = Scanner::new(profile, policy)?
+        .with_sites(request.sites.clone())
+        .with_keys(keys);
     match &request.inputs {
         Inputs::Scan(paths) => {
             let report = scanner.scan_paths(paths, progress)?;

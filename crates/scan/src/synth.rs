@@ -185,6 +185,33 @@ pub fn ipv4_fragments(packet: &[u8], payload_bytes: usize) -> Vec<Vec<u8>> {
     out
 }
 
+/// Splits an IPv6 packet (a bare 40-byte header, no extension headers) into fragments
+/// carrying at most `payload_bytes` (a multiple of 8) each, with fragment extension headers
+/// of identification `id`.
+pub fn ipv6_fragments(packet: &[u8], payload_bytes: usize, id: u32) -> Vec<Vec<u8>> {
+    let header = &packet[..40];
+    let next = header[6];
+    let payload = &packet[40..];
+    let mut out = Vec::new();
+    let mut offset = 0;
+    while offset < payload.len() {
+        let end = (offset + payload_bytes).min(payload.len());
+        let mut p = header.to_vec();
+        p[6] = 44;
+        let len = u16::try_from(8 + end - offset).unwrap_or(u16::MAX);
+        p[4..6].copy_from_slice(&len.to_be_bytes());
+        let more = u16::from(end < payload.len());
+        let field = (u16::try_from(offset).unwrap_or(0) & 0xfff8) | more;
+        p.extend_from_slice(&[next, 0]);
+        p.extend_from_slice(&field.to_be_bytes());
+        p.extend_from_slice(&id.to_be_bytes());
+        p.extend_from_slice(&payload[offset..end]);
+        out.push(p);
+        offset = end;
+    }
+    out
+}
+
 pub fn tcp(src_port: u16, dst_port: u16, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
     let mut t = Vec::with_capacity(20 + payload.len());
     t.extend_from_slice(&src_port.to_be_bytes());

@@ -1,5 +1,6 @@
 //! The `sovereign` binary as a user runs it.
 
+mod device;
 mod migrate;
 mod ops;
 #[path = "../../../cloud/tests/it/pg_cluster.rs"]

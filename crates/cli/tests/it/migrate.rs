@@ -214,6 +214,7 @@ async fn populate(data: &std::path::Path, url: &str) -> Vec<String> {
 fn comparable(mut export: Value) -> Value {
     export["exported_at"] = Value::Null;
     export["region"] = Value::Null;
+    export["regions"] = Value::Null;
     export["account"]["region"] = Value::Null;
     for notice in export["consents"].as_array_mut().unwrap() {
         notice["notice"]["region"] = Value::Null;
@@ -273,52 +274,8 @@ async fn a_migration_killed_at_random_points_resumes_and_ends_correct() {
         }
         command
     };
-    // Kill -9 at pseudo-random moments; the seed is printed so a failure can be replayed.
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    println!("kill schedule seed {seed}");
-    let mut state = seed | 1;
-    let mut kills = 0;
-    for _ in 0..6 {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let delay = Duration::from_millis(100 + state % 900);
-        let mut child = migrate().spawn().unwrap();
-        std::thread::sleep(delay);
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap();
-            kills += 1;
-        }
-        let output = child.wait_with_output().unwrap();
-        let journal = rusqlite::Connection::open(data.path().join("directory.sqlite")).unwrap();
-        let done: i64 = journal
-            .query_row(
-                "SELECT count(*) FROM migration_users WHERE step = 'done'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap_or(-1);
-        println!(
-            "after {delay:?}: {done} users done; {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    assert!(
-        kills >= 1,
-        "the migration was never interrupted; the test proves nothing"
-    );
-    let finished = migrate().output().unwrap();
-    assert!(
-        finished.status.success(),
-        "{}",
-        String::from_utf8_lossy(&finished.stderr)
-    );
-    let report = String::from_utf8_lossy(&finished.stdout);
-    assert!(report.contains("0 skipped"), "{report}");
-    println!("killed {kills} times; last run: {report}");
+    let report = kill_and_resume(data.path(), migrate);
+    println!("last run: {report}");
 
     // Everything is in Singapore, readable with the tokens the users already had; nothing is
     // left in Mumbai.
@@ -355,6 +312,189 @@ async fn a_migration_killed_at_random_points_resumes_and_ends_correct() {
     cloud.shutdown(Duration::from_secs(5)).await;
 }
 
+/// Runs `migrate()` six times, killing it (SIGKILL) at pseudo-random moments, then once to the
+/// end; returns the last run's report. The seed is printed so that a failure can be replayed.
+fn kill_and_resume(data: &std::path::Path, migrate: impl Fn() -> Command) -> String {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    println!("kill schedule seed {seed}");
+    let mut state = seed | 1;
+    let mut kills = 0;
+    let mut kills_mid_move = 0;
+    let steps = || -> Vec<(String, i64)> {
+        let Ok(journal) = rusqlite::Connection::open(data.join("directory.sqlite")) else {
+            return Vec::new();
+        };
+        journal
+            .prepare("SELECT step, count(*) FROM migration_users GROUP BY step ORDER BY step")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()
+            })
+            .unwrap_or_default()
+    };
+    for _ in 0..6 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        // Each run is killed a pseudo-random moment after the journal shows it made progress,
+        // so that the kills land in the middle of the moves rather than while the binary starts.
+        let after_progress = Duration::from_millis(state % 150);
+        let at_start = steps();
+        let mut child = migrate().spawn().unwrap();
+        let started = std::time::Instant::now();
+        let mut killed = false;
+        while child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(60) {
+            if steps() != at_start {
+                std::thread::sleep(after_progress);
+                killed = child.try_wait().unwrap().is_none();
+                if killed {
+                    child.kill().unwrap();
+                    kills += 1;
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let output = child.wait_with_output().unwrap();
+        let now = steps();
+        let moved = now.iter().any(|(step, n)| step != "selected" && *n > 0);
+        let unfinished = now.iter().any(|(step, n)| step != "done" && *n > 0);
+        if killed && moved && unfinished {
+            kills_mid_move += 1;
+        }
+        println!(
+            "{}after progress + {after_progress:?}: users by step {now:?}; {}",
+            if killed { "killed " } else { "" },
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    println!("killed {kills} times, {kills_mid_move} of them in the middle of the moves");
+    assert!(
+        kills_mid_move >= 1,
+        "the migration was never interrupted in the middle of a move; the test proves nothing"
+    );
+    let finished = migrate().output().unwrap();
+    assert!(
+        finished.status.success(),
+        "{}",
+        String::from_utf8_lossy(&finished.stderr)
+    );
+    let report = String::from_utf8_lossy(&finished.stdout).into_owned();
+    assert!(report.contains("0 skipped"), "{report}");
+    report
+}
+
+/// Issue 4: the 2014 shape, one service at a time: a plan moving messaging, then backup, to
+/// Singapore while the accounts stay in Mumbai, killed at random points and resumed. At the
+/// end each user signs in at home as before and their export (gathered from Singapore) is
+/// unchanged; Mumbai holds their accounts and nothing of either service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_services_plan_killed_at_random_points_resumes_and_ends_correct_issue_4() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let data = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    write_config(config.path());
+    let databases = test_databases();
+    let cloud = start(data.path(), config.path(), &databases).await;
+    let mumbai = cloud.region("in-mumbai").unwrap().url.clone();
+    let tokens = populate(data.path(), &mumbai).await;
+    let client = client(data.path());
+    let mut before = Vec::new();
+    for token in &tokens {
+        let (status, export) = call(
+            &client,
+            reqwest::Method::GET,
+            format!("{mumbai}/v1/me/export"),
+            Some(token),
+            Value::Null,
+        )
+        .await;
+        assert_eq!(status, 200);
+        before.push(comparable(export));
+    }
+    cloud.shutdown(Duration::from_secs(5)).await;
+
+    let plan = config.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        "[[phase]]\nname = \"messaging\"\nfrom = \"in-mumbai\"\nto = \"sg-singapore\"\n\
+         jurisdiction = \"IN\"\nservices = [\"messaging\"]\n\
+         [[phase]]\nname = \"backup\"\nfrom = \"in-mumbai\"\nto = \"sg-singapore\"\n\
+         jurisdiction = \"IN\"\nservices = [\"backup\"]\n",
+    )
+    .unwrap();
+    let migrate = || {
+        let mut command = sovereign();
+        command
+            .args(["migrate", "--plan"])
+            .arg(&plan)
+            .arg("--data-dir")
+            .arg(data.path())
+            .arg("--config")
+            .arg(config.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (region, url) in &databases {
+            command.arg("--database").arg(format!("{region}={url}"));
+        }
+        command
+    };
+    let report = kill_and_resume(data.path(), migrate);
+    println!("last run: {report}");
+
+    let cloud = start(data.path(), config.path(), &databases).await;
+    let mumbai = cloud.region("in-mumbai").unwrap().url.clone();
+    let singapore = cloud.region("sg-singapore").unwrap().url.clone();
+    for (i, token) in tokens.iter().enumerate() {
+        let (status, export) = call(
+            &client,
+            reqwest::Method::GET,
+            format!("{mumbai}/v1/me/export"),
+            Some(token),
+            Value::Null,
+        )
+        .await;
+        assert_eq!(status, 200, "user {i}: {export}");
+        assert_eq!(export["regions"]["account"], "in-mumbai");
+        assert_eq!(export["regions"]["messaging"], "sg-singapore");
+        assert_eq!(export["regions"]["backup"], "sg-singapore");
+        assert_eq!(
+            comparable(export),
+            before[i],
+            "user {i}'s data changed in the move"
+        );
+    }
+    let (status, _) = call(
+        &client,
+        reqwest::Method::GET,
+        format!("{singapore}/v1/backup/contacts"),
+        Some(&tokens[0]),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200);
+    for table in ["messages", "backup_items"] {
+        let n = count_rows(data.path(), &databases, "in-mumbai", table);
+        assert_eq!(n, 0, "{table} left in Mumbai");
+    }
+    for table in ["sessions", "consent_events"] {
+        let n = count_rows(data.path(), &databases, "sg-singapore", table);
+        assert_eq!(n, 0, "{table} in Singapore");
+    }
+    assert_eq!(
+        count_rows(data.path(), &databases, "in-mumbai", "users"),
+        USERS as i64
+    );
+    assert_eq!(
+        count_rows(data.path(), &databases, "sg-singapore", "users"),
+        USERS as i64
+    );
+    cloud.shutdown(Duration::from_secs(5)).await;
+}
+
 #[test]
 fn bad_migrations_are_clear_errors() {
     let data = tempfile::tempdir().unwrap();
@@ -370,7 +510,7 @@ fn bad_migrations_are_clear_errors() {
                 "--services",
                 "messaging",
             ],
-            "not supported",
+            "no regions",
         ),
         (
             &[

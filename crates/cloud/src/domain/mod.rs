@@ -3,10 +3,12 @@
 mod backup;
 mod ids;
 mod phone;
+mod service;
 
 pub use backup::{BackupKind, ContactRecord, SmsRecord};
 pub use ids::{ItemId, MessageId, UserId};
 pub use phone::PhoneNumber;
+pub use service::Service;
 
 use crate::error::ApiError;
 

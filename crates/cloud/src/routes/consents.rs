@@ -53,6 +53,13 @@ fn parse_scope(name: &str) -> Result<ConsentScope, ApiError> {
     ConsentScope::parse(name).ok_or(ApiError::NotFound)
 }
 
+/// The notice of `scope`, naming `region` as where its data is held.
+fn notice_view_in(state: &AppState, scope: ConsentScope, region: &str) -> NoticeView {
+    let mut view = notice_view(state, scope);
+    view.region = region.to_owned();
+    view
+}
+
 fn notice_view(state: &AppState, scope: ConsentScope) -> NoticeView {
     // Invariant: `Policies::parse` refuses a notices file that lacks any scope.
     let notice = state
@@ -72,16 +79,21 @@ pub(crate) async fn consent_views(
     user: &AuthUser,
 ) -> Result<Vec<ConsentView>, ApiError> {
     let granted = state.store.consents(user.id.to_string()).await?;
+    // A scope's data is held where its service lives, which may not be here.
+    let services = crate::placement::service_regions_of(state, user.id.as_str()).await?;
     Ok(ConsentScope::ALL
         .into_iter()
         .map(|scope| {
             let grant = granted.iter().find(|g| g.scope == scope);
+            let region = crate::domain::Service::of_scope(scope)
+                .and_then(|service| services.iter().find(|(s, _)| *s == service))
+                .map_or_else(|| state.region.id.to_string(), |(_, r)| r.to_string());
             ConsentView {
                 scope: scope.to_string(),
                 granted: grant.is_some(),
                 granted_notice_version: grant.map(|g| g.notice_version),
                 granted_at: grant.map(|g| rfc3339(g.granted_at)),
-                notice: notice_view(state, scope),
+                notice: notice_view_in(state, scope, &region),
             }
         })
         .collect())
@@ -169,10 +181,7 @@ pub async fn grant(
             current,
         });
     }
-    let row = state
-        .store
-        .grant(user.id.to_string(), scope, current, state.now_ms())
-        .await?;
+    let row = grant_and_push(&state, user.id.to_string(), scope, current).await?;
     Ok(Json(GrantResponse {
         scope: scope.to_string(),
         granted: true,
@@ -181,17 +190,40 @@ pub async fn grant(
     }))
 }
 
-/// Withdraws a scope: its rows go in the same commit, then its blobs. The API and the dashboard
-/// both withdraw through this.
+/// Grants a scope here, then in the consent mirror of every region holding one of the user's
+/// services, before answering. The API and the dashboard both grant through this.
+pub(crate) async fn grant_and_push(
+    state: &AppState,
+    user_id: String,
+    scope: ConsentScope,
+    notice_version: u32,
+) -> Result<crate::store::ConsentRow, ApiError> {
+    let row = state
+        .store
+        .grant(user_id.clone(), scope, notice_version, state.now_ms())
+        .await?;
+    crate::placement::push_consents(state, &user_id, None).await?;
+    Ok(row)
+}
+
+/// Withdraws a scope: first in the regions holding the user's services (which erase its data
+/// there), then here, where its rows go in the same commit and then its blobs. The API and the
+/// dashboard both withdraw through this.
 pub(crate) async fn withdraw_and_erase(
     state: &AppState,
     user_id: String,
     scope: ConsentScope,
 ) -> Result<(), ApiError> {
-    for path in state.store.withdraw(user_id, scope, state.now_ms()).await? {
+    crate::placement::push_consents(state, &user_id, Some(scope)).await?;
+    for path in state
+        .store
+        .withdraw(user_id.clone(), scope, state.now_ms())
+        .await?
+    {
         state.blobs.delete(&path).await;
     }
-    Ok(())
+    // A service that moved meanwhile gets the final state too.
+    crate::placement::push_consents(state, &user_id, None).await
 }
 
 /// Withdraws a scope; its data is erased at once.

@@ -459,17 +459,13 @@ async fn switch_consent(
         return page_error(ApiError::NotFound);
     };
     let user_id = session.user.id.to_string();
-    let now = state.now_ms();
     let result = match form.switch.as_str() {
         "on" => {
             // Invariant: `Policies::parse` refuses a notices file that lacks any scope.
             let version = state.policies.notices.get(&scope).map_or(1, |n| n.version);
-            state
-                .store
-                .grant(user_id, scope, version, now)
+            consents::grant_and_push(&state, user_id, scope, version)
                 .await
                 .map(|_| ())
-                .map_err(ApiError::from)
         }
         "off" => consents::withdraw_and_erase(&state, user_id, scope).await,
         _ => return page_error(ApiError::invalid("switch", "must be on or off")),
@@ -607,6 +603,26 @@ async fn dashboard_page(state: &AppState, session: &Session) -> Result<String, A
             ledger_ms(&state.policies.retention),
         )
         .await?;
+    // Services held in other regions: their figures come from there.
+    let mut stats = stats;
+    let mut category_regions = std::collections::BTreeMap::new();
+    for (service, service_region, answer) in
+        crate::placement::stats_remote(state, user.id.as_str()).await?
+    {
+        for remote in answer["categories"].as_array().into_iter().flatten() {
+            let category = remote["category"].as_str().unwrap_or_default();
+            if crate::placement::service_of_category(category) != Some(service) {
+                continue;
+            }
+            if let Some(s) = stats.iter_mut().find(|s| s.category == category) {
+                s.rows = remote["rows"].as_i64().unwrap_or(0);
+                s.due_now = remote["due_now"].as_i64().unwrap_or(0);
+                s.next_deletion = remote["next_deletion"].as_i64();
+                s.last_deletion = remote["last_deletion"].as_i64();
+                category_regions.insert(s.category, esc(service_region.as_str()));
+            }
+        }
+    }
     let history = state.store.consent_history(user.id.to_string()).await?;
     let _ = write!(
         out,
@@ -626,9 +642,10 @@ async fn dashboard_page(state: &AppState, session: &Session) -> Result<String, A
             }
             _ => policy_text(&state.policies.retention, s.category),
         };
+        let where_held = category_regions.get(s.category).unwrap_or(&region);
         let _ = write!(
             out,
-            "<tr data-category=\"{}\"><th scope=\"row\">{}</th><td>{}</td><td class=\"nowrap\">{region}</td><td>{}</td></tr>",
+            "<tr data-category=\"{}\"><th scope=\"row\">{}</th><td>{}</td><td class=\"nowrap\">{where_held}</td><td>{}</td></tr>",
             s.category,
             esc(category_label(s.category)),
             s.rows,

@@ -9,6 +9,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::clock::rfc3339;
+use crate::domain::Service;
 use crate::error::ApiError;
 use crate::extract::{AuthUser, aad};
 use crate::routes::{backup, consents, messages};
@@ -85,23 +86,57 @@ pub async fn export(
     let account = me_view(&state, &user).await?;
     let consents = consents::consent_views(&state, &user).await?;
     let history = consents::history_events(&state, &user).await?;
+    let user_id = user.id.to_string();
     let mut messages_out = Vec::new();
-    for row in state.store.messages_all(user.id.to_string()).await? {
-        messages_out.push(messages::open_message(&user, &row)?);
+    if crate::placement::holds(&state, &user_id, Service::Messaging).await? {
+        for row in state.store.messages_all(user_id.clone()).await? {
+            messages_out.push(
+                serde_json::to_value(messages::open_message(&user, &row)?)
+                    .map_err(ApiError::internal)?,
+            );
+        }
     }
     let mut backups = serde_json::Map::new();
     for kind in crate::domain::BackupKind::ALL {
         backups.insert(kind.as_str().to_owned(), Value::Array(Vec::new()));
     }
-    for row in state.store.backup_all(user.id.to_string()).await? {
-        let item = backup::export_item(&state, &user, &row).await?;
-        if let Some(Value::Array(items)) = backups.get_mut(&row.kind) {
-            items.push(item);
+    if crate::placement::holds(&state, &user_id, Service::Backup).await? {
+        for row in state.store.backup_all(user_id.clone()).await? {
+            let item = backup::export_item(&state, &user, &row).await?;
+            if let Some(Value::Array(items)) = backups.get_mut(&row.kind) {
+                items.push(item);
+            }
+        }
+    }
+    // The parts held in the regions where the user's services live.
+    let mut regions = serde_json::Map::new();
+    regions.insert("account".to_owned(), Value::from(state.region.id.as_str()));
+    for service in Service::ALL {
+        let region = state
+            .directory
+            .service_region(user_id.clone(), service)
+            .await?
+            .map_or_else(|| state.region.id.to_string(), |r| r.to_string());
+        regions.insert(service.as_str().to_owned(), Value::from(region));
+    }
+    for part in crate::placement::export_remote(&state, &user_id).await? {
+        if let Some(Value::Array(remote)) = part.get("messages") {
+            messages_out.extend(remote.iter().cloned());
+        }
+        if let Some(Value::Object(remote)) = part.get("backup") {
+            for (kind, items) in remote {
+                if let (Some(Value::Array(mine)), Value::Array(theirs)) =
+                    (backups.get_mut(kind), items)
+                {
+                    mine.extend(theirs.iter().cloned());
+                }
+            }
         }
     }
     Ok(Json(serde_json::json!({
         "exported_at": rfc3339(state.now_ms()),
         "region": state.region.id.as_str(),
+        "regions": regions,
         "account": account,
         "consents": consents,
         "consent_history": history,
@@ -119,6 +154,9 @@ pub async fn delete_account(
 ) -> Result<StatusCode, ApiError> {
     let id = user.id.to_string();
     drop(user);
+    // The regions holding the user's services delete their part first; if one cannot, nothing
+    // is deleted here and the client is told to retry.
+    crate::placement::delete_remote(&state, &id).await?;
     state.store.shred_user(id.clone()).await?;
     state.blobs.delete_user(&id).await;
     state.store.purge_user(id.clone()).await?;

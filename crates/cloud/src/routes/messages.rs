@@ -13,7 +13,7 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::clock::rfc3339;
-use crate::domain::{MessageId, PhoneNumber, UserId, check_message_body};
+use crate::domain::{MessageId, PhoneNumber, Service, UserId, check_message_body};
 use crate::error::ApiError;
 use crate::extract::{AuthUser, StrictJson, aad};
 use crate::state::AppState;
@@ -140,12 +140,12 @@ pub async fn send(
         )
         .map_err(ApiError::internal)?;
     let sender_phone = String::from_utf8_lossy(&sender_phone).into_owned();
-    let home = state
+    // The recipient's messaging lives with their account unless it was placed elsewhere.
+    let (recipient_user, home) = state
         .directory
-        .lookup(state.keys.phone_index(&to))
+        .lookup_service(state.keys.phone_index(&to), Service::Messaging)
         .await?
-        .ok_or(ApiError::RecipientUnavailable)?
-        .home;
+        .ok_or(ApiError::RecipientUnavailable)?;
 
     let id = match &request.id {
         Some(id) => MessageId::parse(id).map_err(|_| ApiError::invalid("id", "must be a UUID"))?,
@@ -182,6 +182,8 @@ pub async fn send(
         match status {
             202 => {}
             422 => return Err(ApiError::RecipientUnavailable),
+            // The recipient's messaging is moving: the sender retries and is routed anew.
+            503 => return Err(ApiError::UserMigrating),
             _ => return Err(ApiError::RegionUnavailable(home.to_string())),
         }
         state.store.store_message_copy(sent, "sent").await?;
@@ -193,8 +195,15 @@ pub async fn send(
             }),
         ));
     }
-    let (recipient_id, inbox) =
-        inbox_copy(&state, &to, &id, &sender_phone, &request.body, now).await?;
+    let (recipient_id, inbox) = inbox_copy(
+        &state,
+        &recipient_user,
+        &id,
+        &sender_phone,
+        &request.body,
+        now,
+    )
+    .await?;
     let seq = state
         .store
         .send_message(sent, inbox)
@@ -214,26 +223,19 @@ pub async fn send(
 }
 
 /// The recipient's copy of a message, sealed with the recipient's key, for a recipient whose
-/// home is this region.
+/// messaging the directory places in this region.
 async fn inbox_copy(
     state: &AppState,
-    to: &PhoneNumber,
+    recipient_user: &str,
     id: &MessageId,
     from: &str,
     body: &str,
     now: i64,
 ) -> Result<(UserId, MessageCopy), ApiError> {
-    let index = state.keys.phone_index(to);
-    let Some(recipient) = state.store.user_by_phone_index(index).await? else {
-        // A number that is moving away from here right now: ask the client to retry (it will be
-        // routed to the new region) instead of saying it has no account.
-        if let Some(entry) = state.directory.lookup(index).await?
-            && (entry.home != state.region.id
-                || state.store.moved_user(entry.user_id).await?.is_some())
-        {
-            return Err(ApiError::UserMigrating);
-        }
-        return Err(ApiError::RecipientUnavailable);
+    let Some(recipient) = state.store.user(recipient_user.to_owned()).await? else {
+        // The directory says the recipient's messaging is here, but it is not live here: it is
+        // moving in or out right now. The client retries and is routed to where it went.
+        return Err(ApiError::UserMigrating);
     };
     let recipient_id = UserId::from_stored(recipient.id.clone());
     let wrapped = recipient
@@ -269,7 +271,7 @@ struct ForwardedMessage {
     sent_at_ms: i64,
 }
 
-/// Receives a message forwarded by another region for a user homed here. Only a region with a
+/// Receives a message forwarded by another region for a user whose messaging is here. Only a region with a
 /// valid signature gets this far.
 async fn receive_forwarded(
     State(state): State<AppState>,
@@ -287,9 +289,18 @@ async fn receive_forwarded(
     let to = PhoneNumber::parse(&message.to)?;
     let from = PhoneNumber::parse(&message.from)?;
     check_message_body(&message.body)?;
+    let (recipient_user, region) = state
+        .directory
+        .lookup_service(state.keys.phone_index(&to), Service::Messaging)
+        .await?
+        .ok_or(ApiError::RecipientUnavailable)?;
+    if region != state.region.id {
+        // Placed elsewhere since the sender looked: the sender retries and is routed anew.
+        return Err(ApiError::UserMigrating);
+    }
     let (recipient_id, inbox) = inbox_copy(
         &state,
-        &to,
+        &recipient_user,
         &id,
         from.as_e164(),
         &message.body,
@@ -399,6 +410,9 @@ pub async fn socket(
     upgrade.on_upgrade(move |socket| push_loop(state, user, socket))
 }
 
+/// How often an open WebSocket checks that the user's messaging is still in this region.
+pub const PLACEMENT_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClientFrame {
@@ -422,8 +436,24 @@ async fn push_loop(state: AppState, user: AuthUser, mut socket: WebSocket) {
     let Ok(mut last_seq) = send_after(&state, &user, &mut socket, start).await else {
         return;
     };
+    let mut placement_check = tokio::time::interval(PLACEMENT_CHECK_INTERVAL);
     loop {
         tokio::select! {
+            _ = placement_check.tick() => {
+                // The user's messaging moved to another region: new messages are stored there,
+                // so this socket would stay silent. Closing it makes the client reconnect, and
+                // the reconnection is redirected.
+                let here = crate::placement::holds(&state, user.id.as_str(), Service::Messaging).await;
+                if matches!(here, Ok(false)) {
+                    let _ = socket
+                        .send(WsMessage::Close(Some(axum::extract::ws::CloseFrame {
+                            code: 1012,
+                            reason: "messaging moved to another region; reconnect".into(),
+                        })))
+                        .await;
+                    return;
+                }
+            }
             pushed = new_messages.recv() => {
                 match pushed {
                     Ok(_) | Err(RecvError::Lagged(_)) => {

@@ -5,6 +5,7 @@ pub mod backup;
 pub mod consents;
 pub mod dashboard;
 pub mod health;
+pub mod internal;
 pub mod me;
 pub mod messages;
 pub mod ops;

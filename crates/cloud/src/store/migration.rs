@@ -7,6 +7,46 @@ use super::db::{Connection, Dialect, OptionalExtension, params};
 
 use super::{Store, StoreError};
 use crate::clock::UnixMs;
+use crate::domain::Service;
+
+/// What one move carries: the account (phone, password, sessions, consent history) and which
+/// services' data. A whole-user move carries the account and the services the source holds;
+/// a service move carries only its services (and the consent mirror they need).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoveScope {
+    pub account: bool,
+    pub messaging: bool,
+    pub backup: bool,
+}
+
+impl MoveScope {
+    pub fn whole() -> MoveScope {
+        MoveScope {
+            account: true,
+            messaging: true,
+            backup: true,
+        }
+    }
+
+    pub fn has(&self, service: Service) -> bool {
+        match service {
+            Service::Messaging => self.messaging,
+            Service::Backup => self.backup,
+        }
+    }
+
+    pub fn services(&self) -> Vec<Service> {
+        Service::ALL.into_iter().filter(|s| self.has(*s)).collect()
+    }
+
+    pub fn with(mut self, service: Service, on: bool) -> MoveScope {
+        match service {
+            Service::Messaging => self.messaging = on,
+            Service::Backup => self.backup = on,
+        }
+        self
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotUser {
@@ -16,6 +56,11 @@ pub struct SnapshotUser {
     pub password_hash: String,
     pub wrapped_key: Vec<u8>,
     pub created_at: UnixMs,
+    /// "account" or "service" (see schema_v4.sql).
+    pub kind: String,
+    /// How much of the home's consent history the consents reflect: its length for an
+    /// account, the mirrored version for a service row.
+    pub consent_version: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,11 +149,16 @@ impl UserSnapshot {
     }
 }
 
-fn snapshot(conn: &Connection, user_id: &str) -> Result<Option<UserSnapshot>, StoreError> {
+fn snapshot(
+    conn: &Connection,
+    user_id: &str,
+    scope: MoveScope,
+) -> Result<Option<UserSnapshot>, StoreError> {
     let user = conn
         .query_row(
-            "SELECT id, phone_index, phone_sealed, password_hash, wrapped_key, created_at FROM users \
-             WHERE id = ?1 AND state = 'active' AND wrapped_key IS NOT NULL",
+            "SELECT id, phone_index, phone_sealed, password_hash, wrapped_key, created_at, kind, \
+             consent_version FROM users WHERE id = ?1 AND state = 'active' \
+             AND wrapped_key IS NOT NULL",
             params![user_id],
             |r| {
                 Ok(SnapshotUser {
@@ -118,17 +168,28 @@ fn snapshot(conn: &Connection, user_id: &str) -> Result<Option<UserSnapshot>, St
                     password_hash: r.get(3)?,
                     wrapped_key: r.get(4)?,
                     created_at: r.get(5)?,
+                    kind: r.get(6)?,
+                    consent_version: r.get(7)?,
                 })
             },
         )
         .optional()?;
-    let Some(user) = user else { return Ok(None) };
+    let Some(mut user) = user else {
+        return Ok(None);
+    };
+    if user.kind == "account" {
+        user.consent_version = conn.query_row(
+            "SELECT count(*) FROM consent_events WHERE user_id = ?1",
+            params![user_id],
+            |r| r.get(0),
+        )?;
+    }
     let mut stmt = conn.prepare(
         "SELECT token_digest, id, device_sealed, created_at, expires_at FROM sessions \
          WHERE user_id = ?1 ORDER BY id",
     )?;
     let sessions = stmt
-        .query_map(params![user_id], |r| {
+        .query_map(params![if scope.account { user_id } else { "" }], |r| {
             Ok(SnapshotSession {
                 token_digest: r.get(0)?,
                 id: r.get(1)?,
@@ -154,7 +215,7 @@ fn snapshot(conn: &Connection, user_id: &str) -> Result<Option<UserSnapshot>, St
         "SELECT scope, action, notice_version, at FROM consent_events WHERE user_id = ?1 ORDER BY seq",
     )?;
     let consent_events = stmt
-        .query_map(params![user_id], |r| {
+        .query_map(params![if scope.account { user_id } else { "" }], |r| {
             Ok(SnapshotConsentEvent {
                 scope: r.get(0)?,
                 action: r.get(1)?,
@@ -168,7 +229,7 @@ fn snapshot(conn: &Connection, user_id: &str) -> Result<Option<UserSnapshot>, St
          WHERE owner_id = ?1 ORDER BY seq",
     )?;
     let messages = stmt
-        .query_map(params![user_id], |r| {
+        .query_map(params![if scope.messaging { user_id } else { "" }], |r| {
             Ok(SnapshotMessage {
                 id: r.get(0)?,
                 box_name: r.get(1)?,
@@ -185,7 +246,7 @@ fn snapshot(conn: &Connection, user_id: &str) -> Result<Option<UserSnapshot>, St
          updated_at FROM backup_items WHERE owner_id = ?1 ORDER BY kind, item_id",
     )?;
     let backup = stmt
-        .query_map(params![user_id], |r| {
+        .query_map(params![if scope.backup { user_id } else { "" }], |r| {
             Ok(SnapshotBackup {
                 kind: r.get(0)?,
                 item_id: r.get(1)?,
@@ -209,28 +270,155 @@ fn snapshot(conn: &Connection, user_id: &str) -> Result<Option<UserSnapshot>, St
     }))
 }
 
-/// Makes this region's copy of the user exactly `snapshot` (with `wrapped_key`, wrapped under this
-/// region's key), while keeping the user invisible here (fenced as 'target').
+/// Makes this region's copy of what `scope` covers of the user exactly `snapshot` (with
+/// `wrapped_key`, wrapped under this region's key). A user new here stays invisible (fenced as
+/// 'target') until the move completes; the data of a service moving into a region where the
+/// user already lives is unreachable until the directory places it here. Returns the blobs of
+/// data the consent mirror no longer allows, to delete after the commit.
 fn install(
     conn: &Connection,
     snapshot: &UserSnapshot,
+    scope: MoveScope,
     wrapped_key: &[u8],
     region: &str,
     now: UnixMs,
-) -> Result<(), StoreError> {
+) -> Result<Vec<String>, StoreError> {
     let u = &snapshot.user;
+    let existing: Option<(String, String, i64)> = conn
+        .query_row(
+            "SELECT kind, state, consent_version FROM users WHERE id = ?1",
+            params![u.id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let mut blobs = Vec::new();
+    match &existing {
+        Some((_, state, _)) if state != "active" => {
+            return Err(StoreError::Conflict(format!(
+                "user {} is being deleted in {region}",
+                u.id
+            )));
+        }
+        None => {
+            conn.execute(
+                "INSERT INTO migration_fences (user_id, role, since) VALUES (?1, 'target', ?2) \
+                 ON CONFLICT (user_id) DO NOTHING",
+                params![u.id, now],
+            )?;
+            let (kind, password) = if scope.account {
+                ("account", u.password_hash.as_str())
+            } else {
+                ("service", "")
+            };
+            conn.execute(
+                "INSERT INTO users (id, phone_index, phone_sealed, password_hash, wrapped_key, region, \
+                 created_at, kind, consent_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    u.id,
+                    u.phone_index,
+                    u.phone_sealed,
+                    password,
+                    wrapped_key,
+                    region,
+                    u.created_at,
+                    kind,
+                    u.consent_version
+                ],
+            )?;
+        }
+        Some(_) if scope.account => {
+            // An account moving in, or joining the services that already live here (the row
+            // stays a 'service' row until the move completes).
+            conn.execute(
+                "UPDATE users SET phone_index = ?2, phone_sealed = ?3, password_hash = ?4, \
+                 wrapped_key = ?5, region = ?6 WHERE id = ?1",
+                params![
+                    u.id,
+                    u.phone_index,
+                    u.phone_sealed,
+                    u.password_hash,
+                    wrapped_key,
+                    region
+                ],
+            )?;
+        }
+        Some(_) => {}
+    }
+    let kind_here = existing.as_ref().map_or(
+        if scope.account { "account" } else { "service" },
+        |(kind, _, _)| kind.as_str(),
+    );
+    let version_here = existing.as_ref().map_or(-1, |(_, _, v)| *v);
+    if !scope.account && kind_here == "service" && u.consent_version >= version_here {
+        let consents: Vec<(String, i64, i64)> = snapshot
+            .consents
+            .iter()
+            .map(|c| (c.scope.clone(), c.notice_version, c.granted_at))
+            .collect();
+        blobs = apply_consent_mirror(conn, &u.id, u.consent_version, &consents)?;
+    }
+    for service in scope.services() {
+        conn.execute(
+            "DELETE FROM service_fences WHERE user_id = ?1 AND service = ?2",
+            params![u.id, service.as_str()],
+        )?;
+    }
+    if scope.account {
+        install_account(conn, snapshot)?;
+    }
+    if scope.messaging {
+        install_messages(conn, snapshot)?;
+    }
+    if scope.backup {
+        install_backup(conn, snapshot)?;
+    }
+    Ok(blobs)
+}
+
+/// Makes the user's consents here (a 'service' row's mirror) exactly `consents`, at `version`
+/// of the home's history; the data of a scope no longer granted is erased in the same commit,
+/// as a withdrawal at home erases it there. Returns the blobs to delete after the commit.
+pub(crate) fn apply_consent_mirror(
+    conn: &Connection,
+    user_id: &str,
+    version: i64,
+    consents: &[(String, i64, i64)],
+) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare("SELECT scope FROM consent_state WHERE user_id = ?1")?;
+    let current: Vec<String> = stmt
+        .query_map(params![user_id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut blobs = Vec::new();
+    for scope in &current {
+        if consents.iter().any(|(s, _, _)| s == scope) {
+            continue;
+        }
+        if let Some(parsed) = sovereign_model::ConsentScope::parse(scope) {
+            blobs.extend(super::queries::erase_scope_data(conn, user_id, parsed)?);
+        }
+        conn.execute(
+            "DELETE FROM consent_state WHERE user_id = ?1 AND scope = ?2",
+            params![user_id, scope],
+        )?;
+    }
+    for (scope, notice_version, granted_at) in consents {
+        conn.execute(
+            "INSERT INTO consent_state (user_id, scope, notice_version, granted_at) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (user_id, scope) DO UPDATE \
+             SET notice_version = excluded.notice_version, granted_at = excluded.granted_at",
+            params![user_id, scope, notice_version, granted_at],
+        )?;
+    }
     conn.execute(
-        "INSERT INTO migration_fences (user_id, role, since) VALUES (?1, 'target', ?2) \
-         ON CONFLICT (user_id) DO NOTHING",
-        params![u.id, now],
+        "UPDATE users SET consent_version = ?2 WHERE id = ?1",
+        params![user_id, version],
     )?;
-    conn.execute(
-        "INSERT INTO users (id, phone_index, phone_sealed, password_hash, wrapped_key, region, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO UPDATE SET \
-         phone_index = excluded.phone_index, phone_sealed = excluded.phone_sealed, \
-         password_hash = excluded.password_hash, wrapped_key = excluded.wrapped_key, region = excluded.region",
-        params![u.id, u.phone_index, u.phone_sealed, u.password_hash, wrapped_key, region, u.created_at],
-    )?;
+    Ok(blobs)
+}
+
+/// The account's own rows: sessions, consents and their history.
+fn install_account(conn: &Connection, snapshot: &UserSnapshot) -> Result<(), StoreError> {
+    let u = &snapshot.user;
     // Small tables are replaced whole.
     conn.execute("DELETE FROM sessions WHERE user_id = ?1", params![u.id])?;
     for s in &snapshot.sessions {
@@ -262,8 +450,13 @@ fn install(
             params![u.id, e.scope, e.action, e.notice_version, e.at],
         )?;
     }
-    // Messages and backup items: upsert what the source has, drop what it no longer has.
-    // Messages go in the source's order, so a mailbox reads the same after the move.
+    Ok(())
+}
+
+/// Messages: upsert what the source has, drop what it no longer has, in the source's order so
+/// that a mailbox reads the same after the move.
+fn install_messages(conn: &Connection, snapshot: &UserSnapshot) -> Result<(), StoreError> {
+    let u = &snapshot.user;
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS keep (a TEXT, b TEXT, PRIMARY KEY (a, b))",
         [],
@@ -285,6 +478,16 @@ fn install(
         "DELETE FROM messages WHERE owner_id = ?1 AND NOT EXISTS \
          (SELECT 1 FROM keep k WHERE k.a = messages.box AND k.b = messages.id)",
         params![u.id],
+    )?;
+    Ok(())
+}
+
+/// Backup items: upsert what the source has, drop what it no longer has.
+fn install_backup(conn: &Connection, snapshot: &UserSnapshot) -> Result<(), StoreError> {
+    let u = &snapshot.user;
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS keep (a TEXT, b TEXT, PRIMARY KEY (a, b))",
+        [],
     )?;
     conn.execute("DELETE FROM keep", [])?;
     for b in &snapshot.backup {
@@ -338,21 +541,35 @@ fn install(
 
 impl Store {
     /// Every active user of this region (not one being moved in): id, sealed phone, wrapped key.
-    pub async fn active_users(&self) -> Result<Vec<(String, Vec<u8>, Vec<u8>)>, StoreError> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare(
+    /// `accounts_only` leaves out users of whom this region holds only services.
+    pub async fn active_users(
+        &self,
+        accounts_only: bool,
+    ) -> Result<Vec<(String, Vec<u8>, Vec<u8>)>, StoreError> {
+        self.read(move |conn| {
+            let kind = if accounts_only {
+                " AND kind = 'account'"
+            } else {
+                ""
+            };
+            let mut stmt = conn.prepare(&format!(
                 "SELECT id, phone_sealed, wrapped_key FROM users WHERE state = 'active' \
-                 AND wrapped_key IS NOT NULL AND NOT EXISTS (SELECT 1 FROM migration_fences f \
-                 WHERE f.user_id = users.id AND f.role = 'target') ORDER BY created_at, id",
-            )?;
+                 AND wrapped_key IS NOT NULL{kind} AND NOT EXISTS (SELECT 1 FROM migration_fences f \
+                 WHERE f.user_id = users.id AND f.role = 'target') ORDER BY created_at, id"
+            ))?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
     }
 
-    /// A consistent snapshot of one user, sealed as stored; `None` when the user is not here.
-    pub async fn snapshot_user(&self, user_id: String) -> Result<Option<UserSnapshot>, StoreError> {
+    /// A consistent snapshot of what `scope` covers of one user, sealed as stored; `None` when
+    /// the user is not here.
+    pub async fn snapshot_user(
+        &self,
+        user_id: String,
+        scope: MoveScope,
+    ) -> Result<Option<UserSnapshot>, StoreError> {
         // A read transaction gives one consistent view across all the tables.
         self.read(move |conn| {
             // PostgreSQL's default (READ COMMITTED) takes a new snapshot per statement.
@@ -360,25 +577,27 @@ impl Store {
                 Dialect::Sqlite => "BEGIN",
                 Dialect::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
             })?;
-            let result = snapshot(conn, &user_id);
+            let result = snapshot(conn, &user_id, scope);
             let _ = conn.execute_batch("COMMIT");
             result
         })
         .await
     }
 
-    /// Installs (or brings up to date) the copy of a user moving into this region.
+    /// Installs (or brings up to date) the copy of what `scope` covers of a user moving into
+    /// this region. Returns blobs to delete (see [`install`]).
     pub async fn install_user(
         &self,
         snapshot: UserSnapshot,
+        scope: MoveScope,
         wrapped_key: Vec<u8>,
         region: String,
         now: UnixMs,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         self.write(move |conn| {
-            let state: Option<String> = conn
+            let kind: Option<String> = conn
                 .query_row(
-                    "SELECT state FROM users WHERE id = ?1",
+                    "SELECT kind FROM users WHERE id = ?1",
                     params![snapshot.user.id],
                     |r| r.get(0),
                 )
@@ -391,11 +610,134 @@ impl Store {
                 )
                 .optional()?
                 .is_some();
-            if state.is_some() && !moving_in {
+            if scope.account && kind.as_deref() == Some("account") && !moving_in {
                 // Already live here: a finished move is never overwritten by a stale copy.
-                return Ok(());
+                return Ok(Vec::new());
             }
-            install(conn, &snapshot, &wrapped_key, &region, now)
+            install(conn, &snapshot, scope, &wrapped_key, &region, now)
+        })
+        .await
+    }
+
+    /// Stops every write to these services of the user here (and to their consents) until
+    /// [`Store::erase_services`] or [`Store::unfence_services`].
+    pub async fn fence_services(
+        &self,
+        user_id: String,
+        services: Vec<Service>,
+        now: UnixMs,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            for service in services {
+                conn.execute(
+                    "INSERT INTO service_fences (user_id, service, state, since) \
+                     VALUES (?1, ?2, 'moving', ?3) ON CONFLICT (user_id, service) DO UPDATE \
+                     SET state = 'moving', since = excluded.since",
+                    params![user_id, service.as_str(), now],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn unfence_services(
+        &self,
+        user_id: String,
+        services: Vec<Service>,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            for service in services {
+                conn.execute(
+                    "DELETE FROM service_fences WHERE user_id = ?1 AND service = ?2 \
+                     AND state = 'moving'",
+                    params![user_id, service.as_str()],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The source's last step of a service move, in one commit: delete the services' rows and
+    /// mark them gone (so a request already on its way cannot write them again here). Returns
+    /// the blobs to delete after the commit.
+    pub async fn erase_services(
+        &self,
+        user_id: String,
+        services: Vec<Service>,
+        now: UnixMs,
+    ) -> Result<Vec<String>, StoreError> {
+        self.write(move |conn| {
+            let mut blobs = Vec::new();
+            for service in services {
+                match service {
+                    Service::Messaging => {
+                        conn.execute("DELETE FROM messages WHERE owner_id = ?1", params![user_id])?;
+                    }
+                    Service::Backup => {
+                        let mut stmt = conn.prepare(
+                            "SELECT blob_path FROM backup_items WHERE owner_id = ?1 \
+                             AND blob_path IS NOT NULL",
+                        )?;
+                        for path in stmt.query_map(params![user_id], |r| r.get(0))? {
+                            blobs.push(path?);
+                        }
+                        conn.execute(
+                            "DELETE FROM backup_items WHERE owner_id = ?1",
+                            params![user_id],
+                        )?;
+                    }
+                }
+                conn.execute(
+                    "INSERT INTO service_fences (user_id, service, state, since) \
+                     VALUES (?1, ?2, 'gone', ?3) ON CONFLICT (user_id, service) DO UPDATE \
+                     SET state = 'gone', since = excluded.since",
+                    params![user_id, service.as_str(), now],
+                )?;
+            }
+            Ok(blobs)
+        })
+        .await
+    }
+
+    /// Applies the home region's consents to a user of whom this region holds only services
+    /// (see [`apply_consent_mirror`]); an older `version` than the one applied is ignored.
+    /// `None` when the user has no service row here. Returns the blobs to delete.
+    pub async fn mirror_consents(
+        &self,
+        user_id: String,
+        version: i64,
+        consents: Vec<(String, i64, i64)>,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        self.write(move |conn| {
+            let current: Option<i64> = conn
+                .query_row(
+                    "SELECT consent_version FROM users WHERE id = ?1 AND kind = 'service' \
+                     AND state = 'active'",
+                    params![user_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match current {
+                None => Ok(None),
+                Some(current) if version < current => Ok(Some(Vec::new())),
+                Some(_) => Ok(Some(apply_consent_mirror(
+                    conn, &user_id, version, &consents,
+                )?)),
+            }
+        })
+        .await
+    }
+
+    /// How far the user's consent history goes (its length): the version a mirror is at.
+    pub async fn consent_version(&self, user_id: String) -> Result<i64, StoreError> {
+        self.read(move |conn| {
+            Ok(conn.query_row(
+                "SELECT count(*) FROM consent_events WHERE user_id = ?1",
+                params![user_id],
+                |r| r.get(0),
+            )?)
         })
         .await
     }
@@ -415,13 +757,20 @@ impl Store {
         .await
     }
 
-    /// Makes a moved-in user live here.
-    pub async fn activate_user(&self, user_id: String) -> Result<(), StoreError> {
+    /// Makes a moved-in user live here; with `account`, their account too (a 'service' row
+    /// whose account joined it becomes the account).
+    pub async fn activate_user(&self, user_id: String, account: bool) -> Result<(), StoreError> {
         self.write(move |conn| {
             conn.execute(
                 "DELETE FROM migration_fences WHERE user_id = ?1 AND role = 'target'",
                 params![user_id],
             )?;
+            if account {
+                conn.execute(
+                    "UPDATE users SET kind = 'account', consent_version = 0 WHERE id = ?1",
+                    params![user_id],
+                )?;
+            }
             Ok(())
         })
         .await
@@ -499,6 +848,17 @@ impl Store {
                     |r| r.get(0),
                 )
                 .optional()?)
+        })
+        .await
+    }
+
+    /// The regions users left this region for: their homes can vouch for their tokens.
+    pub async fn moved_regions(&self) -> Result<Vec<String>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare("SELECT DISTINCT region FROM moved_users WHERE region <> '' ORDER BY 1")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
     }

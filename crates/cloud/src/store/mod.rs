@@ -142,6 +142,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v1.sql"),
     include_str!("schema_v2.sql"),
     include_str!("schema_v3.sql"),
+    include_str!("schema_v4.sql"),
 ];
 
 /// The same migrations for PostgreSQL: the same tables, and triggers that raise the same
@@ -150,6 +151,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("postgres/schema_v1.sql"),
     include_str!("postgres/schema_v2.sql"),
     include_str!("postgres/schema_v3.sql"),
+    include_str!("postgres/schema_v4.sql"),
 ];
 const _: () = assert!(MIGRATIONS.len() == POSTGRES_MIGRATIONS.len());
 

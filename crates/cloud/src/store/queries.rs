@@ -46,6 +46,9 @@ pub struct UserRow {
     pub wrapped_key: Option<Vec<u8>>,
     pub region: String,
     pub created_at: UnixMs,
+    /// A 'service' row: this region holds only some of the user's services, their account is
+    /// in their home region (no password, no sessions, consents mirrored from the home).
+    pub service_only: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -138,6 +141,7 @@ fn user_row(row: &Row) -> super::db::DbResult<UserRow> {
         wrapped_key: row.get(3)?,
         region: row.get(4)?,
         created_at: row.get(5)?,
+        service_only: row.get::<_, String>(6)? == "service",
     })
 }
 
@@ -145,7 +149,7 @@ fn user_row(row: &Row) -> super::db::DbResult<UserRow> {
 const NOT_MOVING_IN: &str = "NOT EXISTS (SELECT 1 FROM migration_fences f \
                              WHERE f.user_id = users.id AND f.role = 'target')";
 
-const USER_COLUMNS: &str = "id, phone_sealed, password_hash, wrapped_key, region, created_at";
+const USER_COLUMNS: &str = "id, phone_sealed, password_hash, wrapped_key, region, created_at, kind";
 
 fn message_row(row: &Row) -> super::db::DbResult<MessageRow> {
     Ok(MessageRow {
@@ -206,6 +210,37 @@ pub(crate) fn has_consent(
         )
         .optional()?
         .is_some())
+}
+
+/// Deletes every row of the data a scope covers; returns the blobs to delete after the commit.
+pub(crate) fn erase_scope_data(
+    conn: &Connection,
+    user_id: &str,
+    scope: ConsentScope,
+) -> Result<Vec<String>, StoreError> {
+    let mut blobs = Vec::new();
+    match scope {
+        ConsentScope::Messaging => {
+            conn.execute("DELETE FROM messages WHERE owner_id = ?1", params![user_id])?;
+        }
+        ConsentScope::BackupContacts | ConsentScope::BackupSms | ConsentScope::BackupPhotos => {
+            let kind = scope.as_str().trim_start_matches("backup.");
+            let mut stmt = conn.prepare(
+                "SELECT blob_path FROM backup_items WHERE owner_id = ?1 AND kind = ?2 \
+                 AND blob_path IS NOT NULL",
+            )?;
+            for path in stmt.query_map(params![user_id, kind], |r| r.get(0))? {
+                blobs.push(path?);
+            }
+            conn.execute(
+                "DELETE FROM backup_items WHERE owner_id = ?1 AND kind = ?2",
+                params![user_id, kind],
+            )?;
+        }
+        // No API stores location or diagnostics data yet; nothing else to erase.
+        ConsentScope::Location | ConsentScope::Diagnostics => {}
+    }
+    Ok(blobs)
 }
 
 fn next_change_seq(conn: &Connection) -> Result<i64, StoreError> {
@@ -329,7 +364,8 @@ impl Store {
             Ok(conn
                 .query_row(
                     &format!(
-                        "SELECT {USER_COLUMNS} FROM users WHERE phone_index = ?1 AND state = 'active' AND {NOT_MOVING_IN}"
+                        "SELECT {USER_COLUMNS} FROM users WHERE phone_index = ?1 AND state = 'active' \
+                         AND kind = 'account' AND {NOT_MOVING_IN}"
                     ),
                     params![index],
                     user_row,
@@ -393,6 +429,28 @@ impl Store {
                      WHERE f.user_id = u.id AND f.role = 'target')",
                     params![token_digest, now],
                     |row| row.get(0),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    /// The user a live token belongs to and when the session ends, for a region that holds
+    /// some of the user's services and asks their home (`/internal/v1/sessions/verify`).
+    pub async fn session_owner(
+        &self,
+        token_digest: [u8; 32],
+        now: UnixMs,
+    ) -> Result<Option<(String, UnixMs)>, StoreError> {
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT s.user_id, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id \
+                     WHERE s.token_digest = ?1 AND s.expires_at > ?2 AND u.state = 'active' \
+                     AND u.kind = 'account' AND NOT EXISTS (SELECT 1 FROM migration_fences f \
+                     WHERE f.user_id = u.id AND f.role = 'target')",
+                    params![token_digest, now],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
                 )
                 .optional()?)
         })
@@ -548,31 +606,7 @@ impl Store {
                  VALUES (?1, ?2, 'withdraw', NULL, ?3)",
                 params![user_id, scope.as_str(), now],
             )?;
-            let mut blobs = Vec::new();
-            match scope {
-                ConsentScope::Messaging => {
-                    conn.execute("DELETE FROM messages WHERE owner_id = ?1", params![user_id])?;
-                }
-                ConsentScope::BackupContacts
-                | ConsentScope::BackupSms
-                | ConsentScope::BackupPhotos => {
-                    let kind = scope.as_str().trim_start_matches("backup.");
-                    let mut stmt = conn.prepare(
-                        "SELECT blob_path FROM backup_items WHERE owner_id = ?1 AND kind = ?2 \
-                         AND blob_path IS NOT NULL",
-                    )?;
-                    for path in stmt.query_map(params![user_id, kind], |r| r.get(0))? {
-                        blobs.push(path?);
-                    }
-                    conn.execute(
-                        "DELETE FROM backup_items WHERE owner_id = ?1 AND kind = ?2",
-                        params![user_id, kind],
-                    )?;
-                }
-                // No API stores location or diagnostics data yet; nothing else to erase.
-                ConsentScope::Location | ConsentScope::Diagnostics => {}
-            }
-            Ok(blobs)
+            erase_scope_data(conn, &user_id, scope)
         })
         .await
     }
@@ -937,6 +971,7 @@ impl Store {
                 "DELETE FROM consent_events WHERE user_id = ?1",
                 "DELETE FROM sessions WHERE user_id = ?1",
                 "DELETE FROM verifications WHERE user_id = ?1",
+                "DELETE FROM service_fences WHERE user_id = ?1",
                 "DELETE FROM users WHERE id = ?1 AND state = 'deleting'",
             ] {
                 conn.execute(sql, params![user_id])?;

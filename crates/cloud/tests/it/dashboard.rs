@@ -26,10 +26,31 @@ pub fn csrf_in(page: &str) -> String {
     page[start..].split('"').next().unwrap().to_owned()
 }
 
+/// Where a browser sends its requests: a single-region test app, or one region's URL.
+pub trait Site {
+    fn base(&self) -> &str;
+}
+
+impl Site for TestApp {
+    fn base(&self) -> &str {
+        &self.base
+    }
+}
+
+impl Site for String {
+    fn base(&self) -> &str {
+        self
+    }
+}
+
 impl Browser {
     pub fn new(app: &TestApp) -> Browser {
+        Browser::trusting(&app.ca_pem)
+    }
+
+    pub fn trusting(ca_pem: &[u8]) -> Browser {
         let client = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&app.ca_pem).unwrap())
+            .add_root_certificate(reqwest::Certificate::from_pem(ca_pem).unwrap())
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
@@ -58,10 +79,10 @@ impl Browser {
         }
     }
 
-    pub async fn get(&mut self, app: &TestApp, path: &str) -> (StatusCode, HeaderMap, String) {
+    pub async fn get(&mut self, app: &impl Site, path: &str) -> (StatusCode, HeaderMap, String) {
         let response = self
             .client
-            .get(format!("{}{path}", app.base))
+            .get(format!("{}{path}", app.base()))
             .header(COOKIE, self.cookie_header())
             .send()
             .await
@@ -73,13 +94,13 @@ impl Browser {
 
     pub async fn post(
         &mut self,
-        app: &TestApp,
+        app: &impl Site,
         path: &str,
         form: &[(&str, &str)],
     ) -> (StatusCode, HeaderMap, String) {
         let response = self
             .client
-            .post(format!("{}{path}", app.base))
+            .post(format!("{}{path}", app.base()))
             .header(COOKIE, self.cookie_header())
             .form(form)
             .send()
@@ -91,7 +112,7 @@ impl Browser {
     }
 
     /// Signs in through the forms; returns the dashboard page.
-    pub async fn sign_in(&mut self, app: &TestApp, phone: &str) -> String {
+    pub async fn sign_in(&mut self, app: &impl Site, phone: &str) -> String {
         let (_, _, page) = self.get(app, "/").await;
         let csrf = csrf_in(&page);
         let (status, headers, _) = self

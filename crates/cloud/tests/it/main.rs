@@ -15,4 +15,5 @@ mod pg_cluster;
 mod postgres;
 mod regions;
 mod retention;
+mod services;
 mod support;

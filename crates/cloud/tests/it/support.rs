@@ -247,6 +247,7 @@ pub struct TestCloud {
     pub cloud: Cloud,
     /// Each region's PostgreSQL database when the tests run on PostgreSQL.
     pub databases: BTreeMap<RegionId, String>,
+    pub clock: Arc<ManualClock>,
 }
 
 pub async fn spawn_regions(ids: &[&str]) -> TestCloud {
@@ -316,6 +317,7 @@ async fn spawn_regions_on(
         client,
         cloud,
         databases,
+        clock,
     }
 }
 

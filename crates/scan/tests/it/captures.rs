@@ -112,6 +112,60 @@ fn udp_datagrams_in_ipv4_fragments_are_reassembled() {
 }
 
 #[test]
+fn ipv6_fragments_are_reassembled() {
+    let body = format!("{}imei=356938035643809", "x".repeat(3000));
+    let request = post("t.example", "text/plain", "", body.as_bytes());
+    let (client, server) = (addr("[2001:db8::2]:40000"), addr("[2400:cb00::1]:80"));
+    let mut packets = Vec::new();
+    for (i, p) in synth::tcp_conversation(client, server, &request, OK, 10_000)
+        .into_iter()
+        .enumerate()
+    {
+        if p.len() > 1000 {
+            let mut fragments = synth::ipv6_fragments(&p, 1200, 7 + i as u32);
+            fragments.swap(0, 2);
+            packets.extend(fragments);
+        } else {
+            packets.push(p);
+        }
+    }
+    let report = scan(&synth::pcap(&packets));
+    let f = find(&report, K::Imei);
+    assert_eq!(f.len(), 1, "{}", describe(&report));
+    assert_eq!(f[0].dst, "[2400:cb00::1]:80");
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+
+    // UDP in IPv6 fragments; a datagram missing a fragment is a warning, and the rest is kept.
+    let datagram = |id: u32, text: &str| {
+        let payload = format!("{}{text}", "y".repeat(2000));
+        let packet = synth::ip(
+            "2001:db8::2".parse().unwrap(),
+            "2400:cb00::1".parse().unwrap(),
+            17,
+            &synth::udp(5000, 9999, payload.as_bytes()),
+        );
+        synth::ipv6_fragments(&packet, 800, id)
+    };
+    let mut packets = datagram(1, "sn=R58M12ABCDE");
+    let mut lost = datagram(2, "imei=356938035643809");
+    lost.remove(1);
+    packets.extend(lost);
+    let report = scan(&synth::pcap(&packets));
+    let f = find(&report, K::Serial);
+    assert_eq!(f.len(), 1, "{}", describe(&report));
+    assert_eq!(f[0].protocol, "udp");
+    assert!(find(&report, K::Imei).is_empty());
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("1 fragmented ip datagrams could not be reassembled")),
+        "{:?}",
+        report.warnings
+    );
+}
+
+#[test]
 fn several_captures_in_one_run() {
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a.pcap");

@@ -170,6 +170,107 @@ fn nested_blobs_carry_their_decode_chain() {
     assert_eq!(f[0].chain, ["http-body", "json", "base64", "gzip", "plain"]);
 }
 
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, data).unwrap();
+    gz.finish().unwrap()
+}
+
+#[test]
+fn base64_inside_base64_is_decoded_with_every_layer_in_the_chain() {
+    use sovereign_scan::needle::percent_encode;
+    const FORM: &str = "application/x-www-form-urlencoded";
+    let imei = format!("imei={IMEI}");
+    let twice = b64(b64(imei.as_bytes()).as_bytes());
+    let field = |value: &str| {
+        let mut body = b"a=1&d=".to_vec();
+        body.extend_from_slice(&percent_encode(value.as_bytes(), true));
+        body.extend_from_slice(b"&z=2");
+        body
+    };
+    /// What, content type, content-encoding header, body, expected chain of the IMEI.
+    type Row<'a> = (&'a str, &'a str, &'a str, Vec<u8>, Vec<&'a str>);
+    let table: Vec<Row<'_>> = vec![
+        (
+            "form field of base64 of base64",
+            FORM,
+            "",
+            field(&twice),
+            vec!["http-body", "form", "base64", "base64"],
+        ),
+        (
+            "the same form in a gzip body",
+            FORM,
+            "Content-Encoding: gzip\r\n",
+            gzip(&field(&twice)),
+            vec!["http-body", "gzip", "form", "base64", "base64"],
+        ),
+        (
+            "form field of base64 of gzip holding base64",
+            FORM,
+            "",
+            field(&b64(&gzip(
+                format!("x={}", b64(imei.as_bytes())).as_bytes(),
+            ))),
+            vec!["http-body", "form", "base64", "gzip", "base64"],
+        ),
+        (
+            "form field of base64 of gzip holding base64 of base64",
+            FORM,
+            "",
+            field(&b64(&gzip(twice.as_bytes()))),
+            vec!["http-body", "form", "base64", "gzip", "base64", "base64"],
+        ),
+        (
+            "json value of base64 of base64, after other text",
+            "application/json",
+            "",
+            format!(r#"{{"note":"hello","d":"{twice}"}}"#).into_bytes(),
+            vec!["http-body", "json", "base64", "base64"],
+        ),
+        (
+            "base64url of base64, in a path segment after other base64 characters",
+            "text/plain",
+            "",
+            format!(
+                "/v1/ab/{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b64(imei.as_bytes()))
+            )
+            .into_bytes(),
+            vec!["http-body", "base64", "base64"],
+        ),
+    ];
+    for (what, content_type, extra, body, chain) in table {
+        let request = post("t.example", content_type, extra, &body);
+        let report = scan(&exchange_pcap(SERVER_CN, &request, OK));
+        let f = find(&report, K::Imei);
+        assert_eq!(f.len(), 1, "{what}: {}", describe(&report));
+        assert_eq!(f[0].chain, chain, "{what}");
+        assert_eq!(f[0].encoding, "base64", "{what}");
+        assert!(report.warnings.is_empty(), "{what}: {:?}", report.warnings);
+    }
+}
+
+#[test]
+fn base64_nested_deeper_than_decode_depth_max_warns() {
+    use sovereign_scan::decode::DECODE_DEPTH_MAX;
+    // base64 › gzip › base64 › gzip takes the four layers; the base64 of base64 inside is one
+    // more: a warning says so, and nothing is made up.
+    assert_eq!(DECODE_DEPTH_MAX, 4);
+    let twice = b64(b64(format!("imei={IMEI}").as_bytes()).as_bytes());
+    let blob = b64(&gzip(b64(&gzip(twice.as_bytes())).as_bytes()));
+    let request = post("t.example", "text/plain", "", blob.as_bytes());
+    let report = scan(&exchange_pcap(SERVER_CN, &request, OK));
+    assert!(find(&report, K::Imei).is_empty(), "{}", describe(&report));
+    assert!(
+        report.warnings.iter().any(|w| w.contains(
+            "base64 data under http-body/base64/gzip/base64/gzip is nested deeper than 4 layers"
+        )),
+        "{:?}",
+        report.warnings
+    );
+}
+
 #[test]
 fn decode_depth_max_stops_nesting() {
     use sovereign_scan::decode::DECODE_DEPTH_MAX;
@@ -183,6 +284,14 @@ fn decode_depth_max_stops_nesting() {
     let request = post("t.example", "text/plain", "", &data);
     let report = scan(&exchange_pcap(SERVER_CN, &request, OK));
     assert!(find(&report, K::Imei).is_empty(), "{}", describe(&report));
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("gzip data under") && w.contains("nested deeper than")),
+        "{:?}",
+        report.warnings
+    );
 }
 
 #[test]

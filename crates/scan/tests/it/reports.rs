@@ -22,6 +22,7 @@ fn request(inputs: Inputs, format: OutputFormat) -> Request {
     Request {
         profile: fixture("profile.toml"),
         policy: None,
+        sites: sovereign_scan::Sites::default(),
         inputs,
         format,
         keylogs: Vec::new(),
@@ -51,6 +52,7 @@ fn json_has_the_fields_the_issue_names() {
         "dst",
         "dst_ip",
         "host",
+        "site",
         "country",
         "cross_border",
         "severity",

@@ -512,6 +512,7 @@ fn keylog_garbage_is_an_error_naming_file_and_line() {
         inputs: sovereign_scan::run::Inputs::Scan(vec![capture]),
         format: sovereign_scan::run::OutputFormat::Json,
         keylogs: vec![keylog.clone()],
+        sites: sovereign_scan::Sites::default(),
     };
     let err = sovereign_scan::run::execute(&request, &mut sovereign_scan::progress::NoProgress)
         .unwrap_err()
@@ -537,6 +538,7 @@ fn the_json_table_and_html_reports_list_tls_flows() {
             inputs: sovereign_scan::run::Inputs::Scan(vec![capture.clone()]),
             format: sovereign_scan::run::OutputFormat::Json,
             keylogs,
+            sites: sovereign_scan::Sites::default(),
         };
         let run = |request: &sovereign_scan::run::Request| {
             sovereign_scan::run::execute(request, &mut sovereign_scan::progress::NoProgress)

@@ -1,0 +1,240 @@
+//! What regions ask of each other about users whose services live apart from their account
+//! (see [`crate::placement`]). Every request must carry a valid peer signature
+//! ([`crate::federation::Federation::verify`]); requests that change or read a user's data are
+//! taken only from the user's home region.
+
+use axum::extract::{Request, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use sovereign_model::RegionId;
+
+use crate::domain::{BackupKind, Service, UserId};
+use crate::error::ApiError;
+use crate::extract::AuthUser;
+use crate::placement::{
+    CONSENT_SYNC_PATH, SESSION_VERIFY_PATH, USER_DELETE_PATH, USER_EXPORT_PATH, USER_STATS_PATH,
+    holds,
+};
+use crate::routes::{backup, messages};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(SESSION_VERIFY_PATH, post(verify_session))
+        .route(CONSENT_SYNC_PATH, post(sync_consents))
+        .route(USER_DELETE_PATH, post(delete_user))
+        .route(USER_EXPORT_PATH, post(export_user))
+        .route(USER_STATS_PATH, post(user_stats))
+}
+
+/// The body of a request signed by a peer region, and which region signed it.
+async fn signed<T: DeserializeOwned>(
+    state: &AppState,
+    request: Request,
+    path: &str,
+) -> Result<(RegionId, T), ApiError> {
+    let headers = request.headers().clone();
+    let bytes =
+        crate::extract::read_body(request, state.policies.limits.json_body_bytes_max).await?;
+    let from = state
+        .federation
+        .verify(&headers, "POST", path, &bytes, state.now_ms())?;
+    Ok((from, crate::extract::parse_json(&bytes)?))
+}
+
+/// Refuses a request about a user from any region but the user's home.
+async fn from_home(state: &AppState, from: &RegionId, user_id: &str) -> Result<(), ApiError> {
+    match state.directory.home_of(user_id.to_owned()).await? {
+        Some(home) if home != *from => Err(ApiError::Unauthorized),
+        _ => Ok(()),
+    }
+}
+
+fn parse_digest(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut digest = [0u8; 32];
+    for (i, byte) in digest.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(digest)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifySession {
+    token_digest: String,
+}
+
+/// A region holding one of the user's services asks whether a token is a live session here.
+/// Only a region that holds a service of the token's user learns whose it is.
+async fn verify_session(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let (from, body): (_, VerifySession) = signed(&state, request, SESSION_VERIFY_PATH).await?;
+    let digest = parse_digest(&body.token_digest)
+        .ok_or_else(|| ApiError::invalid("token_digest", "must be 64 hex digits"))?;
+    let Some((user_id, expires_at)) = state.store.session_owner(digest, state.now_ms()).await?
+    else {
+        return Err(ApiError::NotFound);
+    };
+    let placed_there = state
+        .directory
+        .placements(user_id.clone())
+        .await?
+        .iter()
+        .any(|(_, region)| *region == from);
+    if !placed_there {
+        return Err(ApiError::NotFound);
+    }
+    Ok(Json(
+        json!({ "user_id": user_id, "expires_at_ms": expires_at }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsentSync {
+    user_id: String,
+    version: i64,
+    consents: Vec<MirroredConsent>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MirroredConsent {
+    scope: String,
+    notice_version: i64,
+    granted_at_ms: i64,
+}
+
+/// The home's consents for a user whose services live here; a scope no longer granted has
+/// its data erased here in the same commit.
+async fn sync_consents(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let (from, body): (_, ConsentSync) = signed(&state, request, CONSENT_SYNC_PATH).await?;
+    from_home(&state, &from, &body.user_id).await?;
+    let mut consents = Vec::new();
+    for c in body.consents {
+        if sovereign_model::ConsentScope::parse(&c.scope).is_none() {
+            return Err(ApiError::invalid("consents.scope", "unknown scope"));
+        }
+        consents.push((c.scope, c.notice_version, c.granted_at_ms));
+    }
+    let applied = state
+        .store
+        .mirror_consents(body.user_id, body.version, consents)
+        .await?;
+    let held = applied.is_some();
+    for path in applied.unwrap_or_default() {
+        state.blobs.delete(&path).await;
+    }
+    Ok(Json(json!({ "held": held })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserRef {
+    user_id: String,
+}
+
+/// The home deletes a user: their 'service' row here is crypto-shredded, then every row and
+/// blob goes.
+async fn delete_user(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let (from, body): (_, UserRef) = signed(&state, request, USER_DELETE_PATH).await?;
+    from_home(&state, &from, &body.user_id).await?;
+    let row = state.store.user(body.user_id.clone()).await?;
+    if row.as_ref().is_some_and(|r| r.service_only) {
+        state.store.shred_user(body.user_id.clone()).await?;
+        state.blobs.delete_user(&body.user_id).await;
+        state.store.purge_user(body.user_id).await?;
+    }
+    Ok(Json(json!({ "deleted": true })))
+}
+
+/// The home gathers an export: this region's part, decrypted, of the services it holds.
+async fn export_user(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let (from, body): (_, UserRef) = signed(&state, request, USER_EXPORT_PATH).await?;
+    from_home(&state, &from, &body.user_id).await?;
+    let mut messages_out = Vec::new();
+    let mut backups = serde_json::Map::new();
+    let Some(row) = state
+        .store
+        .user(body.user_id.clone())
+        .await?
+        .filter(|r| r.service_only)
+    else {
+        return Ok(Json(json!({ "messages": [], "backup": {} })));
+    };
+    let id = UserId::from_stored(body.user_id.clone());
+    let wrapped = row.wrapped_key.as_deref().ok_or(ApiError::NotFound)?;
+    let key = state
+        .keys
+        .unwrap(wrapped, &id)
+        .map_err(ApiError::Internal)?;
+    let user = AuthUser { id, row, key };
+    if holds(&state, &body.user_id, Service::Messaging).await? {
+        for row in state.store.messages_all(body.user_id.clone()).await? {
+            messages_out.push(
+                serde_json::to_value(messages::open_message(&user, &row)?)
+                    .map_err(ApiError::internal)?,
+            );
+        }
+    }
+    if holds(&state, &body.user_id, Service::Backup).await? {
+        for kind in BackupKind::ALL {
+            backups.insert(kind.as_str().to_owned(), Value::Array(Vec::new()));
+        }
+        for row in state.store.backup_all(body.user_id.clone()).await? {
+            let item = backup::export_item(&state, &user, &row).await?;
+            if let Some(Value::Array(items)) = backups.get_mut(&row.kind) {
+                items.push(item);
+            }
+        }
+    }
+    Ok(Json(json!({ "messages": messages_out, "backup": backups })))
+}
+
+/// The home's dashboard asks what this region holds of a user and when it goes: counts and
+/// deletion times per category, nothing decrypted.
+async fn user_stats(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let (from, body): (_, UserRef) = signed(&state, request, USER_STATS_PATH).await?;
+    from_home(&state, &from, &body.user_id).await?;
+    let stats = state
+        .store
+        .user_retention_stats(
+            body.user_id,
+            state.now_ms(),
+            crate::retention::ledger_ms(&state.policies.retention),
+        )
+        .await?;
+    let categories: Vec<Value> = stats
+        .iter()
+        .map(|s| {
+            json!({
+                "category": s.category,
+                "rows": s.rows,
+                "due_now": s.due_now,
+                "next_deletion": s.next_deletion,
+                "last_deletion": s.last_deletion,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "categories": categories })))
+}
