@@ -519,7 +519,9 @@ impl<'a> Session<'a> {
         self.scan_direction(flow, true, &runs, &marks);
         self.scan_direction(flow, false, &client_runs, &client_marks);
         runs.into_iter().for_each(|r| self.buffers.give(r.data));
-        client_runs.into_iter().for_each(|r| self.buffers.give(r.data));
+        client_runs
+            .into_iter()
+            .for_each(|r| self.buffers.give(r.data));
     }
 
     fn begin_tls(&mut self, flow: &mut Flow, to_server: &[Run], to_client: &[Run]) {

@@ -83,13 +83,24 @@ fn read_small(path: &PathBuf, limit: u64) -> Result<String, ScanError> {
 pub fn read_keylogs(paths: &[PathBuf]) -> Result<KeyLog, ScanError> {
     let mut keys = KeyLog::default();
     for path in paths {
+        let too_large = || ScanError::KeyLogTooLarge {
+            path: path.clone(),
+            max: crate::keylog::KEYLOG_BYTES_MAX,
+        };
+        // Refused before reading when its size says so; a pipe is measured as it is read.
+        let size = std::fs::metadata(path)
+            .map_err(|source| ScanError::Io {
+                path: path.clone(),
+                source,
+            })?
+            .len();
+        if size > crate::keylog::KEYLOG_BYTES_MAX {
+            return Err(too_large());
+        }
         // The file's text holds the secrets too: wiped when dropped, like the parsed ones.
         let text = zeroize::Zeroizing::new(read_small(path, crate::keylog::KEYLOG_BYTES_MAX)?);
         if text.len() as u64 > crate::keylog::KEYLOG_BYTES_MAX {
-            return Err(ScanError::KeyLogTooLarge {
-                path: path.clone(),
-                max: crate::keylog::KEYLOG_BYTES_MAX,
-            });
+            return Err(too_large());
         }
         keys.add_text(&text, &path.display().to_string())?;
     }

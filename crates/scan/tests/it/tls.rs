@@ -709,3 +709,107 @@ fn tls13_early_data_accepted_or_refused_with_and_without_its_secret() {
         );
     }
 }
+
+#[test]
+fn a_flow_scanned_in_pieces_carries_partial_records_over() {
+    use sovereign_scan::reassembly::{Mark, Run};
+    use sovereign_scan::tls_decrypt::{TlsFlow, Visibility};
+    for case in cases() {
+        let req = request("/v1/register", r#"{"imei":"356938035643809"}"#);
+        let s = session(case.suite, &[req.clone(), req.clone()]);
+        let keys = keys(&s.keylog);
+        // The first piece holds the hellos; the rest comes in pieces that cut records anywhere.
+        let pieces = |data: &[u8]| -> Vec<Run> {
+            let mut runs = Vec::new();
+            let mut at = 0;
+            for size in [1200_usize, 1, 4, 5, 7, 100, 333].iter().cycle() {
+                if at >= data.len() {
+                    break;
+                }
+                let end = (at + size).min(data.len());
+                runs.push(Run {
+                    start: at as u64,
+                    data: data[at..end].to_vec(),
+                });
+                at = end;
+            }
+            runs
+        };
+        let (client, server) = (pieces(&s.to_server), pieces(&s.to_client));
+        let marks = [Mark {
+            offset: 0,
+            frame: 1,
+            time_us: 0,
+        }];
+        let mut flow = TlsFlow::new();
+        flow.begin(&client[..1], &server[..1], &|r| keys.get(r).cloned());
+        let mut sent = Vec::new();
+        for run in &client {
+            // The engine calls begin for every piece; after the first it changes nothing.
+            flow.begin(std::slice::from_ref(run), &[], &|_| None);
+            sent.extend(flow.decrypt(true, std::slice::from_ref(run), &marks).data);
+        }
+        let mut answered = Vec::new();
+        for run in &server {
+            answered.extend(flow.decrypt(false, std::slice::from_ref(run), &marks).data);
+        }
+        assert_eq!(sent, [req.clone(), req.clone()].concat(), "{}", case.cipher);
+        let phone = b"+919876543210";
+        let answers = answered.windows(phone.len()).filter(|w| w == phone).count();
+        assert_eq!(answers, 2, "{}", case.cipher);
+        assert!(
+            answered.starts_with(b"HTTP/1.1 200 OK\r\n"),
+            "{}",
+            case.cipher
+        );
+        assert_eq!(flow.visibility(), Visibility::Decrypted);
+        assert!(flow.take_warnings().is_empty(), "{}", case.cipher);
+        assert_eq!(
+            flow.bytes(),
+            (s.to_server.len() as u64, s.to_client.len() as u64)
+        );
+    }
+}
+
+#[test]
+fn a_record_longer_than_the_limit_ends_decryption_with_a_warning() {
+    use sovereign_scan::tls_decrypt::RECORD_BYTES_MAX;
+    let mut s = imei_session(cs::TLS13_AES_128_GCM_SHA256);
+    let len = u16::try_from(RECORD_BYTES_MAX + 1).unwrap().to_be_bytes();
+    s.to_server.extend_from_slice(&[23, 3, 3, len[0], len[1]]);
+    s.to_server
+        .extend(std::iter::repeat_n(0, RECORD_BYTES_MAX + 1));
+    let report = scan_with(&pcap(&s, 1400), Some(&s.keylog));
+    // What came before the bad record was decrypted.
+    assert_eq!(find(&report, K::Imei).len(), 1, "{}", describe(&report));
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("client's stream is not a tls record at offset")),
+        "{:?}",
+        report.warnings
+    );
+}
+
+#[test]
+fn a_keylog_larger_than_the_limit_is_an_error() {
+    use sovereign_scan::keylog::KEYLOG_BYTES_MAX;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.txt");
+    // Sparse: zero bytes on disk, but read as KEYLOG_BYTES_MAX + 1 bytes of text.
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(KEYLOG_BYTES_MAX + 1)
+        .unwrap();
+    let err = sovereign_scan::run::read_keylogs(std::slice::from_ref(&path))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "key log {} is larger than {KEYLOG_BYTES_MAX} bytes",
+            path.display()
+        )
+    );
+}
