@@ -75,7 +75,10 @@ fn flow_chart(findings: &[Finding]) -> String {
     }
     let row = 28;
     let height = (left.len().max(right.len()) * row + 20) as u32;
-    let (x1, x2, width) = (170, 630, 900);
+    // Wide enough for the longest destination label (about 7 px a character at this size).
+    let label_chars = right.iter().map(|r| r.chars().count()).max().unwrap_or(0);
+    let (x1, x2) = (170, 630);
+    let width = (x2 + 20 + label_chars * 7).max(900);
     let y = |i: usize| (i * row + 20) as u32;
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" role=\"img\" aria-label=\"identifiers and where they went\">"
@@ -289,9 +292,13 @@ fn tls_flows(body: &mut String, flows: &[crate::report::TlsFlowReport]) {
         };
         let _ = write!(
             body,
-            "<tr><td>{content}</td><td>{}</td><td><code>{}</code></td><td>{}{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td></tr>",
+            "<tr><td>{content}</td><td>{}</td><td><code>{}</code>{}</td><td>{}{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td></tr>",
             esc(f.host.as_deref().unwrap_or("-")),
             esc(&f.dst),
+            f.site
+                .as_deref()
+                .map(|s| format!(" <span class=\"muted\">· site {}</span>", esc(s)))
+                .unwrap_or_default(),
             esc(f.country.as_deref().unwrap_or("-")),
             if f.cross_border { " (crossed)" } else { "" },
             esc(f.version.as_deref().unwrap_or("-")),

@@ -287,25 +287,35 @@ impl Scanner {
         })
     }
 
+    /// Where a remote party is: the analyst's site for it, if any, and its country (the site's,
+    /// which wins because it names what the database cannot place, else the database's).
+    fn locate(
+        &self,
+        remote: std::net::SocketAddr,
+        countries: &mut HashMap<IpAddr, Option<String>>,
+    ) -> (Option<&Site>, Option<String>) {
+        match self.sites.find(remote) {
+            Some(site) => (Some(site), Some(site.country.as_str().to_owned())),
+            None => (
+                None,
+                countries
+                    .entry(remote.ip())
+                    .or_insert_with(|| self.geo.country(remote.ip()))
+                    .clone(),
+            ),
+        }
+    }
+
     fn report(&self, tally: Tally, captures: Vec<report::CaptureInfo>) -> Report {
         let home = self.profile.device.home_country.as_str().to_owned();
         let mut countries: HashMap<IpAddr, Option<String>> = HashMap::new();
-        let sites = &self.sites;
         let mut findings: Vec<Finding> = tally
             .findings
             .into_iter()
             .map(|(key, occ)| {
                 let kind = self.targets[key.target].kind;
                 let remote = key.place.remote;
-                // A site names what the database cannot place (a lab, loopback): it wins.
-                let site = sites.find(remote);
-                let country = match site {
-                    Some(site) => Some(site.country.as_str().to_owned()),
-                    None => countries
-                        .entry(remote.ip())
-                        .or_insert_with(|| self.geo.country(remote.ip()))
-                        .clone(),
-                };
+                let (site, country) = self.locate(remote, &mut countries);
                 let cross_border = country.as_deref().is_some_and(|c| c != home);
                 let hashed = ["md5", "sha1", "sha256"]
                     .iter()
@@ -365,10 +375,7 @@ impl Scanner {
             .tls_flows
             .into_iter()
             .map(|flow| {
-                let country = countries
-                    .entry(flow.server.ip())
-                    .or_insert_with(|| self.geo.country(flow.server.ip()))
-                    .clone();
+                let (site, country) = self.locate(flow.server, &mut countries);
                 let (decrypted, note) = match flow.visibility {
                     tls_decrypt::Visibility::Decrypted => (true, None),
                     tls_decrypt::Visibility::Hidden(reason) => (false, Some(reason)),
@@ -377,10 +384,11 @@ impl Scanner {
                     src: flow.client.ip().to_string(),
                     dst: flow.server.to_string(),
                     dst_ip: flow.server.ip().to_string(),
-                    host: flow.host,
+                    host: flow.host.or_else(|| site.map(|s| s.name.clone())),
                     sni: flow.sni,
                     cross_border: country.as_deref().is_some_and(|c| c != home),
                     country,
+                    site: site.map(|s| s.name.clone()),
                     version: flow.version.map(tls_decrypt::version_name),
                     cipher: flow.cipher_suite.map(tls_decrypt::suite_name),
                     decrypted,

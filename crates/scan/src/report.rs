@@ -58,6 +58,8 @@ pub struct TlsFlowReport {
     pub sni: Option<String>,
     pub country: Option<String>,
     pub cross_border: bool,
+    /// The name of the `--sites` entry the server matched, if any.
+    pub site: Option<String>,
     /// `TLS 1.2`, `TLS 1.3`, ...; absent when the ServerHello was not captured.
     pub version: Option<String>,
     /// The IANA name of the cipher suite, or its number in hex.

@@ -105,7 +105,12 @@ fn the_demo_proves_both_behaviours_from_the_wire() {
     }
     let flows = ours["tls_flows"].as_array().unwrap();
     assert!(!flows.is_empty());
-    assert!(flows.iter().all(|f| f["decrypted"] == true), "{flows:?}");
+    for flow in flows {
+        assert_eq!(flow["decrypted"], true, "{flow}");
+        // The connections themselves are placed by the sites file, like the findings.
+        assert_eq!(flow["site"], "in-mumbai", "{flow}");
+        assert_eq!(flow["country"], "IN", "{flow}");
+    }
 
     // The same capture by hand, as the README shows: with the key log the same findings; without
     // it nothing can be read, and every TLS flow is listed as not visible.
