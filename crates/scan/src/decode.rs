@@ -531,6 +531,7 @@ pub fn evidence(data: &[u8], start: usize, end: usize, others: &[(usize, usize)]
             hidden[i - from] = true;
         }
     }
+    hide_secret_values(data, from, to, &mut hidden);
     let own = mask(&data[start..end]);
     let mut out = String::with_capacity(to - from);
     for i in from..to {
@@ -553,6 +554,48 @@ pub fn evidence(data: &[u8], start: usize, end: usize, others: &[(usize, usize)]
         out.push_str(&own);
     }
     out
+}
+
+/// Field names whose values evidence never shows (lower case): credentials sit right next to
+/// identifiers in sign-up and sign-in bodies, and a report is shared more widely than a capture.
+const SECRET_FIELDS: [&[u8]; 6] = [
+    b"password",
+    b"passwd",
+    b"secret",
+    b"token",
+    b"authorization",
+    b"api_key",
+];
+/// How far before the evidence window a secret field's name is looked for, so that a value that
+/// starts inside the window is hidden even when its name is just outside.
+const SECRET_LOOKBACK_BYTES: usize = 32;
+
+/// Marks in `hidden` (the window `from..to`) the value of every secret field: after the name,
+/// the rest of the key and its separators (quotes, spaces, `:` or `=`), up to the next `"`, `&`,
+/// `,`, `;`, `}` or line end.
+fn hide_secret_values(data: &[u8], from: usize, to: usize, hidden: &mut [bool]) {
+    let look_from = from.saturating_sub(SECRET_LOOKBACK_BYTES);
+    let lower = data[look_from..to].to_ascii_lowercase();
+    for name in SECRET_FIELDS {
+        for at in memchr::memmem::find_iter(&lower, name) {
+            let mut i = look_from + at + name.len();
+            while i < to && (data[i].is_ascii_alphanumeric() || matches!(data[i], b'_' | b'-')) {
+                i += 1;
+            }
+            if i >= to || !matches!(data[i], b'"' | b'\'' | b' ' | b'\t' | b':' | b'=') {
+                continue;
+            }
+            while i < to && matches!(data[i], b'"' | b'\'' | b' ' | b'\t' | b':' | b'=') {
+                i += 1;
+            }
+            while i < to && !matches!(data[i], b'"' | b'&' | b',' | b';' | b'}' | b'\r' | b'\n') {
+                if i >= from {
+                    hidden[i - from] = true;
+                }
+                i += 1;
+            }
+        }
+    }
 }
 
 /// An identifier as it may be shown: its first two and last two characters, stars between.
@@ -651,6 +694,27 @@ mod tests {
         let data = b"imei=356938035643809&carrier=Vodafone";
         let shown = evidence(data, 29, 37, &[(5, 20), (29, 37)]);
         assert_eq!(shown, "***************&carrier=Vo****ne");
+    }
+
+    #[test]
+    fn evidence_never_shows_a_credential_beside_an_identifier() {
+        let data =
+            br#"{"phone":"+919876543210","password":"correct horse battery staple","device":"x"}"#;
+        let shown = evidence(data, 10, 23, &[(10, 23)]);
+        assert!(!shown.contains("correct"), "{shown}");
+        assert!(shown.contains(r#""password":"****"#), "{shown}");
+        // The header's name lies before the window; its value reaches into it.
+        let data = b"Authorization: Bearer abc123def\r\nX-Imei: 356938035643809\r\n";
+        let shown = evidence(data, 41, 56, &[(41, 56)]);
+        assert!(!shown.contains("abc123"), "{shown}");
+        assert!(shown.contains("X-Imei: 35"), "{shown}");
+        // Other fields stay readable; a field named like a secret (access_token) is hidden.
+        let data = b"carrier=Vodafone&imei=356938035643809";
+        let shown = evidence(data, 22, 37, &[(22, 37)]);
+        assert!(shown.contains("carrier=Vodafone"), "{shown}");
+        let data = b"access_token=s3cr3t&imei=356938035643809";
+        let shown = evidence(data, 25, 40, &[(25, 40)]);
+        assert!(shown.contains("token=******&"), "{shown}");
     }
 
     #[test]
