@@ -178,16 +178,7 @@ pub async fn push_consents(
     user_id: &str,
     withdrawing: Option<ConsentScope>,
 ) -> Result<(), ApiError> {
-    let mut done = BTreeSet::new();
-    for _ in 0..PUSH_ROUNDS_MAX {
-        let pending: Vec<RegionId> = service_regions(state, user_id)
-            .await?
-            .into_iter()
-            .filter(|r| !done.contains(r))
-            .collect();
-        if pending.is_empty() {
-            return Ok(());
-        }
+    post_to_service_regions(state, user_id, CONSENT_SYNC_PATH, || async {
         // Read after the change committed here, so the newest state is what goes out.
         let mut version = state.store.consent_version(user_id.to_owned()).await?;
         let consents: Vec<Value> = state
@@ -208,22 +199,9 @@ pub async fn push_consents(
             // The withdrawal's own event is about to be appended here.
             version += 1;
         }
-        let body = json!({ "user_id": user_id, "version": version, "consents": consents });
-        for region in pending {
-            let (status, _) = state
-                .federation
-                .post(&region, CONSENT_SYNC_PATH, &body, state.now_ms())
-                .await?;
-            if status != 200 {
-                tracing::warn!(%region, status, "a service region refused a consent change");
-                return Err(ApiError::RegionUnavailable(region.to_string()));
-            }
-            done.insert(region);
-        }
-    }
-    Err(ApiError::RegionUnavailable(
-        "the user's services keep moving; retry".to_owned(),
-    ))
+        Ok(json!({ "user_id": user_id, "version": version, "consents": consents }))
+    })
+    .await
 }
 
 /// Deletes the user in every region holding one of their services (crypto-shredding there
@@ -232,6 +210,25 @@ pub async fn push_consents(
 /// # Errors
 /// `503 region_unavailable` naming a region that did not confirm.
 pub async fn delete_remote(state: &AppState, user_id: &str) -> Result<(), ApiError> {
+    post_to_service_regions(state, user_id, USER_DELETE_PATH, || async {
+        Ok(json!({ "user_id": user_id }))
+    })
+    .await
+}
+
+/// Posts to every region holding one of the user's services until each has answered 200. The
+/// placements are read again each round (a service may move meanwhile) and `body` is built per
+/// round, so that what goes out is the newest state.
+async fn post_to_service_regions<F, Fut>(
+    state: &AppState,
+    user_id: &str,
+    path: &str,
+    mut body: F,
+) -> Result<(), ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Value, ApiError>>,
+{
     let mut done = BTreeSet::new();
     for _ in 0..PUSH_ROUNDS_MAX {
         let pending: Vec<RegionId> = service_regions(state, user_id)
@@ -242,13 +239,14 @@ pub async fn delete_remote(state: &AppState, user_id: &str) -> Result<(), ApiErr
         if pending.is_empty() {
             return Ok(());
         }
+        let body = body().await?;
         for region in pending {
-            let body = json!({ "user_id": user_id });
             let (status, _) = state
                 .federation
-                .post(&region, USER_DELETE_PATH, &body, state.now_ms())
+                .post(&region, path, &body, state.now_ms())
                 .await?;
             if status != 200 {
+                tracing::warn!(%region, status, path, "a service region refused a change");
                 return Err(ApiError::RegionUnavailable(region.to_string()));
             }
             done.insert(region);
