@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sovereign_scan::decode;
+use sovereign_scan::finding::decode;
 
 fuzz_target!(|data: &[u8]| {
     let _ = decode::json_unescape(data);

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sovereign_scan::dns;
+use sovereign_scan::protocols::dns;
 
 fuzz_target!(|data: &[u8]| {
     if let Some(message) = dns::parse(data) {

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sovereign_scan::http;
+use sovereign_scan::protocols::http;
 
 fuzz_target!(|data: &[u8]| {
     let mut at = 0;

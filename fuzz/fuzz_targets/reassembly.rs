@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sovereign_scan::reassembly::{STREAM_BYTES_MAX, Stream};
+use sovereign_scan::transport::reassembly::{STREAM_BYTES_MAX, Stream};
 
 fuzz_target!(|data: &[u8]| {
     let mut stream = Stream::default();

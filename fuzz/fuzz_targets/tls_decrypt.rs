@@ -10,9 +10,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sovereign_scan::keylog::{KeyLog, Secrets};
-use sovereign_scan::reassembly::{Mark, Run};
-use sovereign_scan::tls_decrypt::TlsFlow;
+use sovereign_scan::tls::keylog::{KeyLog, Secrets};
+use sovereign_scan::transport::reassembly::{Mark, Run};
+use sovereign_scan::tls::decrypt::TlsFlow;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use base64::Engine;
 use serde::Serialize;
 use sovereign_model::IdentifierKind;
-use sovereign_scan::Profile;
+use sovereign_model::Profile;
 
 /// Most requests one journal keeps; the procedure makes a few dozen.
 pub const JOURNAL_REQUESTS_MAX: usize = 10_000;

@@ -1,4 +1,4 @@
-//! The simulated phone's profile: the scanner's profile format (`sovereign_scan::Profile`), so
+//! The simulated phone's profile: the shared profile format (`sovereign_model::Profile`), so
 //! that the same file drives the phone and the scan of its traffic.
 //!
 //! The behaviours see it through two views. [`OwnerData`] is what the user owns and may choose to
@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use sovereign_scan::Profile;
+use sovereign_model::Profile;
 
 use crate::DeviceError;
 use crate::journal::phone_digits;
@@ -66,12 +66,12 @@ impl PhoneProfile {
                 message: e.to_string(),
             })?
             .len();
-        if size > sovereign_scan::profile::PROFILE_BYTES_MAX as u64 {
+        if size > sovereign_model::profile::PROFILE_BYTES_MAX as u64 {
             return Err(DeviceError::Profile {
                 path: origin,
                 message: format!(
                     "{size} bytes, at most {} allowed",
-                    sovereign_scan::profile::PROFILE_BYTES_MAX
+                    sovereign_model::profile::PROFILE_BYTES_MAX
                 ),
             });
         }

@@ -21,6 +21,7 @@ mod consent;
 mod country;
 mod error;
 mod identifier;
+pub mod profile;
 mod region;
 mod residency;
 
@@ -29,5 +30,6 @@ pub use consent::ConsentScope;
 pub use country::CountryCode;
 pub use error::ModelError;
 pub use identifier::IdentifierKind;
+pub use profile::{ParseProfileError, Profile};
 pub use region::{RegionConfig, RegionId, RegionsConfig};
 pub use residency::ResidencyPolicy;

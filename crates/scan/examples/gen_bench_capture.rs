@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use base64::Engine as _;
 use sha2::Digest as _;
-use sovereign_scan::packet::LinkType;
+use sovereign_scan::network::packet::LinkType;
 use sovereign_scan::synth::{self, PcapWriter};
 
 struct Rng(u64);

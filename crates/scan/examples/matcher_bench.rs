@@ -11,8 +11,8 @@ fn main() {
         .expect("usage: matcher_bench PROFILE.toml");
     let text = std::fs::read_to_string(&path).expect("reading the profile");
     let profile = sovereign_scan::Profile::from_toml(&text, &path).expect("a valid profile");
-    let (_, needles) = sovereign_scan::needle::expand(&profile);
-    let ours = sovereign_scan::matcher::Matcher::new(&needles).expect("builds");
+    let (_, needles) = sovereign_scan::finding::needle::expand(&profile);
+    let ours = sovereign_scan::finding::matcher::Matcher::new(&needles).expect("builds");
     let mut patterns: Vec<Vec<u8>> = needles.into_iter().map(|n| n.pattern).collect();
     patterns.sort();
     patterns.dedup();

@@ -9,7 +9,7 @@ fn main() {
         .expect("usage: print_patterns PROFILE.toml");
     let text = std::fs::read_to_string(&path).expect("reading the profile");
     let profile = sovereign_scan::Profile::from_toml(&text, &path).expect("a valid profile");
-    let (_, needles) = sovereign_scan::needle::expand(&profile);
+    let (_, needles) = sovereign_scan::finding::needle::expand(&profile);
     let mut patterns: Vec<String> = needles
         .into_iter()
         .filter_map(|n| String::from_utf8(n.pattern).ok())

@@ -11,7 +11,7 @@ use std::time::Instant;
 use rustls::crypto::aws_lc_rs::{cipher_suite as cs, default_provider};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConnection, ServerConnection, SupportedCipherSuite};
-use sovereign_scan::keylog::KeyLog;
+use sovereign_scan::tls::keylog::KeyLog;
 use sovereign_scan::{Policy, Profile, Scanner, synth};
 
 #[derive(Debug, Default)]

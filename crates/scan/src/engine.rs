@@ -4,16 +4,16 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
-use crate::decode::{self, Found, Searcher, Sink};
-use crate::dns;
-use crate::http::{self, Direction};
-use crate::ipfrag::Defragmenter;
-use crate::keylog::KeyLog;
-use crate::matcher::Matcher;
-use crate::packet::{self, PROTO_TCP, PROTO_UDP, TCP_FIN, TCP_RST, TCP_SYN};
-use crate::reassembly::{BufferPool, Loss, Mark, Run, Stream};
-use crate::tls;
-use crate::tls_decrypt::{self, FlowSummary, TlsFlow};
+use crate::finding::decode::{self, Found, Searcher, Sink};
+use crate::protocols::dns;
+use crate::protocols::http::{self, Direction};
+use crate::network::ipfrag::Defragmenter;
+use crate::tls::keylog::KeyLog;
+use crate::finding::matcher::Matcher;
+use crate::network::packet::{self, PROTO_TCP, PROTO_UDP, TCP_FIN, TCP_RST, TCP_SYN};
+use crate::transport::reassembly::{BufferPool, Loss, Mark, Run, Stream};
+use crate::tls::hello;
+use crate::tls::decrypt::{self, FlowSummary, TlsFlow};
 
 /// Most TCP flows followed at once; past this the oldest is scanned and closed early.
 pub const FLOWS_OPEN_MAX: usize = 100_000;
@@ -26,7 +26,7 @@ pub const DNS_ANSWERS_MAX: usize = 1 << 20;
 /// Most TLS flows listed in a report; the rest are counted.
 pub const TLS_FLOWS_MAX: usize = 100_000;
 
-const _: () = assert!(crate::reassembly::STREAM_BYTES_MAX as usize <= BUFFERED_BYTES_MAX);
+const _: () = assert!(crate::transport::reassembly::STREAM_BYTES_MAX as usize <= BUFFERED_BYTES_MAX);
 
 /// Where a finding was seen: everything but the identifier and its encoding.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -191,7 +191,7 @@ pub struct Session<'a> {
     tally: &'a mut Tally,
     capture: usize,
     label: String,
-    flows: HashMap<FlowKey, Flow, crate::fxhash::FxBuildHasher>,
+    flows: HashMap<FlowKey, Flow, rustc_hash::FxBuildHasher>,
     flow_order: VecDeque<(FlowKey, u64)>,
     next_order: u64,
     buffered_bytes: usize,
@@ -643,7 +643,7 @@ impl<'a> Session<'a> {
                 Loss::Truncated => format!(
                     "{}: tcp stream {a} → {b} is longer than {} bytes; the rest is not scanned",
                     self.label,
-                    crate::reassembly::STREAM_BYTES_MAX
+                    crate::transport::reassembly::STREAM_BYTES_MAX
                 ),
             };
             self.tally.warnings.push(message);
@@ -840,7 +840,7 @@ impl<'a> Session<'a> {
     }
 
     /// Scans one HAR entry's request and response.
-    pub fn har_entry(&mut self, entry: &crate::har::Exchange, index: u64) {
+    pub fn har_entry(&mut self, entry: &crate::capture::har::Exchange, index: u64) {
         let timing = Timing::Fixed {
             frame: index,
             time_us: entry.time_us,

@@ -12,8 +12,8 @@ pub enum ScanError {
         #[source]
         source: std::io::Error,
     },
-    #[error("profile {path}: {message}")]
-    Profile { path: String, message: String },
+    #[error(transparent)]
+    Profile(#[from] sovereign_model::ParseProfileError),
     #[error("policy {path}: {message}")]
     Policy { path: String, message: String },
     #[error("sites {path}: {message}")]
@@ -23,7 +23,7 @@ pub enum ScanError {
     #[error("{path} is not a valid capture: {message}")]
     Capture { path: PathBuf, message: String },
     #[error(transparent)]
-    KeyLog(#[from] crate::keylog::KeyLogError),
+    KeyLog(#[from] crate::tls::keylog::KeyLogError),
     #[error("key log {path} is larger than {max} bytes")]
     KeyLogTooLarge { path: PathBuf, max: u64 },
     #[error("ip-to-country database is unreadable: {0}")]

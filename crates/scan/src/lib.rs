@@ -20,32 +20,20 @@
 //! ```
 #![forbid(unsafe_code)]
 
+// The folders follow the pipeline: capture → network → transport → protocols (and TLS) →
+// finding → report; `engine` drives one capture through it and `run` is what the CLI calls.
 pub mod capture;
-pub mod decode;
-pub mod diff;
-pub mod dns;
 pub mod engine;
 mod error;
-mod fxhash;
-pub mod geo;
-pub mod har;
-pub mod html;
-pub mod http;
-pub mod ipfrag;
-pub mod keylog;
-pub mod matcher;
-pub mod needle;
-pub mod packet;
-pub mod policy;
-pub mod profile;
+pub mod finding;
+pub mod network;
 pub mod progress;
-pub mod reassembly;
+pub mod protocols;
 pub mod report;
 pub mod run;
-pub mod sites;
 pub mod synth;
 pub mod tls;
-pub mod tls_decrypt;
+pub mod transport;
 
 use std::collections::HashMap;
 use std::io::{Read, Seek};
@@ -53,10 +41,10 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 pub use error::ScanError;
-pub use policy::{Policy, Severity};
-pub use profile::Profile;
+pub use finding::policy::{Policy, Severity};
+pub use sovereign_model::profile::{self, Profile};
 pub use report::{Finding, Report, TlsFlowReport};
-pub use sites::{Site, Sites};
+pub use finding::sites::{Site, Sites};
 
 use capture::CaptureFormat;
 use engine::{Session, Tally};

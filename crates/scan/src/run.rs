@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::keylog::KeyLog;
+use crate::tls::keylog::KeyLog;
 use crate::progress::Progress;
 use crate::{Policy, Profile, ScanError, Scanner, Severity, Sites};
 
@@ -42,7 +42,7 @@ pub struct Request {
 /// # Errors
 /// When the file cannot be read or is not a valid sites file; the message names the problem.
 pub fn read_sites(path: &PathBuf) -> Result<Sites, ScanError> {
-    let text = read_small(path, crate::sites::SITES_BYTES_MAX as u64)?;
+    let text = read_small(path, crate::finding::sites::SITES_BYTES_MAX as u64)?;
     Sites::from_toml(&text, &path.display().to_string())
 }
 
@@ -78,14 +78,14 @@ fn read_small(path: &PathBuf, limit: u64) -> Result<String, ScanError> {
 /// Reads and merges key log files.
 ///
 /// # Errors
-/// When a file cannot be read, is larger than [`KEYLOG_BYTES_MAX`](crate::keylog::KEYLOG_BYTES_MAX),
+/// When a file cannot be read, is larger than [`KEYLOG_BYTES_MAX`](crate::tls::keylog::KEYLOG_BYTES_MAX),
 /// or has a line that is not in the key log format.
 pub fn read_keylogs(paths: &[PathBuf]) -> Result<KeyLog, ScanError> {
     let mut keys = KeyLog::default();
     for path in paths {
         let too_large = || ScanError::KeyLogTooLarge {
             path: path.clone(),
-            max: crate::keylog::KEYLOG_BYTES_MAX,
+            max: crate::tls::keylog::KEYLOG_BYTES_MAX,
         };
         // Refused before reading when its size says so; a pipe is measured as it is read.
         let size = std::fs::metadata(path)
@@ -94,12 +94,12 @@ pub fn read_keylogs(paths: &[PathBuf]) -> Result<KeyLog, ScanError> {
                 source,
             })?
             .len();
-        if size > crate::keylog::KEYLOG_BYTES_MAX {
+        if size > crate::tls::keylog::KEYLOG_BYTES_MAX {
             return Err(too_large());
         }
         // The file's text holds the secrets too: wiped when dropped, like the parsed ones.
-        let text = zeroize::Zeroizing::new(read_small(path, crate::keylog::KEYLOG_BYTES_MAX)?);
-        if text.len() as u64 > crate::keylog::KEYLOG_BYTES_MAX {
+        let text = zeroize::Zeroizing::new(read_small(path, crate::tls::keylog::KEYLOG_BYTES_MAX)?);
+        if text.len() as u64 > crate::tls::keylog::KEYLOG_BYTES_MAX {
             return Err(too_large());
         }
         keys.add_text(&text, &path.display().to_string())?;
@@ -132,7 +132,7 @@ pub fn execute(request: &Request, progress: &mut dyn Progress) -> Result<Outcome
             let rendered = match request.format {
                 OutputFormat::Table => report.to_table(),
                 OutputFormat::Json => report.to_json().unwrap_or_default() + "\n",
-                OutputFormat::Html => crate::html::report(&report),
+                OutputFormat::Html => crate::report::html::report(&report),
             };
             Ok(Outcome {
                 rendered,
@@ -142,11 +142,11 @@ pub fn execute(request: &Request, progress: &mut dyn Progress) -> Result<Outcome
         Inputs::Diff { before, after } => {
             let old = scanner.scan_paths(std::slice::from_ref(before), progress)?;
             let new = scanner.scan_paths(std::slice::from_ref(after), progress)?;
-            let diff = crate::diff::diff(&old, &new);
+            let diff = crate::report::diff::diff(&old, &new);
             let rendered = match request.format {
                 OutputFormat::Table => diff.to_table(),
                 OutputFormat::Json => diff.to_json().unwrap_or_default() + "\n",
-                OutputFormat::Html => crate::html::diff(&diff),
+                OutputFormat::Html => crate::report::html::diff(&diff),
             };
             Ok(Outcome {
                 rendered,

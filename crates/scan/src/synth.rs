@@ -4,7 +4,7 @@
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 
-use crate::packet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, LinkType, TCP_FIN, TCP_SYN};
+use crate::network::packet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, LinkType, TCP_FIN, TCP_SYN};
 
 const TCP_ACK: u8 = 0x10;
 const TCP_PSH: u8 = 0x08;

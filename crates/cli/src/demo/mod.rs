@@ -248,7 +248,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<Summary> {
         let report = scan(&profile_path, &capture_path, &key_log, &sites_path)?;
         let html = out.join(format!("{name}.html"));
         let json = out.join(format!("{name}.json"));
-        std::fs::write(&html, sovereign_scan::html::report(&report))
+        std::fs::write(&html, sovereign_scan::report::html::report(&report))
             .with_context(|| format!("writing {}", html.display()))?;
         std::fs::write(&json, report.to_json()? + "\n")
             .with_context(|| format!("writing {}", json.display()))?;

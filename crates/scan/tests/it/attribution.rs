@@ -114,7 +114,7 @@ pub fn client_hello(name: &str) -> Vec<u8> {
 #[test]
 fn host_from_tls_sni() {
     assert_eq!(
-        sovereign_scan::tls::client_hello_sni(&client_hello("Secure.Example.CN")).as_deref(),
+        sovereign_scan::tls::hello::client_hello_sni(&client_hello("Secure.Example.CN")).as_deref(),
         Some("secure.example.cn")
     );
     // A client that sends its IMEI in the clear right after the ClientHello bytes.

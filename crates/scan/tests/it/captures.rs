@@ -1,7 +1,7 @@
 //! Capture formats, link types, IP versions and fragments.
 
 use sovereign_model::IdentifierKind as K;
-use sovereign_scan::packet::LinkType;
+use sovereign_scan::network::packet::LinkType;
 use sovereign_scan::synth::{self, PcapWriter, PcapngWriter};
 
 use crate::support::*;

@@ -178,7 +178,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 
 #[test]
 fn base64_inside_base64_is_decoded_with_every_layer_in_the_chain() {
-    use sovereign_scan::needle::percent_encode;
+    use sovereign_scan::finding::needle::percent_encode;
     const FORM: &str = "application/x-www-form-urlencoded";
     let imei = format!("imei={IMEI}");
     let twice = b64(b64(imei.as_bytes()).as_bytes());
@@ -253,7 +253,7 @@ fn base64_inside_base64_is_decoded_with_every_layer_in_the_chain() {
 
 #[test]
 fn base64_nested_deeper_than_decode_depth_max_warns() {
-    use sovereign_scan::decode::DECODE_DEPTH_MAX;
+    use sovereign_scan::finding::decode::DECODE_DEPTH_MAX;
     // base64 › gzip › base64 › gzip takes the four layers; the base64 of base64 inside is one
     // more: a warning says so, and nothing is made up.
     assert_eq!(DECODE_DEPTH_MAX, 4);
@@ -273,7 +273,7 @@ fn base64_nested_deeper_than_decode_depth_max_warns() {
 
 #[test]
 fn decode_depth_max_stops_nesting() {
-    use sovereign_scan::decode::DECODE_DEPTH_MAX;
+    use sovereign_scan::finding::decode::DECODE_DEPTH_MAX;
     // gzip inside base64 inside gzip ... deeper than the limit: not found, and no panic.
     let mut data = b"imei 356938035643809".to_vec();
     for _ in 0..=DECODE_DEPTH_MAX {

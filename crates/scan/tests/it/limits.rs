@@ -2,7 +2,7 @@
 //! Bounds of a gigabyte are lowered through `Limits` (the same code path, a smaller number).
 
 use sovereign_model::IdentifierKind as K;
-use sovereign_scan::packet::LinkType;
+use sovereign_scan::network::packet::LinkType;
 use sovereign_scan::synth::{self, PcapngWriter};
 use sovereign_scan::{Limits, Profile, Scanner};
 
@@ -106,7 +106,7 @@ fn dns_answers_max_keeps_the_first_answers_and_warns() {
 
 #[test]
 fn chunks_max_cuts_the_body_and_the_rest_is_scanned_raw() {
-    use sovereign_scan::http::CHUNKS_MAX;
+    use sovereign_scan::protocols::http::CHUNKS_MAX;
     let mut body = b"1a\r\nimei=356938035643809&x=1\r\n".to_vec();
     body.extend_from_slice(&b"1\r\n.\r\n".repeat(CHUNKS_MAX));
     body.extend_from_slice(b"14\r\nimsi=404450123456789\r\n0\r\n\r\n");
@@ -242,7 +242,7 @@ fn har_bytes_max_is_an_input_error_that_names_the_file_and_the_bound() {
 
 #[test]
 fn needles_max_is_a_clear_error() {
-    use sovereign_scan::needle::NEEDLES_MAX;
+    use sovereign_scan::finding::needle::NEEDLES_MAX;
     // Every contact's number expands to a few hundred patterns.
     let mut text = String::from("[device]\nhome_country = \"IN\"\n");
     for i in 0..2000 {
@@ -296,7 +296,7 @@ fn policy_bytes_max_is_an_error_not_a_truncated_policy() {
 
 #[test]
 fn server_name_bytes_max_drops_an_absurd_sni() {
-    use sovereign_scan::tls::{SERVER_NAME_BYTES_MAX, client_hello_sni};
+    use sovereign_scan::tls::hello::{SERVER_NAME_BYTES_MAX, client_hello_sni};
     let fits = "a".repeat(SERVER_NAME_BYTES_MAX);
     let hello = crate::attribution::client_hello(&fits);
     assert_eq!(client_hello_sni(&hello).as_deref(), Some(fits.as_str()));

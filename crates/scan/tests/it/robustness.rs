@@ -81,7 +81,7 @@ fn a_garbage_har_is_an_input_error() {
 
 #[test]
 fn matches_per_buffer_max_keeps_the_first_and_warns() {
-    use sovereign_scan::decode::MATCHES_PER_BUFFER_MAX;
+    use sovereign_scan::finding::decode::MATCHES_PER_BUFFER_MAX;
     let body = b"356938035643809 ".repeat(MATCHES_PER_BUFFER_MAX + 1);
     let request = post("t.example", "text/plain", "", &body);
     let report = scan(&exchange_pcap(SERVER_CN, &request, OK));

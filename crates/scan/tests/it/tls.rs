@@ -9,8 +9,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::{ClientConnection, ServerConnection, SupportedCipherSuite};
 use sovereign_model::IdentifierKind as K;
 use sovereign_scan::capture::SECRETS_TYPE_TLS_KEY_LOG;
-use sovereign_scan::keylog::KeyLog;
-use sovereign_scan::packet::LinkType;
+use sovereign_scan::tls::keylog::KeyLog;
+use sovereign_scan::network::packet::LinkType;
 use sovereign_scan::{Report, synth};
 
 use crate::support::*;
@@ -712,8 +712,8 @@ fn tls13_early_data_accepted_or_refused_with_and_without_its_secret() {
 
 #[test]
 fn a_flow_scanned_in_pieces_carries_partial_records_over() {
-    use sovereign_scan::reassembly::{Mark, Run};
-    use sovereign_scan::tls_decrypt::{TlsFlow, Visibility};
+    use sovereign_scan::transport::reassembly::{Mark, Run};
+    use sovereign_scan::tls::decrypt::{TlsFlow, Visibility};
     for case in cases() {
         let req = request("/v1/register", r#"{"imei":"356938035643809"}"#);
         let s = session(case.suite, &[req.clone(), req.clone()]);
@@ -773,7 +773,7 @@ fn a_flow_scanned_in_pieces_carries_partial_records_over() {
 
 #[test]
 fn a_record_longer_than_the_limit_ends_decryption_with_a_warning() {
-    use sovereign_scan::tls_decrypt::RECORD_BYTES_MAX;
+    use sovereign_scan::tls::decrypt::RECORD_BYTES_MAX;
     let mut s = imei_session(cs::TLS13_AES_128_GCM_SHA256);
     let len = u16::try_from(RECORD_BYTES_MAX + 1).unwrap().to_be_bytes();
     s.to_server.extend_from_slice(&[23, 3, 3, len[0], len[1]]);
@@ -794,7 +794,7 @@ fn a_record_longer_than_the_limit_ends_decryption_with_a_warning() {
 
 #[test]
 fn a_keylog_larger_than_the_limit_is_an_error() {
-    use sovereign_scan::keylog::KEYLOG_BYTES_MAX;
+    use sovereign_scan::tls::keylog::KEYLOG_BYTES_MAX;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("huge.txt");
     // Sparse: zero bytes on disk, but read as KEYLOG_BYTES_MAX + 1 bytes of text.

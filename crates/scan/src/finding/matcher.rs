@@ -14,7 +14,7 @@
 //! base64 blobs, are found with `memchr::memmem`, whose SIMD search runs at memory speed.
 
 use crate::ScanError;
-use crate::needle::{NEEDLES_MAX, Needle, Role};
+use crate::finding::needle::{NEEDLES_MAX, Needle, Role};
 
 /// What a pattern stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +46,7 @@ pub const SAMPLED_BYTES_MIN: usize = STRIDE + ANCHOR_BYTES - 1;
 /// Bits of the gram hash: the bitmap is 2^17 bits, 16 KiB.
 const HASH_BITS: u32 = 17;
 const BITMAP_WORDS: usize = (1 << HASH_BITS) / 64;
-const _: () = assert!(crate::needle::NEEDLE_BYTES_MIN >= 2);
+const _: () = assert!(crate::finding::needle::NEEDLE_BYTES_MIN >= 2);
 
 /// The base64 starts of gzip (`1f 8b 08`) and zstd (`28 b5 2f fd`) data, and the first three
 /// characters of zlib's (`78 9c` → `eJw`..`eJz`, `78 da` → `eNo`..`eNr`, the third character
@@ -330,7 +330,7 @@ mod tests {
             let alphabet = if round % 2 == 0 { 3 } else { 16 };
             let patterns: Vec<Vec<u8>> = (0..20)
                 .map(|_| {
-                    let len = crate::needle::NEEDLE_BYTES_MIN + (next() % 12) as usize;
+                    let len = crate::finding::needle::NEEDLE_BYTES_MIN + (next() % 12) as usize;
                     (0..len).map(|_| b'a' + (next() % alphabet) as u8).collect()
                 })
                 .collect();

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::policy::Severity;
+use crate::finding::policy::Severity;
 use crate::report::{Finding, Report};
 
 /// A finding present in both scans whose rating or destination facts differ.

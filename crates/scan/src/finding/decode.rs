@@ -6,7 +6,7 @@ use std::io::Read;
 
 use base64::Engine as _;
 
-use crate::matcher::{Hit, Match, Matcher};
+use crate::finding::matcher::{Hit, Match, Matcher};
 
 /// How many layers deep we decode (compression inside base64 inside compression ...).
 pub const DECODE_DEPTH_MAX: usize = 4;

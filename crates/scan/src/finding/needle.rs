@@ -3,7 +3,7 @@
 //! We expand each identifier into its encodings up front (plain, case variants, URL and form
 //! encoding, hex, base64 and base64url at the three alignments, MD5/SHA-1/SHA-256 hex) so that one
 //! pass of one automaton over the traffic finds all of them. Layers that wrap whole bodies
-//! (compression, JSON escapes, URL-encoded forms) are undone by [`crate::decode`] instead.
+//! (compression, JSON escapes, URL-encoded forms) are undone by [`crate::finding::decode`] instead.
 
 use base64::Engine as _;
 use md5::Digest as _;
@@ -20,7 +20,7 @@ pub const NEEDLES_MAX: usize = 200_000;
 /// Shortest core of a twice-base64-encoded value we search: shorter ones would go through a
 /// memmem pass of their own instead of the sampled filter.
 pub const NESTED_BASE64_CORE_BYTES_MIN: usize = 8;
-const _: () = assert!(NESTED_BASE64_CORE_BYTES_MIN >= crate::matcher::SAMPLED_BYTES_MIN);
+const _: () = assert!(NESTED_BASE64_CORE_BYTES_MIN >= crate::finding::matcher::SAMPLED_BYTES_MIN);
 
 /// One thing we look for: an identifier of the profile.
 #[derive(Debug, Clone, PartialEq, Eq)]

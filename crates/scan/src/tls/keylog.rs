@@ -13,7 +13,7 @@
 //! error into a report warning and keeps the lines that did parse (see [`KeyLog::add_text`]).
 //!
 //! ```
-//! use sovereign_scan::keylog::KeyLog;
+//! use sovereign_scan::tls::keylog::KeyLog;
 //!
 //! let mut keys = KeyLog::default();
 //! let line = format!("CLIENT_RANDOM {} {}\n", "ab".repeat(32), "cd".repeat(48));

@@ -29,8 +29,8 @@ use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::{hkdf, tls_prf};
 use zeroize::Zeroizing;
 
-use crate::keylog::{CLIENT_RANDOM_BYTES, Secrets};
-use crate::reassembly::{MARKS_MAX, Mark, Run};
+use crate::tls::keylog::{CLIENT_RANDOM_BYTES, Secrets};
+use crate::transport::reassembly::{MARKS_MAX, Mark, Run};
 
 /// Longest TLS record body we accept: 2^14 bytes of plaintext plus 2048 of expansion
 /// (RFC 5246 6.2.3; TLS 1.3 allows only 256). A longer length means we are not looking at TLS.

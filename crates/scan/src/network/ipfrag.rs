@@ -43,7 +43,7 @@ impl Defragmenter {
         src: IpAddr,
         dst: IpAddr,
         protocol: u8,
-        fragment: crate::packet::Fragment,
+        fragment: crate::network::packet::Fragment,
         payload: &[u8],
     ) -> Option<Vec<u8>> {
         let key = Key {
@@ -117,7 +117,7 @@ impl Defragmenter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::Fragment;
+    use crate::network::packet::Fragment;
 
     fn frag(offset: usize, more: bool) -> Fragment {
         Fragment {

@@ -1,11 +1,14 @@
 //! The report: findings with attribution and severity, rendered as a table or JSON.
 
+pub mod diff;
+pub mod html;
+
 use std::fmt::Write as _;
 
 use serde::Serialize;
 use sovereign_model::IdentifierKind;
 
-use crate::policy::Severity;
+use crate::finding::policy::Severity;
 
 /// One identifier, in one encoding, sent one way to one destination; repeated sightings are
 /// counted, the first is described.

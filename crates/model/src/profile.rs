@@ -1,9 +1,9 @@
-//! The device profile: the identifiers of the phone under test, read from TOML.
+//! The device profile: the identifiers of the phone under test, read from TOML. The scanner
+//! searches for them and the phone simulator sends (or keeps) them, so the format lives here.
 
 use serde::Deserialize;
-use sovereign_model::CountryCode;
 
-use crate::ScanError;
+use crate::CountryCode;
 
 /// Largest profile file we read; a real one is a few hundred bytes.
 pub const PROFILE_BYTES_MAX: usize = 1 << 20;
@@ -71,6 +71,14 @@ pub struct Sms {
     pub text: String,
 }
 
+/// A profile that cannot be used, with the file (or other origin) it came from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("profile {path}: {message}")]
+pub struct ParseProfileError {
+    pub path: String,
+    pub message: String,
+}
+
 impl Profile {
     /// Parses a profile; `origin` names it in error messages (usually the file path).
     ///
@@ -78,8 +86,8 @@ impl Profile {
     /// When the text is larger than [`PROFILE_BYTES_MAX`], is not TOML of this shape (an unknown
     /// key is named in the message), lists more than [`PROFILE_ENTRIES_MAX`] contacts or texts, has
     /// a latitude or longitude out of range, or lists no identifier at all.
-    pub fn from_toml(text: &str, origin: &str) -> Result<Profile, ScanError> {
-        let fail = |message: String| ScanError::Profile {
+    pub fn from_toml(text: &str, origin: &str) -> Result<Profile, ParseProfileError> {
+        let fail = |message: String| ParseProfileError {
             path: origin.to_owned(),
             message,
         };

@@ -1,12 +1,14 @@
 //! Capture files: pcap, pcapng (any number of interfaces) and HAR, read as a stream of frames.
 
+pub mod har;
+
 use std::io::Read;
 use std::path::Path;
 
 use pcap_parser::{PcapBlockOwned, PcapError, pcapng::Block};
 
 use crate::ScanError;
-use crate::packet::LinkType;
+use crate::network::packet::LinkType;
 
 /// Bytes the pcap reader buffers; it grows up to [`READ_BUFFER_BYTES_MAX`] for a larger block.
 pub const READ_BUFFER_BYTES: usize = 1 << 20;

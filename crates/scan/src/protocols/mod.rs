@@ -1,0 +1,4 @@
+//! Application protocols read from reassembled streams and datagrams.
+
+pub mod dns;
+pub mod http;

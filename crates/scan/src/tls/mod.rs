@@ -1,0 +1,5 @@
+//! TLS: the hellos read in the clear, key logs, and decryption of records with their secrets.
+
+pub mod decrypt;
+pub mod hello;
+pub mod keylog;

@@ -1,0 +1,3 @@
+//! TCP segments to byte streams: our own reassembly, per direction.
+
+pub mod reassembly;
