@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 use sovereign_scan::tls::hello;
 
 fuzz_target!(|data: &[u8]| {
-    if let Some(name) = tls::client_hello_sni(data) {
-        assert!(name.len() <= tls::SERVER_NAME_BYTES_MAX);
+    if let Some(name) = hello::client_hello_sni(data) {
+        assert!(name.len() <= hello::SERVER_NAME_BYTES_MAX);
     }
 });

@@ -528,7 +528,7 @@ impl<'a> Session<'a> {
         if flow.tls.is_none() {
             let starts = |runs: &[Run]| {
                 runs.first()
-                    .is_some_and(|r| r.start == 0 && tls_decrypt::starts_like_tls(&r.data))
+                    .is_some_and(|r| r.start == 0 && decrypt::starts_like_tls(&r.data))
             };
             if !starts(to_server) && !starts(to_client) {
                 return;
@@ -577,7 +577,7 @@ impl<'a> Session<'a> {
         // positives, and costs time.
         let place = self.place(flow, "tls", to_server, false, None);
         if let Some(run) = runs.first().filter(|r| r.start == 0) {
-            let clear = &run.data[..tls_decrypt::clear_prefix_len(&run.data)];
+            let clear = &run.data[..decrypt::clear_prefix_len(&run.data)];
             self.search(clear, &["tls"], 0, &place, Timing::Marks(marks));
         }
         if plaintext.data.is_empty() {
@@ -678,9 +678,9 @@ impl<'a> Session<'a> {
                 }
                 continue;
             }
-            if tls::looks_like_tls(data) {
+            if hello::looks_like_tls(data) {
                 if to_server && flow.sni.is_none() {
-                    flow.sni = tls::client_hello_sni(data);
+                    flow.sni = hello::client_hello_sni(data);
                 }
                 let place = self.place(flow, "tls", to_server, false, None);
                 self.search(data, &["tls"], base, &place, timing);

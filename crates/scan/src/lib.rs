@@ -61,9 +61,9 @@ pub struct Limits {
     pub buffered_bytes_max: usize,
     /// [`engine::DNS_ANSWERS_MAX`].
     pub dns_answers_max: usize,
-    /// [`har::HAR_BYTES_MAX`].
+    /// [`capture::har::HAR_BYTES_MAX`].
     pub har_bytes_max: u64,
-    /// [`har::HAR_ENTRIES_MAX`].
+    /// [`capture::har::HAR_ENTRIES_MAX`].
     pub har_entries_max: usize,
 }
 
@@ -72,8 +72,8 @@ impl Default for Limits {
         Limits {
             buffered_bytes_max: engine::BUFFERED_BYTES_MAX,
             dns_answers_max: engine::DNS_ANSWERS_MAX,
-            har_bytes_max: har::HAR_BYTES_MAX,
-            har_entries_max: har::HAR_ENTRIES_MAX,
+            har_bytes_max: capture::har::HAR_BYTES_MAX,
+            har_entries_max: capture::har::HAR_ENTRIES_MAX,
         }
     }
 }
@@ -82,33 +82,33 @@ impl Default for Limits {
 #[derive(Debug)]
 pub struct Scanner {
     profile: Profile,
-    targets: Vec<needle::Target>,
-    matcher: matcher::Matcher,
-    geo: geo::Geo,
+    targets: Vec<finding::needle::Target>,
+    matcher: finding::matcher::Matcher,
+    geo: finding::geo::Geo,
     policy: Policy,
     sites: Sites,
     limits: Limits,
-    keys: keylog::KeyLog,
+    keys: tls::keylog::KeyLog,
 }
 
 impl Scanner {
     /// # Errors
     /// When the profile lists no identifier, or the matcher or database cannot be built.
     pub fn new(profile: Profile, policy: Policy) -> Result<Scanner, ScanError> {
-        let (targets, needles) = needle::expand(&profile);
+        let (targets, needles) = finding::needle::expand(&profile);
         if targets.is_empty() {
             return Err(ScanError::EmptyProfile(profile.device.name.clone()));
         }
-        let matcher = matcher::Matcher::new(&needles)?;
+        let matcher = finding::matcher::Matcher::new(&needles)?;
         Ok(Scanner {
             profile,
             targets,
             matcher,
-            geo: geo::Geo::new()?,
+            geo: finding::geo::Geo::new()?,
             policy,
             sites: Sites::default(),
             limits: Limits::default(),
-            keys: keylog::KeyLog::default(),
+            keys: tls::keylog::KeyLog::default(),
         })
     }
 
@@ -130,14 +130,14 @@ impl Scanner {
     /// Decrypts TLS 1.2 and 1.3 flows whose secrets `keys` holds (besides any secrets a
     /// pcapng capture carries itself).
     #[must_use]
-    pub fn with_keys(mut self, keys: keylog::KeyLog) -> Scanner {
+    pub fn with_keys(mut self, keys: tls::keylog::KeyLog) -> Scanner {
         self.keys = keys;
         self
     }
 
     /// How many byte patterns the profile expanded to.
     pub fn pattern_count(&self) -> usize {
-        needle::expand(&self.profile).1.len()
+        finding::needle::expand(&self.profile).1.len()
     }
 
     /// Scans capture files, in order, into one report.
@@ -243,7 +243,7 @@ impl Scanner {
                     });
                 }
                 let (exchanges, dropped) =
-                    har::parse(&text, self.limits.har_entries_max).map_err(|message| {
+                    capture::har::parse(&text, self.limits.har_entries_max).map_err(|message| {
                         ScanError::Capture {
                             path: path.to_owned(),
                             message,
@@ -308,7 +308,7 @@ impl Scanner {
                 let hashed = ["md5", "sha1", "sha256"]
                     .iter()
                     .any(|h| key.encoding.starts_with(h));
-                let severity = self.policy.rate(policy::Facts {
+                let severity = self.policy.rate(finding::policy::Facts {
                     kind,
                     cleartext: key.place.cleartext,
                     cross_border,
@@ -365,8 +365,8 @@ impl Scanner {
             .map(|flow| {
                 let (site, country) = self.locate(flow.server, &mut countries);
                 let (decrypted, note) = match flow.visibility {
-                    tls_decrypt::Visibility::Decrypted => (true, None),
-                    tls_decrypt::Visibility::Hidden(reason) => (false, Some(reason)),
+                    tls::decrypt::Visibility::Decrypted => (true, None),
+                    tls::decrypt::Visibility::Hidden(reason) => (false, Some(reason)),
                 };
                 TlsFlowReport {
                     src: flow.client.ip().to_string(),
@@ -377,8 +377,8 @@ impl Scanner {
                     cross_border: country.as_deref().is_some_and(|c| c != home),
                     country,
                     site: site.map(|s| s.name.clone()),
-                    version: flow.version.map(tls_decrypt::version_name),
-                    cipher: flow.cipher_suite.map(tls_decrypt::suite_name),
+                    version: flow.version.map(tls::decrypt::version_name),
+                    cipher: flow.cipher_suite.map(tls::decrypt::suite_name),
                     decrypted,
                     note,
                     bytes: flow.bytes_out + flow.bytes_in,
