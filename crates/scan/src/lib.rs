@@ -50,6 +50,9 @@ use capture::CaptureFormat;
 use engine::{Session, Tally};
 use progress::Progress;
 
+/// Inflated bytes of a gzip-compressed capture read before its format is detected.
+const GZIP_HEAD_BYTES: u64 = 64 << 10;
+
 /// Bytes of a file read between two progress updates.
 const PROGRESS_STEP_BYTES: u64 = 4 << 20;
 
@@ -203,8 +206,13 @@ impl Scanner {
         // it holds is detected from its first inflated bytes, which are then read again.
         let mut file: Box<dyn Read + Send + '_> = if head.starts_with(&[0x1f, 0x8b]) {
             let mut inflated = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file));
+            // The pcap reader takes the file header from its first read, which a chain of a
+            // short head and the inflater would cut short: the head is the first 64 KiB.
             head.clear();
-            (&mut inflated).take(16).read_to_end(&mut head).map_err(io)?;
+            (&mut inflated)
+                .take(GZIP_HEAD_BYTES)
+                .read_to_end(&mut head)
+                .map_err(io)?;
             Box::new(std::io::Cursor::new(head.clone()).chain(inflated))
         } else {
             Box::new(file)

@@ -457,10 +457,12 @@ impl Direction {
                 if out.len() >= MESSAGE_BYTES_MAX {
                     // The context is now behind the sender's: later messages cannot inflate.
                     self.inflater_broken = !no_context_takeover;
+                    // `reserve_exact` may still give more room than asked for.
+                    out.truncate(MESSAGE_BYTES_MAX);
                     return Ok((out, true));
                 }
                 if out.capacity() == out.len() {
-                    out.reserve((out.len().max(4096)).min(MESSAGE_BYTES_MAX - out.len()));
+                    out.reserve_exact((out.len().max(4096)).min(MESSAGE_BYTES_MAX - out.len()));
                 }
                 let before_in = inflater.total_in();
                 let before_out = inflater.total_out();

@@ -130,7 +130,12 @@ impl KeyLog {
     }
 
     fn add_line(&mut self, line: &str) -> Result<(), String> {
-        let line = line.trim();
+        // As Wireshark reads a key log: a byte-order mark (Notepad), CR line ends (`lines`
+        // leaves a lone `\r`), surrounding whitespace and a trailing `\` (a line pasted from a
+        // shell continuation) are not part of the line, and anything after the secret is
+        // ignored.
+        let line = line.trim_start_matches('\u{feff}').trim();
+        let line = line.strip_suffix('\\').unwrap_or(line).trim_end();
         if line.is_empty() || line.starts_with('#') {
             return Ok(());
         }
@@ -141,8 +146,7 @@ impl KeyLog {
             ));
         }
         let mut fields = line.split_ascii_whitespace();
-        let (Some(label), Some(random), Some(secret), None) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
+        let (Some(label), Some(random), Some(secret)) = (fields.next(), fields.next(), fields.next())
         else {
             return Err(
                 "expected three fields: LABEL CLIENT_RANDOM SECRET (NSS SSLKEYLOGFILE format)"
@@ -249,6 +253,22 @@ mod tests {
         ];
         let mut keys = KeyLog::default();
         keys.add_text(&ok.join("\n"), "k.txt").unwrap();
+        // Lines as Wireshark takes them (issue 11): CRLF, a BOM, a trailing backslash, lowercase
+        // hex, trailing whitespace, a field after the secret.
+        let wireshark = format!(
+            "\u{feff}CLIENT_HANDSHAKE_TRAFFIC_SECRET {random} {}\\\r\nSERVER_TRAFFIC_SECRET_0 {} {} \t\r\nCLIENT_EARLY_TRAFFIC_SECRET {random} {} extra\n",
+            "ab".repeat(32),
+            random.to_uppercase(),
+            "cd".repeat(48),
+            "ef".repeat(32),
+        );
+        keys.add_text(&wireshark, "w.txt").unwrap();
+        let s = keys.get(&[0x0a; 32]).unwrap();
+        assert!(s.client_handshake.is_some());
+        assert_eq!(s.server_traffic_0.as_deref().map(Vec::len), Some(48));
+        assert!(s.client_early.is_some());
+        let mut keys = KeyLog::default();
+        keys.add_text(&ok.join("\n"), "k.txt").unwrap();
         assert_eq!(keys.len(), 1);
         let s = keys.get(&[0x0a; 32]).unwrap();
         assert_eq!(s.master.as_deref().map(Vec::len), Some(48));
@@ -269,10 +289,6 @@ mod tests {
             (
                 &*format!("CLIENT_TRAFFIC_SECRET_0 {random} {}", "11".repeat(40)),
                 "40 bytes",
-            ),
-            (
-                &*format!("CLIENT_RANDOM {random} {} extra", "11".repeat(48)),
-                "three fields",
             ),
             (
                 &*format!("CLIENT_RANDOM {random} {}", "1".repeat(600)),
