@@ -244,12 +244,22 @@ pub fn frame(link: LinkType, vlan: &[u16], packet: &[u8]) -> Vec<u8> {
     };
     // The EtherType field of the link header, then after the header each tag's TCI and the
     // type of what follows it.
-    let tpid = |i: usize| if i == 0 && vlan.len() > 1 { 0x88a8_u16 } else { 0x8100 };
+    let tpid = |i: usize| {
+        if i == 0 && vlan.len() > 1 {
+            0x88a8_u16
+        } else {
+            0x8100
+        }
+    };
     let first = if vlan.is_empty() { ethertype } else { tpid(0) };
     let mut tags = Vec::with_capacity(vlan.len() * 4);
     for (i, tci) in vlan.iter().enumerate() {
         tags.extend_from_slice(&tci.to_be_bytes());
-        let next = if i + 1 < vlan.len() { tpid(i + 1) } else { ethertype };
+        let next = if i + 1 < vlan.len() {
+            tpid(i + 1)
+        } else {
+            ethertype
+        };
         tags.extend_from_slice(&next.to_be_bytes());
     }
     let mut f = Vec::with_capacity(packet.len() + 24 + tags.len());

@@ -124,7 +124,10 @@ pub fn header_value(head: &[u8], name: &str) -> Option<String> {
         let Some(colon) = memchr::memchr(b':', line) else {
             continue;
         };
-        if !line[..colon].trim_ascii().eq_ignore_ascii_case(name.as_bytes()) {
+        if !line[..colon]
+            .trim_ascii()
+            .eq_ignore_ascii_case(name.as_bytes())
+        {
             continue;
         }
         let v = String::from_utf8_lossy(line[colon + 1..].trim_ascii());
@@ -302,9 +305,9 @@ impl Direction {
                 break;
             }
             let Some(f) = frame(&data[at..]) else {
-                parsed
-                    .problems
-                    .push(format!("the stream ends inside a websocket frame header at byte {at}"));
+                parsed.problems.push(format!(
+                    "the stream ends inside a websocket frame header at byte {at}"
+                ));
                 break;
             };
             self.frames += 1;
@@ -441,7 +444,11 @@ impl Direction {
     /// Inflates one message's payload (RFC 7692 section 7.2.2: the sender removed the final
     /// `00 00 ff ff` of a sync flush; we put it back). The output and whether it was cut at
     /// [`MESSAGE_BYTES_MAX`].
-    fn inflate(&mut self, data: &[u8], no_context_takeover: bool) -> Result<(Vec<u8>, bool), String> {
+    fn inflate(
+        &mut self,
+        data: &[u8],
+        no_context_takeover: bool,
+    ) -> Result<(Vec<u8>, bool), String> {
         if self.inflater_broken {
             return Err("an earlier message of this direction did not inflate, and the compression context carries over".into());
         }
@@ -449,7 +456,8 @@ impl Direction {
             self.inflater = None;
         }
         let inflater = self.inflater.get_or_insert_with(|| Decompress::new(false));
-        let mut out: Vec<u8> = Vec::with_capacity(data.len().saturating_mul(3).min(MESSAGE_BYTES_MAX));
+        let mut out: Vec<u8> =
+            Vec::with_capacity(data.len().saturating_mul(3).min(MESSAGE_BYTES_MAX));
         let tail = [0x00, 0x00, 0xff, 0xff];
         for input in [data, &tail[..]] {
             let mut input = input;
@@ -501,7 +509,13 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn frame_bytes(fin: bool, rsv1: bool, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    fn frame_bytes(
+        fin: bool,
+        rsv1: bool,
+        opcode: u8,
+        payload: &[u8],
+        mask: Option<[u8; 4]>,
+    ) -> Vec<u8> {
         let mut f = vec![(u8::from(fin) << 7) | (u8::from(rsv1) << 6) | opcode];
         let m = if mask.is_some() { 0x80 } else { 0 };
         match payload.len() {
@@ -601,11 +615,27 @@ mod tests {
         let mut data = Vec::new();
         for _ in 0..2 {
             let mut c = flate2::Compress::new(flate2::Compression::default(), false);
-            data.extend(frame_bytes(true, true, 2, &compress(&mut c, b"356938035643809"), None));
+            data.extend(frame_bytes(
+                true,
+                true,
+                2,
+                &compress(&mut c, b"356938035643809"),
+                None,
+            ));
         }
         let ext = Extensions::parse("x-other, permessage-deflate; server_no_context_takeover");
-        assert_eq!(ext.deflate_for(false), Deflate::On { no_context_takeover: true });
-        assert_eq!(ext.deflate_for(true), Deflate::On { no_context_takeover: false });
+        assert_eq!(
+            ext.deflate_for(false),
+            Deflate::On {
+                no_context_takeover: true
+            }
+        );
+        assert_eq!(
+            ext.deflate_for(true),
+            Deflate::On {
+                no_context_takeover: false
+            }
+        );
         let parsed = Direction::new(ext.deflate_for(false)).parse(&data);
         assert_eq!(parsed.problems, Vec::<String>::new());
         assert!(parsed.messages.iter().all(|m| m.data == b"356938035643809"));
@@ -618,7 +648,10 @@ mod tests {
         let (a, b) = z.split_at(z.len() / 2);
         let mut data = frame_bytes(false, true, 1, a, None);
         data.extend(frame_bytes(true, false, 0, b, None));
-        let parsed = Direction::new(Deflate::On { no_context_takeover: false }).parse(&data);
+        let parsed = Direction::new(Deflate::On {
+            no_context_takeover: false,
+        })
+        .parse(&data);
         assert_eq!(parsed.messages[0].data, b"{\"phone\":\"+919876543210\"}");
     }
 
@@ -628,10 +661,16 @@ mod tests {
         let parsed = Direction::new(Deflate::Off).parse(&data);
         assert_eq!(parsed.messages[0].data, b"plain");
         assert_eq!(parsed.problems.len(), 1);
-        let mut d = Direction::new(Deflate::On { no_context_takeover: false });
+        let mut d = Direction::new(Deflate::On {
+            no_context_takeover: false,
+        });
         let parsed = d.parse(&frame_bytes(true, true, 1, &[0xff; 16], None));
         assert_eq!(parsed.messages[0].data, [0xff; 16]);
-        assert!(parsed.problems[0].contains("does not inflate"), "{:?}", parsed.problems);
+        assert!(
+            parsed.problems[0].contains("does not inflate"),
+            "{:?}",
+            parsed.problems
+        );
     }
 
     #[test]
@@ -647,10 +686,16 @@ mod tests {
         let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
         e.write_all(&zeros).unwrap();
         let bomb = e.finish().unwrap();
-        let parsed = Direction::new(Deflate::On { no_context_takeover: true })
-            .parse(&frame_bytes(true, true, 2, &bomb, None));
+        let parsed = Direction::new(Deflate::On {
+            no_context_takeover: true,
+        })
+        .parse(&frame_bytes(true, true, 2, &bomb, None));
         assert_eq!(parsed.messages[0].data.len(), MESSAGE_BYTES_MAX);
-        assert!(parsed.problems[0].contains("inflates to more than"), "{:?}", parsed.problems);
+        assert!(
+            parsed.problems[0].contains("inflates to more than"),
+            "{:?}",
+            parsed.problems
+        );
     }
 
     #[test]
@@ -666,11 +711,16 @@ mod tests {
     fn truncated_frames_do_not_panic() {
         let data = frame_bytes(true, false, 1, b"hello world", Some([1, 2, 3, 4]));
         for end in 0..data.len() {
-            let parsed = Direction::new(Deflate::On { no_context_takeover: false }).parse(&data[..end]);
+            let parsed = Direction::new(Deflate::On {
+                no_context_takeover: false,
+            })
+            .parse(&data[..end]);
             assert!(parsed.consumed <= end);
         }
         // A 64-bit length no capture holds.
-        let huge = [0x82, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2];
+        let huge = [
+            0x82, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2,
+        ];
         let parsed = Direction::new(Deflate::Off).parse(&huge);
         assert_eq!(parsed.messages[0].data, [1, 2]);
     }

@@ -146,7 +146,8 @@ impl KeyLog {
             ));
         }
         let mut fields = line.split_ascii_whitespace();
-        let (Some(label), Some(random), Some(secret)) = (fields.next(), fields.next(), fields.next())
+        let (Some(label), Some(random), Some(secret)) =
+            (fields.next(), fields.next(), fields.next())
         else {
             return Err(
                 "expected three fields: LABEL CLIENT_RANDOM SECRET (NSS SSLKEYLOGFILE format)"

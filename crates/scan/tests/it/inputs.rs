@@ -49,7 +49,10 @@ fn issue_11_unreadable_link_types_are_named_and_the_report_is_not_clean() {
     let table = report.to_table();
     assert!(!table.contains("No identifier"), "{table}");
     assert!(table.contains("Rating: NOT RATED"), "{table}");
-    assert!(table.contains("Nothing in the captures could be read"), "{table}");
+    assert!(
+        table.contains("Nothing in the captures could be read"),
+        "{table}"
+    );
     let html = sovereign_scan::report::html::report(&report);
     assert!(!html.contains("No identifier"));
     assert!(html.contains("Nothing in the captures could be read"));
@@ -111,10 +114,26 @@ fn issue_11_ip_in_ip_and_gre_are_unwrapped() {
     };
     type Wrap = Box<dyn Fn(&[u8]) -> Vec<u8>>;
     let cases: Vec<(&str, Vec<Vec<u8>>, Wrap)> = vec![
-        ("ipv4 in ipv4", imei_packets(), Box::new(move |p| outer4(4, p))),
-        ("ipv6 in ipv4", v6_packets.clone(), Box::new(move |p| outer4(41, p))),
-        ("ipv6 in ipv6", v6_packets.clone(), Box::new(move |p| outer6(41, p))),
-        ("ipv4 in ipv6", imei_packets(), Box::new(move |p| outer6(4, p))),
+        (
+            "ipv4 in ipv4",
+            imei_packets(),
+            Box::new(move |p| outer4(4, p)),
+        ),
+        (
+            "ipv6 in ipv4",
+            v6_packets.clone(),
+            Box::new(move |p| outer4(41, p)),
+        ),
+        (
+            "ipv6 in ipv6",
+            v6_packets.clone(),
+            Box::new(move |p| outer6(41, p)),
+        ),
+        (
+            "ipv4 in ipv6",
+            imei_packets(),
+            Box::new(move |p| outer6(4, p)),
+        ),
         (
             "gre ipv4",
             imei_packets(),
@@ -179,7 +198,12 @@ fn issue_11_gzip_compressed_captures_are_read() {
         let report = scanner()
             .scan_paths(&[path], &mut sovereign_scan::progress::NoProgress)
             .unwrap();
-        assert_eq!(find(&report, K::Imei).len(), 1, "{name}: {:?}", report.warnings);
+        assert_eq!(
+            find(&report, K::Imei).len(),
+            1,
+            "{name}: {:?}",
+            report.warnings
+        );
     }
 }
 
@@ -205,7 +229,12 @@ fn issue_11_phone_numbers_in_national_formats() {
     ] {
         let request = post("t.example", "text/plain", "", body.as_bytes());
         let report = scan(&exchange_pcap(SERVER_CN, &request, OK));
-        assert_eq!(find(&report, kind).len(), 1, "{body}: {}", describe(&report));
+        assert_eq!(
+            find(&report, kind).len(),
+            1,
+            "{body}: {}",
+            describe(&report)
+        );
     }
 }
 

@@ -32,7 +32,11 @@ fn websockets_client_and_server_with_and_without_compression() {
     for (port, deflate) in [(":8771", ""), (":8772", "deflate>"), (":8773", "deflate>")] {
         assert_eq!(
             chains(&report, K::Imei, port),
-            [(format!("websocket>{deflate}json>plain"), 2, "outbound".into())],
+            [(
+                format!("websocket>{deflate}json>plain"),
+                2,
+                "outbound".into()
+            )],
             "{port}: {}",
             describe(&report)
         );
@@ -61,9 +65,13 @@ fn websockets_client_and_server_with_and_without_compression() {
         // The server's answers carry the location (an inbound finding's destination is the
         // client, so the server's port does not tell them apart: the chain does).
         assert!(
-            find(&report, K::Location).iter().any(|f| f.protocol == "websocket"
-                && f.direction == "inbound"
-                && f.chain.join(">").starts_with(&format!("websocket>{deflate}json"))),
+            find(&report, K::Location)
+                .iter()
+                .any(|f| f.protocol == "websocket"
+                    && f.direction == "inbound"
+                    && f.chain
+                        .join(">")
+                        .starts_with(&format!("websocket>{deflate}json"))),
             "{port}: {}",
             describe(&report)
         );
@@ -71,7 +79,10 @@ fn websockets_client_and_server_with_and_without_compression() {
 }
 
 fn ws_frame(opcode_byte: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
-    let mut f = vec![opcode_byte, u8::from(mask.is_some()) << 7 | payload.len() as u8];
+    let mut f = vec![
+        opcode_byte,
+        u8::from(mask.is_some()) << 7 | payload.len() as u8,
+    ];
     match mask {
         Some(key) => {
             f.extend_from_slice(&key);
@@ -86,8 +97,13 @@ fn ws_frame(opcode_byte: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
 fn frames_are_not_searched_raw_and_no_101_means_no_compression() {
     // A masked client frame hides the IMEI from a raw search; unmasked it is found.
     let mut request = b"GET /s HTTP/1.1\r\nHost: ws.example.cn\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".to_vec();
-    request.extend(ws_frame(0x81, b"{\"imei\":\"356938035643809\"}", Some([0x55, 0xaa, 1, 2])));
-    let response = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+    request.extend(ws_frame(
+        0x81,
+        b"{\"imei\":\"356938035643809\"}",
+        Some([0x55, 0xaa, 1, 2]),
+    ));
+    let response =
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
     let mut with_reply = response.to_vec();
     with_reply.extend(ws_frame(0x82, b"iccid 8991000900123456789", None));
     let report = scan(&exchange_pcap(SERVER_CN, &request, &with_reply));
@@ -102,5 +118,8 @@ fn frames_are_not_searched_raw_and_no_101_means_no_compression() {
     // The server's side was not captured: the client's frames are still read.
     let packets = synth::tcp_conversation(addr(CLIENT), addr(SERVER_CN), &request, b"", 1400);
     let report = scan(&synth::pcap(&packets));
-    assert_eq!(find(&report, K::Imei)[0].chain, ["websocket", "json", "plain"]);
+    assert_eq!(
+        find(&report, K::Imei)[0].chain,
+        ["websocket", "json", "plain"]
+    );
 }
