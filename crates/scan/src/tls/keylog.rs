@@ -257,7 +257,7 @@ mod tests {
         // Lines as Wireshark takes them (issue 11): CRLF, a BOM, a trailing backslash, lowercase
         // hex, trailing whitespace, a field after the secret.
         let wireshark = format!(
-            "\u{feff}CLIENT_HANDSHAKE_TRAFFIC_SECRET {random} {}\\\r\nSERVER_TRAFFIC_SECRET_0 {} {} \t\r\nCLIENT_EARLY_TRAFFIC_SECRET {random} {} extra\n",
+            "\u{feff}# written by notepad\r\nCLIENT_HANDSHAKE_TRAFFIC_SECRET {random} {}\\\r\nSERVER_TRAFFIC_SECRET_0 {} {} \t\r\nCLIENT_EARLY_TRAFFIC_SECRET {random} {} extra\n",
             "ab".repeat(32),
             random.to_uppercase(),
             "cd".repeat(48),
