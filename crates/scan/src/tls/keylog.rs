@@ -154,6 +154,16 @@ impl KeyLog {
                     .to_owned(),
             );
         };
+        // Every NSS label is upper case: a line of prose is a mistake to report, not a
+        // future label to skip.
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(format!(
+                "{label:?} is not a key log label; expected LABEL CLIENT_RANDOM SECRET (NSS SSLKEYLOGFILE format)"
+            ));
+        }
         let label = match label {
             "CLIENT_RANDOM" => Label::Master,
             "CLIENT_EARLY_TRAFFIC_SECRET" => Label::ClientEarly,
@@ -278,6 +288,7 @@ mod tests {
 
         let bad = [
             ("CLIENT_RANDOM abc", "three fields"),
+            ("not a key log line", "not a key log label"),
             (&*format!("CLIENT_RANDOM {random} 1122"), "expected 48"),
             (
                 &*format!("CLIENT_RANDOM {} {}", "0a".repeat(31), "11".repeat(48)),
