@@ -10,9 +10,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use sovereign_scan::tls::decrypt::TlsFlow;
 use sovereign_scan::tls::keylog::{KeyLog, Secrets};
 use sovereign_scan::transport::reassembly::{Mark, Run};
-use sovereign_scan::tls::decrypt::TlsFlow;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -34,8 +34,11 @@ fn secrets(master: &[u8], tls13: &[u8], len: usize) -> Secrets {
     let early = hex(&tls13[..len]);
     text.push_str(&format!("CLIENT_EARLY_TRAFFIC_SECRET {random} {early}\n"));
     let mut keys = KeyLog::default();
-    keys.add_text(&text, "fuzz").expect("well-formed key log text parses");
-    keys.get(&[0; 32]).expect("the session was just added").clone()
+    keys.add_text(&text, "fuzz")
+        .expect("well-formed key log text parses");
+    keys.get(&[0; 32])
+        .expect("the session was just added")
+        .clone()
 }
 
 fn runs(data: &[u8], cut: usize, gap: bool) -> Vec<Run> {

@@ -10,6 +10,7 @@ use crate::network::ipfrag::Defragmenter;
 use crate::network::packet::{self, PROTO_TCP, PROTO_UDP, TCP_FIN, TCP_RST, TCP_SYN};
 use crate::protocols::dns;
 use crate::protocols::http::{self, Direction};
+use crate::protocols::websocket;
 use crate::tls::decrypt::{self, FlowSummary, TlsFlow};
 use crate::tls::hello;
 use crate::tls::keylog::KeyLog;
@@ -162,6 +163,18 @@ struct Flow {
     order: u64,
     /// Set when the flow starts with a TLS handshake.
     tls: Option<Box<TlsFlow>>,
+    /// The client's bytes after a WebSocket upgrade request, held until the server's `101`
+    /// says which extensions apply (the client's direction is scanned first).
+    websocket_client: Option<Box<WebSocketPending>>,
+}
+
+#[derive(Debug)]
+struct WebSocketPending {
+    data: Vec<u8>,
+    /// Stream offset of `data`.
+    base: usize,
+    marks: Vec<Mark>,
+    inside_tls: bool,
 }
 
 impl Flow {
@@ -182,6 +195,8 @@ pub struct CaptureStats {
     pub frames: u64,
     pub bytes: u64,
     pub tcp_flows: u64,
+    /// Frames of a link type the scanner reads (HAR entries count as read).
+    pub readable_frames: u64,
     pub first_time_us: Option<i64>,
     pub last_time_us: Option<i64>,
 }
@@ -210,6 +225,18 @@ pub struct Session<'a> {
     /// Set while decrypted TLS application data is scanned: protocols become `https`/`tls`,
     /// chains start with `tls` and nothing is cleartext.
     inside_tls: bool,
+    /// Frames by link type the scanner cannot read, for one warning per link type.
+    unreadable_links: std::collections::BTreeMap<u32, u64>,
+    tunnels_too_deep_warned: bool,
+}
+
+/// Whether [`packet::parse_link`] reads this link type.
+fn readable_link(link: packet::LinkType) -> bool {
+    use packet::LinkType as L;
+    matches!(
+        link,
+        L::NULL | L::ETHERNET | L::RAW | L::LOOP | L::LINUX_SLL | L::IPV4 | L::IPV6 | L::LINUX_SLL2
+    ) || matches!(link.0, 12 | 14)
 }
 
 impl<'a> Session<'a> {
@@ -234,6 +261,8 @@ impl<'a> Session<'a> {
             capture_keys: KeyLog::default(),
             secrets_blocks: 0,
             inside_tls: false,
+            unreadable_links: std::collections::BTreeMap::new(),
+            tunnels_too_deep_warned: false,
         }
     }
 
@@ -272,10 +301,20 @@ impl<'a> Session<'a> {
         self.stats.bytes += data.len() as u64;
         self.stats.first_time_us.get_or_insert(time_us);
         self.stats.last_time_us = Some(time_us);
+        if !readable_link(link) {
+            *self.unreadable_links.entry(link.0).or_insert(0) += 1;
+            return;
+        }
+        self.stats.readable_frames += 1;
         let Some((ethertype, rest)) = packet::parse_link(link, data) else {
             return;
         };
-        let Some(ip) = packet::parse_ip(ethertype, rest) else {
+        self.network(ethertype, rest, time_us, 0);
+    }
+
+    /// An IP packet, or a fragment of one; `depth` counts the tunnels it came out of.
+    fn network(&mut self, ethertype: u16, data: &[u8], time_us: i64, depth: usize) {
+        let Some(ip) = packet::parse_ip(ethertype, data) else {
             return;
         };
         if let Some(fragment) = ip.fragment {
@@ -288,12 +327,37 @@ impl<'a> Session<'a> {
                     IpAddr::V4(_) => Some((ip.protocol, whole.as_slice())),
                 };
                 if let Some((protocol, payload)) = inner {
-                    self.transport(ip.src, ip.dst, protocol, payload, time_us);
+                    self.ip_payload(ip.src, ip.dst, protocol, payload, time_us, depth);
                 }
             }
             return;
         }
-        self.transport(ip.src, ip.dst, ip.protocol, ip.payload, time_us);
+        self.ip_payload(ip.src, ip.dst, ip.protocol, ip.payload, time_us, depth);
+    }
+
+    fn ip_payload(
+        &mut self,
+        src: IpAddr,
+        dst: IpAddr,
+        protocol: u8,
+        payload: &[u8],
+        time_us: i64,
+        depth: usize,
+    ) {
+        if let Some((ethertype, inner)) = packet::parse_tunnel(protocol, payload) {
+            if depth < packet::TUNNEL_DEPTH_MAX {
+                self.network(ethertype, inner, time_us, depth + 1);
+            } else if !self.tunnels_too_deep_warned {
+                self.tunnels_too_deep_warned = true;
+                self.tally.warnings.push(format!(
+                    "{}: packets inside more than {} tunnels (ip-in-ip, gre) are not read",
+                    self.label,
+                    packet::TUNNEL_DEPTH_MAX
+                ));
+            }
+            return;
+        }
+        self.transport(src, dst, protocol, payload, time_us);
     }
 
     fn transport(&mut self, src: IpAddr, dst: IpAddr, protocol: u8, payload: &[u8], time_us: i64) {
@@ -414,6 +478,7 @@ impl<'a> Session<'a> {
                 http_host: None,
                 order: self.next_order,
                 tls: None,
+                websocket_client: None,
             };
             self.flow_order.push_back((key, self.next_order));
             self.flows.insert(key, flow);
@@ -499,6 +564,13 @@ impl<'a> Session<'a> {
         for (_, key) in keys {
             self.close_flow(key);
         }
+        for (&link, &frames) in &self.unreadable_links {
+            self.tally.warnings.push(format!(
+                "{}: {frames} frames of link type {} cannot be read; they are not scanned",
+                self.label,
+                packet::LinkType(link)
+            ));
+        }
         let incomplete = self.defrag.incomplete() as u64 + self.defrag.dropped;
         if incomplete > 0 {
             self.tally.warnings.push(format!(
@@ -519,6 +591,13 @@ impl<'a> Session<'a> {
         self.begin_tls(flow, &runs, &client_runs);
         self.scan_direction(flow, true, &runs, &marks);
         self.scan_direction(flow, false, &client_runs, &client_marks);
+        if let Some(pending) = flow.websocket_client.take() {
+            // No `101` came back (or the capture missed it): read the frames as uncompressed.
+            let inside_tls = std::mem::replace(&mut self.inside_tls, pending.inside_tls);
+            let ext = websocket::Extensions::default();
+            self.websocket(flow, true, &pending.data, pending.base, &pending.marks, ext);
+            self.inside_tls = inside_tls;
+        }
         runs.into_iter().for_each(|r| self.buffers.give(r.data));
         client_runs
             .into_iter()
@@ -703,7 +782,86 @@ impl<'a> Session<'a> {
                 let place = self.place(flow, "http", to_server, true, message.host.clone());
                 self.http_message(&message, base + at, &place, timing, src, dst);
                 at += message.len.max(1);
+                // After a WebSocket handshake the rest of each direction is frames.
+                if message.direction == Direction::Request
+                    && websocket::is_upgrade_request(message.head)
+                {
+                    flow.websocket_client = Some(Box::new(WebSocketPending {
+                        data: data[at..].to_vec(),
+                        base: base + at,
+                        marks: marks.to_vec(),
+                        inside_tls: self.inside_tls,
+                    }));
+                    break;
+                }
+                if message.direction == Direction::Response
+                    && let Some(ext) = websocket::accepted_upgrade(message.target, message.head)
+                {
+                    self.websocket(flow, false, &data[at..], base + at, marks, ext);
+                    if let Some(pending) = flow.websocket_client.take() {
+                        self.websocket(
+                            flow,
+                            true,
+                            &pending.data,
+                            pending.base,
+                            &pending.marks,
+                            ext,
+                        );
+                    }
+                    break;
+                }
             }
+        }
+    }
+
+    /// Scans the WebSocket messages of one direction: `data` starts at stream offset `base`.
+    fn websocket(
+        &mut self,
+        flow: &Flow,
+        to_server: bool,
+        data: &[u8],
+        base: usize,
+        marks: &[Mark],
+        ext: websocket::Extensions,
+    ) {
+        let mut direction = websocket::Direction::new(ext.deflate_for(to_server));
+        let parsed = direction.parse(data);
+        let (src, dst) = if to_server {
+            (flow.client, flow.server)
+        } else {
+            (flow.server, flow.client)
+        };
+        for problem in parsed.problems {
+            self.tally.warnings.push(format!(
+                "{}: websocket {src} → {dst}: {problem}",
+                self.label
+            ));
+        }
+        let place = self.place(flow, "websocket", to_server, true, None);
+        for message in &parsed.messages {
+            let mut layers: Vec<&str> = vec!["websocket"];
+            if message.compressed {
+                layers.push("deflate");
+            }
+            // Text and binary payloads are searched alike: an app's binary frames are often
+            // JSON or base64 too, and the searcher undoes the encodings it recognises.
+            let mut body = std::borrow::Cow::Borrowed(message.data.as_slice());
+            if matches!(
+                body.iter().find(|b| !b.is_ascii_whitespace()),
+                Some(b'{' | b'[')
+            ) {
+                layers.push("json");
+                if memchr::memchr(b'\\', &body).is_some() {
+                    body = std::borrow::Cow::Owned(decode::json_unescape(&body));
+                }
+            }
+            self.search(
+                &body,
+                &layers,
+                base + message.offset,
+                &place,
+                Timing::Marks(marks),
+            );
         }
     }
 
@@ -724,6 +882,7 @@ impl<'a> Session<'a> {
             let protocol = match protocol {
                 "http" => "https",
                 "tcp" => "tls",
+                "websocket" => "wss",
                 other => other,
             };
             (protocol, false)
@@ -881,6 +1040,7 @@ impl<'a> Session<'a> {
             }
         }
         self.stats.frames += 1;
+        self.stats.readable_frames += 1;
     }
 
     pub fn warn(&mut self, message: String) {

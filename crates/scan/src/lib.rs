@@ -50,6 +50,9 @@ use capture::CaptureFormat;
 use engine::{Session, Tally};
 use progress::Progress;
 
+/// Inflated bytes of a gzip-compressed capture read before its format is detected.
+const GZIP_HEAD_BYTES: u64 = 64 << 10;
+
 /// Bytes of a file read between two progress updates.
 const PROGRESS_STEP_BYTES: u64 = 4 << 20;
 
@@ -197,9 +200,24 @@ impl Scanner {
         };
         let mut head = Vec::with_capacity(16);
         (&mut file).take(16).read_to_end(&mut head).map_err(io)?;
-        let format = CaptureFormat::detect(path, &head)?;
         // Start again from the beginning: the pcap reader must see the header in its first read.
         file.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
+        // A gzip-compressed capture (`.pcap.gz`, `.har.gz`) is read through an inflater; what
+        // it holds is detected from its first inflated bytes, which are then read again.
+        let mut file: Box<dyn Read + Send + '_> = if head.starts_with(&[0x1f, 0x8b]) {
+            let mut inflated = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file));
+            // The pcap reader takes the file header from its first read, which a chain of a
+            // short head and the inflater would cut short: the head is the first 64 KiB.
+            head.clear();
+            (&mut inflated)
+                .take(GZIP_HEAD_BYTES)
+                .read_to_end(&mut head)
+                .map_err(io)?;
+            Box::new(std::io::Cursor::new(head.clone()).chain(inflated))
+        } else {
+            Box::new(file)
+        };
+        let format = CaptureFormat::detect(path, &head)?;
         progress.begin(&path.display().to_string(), size);
         let mut session = Session::new(&self.matcher, tally, index, path);
         session.limits = self.limits;
@@ -268,6 +286,7 @@ impl Scanner {
             frames: stats.frames,
             bytes: stats.bytes,
             tcp_flows: stats.tcp_flows,
+            readable_frames: stats.readable_frames,
             first_seen: stats.first_time_us.map(report::rfc3339),
             last_seen: stats.last_time_us.map(report::rfc3339),
         })
@@ -409,9 +428,17 @@ impl Scanner {
                 engine::WARNINGS_MAX
             ));
         }
+        let nothing_readable = findings.is_empty()
+            && captures.iter().any(|c| c.frames > 0)
+            && captures.iter().all(|c| c.readable_frames == 0);
         Report {
             rating,
-            advisory: rating.advisory().to_owned(),
+            advisory: if nothing_readable {
+                report::NOTHING_READABLE
+            } else {
+                rating.advisory()
+            }
+            .to_owned(),
             device: self.profile.device.name.clone(),
             home_country: home,
             findings,

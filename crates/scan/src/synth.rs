@@ -234,35 +234,65 @@ pub fn udp(src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Wraps an IP packet in a link-layer header of `link` (Ethernet, raw, SLL, SLL2), with
-/// `vlan` 802.1Q tags on Ethernet.
+/// `vlan` tags (outermost first) on the link types that carry an EtherType: with two or more,
+/// the outer one is an 802.1ad service tag (QinQ), the others 802.1Q.
 pub fn frame(link: LinkType, vlan: &[u16], packet: &[u8]) -> Vec<u8> {
     let ethertype = if packet.first().is_some_and(|b| b >> 4 == 6) {
         ETHERTYPE_IPV6
     } else {
         ETHERTYPE_IPV4
     };
-    let mut f = Vec::with_capacity(packet.len() + 24);
+    // The EtherType field of the link header, then after the header each tag's TCI and the
+    // type of what follows it.
+    let tpid = |i: usize| {
+        if i == 0 && vlan.len() > 1 {
+            0x88a8_u16
+        } else {
+            0x8100
+        }
+    };
+    let first = if vlan.is_empty() { ethertype } else { tpid(0) };
+    let mut tags = Vec::with_capacity(vlan.len() * 4);
+    for (i, tci) in vlan.iter().enumerate() {
+        tags.extend_from_slice(&tci.to_be_bytes());
+        let next = if i + 1 < vlan.len() {
+            tpid(i + 1)
+        } else {
+            ethertype
+        };
+        tags.extend_from_slice(&next.to_be_bytes());
+    }
+    let mut f = Vec::with_capacity(packet.len() + 24 + tags.len());
     match link {
         LinkType::ETHERNET => {
             f.extend_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1]);
-            for tag in vlan {
-                f.extend_from_slice(&0x8100_u16.to_be_bytes());
-                f.extend_from_slice(&tag.to_be_bytes());
-            }
-            f.extend_from_slice(&ethertype.to_be_bytes());
+            f.extend_from_slice(&first.to_be_bytes());
+            f.extend_from_slice(&tags);
         }
         LinkType::LINUX_SLL => {
             f.extend_from_slice(&[0, 4, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0]);
-            f.extend_from_slice(&ethertype.to_be_bytes());
+            f.extend_from_slice(&first.to_be_bytes());
+            f.extend_from_slice(&tags);
         }
         LinkType::LINUX_SLL2 => {
-            f.extend_from_slice(&ethertype.to_be_bytes());
+            f.extend_from_slice(&first.to_be_bytes());
             f.extend_from_slice(&[0, 0, 0, 0, 0, 1, 0, 1, 4, 6, 2, 0, 0, 0, 0, 1, 0, 0]);
+            f.extend_from_slice(&tags);
         }
         _ => {}
     }
     f.extend_from_slice(packet);
     f
+}
+
+/// A GRE (version 0) header with a key, around a packet of `ethertype` (0x0800 IPv4, 0x86dd
+/// IPv6, 0x6558 an Ethernet frame).
+pub fn gre(ethertype: u16, inner: &[u8]) -> Vec<u8> {
+    let mut g = vec![0x20, 0x00];
+    g.extend_from_slice(&ethertype.to_be_bytes());
+    g.extend_from_slice(&0x0000_0001_u32.to_be_bytes());
+    g.extend_from_slice(inner);
+    g
 }
 
 /// A whole TCP connection as IP packets: handshake, the client's bytes in `segment_bytes`

@@ -107,6 +107,9 @@ pub struct Exchange {
 /// # Errors
 /// A message when the text is not a HAR document.
 pub fn parse(text: &[u8], entries_max: usize) -> Result<(Vec<Exchange>, usize), String> {
+    // Fiddler and some Windows tools start the file with a UTF-8 byte-order mark, which JSON
+    // does not allow.
+    let text = text.strip_prefix(b"\xef\xbb\xbf").unwrap_or(text);
     let har: Har = serde_json::from_slice(text).map_err(|e| format!("not a har file: {e}"))?;
     let dropped = har.log.entries.len().saturating_sub(entries_max);
     let exchanges = har

@@ -241,10 +241,45 @@ pub fn phone_forms(value: &str, home_country: &str) -> Vec<(String, String)> {
                 forms.push((format!("national-{name}"), groups.join(sep)));
             }
             // Without the trunk prefix ("0" in India or Britain), as apps often send it.
-            forms.push((
-                "national-number".into(),
-                number.national().value().to_string(),
-            ));
+            let significant = number.national().value().to_string();
+            forms.push(("national-number".into(), significant.clone()));
+            // The same grouping without the trunk prefix ("98765 43210" for "098765 43210"),
+            // as people write their number for someone in their own country, and the first
+            // group in parentheses ("(098765) 43210", "(030) 1234567"), with spaces, dashes or
+            // dots between the rest.
+            let digits: String = groups.concat();
+            let trunk = digits.len().saturating_sub(significant.len());
+            let mut bare: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();
+            if trunk > 0 && digits.ends_with(&significant) {
+                let mut left = trunk;
+                for group in &mut bare {
+                    let cut = left.min(group.len());
+                    group.replace_range(..cut, "");
+                    left -= cut;
+                    if left == 0 {
+                        break;
+                    }
+                }
+                bare.retain(|g| !g.is_empty());
+            }
+            let grouped: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();
+            for (prefix, parts) in [("national-bare", &bare), ("national", &grouped)] {
+                for (name, sep) in [("space", " "), ("dash", "-"), ("dot", ".")] {
+                    forms.push((format!("{prefix}-{name}"), parts.join(sep)));
+                    if let Some((first, rest)) = parts.split_first()
+                        && !rest.is_empty()
+                    {
+                        forms.push((
+                            format!("{prefix}-parens-{name}"),
+                            format!("({first}) {}", rest.join(sep)),
+                        ));
+                        forms.push((
+                            format!("{prefix}-parens-tight-{name}"),
+                            format!("({first}){}", rest.join(sep)),
+                        ));
+                    }
+                }
+            }
         }
         Err(_) => {
             let digits: String = value.chars().filter(char::is_ascii_digit).collect();
@@ -473,6 +508,10 @@ mod tests {
             "919876543210",
             "098765 43210",
             "9876543210",
+            // Issue 11: the national grouping without the trunk prefix, and with parentheses.
+            "98765 43210",
+            "98765-43210",
+            "(098765) 43210",
         ] {
             assert!(
                 india.iter().any(|f| f == expected),
@@ -485,8 +524,16 @@ mod tests {
             "(201) 555-0123",
             "201-555-0123",
             "201.555.0123",
+            "201 555 0123",
+            "(201) 555 0123",
+            "(201)555-0123",
         ] {
             assert!(us.iter().any(|f| f == expected), "{expected} in {us:?}");
+        }
+        // A British mobile, a German landline: the grouping is the number's country's.
+        let uk = forms("+447911123456", "IN");
+        for expected in ["07911 123456", "7911 123456", "(07911) 123456"] {
+            assert!(uk.iter().any(|f| f == expected), "{expected} in {uk:?}");
         }
     }
 

@@ -20,6 +20,51 @@ impl LinkType {
     pub const IPV4: LinkType = LinkType(228);
     pub const IPV6: LinkType = LinkType(229);
     pub const LINUX_SLL2: LinkType = LinkType(276);
+
+    /// The tcpdump.org name of a link type the scanner cannot read, for the warning that says
+    /// so (`LINKTYPE_IEEE802_11_RADIOTAP` is written `IEEE802_11_RADIOTAP`).
+    pub fn name(self) -> Option<&'static str> {
+        Some(match self.0 {
+            0 => "NULL",
+            1 => "ETHERNET",
+            6 => "IEEE802_5",
+            8 => "SLIP",
+            9 => "PPP",
+            10 => "FDDI",
+            50 => "PPP_HDLC",
+            51 => "PPP_ETHER",
+            101 => "RAW",
+            104 => "C_HDLC",
+            105 => "IEEE802_11",
+            108 => "LOOP",
+            113 => "LINUX_SLL",
+            119 => "IEEE802_11_PRISM",
+            127 => "IEEE802_11_RADIOTAP",
+            163 => "IEEE802_11_AVS",
+            187 => "BLUETOOTH_HCI_H4",
+            192 => "PPI",
+            195 => "IEEE802_15_4_WITHFCS",
+            201 => "BLUETOOTH_HCI_H4_WITH_PHDR",
+            204 => "PPP_PPPD",
+            220 => "USB_LINUX_MMAPPED",
+            228 => "IPV4",
+            229 => "IPV6",
+            239 => "NFLOG",
+            249 => "USBPCAP",
+            258 => "PKTAP",
+            276 => "LINUX_SLL2",
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for LinkType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.name() {
+            Some(name) => write!(f, "{name} ({})", self.0),
+            None => write!(f, "{}", self.0),
+        }
+    }
 }
 
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
@@ -28,10 +73,17 @@ const ETHERTYPE_VLAN: u16 = 0x8100;
 const ETHERTYPE_QINQ: u16 = 0x88a8;
 /// Most stacked 802.1Q tags we walk through.
 pub const VLAN_TAGS_MAX: usize = 4;
+/// Most tunnel headers (IP-in-IP, GRE) we unwrap around one packet.
+pub const TUNNEL_DEPTH_MAX: usize = 4;
 /// Most IPv6 extension headers we walk through before giving up on a packet.
 pub const IPV6_EXTENSIONS_MAX: usize = 8;
 
+pub const PROTO_IPIP: u8 = 4;
 pub const PROTO_TCP: u8 = 6;
+pub const PROTO_IPV6: u8 = 41;
+pub const PROTO_GRE: u8 = 47;
+/// GRE carrying Ethernet frames (transparent Ethernet bridging: NVGRE, Linux `gretap`).
+const ETHERTYPE_TEB: u16 = 0x6558;
 pub const PROTO_UDP: u8 = 17;
 
 /// An IP packet, or an IPv4 or IPv6 fragment of one.
@@ -85,21 +137,24 @@ fn be32(data: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
 }
 
+/// Walks the 802.1Q and 802.1ad tags that follow an EtherType field: `ethertype` is the
+/// field's value, `rest` what comes after it. Each tag is a TCI and the next EtherType.
+fn skip_vlan_tags(mut ethertype: u16, rest: &[u8]) -> Option<(u16, &[u8])> {
+    let mut at = 0_usize;
+    for _ in 0..VLAN_TAGS_MAX {
+        if ethertype != ETHERTYPE_VLAN && ethertype != ETHERTYPE_QINQ {
+            break;
+        }
+        ethertype = be16(rest, at.checked_add(2)?)?;
+        at = at.checked_add(4)?;
+    }
+    Some((ethertype, rest.get(at..)?))
+}
+
 /// Strips the link layer: the ethertype of what follows and its bytes.
 pub fn parse_link(link: LinkType, frame: &[u8]) -> Option<(u16, &[u8])> {
     match link {
-        LinkType::ETHERNET => {
-            let mut ethertype = be16(frame, 12)?;
-            let mut at = 14;
-            for _ in 0..VLAN_TAGS_MAX {
-                if ethertype != ETHERTYPE_VLAN && ethertype != ETHERTYPE_QINQ {
-                    break;
-                }
-                ethertype = be16(frame, at + 2)?;
-                at += 4;
-            }
-            Some((ethertype, frame.get(at..)?))
-        }
+        LinkType::ETHERNET => skip_vlan_tags(be16(frame, 12)?, frame.get(14..)?),
         LinkType::RAW | LinkType(12) | LinkType(14) => {
             let version = frame.first()? >> 4;
             let ethertype = match version {
@@ -111,8 +166,10 @@ pub fn parse_link(link: LinkType, frame: &[u8]) -> Option<(u16, &[u8])> {
         }
         LinkType::IPV4 => Some((ETHERTYPE_IPV4, frame)),
         LinkType::IPV6 => Some((ETHERTYPE_IPV6, frame)),
-        LinkType::LINUX_SLL => Some((be16(frame, 14)?, frame.get(16..)?)),
-        LinkType::LINUX_SLL2 => Some((be16(frame, 0)?, frame.get(20..)?)),
+        // Linux cooked captures keep an 802.1Q tag in the packet when the driver did not strip
+        // it (tcpdump -i any on a VLAN's parent interface).
+        LinkType::LINUX_SLL => skip_vlan_tags(be16(frame, 14)?, frame.get(16..)?),
+        LinkType::LINUX_SLL2 => skip_vlan_tags(be16(frame, 0)?, frame.get(20..)?),
         LinkType::NULL | LinkType::LOOP => {
             // BSD loopback: a 4-byte address family, in host order for NULL, network order for
             // LOOP. Look at the IP version instead of guessing the writer's byte order.
@@ -120,6 +177,37 @@ pub fn parse_link(link: LinkType, frame: &[u8]) -> Option<(u16, &[u8])> {
             parse_link(LinkType::RAW, payload)
         }
         LinkType(_) => None,
+    }
+}
+
+/// When an IP packet's payload is itself a tunnelled packet (IPv4 or IPv6 in IP, GRE version 0
+/// carrying IP or Ethernet): the inner packet's ethertype and bytes.
+pub fn parse_tunnel(protocol: u8, payload: &[u8]) -> Option<(u16, &[u8])> {
+    match protocol {
+        PROTO_IPIP => Some((ETHERTYPE_IPV4, payload)),
+        PROTO_IPV6 => Some((ETHERTYPE_IPV6, payload)),
+        PROTO_GRE => {
+            let flags = be16(payload, 0)?;
+            // Version 1 is PPTP's enhanced GRE, which carries PPP, and source routing
+            // (RFC 1701's R bit) is obsolete: neither is read.
+            if flags & 0x0007 != 0 || flags & 0x4000 != 0 {
+                return None;
+            }
+            let ethertype = be16(payload, 2)?;
+            let mut at = 4_usize;
+            // Checksum present: checksum and reserved; key present; sequence number present.
+            for bit in [0x8000, 0x2000, 0x1000] {
+                if flags & bit != 0 {
+                    at = at.checked_add(4)?;
+                }
+            }
+            let inner = payload.get(at..)?;
+            if ethertype == ETHERTYPE_TEB {
+                return parse_link(LinkType::ETHERNET, inner);
+            }
+            skip_vlan_tags(ethertype, inner)
+        }
+        _ => None,
     }
 }
 

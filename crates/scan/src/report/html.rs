@@ -237,8 +237,8 @@ pub fn report(report: &Report) -> String {
         body,
         "<div class=\"rating\" style=\"background:{}\"><b>Rating: {}</b><br>{}</div>",
         colour(report.rating),
-        report.rating.as_str().to_uppercase(),
-        esc(report.rating.advisory())
+        report.rating_label(),
+        esc(&report.advisory)
     );
     if !report.findings.is_empty() {
         let _ = write!(

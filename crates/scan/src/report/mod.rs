@@ -88,6 +88,8 @@ pub struct CaptureInfo {
     pub frames: u64,
     pub bytes: u64,
     pub tcp_flows: u64,
+    /// Frames of a link type the scanner reads; the others are named in a warning.
+    pub readable_frames: u64,
     pub first_seen: Option<String>,
     pub last_seen: Option<String>,
 }
@@ -106,7 +108,26 @@ pub struct Report {
     pub ip_country_database: String,
 }
 
+/// The advisory of a scan that could read none of its frames: "no identifier was seen" would
+/// be a clean bill of health from an instrument that saw nothing.
+pub const NOTHING_READABLE: &str = "Nothing in the captures could be read (see the warnings for the link types), so this scan says nothing about the device.";
+
 impl Report {
+    /// Whether the captures had frames but none the scanner could read.
+    pub fn nothing_readable(&self) -> bool {
+        self.captures.iter().any(|c| c.frames > 0)
+            && self.captures.iter().all(|c| c.readable_frames == 0)
+    }
+
+    /// The rating as the table and the page title it: `NOT RATED` when nothing was readable.
+    pub fn rating_label(&self) -> String {
+        if self.nothing_readable() && self.findings.is_empty() {
+            "NOT RATED".to_owned()
+        } else {
+            self.rating.as_str().to_uppercase()
+        }
+    }
+
     /// # Errors
     /// Never in practice: every field serialises.
     pub fn to_json(&self) -> serde_json::Result<String> {
@@ -116,8 +137,8 @@ impl Report {
     /// A terminal summary: the rating, one line per finding, then the warnings.
     pub fn to_table(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "Rating: {}", self.rating.as_str().to_uppercase());
-        let _ = writeln!(out, "{}", self.rating.advisory());
+        let _ = writeln!(out, "Rating: {}", self.rating_label());
+        let _ = writeln!(out, "{}", self.advisory);
         let _ = writeln!(out);
         if self.findings.is_empty() {
             let _ = writeln!(out, "No findings.");

@@ -130,7 +130,12 @@ impl KeyLog {
     }
 
     fn add_line(&mut self, line: &str) -> Result<(), String> {
-        let line = line.trim();
+        // As Wireshark reads a key log: a byte-order mark (Notepad), CR line ends (`lines`
+        // leaves a lone `\r`), surrounding whitespace and a trailing `\` (a line pasted from a
+        // shell continuation) are not part of the line, and anything after the secret is
+        // ignored.
+        let line = line.trim_start_matches('\u{feff}').trim();
+        let line = line.strip_suffix('\\').unwrap_or(line).trim_end();
         if line.is_empty() || line.starts_with('#') {
             return Ok(());
         }
@@ -141,14 +146,24 @@ impl KeyLog {
             ));
         }
         let mut fields = line.split_ascii_whitespace();
-        let (Some(label), Some(random), Some(secret), None) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
+        let (Some(label), Some(random), Some(secret)) =
+            (fields.next(), fields.next(), fields.next())
         else {
             return Err(
                 "expected three fields: LABEL CLIENT_RANDOM SECRET (NSS SSLKEYLOGFILE format)"
                     .to_owned(),
             );
         };
+        // Every NSS label is upper case: a line of prose is a mistake to report, not a
+        // future label to skip.
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(format!(
+                "{label:?} is not a key log label; expected LABEL CLIENT_RANDOM SECRET (NSS SSLKEYLOGFILE format)"
+            ));
+        }
         let label = match label {
             "CLIENT_RANDOM" => Label::Master,
             "CLIENT_EARLY_TRAFFIC_SECRET" => Label::ClientEarly,
@@ -249,6 +264,22 @@ mod tests {
         ];
         let mut keys = KeyLog::default();
         keys.add_text(&ok.join("\n"), "k.txt").unwrap();
+        // Lines as Wireshark takes them (issue 11): CRLF, a BOM, a trailing backslash, lowercase
+        // hex, trailing whitespace, a field after the secret.
+        let wireshark = format!(
+            "\u{feff}# written by notepad\r\nCLIENT_HANDSHAKE_TRAFFIC_SECRET {random} {}\\\r\nSERVER_TRAFFIC_SECRET_0 {} {} \t\r\nCLIENT_EARLY_TRAFFIC_SECRET {random} {} extra\n",
+            "ab".repeat(32),
+            random.to_uppercase(),
+            "cd".repeat(48),
+            "ef".repeat(32),
+        );
+        keys.add_text(&wireshark, "w.txt").unwrap();
+        let s = keys.get(&[0x0a; 32]).unwrap();
+        assert!(s.client_handshake.is_some());
+        assert_eq!(s.server_traffic_0.as_deref().map(Vec::len), Some(48));
+        assert!(s.client_early.is_some());
+        let mut keys = KeyLog::default();
+        keys.add_text(&ok.join("\n"), "k.txt").unwrap();
         assert_eq!(keys.len(), 1);
         let s = keys.get(&[0x0a; 32]).unwrap();
         assert_eq!(s.master.as_deref().map(Vec::len), Some(48));
@@ -257,6 +288,7 @@ mod tests {
 
         let bad = [
             ("CLIENT_RANDOM abc", "three fields"),
+            ("not a key log line", "not a key log label"),
             (&*format!("CLIENT_RANDOM {random} 1122"), "expected 48"),
             (
                 &*format!("CLIENT_RANDOM {} {}", "0a".repeat(31), "11".repeat(48)),
@@ -269,10 +301,6 @@ mod tests {
             (
                 &*format!("CLIENT_TRAFFIC_SECRET_0 {random} {}", "11".repeat(40)),
                 "40 bytes",
-            ),
-            (
-                &*format!("CLIENT_RANDOM {random} {} extra", "11".repeat(48)),
-                "three fields",
             ),
             (
                 &*format!("CLIENT_RANDOM {random} {}", "1".repeat(600)),
