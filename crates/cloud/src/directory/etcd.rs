@@ -411,6 +411,9 @@ impl EtcdDirectory {
         let (cache, revision) = sync(&client, &dir_prefix).await?;
         *shared.cache.write().map_err(|_| StoreError::Panicked)? = cache;
         shared.revision.send_replace(revision);
+        // Current as of the read just made; the watch from that revision keeps it so, and the
+        // follower says otherwise the moment the watch cannot be kept.
+        shared.connected.store(true, Ordering::Release);
         let follower = tokio::spawn(follow(
             client.clone(),
             Arc::clone(&shared),
@@ -852,6 +855,11 @@ impl EtcdDirectory {
 
     pub async fn journal_select(&self, id: String, users: Vec<String>) -> Result<(), StoreError> {
         let key = self.journal_key(&id);
+        let seal = format!("{key}/selected");
+        if !self.get(seal.clone(), None).await?.kvs().is_empty() {
+            // Selected already: the first selection stands, its pages untouched.
+            return Ok(());
+        }
         let mut pages = 0usize;
         for (page, chunk) in users.chunks(JOURNAL_PAGE_USERS).enumerate() {
             let value = serde_json::to_vec(chunk).map_err(|e| StoreError::Conflict(e.to_string()))?;
@@ -860,7 +868,6 @@ impl EtcdDirectory {
         }
         // The selection counts only once its page count is written, and only the first one
         // does (a second run finds it and must not reselect).
-        let seal = format!("{key}/selected");
         let txn = Txn::new()
             .when(vec![Compare::create_revision(seal.clone(), CompareOp::Equal, 0)])
             .and_then(vec![TxnOp::put(seal, pages.to_string(), None)]);
