@@ -6,4 +6,6 @@ mod migrate;
 mod ops;
 #[path = "../../../cloud/tests/it/pg_cluster.rs"]
 mod pg_cluster;
+#[path = "../../../cloud/tests/it/etcd_cluster.rs"]
+mod etcd_cluster;
 mod serve;
