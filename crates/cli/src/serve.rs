@@ -124,18 +124,26 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     Some(location),
                     &args.data_dir.join("directory.sqlite"),
                     std::env::var("SOVEREIGN_DIRECTORY_PASSWORD").ok(),
-                    policies.regions.regions.iter().map(|r| r.id.clone()).collect(),
+                    policies
+                        .regions
+                        .regions
+                        .iter()
+                        .map(|r| r.id.clone())
+                        .collect(),
                 )
                 .await?,
             ),
         };
-        let cloud = sovereign_cloud::start_cloud_on(CloudOptions {
-            data_dir: args.data_dir.clone(),
-            policies,
-            regions,
-            databases,
-            clock: Arc::new(SystemClock),
-        }, directory)
+        let cloud = sovereign_cloud::start_cloud_on(
+            CloudOptions {
+                data_dir: args.data_dir.clone(),
+                policies,
+                regions,
+                databases,
+                clock: Arc::new(SystemClock),
+            },
+            directory,
+        )
         .await?;
         let ca = args.data_dir.join("tls").join("ca.pem");
         for region in &cloud.regions {

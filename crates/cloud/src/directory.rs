@@ -17,8 +17,8 @@ use sovereign_model::RegionId;
 use crate::domain::Service;
 use crate::store::StoreError;
 
-pub mod etcd;
 mod backend;
+pub mod etcd;
 
 pub use backend::Directory;
 

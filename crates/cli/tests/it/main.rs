@@ -2,10 +2,10 @@
 
 mod demo;
 mod device;
+#[path = "../../../cloud/tests/it/etcd_cluster.rs"]
+mod etcd_cluster;
 mod migrate;
 mod ops;
 #[path = "../../../cloud/tests/it/pg_cluster.rs"]
 mod pg_cluster;
-#[path = "../../../cloud/tests/it/etcd_cluster.rs"]
-mod etcd_cluster;
 mod serve;

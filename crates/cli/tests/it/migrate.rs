@@ -628,7 +628,9 @@ async fn a_migration_runs_with_the_directory_and_journal_on_etcd() {
             Some(directory),
         )
     };
-    let cloud = start_on_etcd(open_directory().await.unwrap()).await.unwrap();
+    let cloud = start_on_etcd(open_directory().await.unwrap())
+        .await
+        .unwrap();
     let mumbai = cloud.region("in-mumbai").unwrap().url.clone();
     let tokens = populate(data.path(), &mumbai).await;
     cloud.shutdown(Duration::from_secs(5)).await;
@@ -651,9 +653,11 @@ async fn a_migration_runs_with_the_directory_and_journal_on_etcd() {
         .arg(data.path())
         .arg("--config")
         .arg(config.path())
-        .args(databases.iter().flat_map(|(region, url)| {
-            ["--database".to_owned(), format!("{region}={url}")]
-        }))
+        .args(
+            databases
+                .iter()
+                .flat_map(|(region, url)| ["--database".to_owned(), format!("{region}={url}")]),
+        )
         .output()
         .unwrap();
     assert!(

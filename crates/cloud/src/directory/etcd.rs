@@ -174,9 +174,19 @@ struct Cache {
 
 /// A key of the directory, parsed.
 enum DirKey {
-    Phone { home: RegionId, phone: [u8; 32] },
-    User { home: RegionId, user: String },
-    Place { home: RegionId, user: String, service: Service },
+    Phone {
+        home: RegionId,
+        phone: [u8; 32],
+    },
+    User {
+        home: RegionId,
+        user: String,
+    },
+    Place {
+        home: RegionId,
+        user: String,
+        service: Service,
+    },
 }
 
 fn parse_hex32(text: &str) -> Option<[u8; 32]> {
@@ -566,7 +576,12 @@ impl EtcdDirectory {
                         .as_ref()
                         .is_none_or(|(_, _, _, created)| kv.create_revision() < *created);
                     if older {
-                        found = Some((region.clone(), phone, kv.mod_revision(), kv.create_revision()));
+                        found = Some((
+                            region.clone(),
+                            phone,
+                            kv.mod_revision(),
+                            kv.create_revision(),
+                        ));
                     }
                 }
             }
@@ -596,7 +611,10 @@ impl EtcdDirectory {
         Ok(out)
     }
 
-    pub async fn lookup(&self, phone_index: [u8; 32]) -> Result<Option<DirectoryEntry>, StoreError> {
+    pub async fn lookup(
+        &self,
+        phone_index: [u8; 32],
+    ) -> Result<Option<DirectoryEntry>, StoreError> {
         let found = self.read(|cache| {
             cache.phones.get(&phone_index).and_then(|claims| {
                 claims.first().map(|(_, home, user_id)| DirectoryEntry {
@@ -661,8 +679,16 @@ impl EtcdDirectory {
             if old != home {
                 ops.push(TxnOp::delete(self.phone_key(&old, &phone), None));
                 ops.push(TxnOp::delete(old_user, None));
-                ops.push(TxnOp::put(self.phone_key(&home, &phone), user_id.clone(), None));
-                ops.push(TxnOp::put(self.user_key(&home, &user_id), hex(&phone), None));
+                ops.push(TxnOp::put(
+                    self.phone_key(&home, &phone),
+                    user_id.clone(),
+                    None,
+                ));
+                ops.push(TxnOp::put(
+                    self.user_key(&home, &user_id),
+                    hex(&phone),
+                    None,
+                ));
                 // The new home must not hold the number already.
                 when.push(Compare::create_revision(
                     self.phone_key(&home, &phone),
@@ -672,7 +698,11 @@ impl EtcdDirectory {
             }
             for (key, service, region) in &placed {
                 // Each placement moves only if nobody changed it since it was read.
-                when.push(Compare::value(key.clone(), CompareOp::Equal, region.as_str()));
+                when.push(Compare::value(
+                    key.clone(),
+                    CompareOp::Equal,
+                    region.as_str(),
+                ));
                 ops.push(TxnOp::delete(key.clone(), None));
                 if *region != home {
                     ops.push(TxnOp::put(
@@ -715,7 +745,10 @@ impl EtcdDirectory {
         self.answer(found)
     }
 
-    pub async fn placements(&self, user_id: String) -> Result<Vec<(Service, RegionId)>, StoreError> {
+    pub async fn placements(
+        &self,
+        user_id: String,
+    ) -> Result<Vec<(Service, RegionId)>, StoreError> {
         let found = self.read(|cache| {
             cache
                 .user(&user_id)
@@ -747,11 +780,8 @@ impl EtcdDirectory {
                 })
                 .collect();
             // Only while the user still lives where the placement is recorded.
-            let when = Compare::mod_revision(
-                self.user_key(&home, &user_id),
-                CompareOp::Equal,
-                user_rev,
-            );
+            let when =
+                Compare::mod_revision(self.user_key(&home, &user_id), CompareOp::Equal, user_rev);
             let (placed, revision, _) = self.txn(Txn::new().when(vec![when]).and_then(ops)).await?;
             if placed {
                 self.catch_up(revision).await;
@@ -806,7 +836,11 @@ impl EtcdDirectory {
     ) -> Result<Vec<(String, String)>, StoreError> {
         let key = self.journal_key(&id);
         let create = Txn::new()
-            .when(vec![Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .when(vec![Compare::create_revision(
+                key.clone(),
+                CompareOp::Equal,
+                0,
+            )])
             .and_then(vec![TxnOp::put(key.clone(), spec, None)]);
         self.txn(create).await?;
         let sealed = self.get(format!("{key}/selected"), None).await?;
@@ -845,9 +879,7 @@ impl EtcdDirectory {
         Ok(users
             .into_iter()
             .map(|user| {
-                let step = steps
-                    .remove(&user)
-                    .unwrap_or_else(|| "selected".to_owned());
+                let step = steps.remove(&user).unwrap_or_else(|| "selected".to_owned());
                 (user, step)
             })
             .collect())
@@ -862,14 +894,19 @@ impl EtcdDirectory {
         }
         let mut pages = 0usize;
         for (page, chunk) in users.chunks(JOURNAL_PAGE_USERS).enumerate() {
-            let value = serde_json::to_vec(chunk).map_err(|e| StoreError::Conflict(e.to_string()))?;
+            let value =
+                serde_json::to_vec(chunk).map_err(|e| StoreError::Conflict(e.to_string()))?;
             self.put(format!("{key}/page/{page}"), value).await?;
             pages = page + 1;
         }
         // The selection counts only once its page count is written, and only the first one
         // does (a second run finds it and must not reselect).
         let txn = Txn::new()
-            .when(vec![Compare::create_revision(seal.clone(), CompareOp::Equal, 0)])
+            .when(vec![Compare::create_revision(
+                seal.clone(),
+                CompareOp::Equal,
+                0,
+            )])
             .and_then(vec![TxnOp::put(seal, pages.to_string(), None)]);
         self.txn(txn).await?;
         Ok(())
@@ -900,7 +937,10 @@ async fn sync(client: &Client, dir_prefix: &str) -> Result<(Cache, i64), StoreEr
         if revision != 0 {
             options = options.with_revision(revision);
         }
-        let response = kv.get(from.clone(), Some(options)).await.map_err(unavailable)?;
+        let response = kv
+            .get(from.clone(), Some(options))
+            .await
+            .map_err(unavailable)?;
         if revision == 0 {
             revision = response.header().map_or(0, |h| h.revision());
         }
@@ -921,7 +961,11 @@ async fn sync(client: &Client, dir_prefix: &str) -> Result<(Cache, i64), StoreEr
 }
 
 fn apply_put(cache: &mut Cache, dir_prefix: &str, entry: &KeyValue) {
-    if let Some(rest) = entry.key_str().ok().and_then(|k| k.strip_prefix(dir_prefix)) {
+    if let Some(rest) = entry
+        .key_str()
+        .ok()
+        .and_then(|k| k.strip_prefix(dir_prefix))
+    {
         cache.put(rest, entry.value(), entry.create_revision());
     }
 }
@@ -932,11 +976,17 @@ async fn follow(client: Client, shared: Arc<Shared>, dir_prefix: String, mut rev
     loop {
         match watch(&client, &shared, &dir_prefix, revision).await {
             Ok(()) => tracing::warn!("the directory watch ended; resyncing"),
-            Err(error) => tracing::warn!(%error, "the directory lost etcd; resyncing"),
+            Err(error) => tracing::warn!(%error, "the directory watch broke; resyncing"),
         }
-        shared.connected.store(false, Ordering::Release);
+        // At once first: when one member died the others answer, and the cache never counts
+        // as stale. Only when none does is it marked so, and retried after a pause.
+        let mut attempt = 0u32;
         loop {
-            tokio::time::sleep(Duration::from_millis(ETCD_RESYNC_PAUSE_MS)).await;
+            if attempt > 0 {
+                shared.connected.store(false, Ordering::Release);
+                tokio::time::sleep(Duration::from_millis(ETCD_RESYNC_PAUSE_MS)).await;
+            }
+            attempt = attempt.saturating_add(1);
             match sync(&client, &dir_prefix).await {
                 Ok((cache, synced)) => {
                     if let Ok(mut current) = shared.cache.write() {
@@ -945,6 +995,9 @@ async fn follow(client: Client, shared: Arc<Shared>, dir_prefix: String, mut rev
                     revision = synced;
                     shared.revision.send_replace(synced);
                     break;
+                }
+                Err(error) if attempt == 1 => {
+                    tracing::warn!(%error, "the directory lost etcd; serving from its cache");
                 }
                 Err(error) => tracing::debug!(%error, "etcd still unreachable"),
             }
@@ -970,7 +1023,10 @@ async fn watch(
     while let Some(response) = stream.message().await? {
         if response.canceled() {
             // Compacted past our revision, or the member lost its leader: start over.
-            tracing::warn!(reason = response.cancel_reason(), "the directory watch was cancelled");
+            tracing::warn!(
+                reason = response.cancel_reason(),
+                "the directory watch was cancelled"
+            );
             return Ok(());
         }
         let seen = response.header().map_or(0, |h| h.revision());
@@ -980,8 +1036,10 @@ async fn watch(
                 match event.event_type() {
                     EventType::Put => apply_put(&mut cache, dir_prefix, entry),
                     EventType::Delete => {
-                        if let Some(rest) =
-                            entry.key_str().ok().and_then(|k| k.strip_prefix(dir_prefix))
+                        if let Some(rest) = entry
+                            .key_str()
+                            .ok()
+                            .and_then(|k| k.strip_prefix(dir_prefix))
                         {
                             cache.delete(rest);
                         }
@@ -1017,9 +1075,18 @@ mod tests {
             EtcdLocation::parse("postgres://x/y"),
             Err(LocationError::NotEtcd("postgres://x/y".into()))
         );
-        assert_eq!(EtcdLocation::parse("etcd://a:1"), Err(LocationError::NoPrefix));
-        assert_eq!(EtcdLocation::parse("etcd://a:1/"), Err(LocationError::NoPrefix));
-        assert_eq!(EtcdLocation::parse("etcd:///p"), Err(LocationError::NoEndpoint));
+        assert_eq!(
+            EtcdLocation::parse("etcd://a:1"),
+            Err(LocationError::NoPrefix)
+        );
+        assert_eq!(
+            EtcdLocation::parse("etcd://a:1/"),
+            Err(LocationError::NoPrefix)
+        );
+        assert_eq!(
+            EtcdLocation::parse("etcd:///p"),
+            Err(LocationError::NoEndpoint)
+        );
         assert!(matches!(
             EtcdLocation::parse("etcd://a/p"),
             Err(LocationError::BadEndpoint(_))

@@ -101,7 +101,12 @@ async fn exercise(directory: &Directory) {
     );
 
     directory
-        .place("u-alice".into(), vec![Service::Messaging], singapore.clone(), 3)
+        .place(
+            "u-alice".into(),
+            vec![Service::Messaging],
+            singapore.clone(),
+            3,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -189,7 +194,13 @@ async fn exercise(directory: &Directory) {
         .place("u-bob".into(), vec![Service::Backup], singapore.clone(), 9)
         .await
         .unwrap();
-    assert!(directory.placements("u-bob".into()).await.unwrap().is_empty());
+    assert!(
+        directory
+            .placements("u-bob".into())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(matches!(
         directory
             .move_home("u-nobody".into(), mumbai.clone(), 10)
@@ -281,7 +292,10 @@ async fn the_directory_answers_alike_on_etcd_and_other_sites_follow_by_watch() {
     })
     .await;
     assert!(follows, "the other site's cache did not follow etcd");
-    assert_eq!(other.home_of("u-bob".into()).await.unwrap(), Some(region("sg-singapore")));
+    assert_eq!(
+        other.home_of("u-bob".into()).await.unwrap(),
+        Some(region("sg-singapore"))
+    );
     // A site connected later starts from one range read of the same state.
     let late = connect(&cluster, None, "t").await.unwrap();
     assert_eq!(
@@ -350,7 +364,10 @@ async fn the_etcd_directory_keeps_working_when_a_member_dies() {
             && other.lookup([5; 32]).await.ok().flatten().is_some()
     })
     .await;
-    assert!(follows, "the other site stopped following after a member died");
+    assert!(
+        follows,
+        "the other site stopped following after a member died"
+    );
     assert!(site.status().unwrap().connected);
     assert!(eventually(|| async { other.status().unwrap().connected }).await);
 }
@@ -457,7 +474,12 @@ async fn without_etcd_a_site_serves_its_signed_in_users_and_refuses_the_rest_wit
             Some(json!({"verification_id": signup.body["verification_id"], "code": code})),
         )
         .await;
-    assert_eq!(verify.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", verify.body);
+    assert_eq!(
+        verify.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        verify.body
+    );
     assert_eq!(verify.code(), "directory_unavailable");
     // An unknown number cannot be told apart from one the cache missed: 503, not "wrong".
     let unknown = cloud
@@ -469,14 +491,29 @@ async fn without_etcd_a_site_serves_its_signed_in_users_and_refuses_the_rest_wit
             Some(json!({"phone": BOB, "password": "correct horse battery", "device_name": "x"})),
         )
         .await;
-    assert_eq!(unknown.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", unknown.body);
+    assert_eq!(
+        unknown.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        unknown.body
+    );
     assert_eq!(unknown.code(), "directory_unavailable");
-    assert!(!unknown.body["detail"].as_str().unwrap().contains("127.0.0.1"));
+    assert!(
+        !unknown.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1")
+    );
     // Deleting the account needs the directory: refused before anything is deleted.
     let delete = cloud
         .call("in-mumbai", Method::DELETE, "/v1/me", Some(&token), None)
         .await;
-    assert_eq!(delete.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", delete.body);
+    assert_eq!(
+        delete.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        delete.body
+    );
     assert_eq!(delete.code(), "directory_unavailable");
     let still = cloud
         .call("in-mumbai", Method::GET, "/v1/me", Some(&token), None)
@@ -490,7 +527,14 @@ fn grant_roles(cluster: &mut EtcdCluster, prefix: &str, sites: &[&str]) {
     for site in sites {
         let name = format!("site-{site}");
         cluster.ctl(&["role", "add", &name]);
-        cluster.ctl(&["role", "grant-permission", &name, "--prefix=true", "read", &format!("/{prefix}/dir/")]);
+        cluster.ctl(&[
+            "role",
+            "grant-permission",
+            &name,
+            "--prefix=true",
+            "read",
+            &format!("/{prefix}/dir/"),
+        ]);
         cluster.ctl(&[
             "role",
             "grant-permission",
@@ -503,7 +547,14 @@ fn grant_roles(cluster: &mut EtcdCluster, prefix: &str, sites: &[&str]) {
         cluster.ctl(&["user", "grant-role", &name, &name]);
     }
     cluster.ctl(&["role", "add", "migrator"]);
-    cluster.ctl(&["role", "grant-permission", "migrator", "--prefix=true", "readwrite", &format!("/{prefix}/")]);
+    cluster.ctl(&[
+        "role",
+        "grant-permission",
+        "migrator",
+        "--prefix=true",
+        "readwrite",
+        &format!("/{prefix}/"),
+    ]);
     cluster.ctl(&["user", "add", "migrator:pw-migrator"]);
     cluster.ctl(&["user", "grant-role", "migrator", "migrator"]);
     cluster.enable_auth();
@@ -536,26 +587,57 @@ async fn each_site_may_write_only_its_own_region_and_never_the_journal() {
     let foreign = mumbai
         .claim([2; 32], "u-2".into(), region("cn-beijing"), 1)
         .await;
-    assert!(matches!(foreign, Err(StoreError::DirectoryUnavailable(ref m)) if m.contains("permission denied")), "{foreign:?}");
-    assert!(mumbai.move_home("u-1".into(), region("cn-beijing"), 2).await.is_err());
-    assert!(mumbai.place("u-1".into(), vec![Service::Messaging], region("cn-beijing"), 2).await.is_ok(),
-        "placements of its own users are under its own keys");
+    assert!(
+        matches!(foreign, Err(StoreError::DirectoryUnavailable(ref m)) if m.contains("permission denied")),
+        "{foreign:?}"
+    );
+    assert!(
+        mumbai
+            .move_home("u-1".into(), region("cn-beijing"), 2)
+            .await
+            .is_err()
+    );
+    assert!(
+        mumbai
+            .place(
+                "u-1".into(),
+                vec![Service::Messaging],
+                region("cn-beijing"),
+                2
+            )
+            .await
+            .is_ok(),
+        "placements of its own users are under its own keys"
+    );
     // The journal is the migrator's alone.
-    assert!(mumbai.journal_open("m".into(), "spec".into(), 1).await.is_err());
+    assert!(
+        mumbai
+            .journal_open("m".into(), "spec".into(), 1)
+            .await
+            .is_err()
+    );
     // Every site reads the routing keys (that is what keeps reads local).
     assert!(eventually(|| async { beijing.lookup([1; 32]).await.ok().flatten().is_some() }).await);
     // Beijing cannot delete Mumbai's user.
     assert!(beijing.remove("u-1".into()).await.is_err());
     // The migrator moves users across regions and keeps the journal.
-    assert!(migrator.journal_open("m".into(), "spec".into(), 1).await.unwrap().is_empty());
+    assert!(
+        migrator
+            .journal_open("m".into(), "spec".into(), 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     migrator
         .move_home("u-1".into(), region("cn-beijing"), 3)
         .await
         .unwrap();
-    assert!(eventually(|| async {
-        mumbai.home_of("u-1".into()).await.ok().flatten() == Some(region("cn-beijing"))
-    })
-    .await);
+    assert!(
+        eventually(|| async {
+            mumbai.home_of("u-1".into()).await.ok().flatten() == Some(region("cn-beijing"))
+        })
+        .await
+    );
     // Now the user is Beijing's: Mumbai can no longer remove them, Beijing can.
     assert!(mumbai.remove("u-1".into()).await.is_err());
     beijing.remove("u-1".into()).await.unwrap();

@@ -145,7 +145,10 @@ impl EtcdCluster {
         let logs: String = self
             .members
             .iter()
-            .map(|m| std::fs::read_to_string(self.dir.join(format!("{}.log", m.name))).unwrap_or_default())
+            .map(|m| {
+                std::fs::read_to_string(self.dir.join(format!("{}.log", m.name)))
+                    .unwrap_or_default()
+            })
             .collect();
         panic!("the etcd cluster did not become healthy; logs:\n{logs}");
     }
