@@ -418,7 +418,19 @@ impl EtcdDirectory {
         });
         let prefix = location.prefix.clone();
         let dir_prefix = format!("{prefix}/dir/");
-        let (cache, revision) = sync(&client, &dir_prefix).await?;
+        // A dead member among the endpoints must not stop a site from starting: the read is
+        // tried again (on another member) as any call is.
+        let mut attempt = 0;
+        let (cache, revision) = loop {
+            attempt += 1;
+            match sync(&client, &dir_prefix).await {
+                Ok(synced) => break synced,
+                Err(StoreError::DirectoryUnavailable(_)) if attempt < ETCD_ATTEMPTS_MAX => {
+                    tokio::time::sleep(Duration::from_millis(ETCD_RETRY_PAUSE_MS)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        };
         *shared.cache.write().map_err(|_| StoreError::Panicked)? = cache;
         shared.revision.send_replace(revision);
         // Current as of the read just made; the watch from that revision keeps it so, and the

@@ -2,6 +2,8 @@
 //! with its data in a temp dir, started by the test that needs it and killed when the guard
 //! drops; a watchdog kills the members and removes the directory when the test process ends,
 //! however it ends. Shared by the cloud's and the CLI's integration tests (`#[path]`).
+// Each test binary uses part of it.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
