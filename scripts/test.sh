@@ -15,7 +15,10 @@ export RUST_BACKTRACE=1
 # (nothing is done to any server the package may start).
 # (command to look for, Debian package that provides it)
 missing=()
-for pair in chromium:chromium chromedriver:chromium-driver tcpdump:tcpdump; do
+# etcd 3.4 (server and etcdctl) for the directory's tests, which start a three-member cluster
+# of their own on loopback; protoc because the etcd client compiles etcd's protocol files.
+for pair in chromium:chromium chromedriver:chromium-driver tcpdump:tcpdump etcd:etcd-server \
+    etcdctl:etcd-client protoc:protobuf-compiler; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)

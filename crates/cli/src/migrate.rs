@@ -56,6 +56,12 @@ pub struct MigrateArgs {
     /// `sovereign serve --region REGION --database URL`); repeat for each such region.
     #[arg(long, value_name = "REGION=URL")]
     database: Vec<String>,
+
+    /// The directory the regions use, as given to `sovereign serve --directory` (default the
+    /// SQLite file in --data-dir); an etcd user's password is read from
+    /// SOVEREIGN_DIRECTORY_PASSWORD. On etcd the migration journal lives there too.
+    #[arg(long, value_name = "LOCATION")]
+    directory: Option<String>,
 }
 
 pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
@@ -84,7 +90,7 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
         }
         None => vec![("migration".to_owned(), spec_from_flags(&args, services)?)],
     };
-    if !args.data_dir.join("directory.sqlite").exists() {
+    if args.directory.is_none() && !args.data_dir.join("directory.sqlite").exists() {
         bail!(
             "{} holds no regions (no directory.sqlite): give the --data-dir of `sovereign serve`",
             args.data_dir.display()
@@ -92,7 +98,13 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let directory = Directory::open(&args.data_dir.join("directory.sqlite"))?;
+        let directory = Directory::at(
+            args.directory.as_deref(),
+            &args.data_dir.join("directory.sqlite"),
+            std::env::var("SOVEREIGN_DIRECTORY_PASSWORD").ok(),
+            policies.regions.regions.iter().map(|r| r.id.clone()).collect(),
+        )
+        .await?;
         let mut all_moved = true;
         for (name, spec) in phases {
             for region in [&spec.from, &spec.to] {

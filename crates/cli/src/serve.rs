@@ -35,6 +35,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "URL")]
     database: Option<String>,
 
+    /// Where the directory (phone hash → user and home region) lives: default the SQLite file
+    /// in --data-dir; for sites on several hosts etcd, as
+    /// etcd://[USER@]HOST:PORT[,HOST:PORT...]/PREFIX, the user's password in the environment
+    /// variable SOVEREIGN_DIRECTORY_PASSWORD.
+    #[arg(long, value_name = "LOCATION")]
+    directory: Option<String>,
+
     /// A directory of policy files (regions.toml, residency.toml, notices.toml, retention.toml,
     /// server.toml) that replace the built-in defaults; files it lacks keep the default.
     #[arg(long, value_name = "DIR")]
@@ -110,13 +117,33 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let cloud = sovereign_cloud::start_cloud(CloudOptions {
-            data_dir: args.data_dir.clone(),
-            policies,
-            regions,
-            databases,
-            clock: Arc::new(SystemClock),
-        })
+        let directory = match &args.directory {
+            None => None,
+            Some(location) => Some(
+                sovereign_cloud::directory::Directory::at(
+                    Some(location),
+                    &args.data_dir.join("directory.sqlite"),
+                    std::env::var("SOVEREIGN_DIRECTORY_PASSWORD").ok(),
+                    policies
+                        .regions
+                        .regions
+                        .iter()
+                        .map(|r| r.id.clone())
+                        .collect(),
+                )
+                .await?,
+            ),
+        };
+        let cloud = sovereign_cloud::start_cloud_on(
+            CloudOptions {
+                data_dir: args.data_dir.clone(),
+                policies,
+                regions,
+                databases,
+                clock: Arc::new(SystemClock),
+            },
+            directory,
+        )
         .await?;
         let ca = args.data_dir.join("tls").join("ca.pem");
         for region in &cloud.regions {

@@ -4,6 +4,9 @@
 //!
 //! Besides the home region (where the account lives) it holds, per user, where each service
 //! lives when that is not the home (`placements`); no row means "with the account".
+//!
+//! Two backends answer the same calls: SQLite (the embedded default, one file) and etcd for
+//! sites on several hosts ([`etcd`]: compare-and-swap writes, reads from a watched cache).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -14,6 +17,11 @@ use sovereign_model::RegionId;
 use crate::domain::Service;
 use crate::store::StoreError;
 
+mod backend;
+pub mod etcd;
+
+pub use backend::Directory;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirectoryEntry {
     pub user_id: String,
@@ -23,8 +31,9 @@ pub struct DirectoryEntry {
 /// Read connections of the directory: every authenticated request to a service reads it.
 pub const DIRECTORY_READERS_MAX: usize = 4;
 
+/// The directory in one SQLite file.
 #[derive(Clone)]
-pub struct Directory {
+pub struct SqliteDirectory {
     conn: Arc<Mutex<Connection>>,
     /// Readers see the last commit (WAL) without waiting behind a write's fsync.
     readers: Arc<Vec<Mutex<Connection>>>,
@@ -46,10 +55,10 @@ CREATE TABLE IF NOT EXISTS placements (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS placements_by_region ON placements(region);";
 
-impl Directory {
+impl SqliteDirectory {
     /// # Errors
     /// When the file cannot be opened or created.
-    pub fn open(path: &Path) -> Result<Directory, StoreError> {
+    pub fn open(path: &Path) -> Result<SqliteDirectory, StoreError> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -62,7 +71,7 @@ impl Directory {
             reader.pragma_update(None, "query_only", "ON")?;
             readers.push(Mutex::new(reader));
         }
-        Ok(Directory {
+        Ok(SqliteDirectory {
             conn: Arc::new(Mutex::new(conn)),
             readers: Arc::new(readers),
             next_reader: Arc::default(),
@@ -342,7 +351,7 @@ CREATE TABLE IF NOT EXISTS migration_users (
     PRIMARY KEY (migration_id, user_id)
 ) STRICT;";
 
-impl Directory {
+impl SqliteDirectory {
     /// Starts a migration's journal, or finds the one a previous run left. Returns the users it
     /// holds with their last finished step; empty for a new migration.
     pub async fn journal_open(

@@ -57,6 +57,9 @@ pub enum ApiError {
     UserMigrating,
     #[error("region {0} cannot be reached right now; try again later")]
     RegionUnavailable(String),
+    /// The detail (which etcd error) goes to the log only.
+    #[error("the directory cannot be reached right now; try again later")]
+    DirectoryUnavailable(String),
     #[error("operator {0:?} is not registered in this region, or their key is revoked")]
     UnknownOperator(String),
     #[error("the signature does not verify with the operator's registered key")]
@@ -107,6 +110,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::WrongRegion { .. } => StatusCode::TEMPORARY_REDIRECT,
             ApiError::RegionUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::DirectoryUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UserMigrating => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UnknownOperator(_)
             | ApiError::BadSignature
@@ -147,6 +151,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::WrongRegion { .. } => "wrong_region",
             ApiError::RegionUnavailable(_) => "region_unavailable",
+            ApiError::DirectoryUnavailable(_) => "directory_unavailable",
             ApiError::UserMigrating => "user_migrating",
             ApiError::UnknownOperator(_) => "unknown_operator",
             ApiError::BadSignature => "bad_signature",
@@ -201,6 +206,10 @@ impl From<StoreError> for ApiError {
             StoreError::PhoneTaken => ApiError::PhoneTaken,
             StoreError::Migrating => ApiError::UserMigrating,
             StoreError::Conflict(message) => ApiError::Conflict(message),
+            StoreError::DirectoryUnavailable(detail) => {
+                tracing::warn!(%detail, "the directory is unavailable");
+                ApiError::DirectoryUnavailable(detail)
+            }
             other => ApiError::Internal(other.into()),
         }
     }

@@ -196,6 +196,18 @@ impl Cloud {
 /// # Errors
 /// When an address cannot be bound, or a region's files cannot be opened or created.
 pub async fn start_cloud(options: CloudOptions) -> anyhow::Result<Cloud> {
+    start_cloud_on(options, None).await
+}
+
+/// [`start_cloud`] with the given directory (e.g. on etcd); `None` opens the SQLite directory
+/// in the data directory.
+///
+/// # Errors
+/// As [`start_cloud`].
+pub async fn start_cloud_on(
+    options: CloudOptions,
+    directory: Option<directory::Directory>,
+) -> anyhow::Result<Cloud> {
     let CloudOptions {
         data_dir,
         policies,
@@ -234,7 +246,10 @@ pub async fn start_cloud(options: CloudOptions) -> anyhow::Result<Cloud> {
         &policies.regions,
         &urls,
     ));
-    let directory = directory::Directory::open(&data_dir.join("directory.sqlite"))?;
+    let directory = match directory {
+        Some(directory) => directory,
+        None => directory::Directory::open(&data_dir.join("directory.sqlite"))?,
+    };
     let mut running = Vec::new();
     for (id, listener) in listeners {
         let mut options = RegionOptions::new(data_dir.clone(), id.clone(), policies.clone());

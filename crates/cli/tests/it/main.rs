@@ -2,6 +2,8 @@
 
 mod demo;
 mod device;
+#[path = "../../../cloud/tests/it/etcd_cluster.rs"]
+mod etcd_cluster;
 mod migrate;
 mod ops;
 #[path = "../../../cloud/tests/it/pg_cluster.rs"]

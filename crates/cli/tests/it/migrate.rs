@@ -584,3 +584,102 @@ fn bad_migrations_are_clear_errors() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// `sovereign migrate --directory etcd://...`: the same move with the directory and its journal
+/// on a three-member etcd cluster, one member of which is dead before the move starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_runs_with_the_directory_and_journal_on_etcd() {
+    use sovereign_cloud::directory::Directory;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut cluster = crate::etcd_cluster::EtcdCluster::start();
+    let location = cluster.location(None, "mig");
+    let data = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    write_config(config.path());
+    let databases = test_databases();
+    let regions: Vec<RegionId> = ["in-mumbai", "sg-singapore"]
+        .iter()
+        .map(|id| RegionId::parse(id).unwrap())
+        .collect();
+    let sqlite = data.path().join("directory.sqlite");
+    let open_directory = || Directory::at(Some(&location), &sqlite, None, regions.clone());
+    let start_on_etcd = |directory: Directory| {
+        let mut policies = Policies::from_dir(config.path()).unwrap();
+        policies.limits.signups_per_minute = 10_000;
+        policies.limits.logins_per_minute = 10_000;
+        policies.limits.verifications_per_minute = 10_000;
+        sovereign_cloud::start_cloud_on(
+            CloudOptions {
+                data_dir: data.path().to_path_buf(),
+                policies,
+                regions: regions
+                    .iter()
+                    .map(|id| (id.clone(), "127.0.0.1:0".parse().unwrap()))
+                    .collect(),
+                databases: databases.clone(),
+                clock: Arc::new(SystemClock),
+            },
+            Some(directory),
+        )
+    };
+    let cloud = start_on_etcd(open_directory().await.unwrap())
+        .await
+        .unwrap();
+    let mumbai = cloud.region("in-mumbai").unwrap().url.clone();
+    let tokens = populate(data.path(), &mumbai).await;
+    cloud.shutdown(Duration::from_secs(5)).await;
+    assert!(!data.path().join("directory.sqlite").exists());
+
+    cluster.kill(1);
+    let output = sovereign()
+        .args([
+            "migrate",
+            "--from",
+            "in-mumbai",
+            "--to",
+            "sg-singapore",
+            "--jurisdiction",
+            "IN",
+            "--directory",
+            &location,
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .arg("--config")
+        .arg(config.path())
+        .args(
+            databases
+                .iter()
+                .flat_map(|(region, url)| ["--database".to_owned(), format!("{region}={url}")]),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!data.path().join("directory.sqlite").exists());
+    // The journal is in etcd: every user done.
+    let steps = cluster.ctl(&["get", "--prefix", "/mig/journal/", "--print-value-only"]);
+    assert_eq!(steps.lines().filter(|l| *l == "done").count(), USERS);
+
+    let directory = open_directory().await.unwrap();
+    let cloud = start_on_etcd(directory.clone()).await.unwrap();
+    let singapore = cloud.region("sg-singapore").unwrap().url.clone();
+    let client = client(data.path());
+    for (i, token) in tokens.iter().enumerate() {
+        let (status, export) = call(
+            &client,
+            reqwest::Method::GET,
+            format!("{singapore}/v1/me/export"),
+            Some(token),
+            Value::Null,
+        )
+        .await;
+        assert_eq!(status, 200, "user {i}");
+        assert_eq!(export["account"]["region"], "sg-singapore");
+    }
+    assert_eq!(count_rows(data.path(), &databases, "in-mumbai", "users"), 0);
+    cloud.shutdown(Duration::from_secs(5)).await;
+}

@@ -154,6 +154,13 @@ pub async fn delete_account(
 ) -> Result<StatusCode, ApiError> {
     let id = user.id.to_string();
     drop(user);
+    // The directory entry goes last; a directory that cannot take that write now (etcd lost)
+    // must not leave a deleted user's number claimed, so nothing is deleted yet.
+    if state.directory.status().is_some_and(|s| !s.connected) {
+        return Err(ApiError::DirectoryUnavailable(
+            "the directory cannot record the deletion".to_owned(),
+        ));
+    }
     // The regions holding the user's services delete their part first; if one cannot, nothing
     // is deleted here and the client is told to retry.
     crate::placement::delete_remote(&state, &id).await?;

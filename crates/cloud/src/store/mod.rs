@@ -70,6 +70,9 @@ pub enum StoreError {
     Panicked,
     #[error("{0}")]
     Conflict(String),
+    /// The directory's backend (etcd) cannot be reached, or cannot confirm an answer.
+    #[error("the directory is unavailable: {0}")]
+    DirectoryUnavailable(String),
 }
 
 impl From<DbError> for StoreError {

@@ -1,0 +1,1136 @@
+//! The directory on etcd, for sites on several hosts.
+//!
+//! Writes are etcd transactions conditioned on what they change (create-if-absent for a claim,
+//! the current revision for a move), so two sites can never both win a number. Reads never
+//! leave the site: each site keeps the whole directory prefix in memory, filled by one range
+//! read and kept current by a watch from that read's revision. When the watch breaks (a member
+//! died, or all of etcd is gone) the follower resyncs from any member it can reach; until it
+//! does the cache is *stale*: it still answers what it holds (signed-in users keep working),
+//! but an absence it cannot confirm is [`StoreError::DirectoryUnavailable`], never "no such
+//! user", and every write is refused the same way once etcd cannot be reached.
+//!
+//! Key layout under the prefix `P` (every key of a user sits under their home region, so an
+//! etcd role per site can be given write access to its own region's keys only):
+//!
+//! ```text
+//! P/dir/<home>/phone/<hex phone index>     = user id
+//! P/dir/<home>/user/<user id>              = hex phone index
+//! P/dir/<home>/place/<user id>/<service>   = region holding that service
+//! P/journal/<migration id>                 = the migration's description
+//! P/journal/<migration id>/selected        = number of pages of selected users (written last)
+//! P/journal/<migration id>/page/<n>        = JSON list of user ids
+//! P/journal/<migration id>/step/<user id>  = last finished step
+//! ```
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KeyValue, KvClient, Txn,
+    TxnOp, TxnOpResponse, WatchOptions,
+};
+use sovereign_model::RegionId;
+
+use super::DirectoryEntry;
+use crate::domain::Service;
+use crate::store::StoreError;
+
+/// How long one etcd request may take before the directory reports itself unavailable.
+pub const ETCD_REQUEST_TIMEOUT_MS: u64 = 3_000;
+/// How long connecting to one member may take.
+pub const ETCD_CONNECT_TIMEOUT_MS: u64 = 2_000;
+/// How long a write waits for its own change to reach this site's cache, so that the request
+/// after it sees it; past that the write still stands and the cache catches up later.
+pub const ETCD_CATCHUP_TIMEOUT_MS: u64 = 2_000;
+/// Pause before the follower retries after losing etcd.
+pub const ETCD_RESYNC_PAUSE_MS: u64 = 250;
+/// Keys per page of the initial range read (all pages read at one revision).
+pub const ETCD_SYNC_PAGE_KEYS: i64 = 1_000;
+/// User ids per page of a migration's selection (one etcd value each, well below etcd's
+/// default 1.5 MiB request limit).
+pub const JOURNAL_PAGE_USERS: usize = 10_000;
+/// Attempts of one etcd call that failed in transit (a member died, an election is under way)
+/// while the cache still followed etcd; once it does not, one attempt.
+pub const ETCD_ATTEMPTS_MAX: usize = 12;
+/// Pause between such attempts: an election takes about a second.
+pub const ETCD_RETRY_PAUSE_MS: u64 = 250;
+/// Attempts of a conditional write that lost a race before it reports a conflict.
+pub const ETCD_CAS_ATTEMPTS_MAX: usize = 5;
+/// Endpoints one `etcd://` location may name.
+pub const ETCD_ENDPOINTS_MAX: usize = 16;
+
+/// Where the etcd directory is: `etcd://[USER@]HOST:PORT[,HOST:PORT...]/PREFIX`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdLocation {
+    /// `http://host:port` for each member.
+    pub endpoints: Vec<String>,
+    /// Key prefix, without a trailing slash, e.g. `/sovereign`.
+    pub prefix: String,
+    /// The etcd user to authenticate as (its password comes separately).
+    pub user: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LocationError {
+    #[error("{0:?} is not an etcd location (expected etcd://host:port[,host:port...]/prefix)")]
+    NotEtcd(String),
+    #[error("an etcd location names no member")]
+    NoEndpoint,
+    #[error("an etcd location names more than {ETCD_ENDPOINTS_MAX} members")]
+    TooManyEndpoints,
+    #[error("etcd member {0:?} is not HOST:PORT")]
+    BadEndpoint(String),
+    #[error("the etcd key prefix is missing (etcd://hosts/PREFIX)")]
+    NoPrefix,
+    #[error("the etcd key prefix {0:?} may hold only letters, digits, '-', '_' and '/'")]
+    BadPrefix(String),
+}
+
+impl EtcdLocation {
+    /// # Errors
+    /// When `text` is not an `etcd://` location with at least one `host:port` and a prefix.
+    pub fn parse(text: &str) -> Result<EtcdLocation, LocationError> {
+        let rest = text
+            .strip_prefix("etcd://")
+            .ok_or_else(|| LocationError::NotEtcd(text.to_owned()))?;
+        let (authority, prefix) = rest.split_once('/').ok_or(LocationError::NoPrefix)?;
+        let (user, hosts) = match authority.rsplit_once('@') {
+            Some((user, hosts)) if !user.is_empty() => (Some(user.to_owned()), hosts),
+            Some((_, hosts)) => (None, hosts),
+            None => (None, authority),
+        };
+        let prefix = prefix.trim_end_matches('/');
+        if prefix.is_empty() {
+            return Err(LocationError::NoPrefix);
+        }
+        if !prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_/".contains(&b))
+        {
+            return Err(LocationError::BadPrefix(prefix.to_owned()));
+        }
+        let mut endpoints = Vec::new();
+        for host in hosts.split(',').filter(|h| !h.is_empty()) {
+            if endpoints.len() == ETCD_ENDPOINTS_MAX {
+                return Err(LocationError::TooManyEndpoints);
+            }
+            let port_ok = host
+                .rsplit_once(':')
+                .is_some_and(|(name, port)| !name.is_empty() && port.parse::<u16>().is_ok());
+            if !port_ok {
+                return Err(LocationError::BadEndpoint(host.to_owned()));
+            }
+            endpoints.push(format!("http://{host}"));
+        }
+        if endpoints.is_empty() {
+            return Err(LocationError::NoEndpoint);
+        }
+        Ok(EtcdLocation {
+            endpoints,
+            prefix: format!("/{}", prefix.trim_start_matches('/')),
+            user,
+        })
+    }
+}
+
+/// What it takes to connect a site to the etcd directory.
+pub struct EtcdOptions {
+    pub location: EtcdLocation,
+    /// The password of `location.user`.
+    pub password: Option<String>,
+    /// Every configured region: a claim checks that no region holds the number yet.
+    pub regions: Vec<RegionId>,
+}
+
+/// Whether this site's copy of the directory is following etcd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStatus {
+    /// The watch is live: the cache is behind etcd only by the watch's delay.
+    pub connected: bool,
+    /// The etcd revision the cache reflects.
+    pub revision: i64,
+}
+
+/// One user's row: where their account lives, and since which revision.
+#[derive(Debug, Clone)]
+struct UserRow {
+    home: RegionId,
+    created: i64,
+}
+
+/// The directory as this site last saw it.
+#[derive(Default)]
+struct Cache {
+    /// Every region's claim on a number, with its creation revision: the oldest claim wins
+    /// (a second one can only come from a site that skipped the claim's condition).
+    phones: HashMap<[u8; 32], Vec<(i64, RegionId, String)>>,
+    users: HashMap<String, Vec<UserRow>>,
+    /// (home, user) → the services placed away from that home.
+    placements: HashMap<(RegionId, String), Vec<(Service, RegionId)>>,
+    revision: i64,
+}
+
+/// A key of the directory, parsed.
+enum DirKey {
+    Phone {
+        home: RegionId,
+        phone: [u8; 32],
+    },
+    User {
+        home: RegionId,
+        user: String,
+    },
+    Place {
+        home: RegionId,
+        user: String,
+        service: Service,
+    },
+}
+
+fn parse_hex32(text: &str) -> Option<[u8; 32]> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks_exact(2).enumerate() {
+        let pair = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    sovereign_crypto::hex(bytes)
+}
+
+impl DirKey {
+    /// `rest` is the key after `P/dir/`.
+    fn parse(rest: &str) -> Option<DirKey> {
+        let (home, rest) = rest.split_once('/')?;
+        let home = RegionId::parse(home).ok()?;
+        let (kind, rest) = rest.split_once('/')?;
+        match kind {
+            "phone" => Some(DirKey::Phone {
+                home,
+                phone: parse_hex32(rest)?,
+            }),
+            "user" if !rest.is_empty() => Some(DirKey::User {
+                home,
+                user: rest.to_owned(),
+            }),
+            "place" => {
+                let (user, service) = rest.rsplit_once('/')?;
+                Some(DirKey::Place {
+                    home,
+                    user: user.to_owned(),
+                    service: Service::parse(service)?,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Cache {
+    fn put(&mut self, rest: &str, value: &[u8], created: i64) {
+        let Some(key) = DirKey::parse(rest) else {
+            return;
+        };
+        let Ok(value) = std::str::from_utf8(value) else {
+            return;
+        };
+        match key {
+            DirKey::Phone { home, phone } => {
+                let claims = self.phones.entry(phone).or_default();
+                claims.retain(|(_, region, _)| *region != home);
+                claims.push((created, home, value.to_owned()));
+                claims.sort_by_key(|(created, _, _)| *created);
+                if claims.len() > 1 {
+                    tracing::warn!(
+                        regions = ?claims.iter().map(|c| c.1.as_str()).collect::<Vec<_>>(),
+                        "a number is claimed by more than one region; the oldest claim wins"
+                    );
+                }
+            }
+            DirKey::User { home, user } => {
+                if parse_hex32(value).is_none() {
+                    return;
+                }
+                let rows = self.users.entry(user).or_default();
+                rows.retain(|row| row.home != home);
+                rows.push(UserRow { home, created });
+                rows.sort_by_key(|row| row.created);
+            }
+            DirKey::Place {
+                home,
+                user,
+                service,
+            } => {
+                let Ok(region) = RegionId::parse(value) else {
+                    return;
+                };
+                let placed = self.placements.entry((home, user)).or_default();
+                placed.retain(|(s, _)| *s != service);
+                placed.push((service, region));
+                placed.sort_by_key(|(s, _)| *s);
+            }
+        }
+    }
+
+    fn delete(&mut self, rest: &str) {
+        match DirKey::parse(rest) {
+            Some(DirKey::Phone { home, phone }) => {
+                if let Some(claims) = self.phones.get_mut(&phone) {
+                    claims.retain(|(_, region, _)| *region != home);
+                    if claims.is_empty() {
+                        self.phones.remove(&phone);
+                    }
+                }
+            }
+            Some(DirKey::User { home, user }) => {
+                if let Some(rows) = self.users.get_mut(&user) {
+                    rows.retain(|row| row.home != home);
+                    if rows.is_empty() {
+                        self.users.remove(&user);
+                    }
+                }
+            }
+            Some(DirKey::Place {
+                home,
+                user,
+                service,
+            }) => {
+                let key = (home, user);
+                if let Some(placed) = self.placements.get_mut(&key) {
+                    placed.retain(|(s, _)| *s != service);
+                    if placed.is_empty() {
+                        self.placements.remove(&key);
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn user(&self, user_id: &str) -> Option<&UserRow> {
+        self.users.get(user_id).and_then(|rows| rows.first())
+    }
+
+    fn placed(&self, home: &RegionId, user_id: &str) -> &[(Service, RegionId)] {
+        self.placements
+            .get(&(home.clone(), user_id.to_owned()))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    fn service_region(&self, user_id: &str, service: Service) -> Option<RegionId> {
+        let row = self.user(user_id)?;
+        let placed = self
+            .placed(&row.home, user_id)
+            .iter()
+            .find(|(s, _)| *s == service)
+            .map(|(_, region)| region.clone());
+        Some(placed.unwrap_or_else(|| row.home.clone()))
+    }
+}
+
+struct Shared {
+    cache: RwLock<Cache>,
+    connected: AtomicBool,
+    /// The revision the cache reflects, for writers waiting to see their own change.
+    revision: tokio::sync::watch::Sender<i64>,
+}
+
+/// The etcd directory of one site: a client for writes and a watched cache for reads.
+pub struct EtcdDirectory {
+    client: Client,
+    prefix: String,
+    regions: Vec<RegionId>,
+    shared: Arc<Shared>,
+    follower: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for EtcdDirectory {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> StoreError {
+    StoreError::DirectoryUnavailable(error.to_string())
+}
+
+/// Whether a failed call may succeed on another member or after an election; a refusal
+/// (permission, bad request) never does.
+fn retryable(error: &etcd_client::Error) -> bool {
+    use tonic::Code;
+    match error {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => matches!(
+            status.code(),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled
+        ),
+        _ => false,
+    }
+}
+
+/// The first key after every key starting with `prefix`.
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    // Prefixes here end in '/', never in 0xff, so the last byte can always be raised.
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
+impl EtcdDirectory {
+    /// Connects to etcd and fills the cache; the site starts only once it has a copy of the
+    /// directory (a site that cannot reach etcd at start has nothing to serve from).
+    ///
+    /// # Errors
+    /// When no member answers, or the credentials are refused.
+    pub async fn connect(options: EtcdOptions) -> Result<EtcdDirectory, StoreError> {
+        let EtcdOptions {
+            location,
+            password,
+            regions,
+        } = options;
+        let mut connect = ConnectOptions::new()
+            .with_timeout(Duration::from_millis(ETCD_REQUEST_TIMEOUT_MS))
+            .with_connect_timeout(Duration::from_millis(ETCD_CONNECT_TIMEOUT_MS))
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            // A member cut off from the others must not serve its old view as current.
+            .with_require_leader(true);
+        if let Some(user) = &location.user {
+            connect = connect.with_user(user.clone(), password.unwrap_or_default());
+        }
+        let client = Client::connect(&location.endpoints, Some(connect))
+            .await
+            .map_err(unavailable)?;
+        let (revision, _) = tokio::sync::watch::channel(0);
+        let shared = Arc::new(Shared {
+            cache: RwLock::new(Cache::default()),
+            connected: AtomicBool::new(false),
+            revision,
+        });
+        let prefix = location.prefix.clone();
+        let dir_prefix = format!("{prefix}/dir/");
+        // A dead member among the endpoints must not stop a site from starting: the read is
+        // tried again (on another member) as any call is.
+        let mut attempt = 0;
+        let (cache, revision) = loop {
+            attempt += 1;
+            match sync(&client, &dir_prefix).await {
+                Ok(synced) => break synced,
+                Err(StoreError::DirectoryUnavailable(_)) if attempt < ETCD_ATTEMPTS_MAX => {
+                    tokio::time::sleep(Duration::from_millis(ETCD_RETRY_PAUSE_MS)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        };
+        *shared.cache.write().map_err(|_| StoreError::Panicked)? = cache;
+        shared.revision.send_replace(revision);
+        // Current as of the read just made; the watch from that revision keeps it so, and the
+        // follower says otherwise the moment the watch cannot be kept.
+        shared.connected.store(true, Ordering::Release);
+        let follower = tokio::spawn(follow(
+            client.clone(),
+            Arc::clone(&shared),
+            dir_prefix,
+            revision,
+        ));
+        Ok(EtcdDirectory {
+            client,
+            prefix,
+            regions,
+            shared,
+            follower,
+        })
+    }
+
+    pub fn status(&self) -> CacheStatus {
+        CacheStatus {
+            connected: self.shared.connected.load(Ordering::Acquire),
+            revision: *self.shared.revision.borrow(),
+        }
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Cache) -> T) -> Result<T, StoreError> {
+        let cache = self.shared.cache.read().map_err(|_| StoreError::Panicked)?;
+        Ok(f(&cache))
+    }
+
+    /// An answer from the cache: what it holds stands even when stale; a miss counts only
+    /// while the cache follows etcd.
+    fn answer<T>(&self, found: Option<T>) -> Result<Option<T>, StoreError> {
+        match found {
+            Some(found) => Ok(Some(found)),
+            None if self.shared.connected.load(Ordering::Acquire) => Ok(None),
+            None => Err(unavailable(
+                "this site has lost etcd and cannot confirm that the entry does not exist",
+            )),
+        }
+    }
+
+    fn phone_key(&self, home: &RegionId, phone: &[u8; 32]) -> String {
+        format!("{}/dir/{home}/phone/{}", self.prefix, hex(phone))
+    }
+
+    fn user_key(&self, home: &RegionId, user_id: &str) -> String {
+        format!("{}/dir/{home}/user/{user_id}", self.prefix)
+    }
+
+    fn place_prefix(&self, home: &RegionId, user_id: &str) -> String {
+        format!("{}/dir/{home}/place/{user_id}/", self.prefix)
+    }
+
+    fn journal_key(&self, id: &str) -> String {
+        format!("{}/journal/{id}", self.prefix)
+    }
+
+    /// Waits (bounded) until the cache has seen `revision`, so a request that follows a write
+    /// reads it.
+    async fn catch_up(&self, revision: i64) {
+        let mut seen = self.shared.revision.subscribe();
+        let wait = seen.wait_for(|r| *r >= revision);
+        if tokio::time::timeout(Duration::from_millis(ETCD_CATCHUP_TIMEOUT_MS), wait)
+            .await
+            .is_err()
+        {
+            tracing::warn!(revision, "the directory cache is slow to see a write");
+        }
+    }
+
+    /// Runs one etcd call, again on failures in transit while etcd is thought reachable
+    /// (every call here is safe to repeat: writes are conditional or idempotent).
+    async fn call<T, Fut>(&self, mut call: impl FnMut(KvClient) -> Fut) -> Result<T, StoreError>
+    where
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let attempts = if self.shared.connected.load(Ordering::Acquire) {
+            ETCD_ATTEMPTS_MAX
+        } else {
+            1
+        };
+        let mut last = None;
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(ETCD_RETRY_PAUSE_MS)).await;
+            }
+            match call(self.client.kv_client()).await {
+                Ok(value) => return Ok(value),
+                Err(error) if retryable(&error) => last = Some(error),
+                Err(error) => return Err(unavailable(format!("etcd refused: {error}"))),
+            }
+        }
+        Err(unavailable(last.map_or_else(
+            || "etcd cannot be reached".to_owned(),
+            |e| e.to_string(),
+        )))
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<(bool, i64, Vec<TxnOpResponse>), StoreError> {
+        let response = self
+            .call(|mut kv| {
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            })
+            .await?;
+        let revision = response.header().map_or(0, |h| h.revision());
+        Ok((response.succeeded(), revision, response.op_responses()))
+    }
+
+    async fn get(
+        &self,
+        key: String,
+        options: Option<GetOptions>,
+    ) -> Result<etcd_client::GetResponse, StoreError> {
+        self.call(|mut kv| {
+            let (key, options) = (key.clone(), options.clone());
+            async move { kv.get(key, options).await }
+        })
+        .await
+    }
+
+    async fn put(&self, key: String, value: Vec<u8>) -> Result<(), StoreError> {
+        self.call(|mut kv| {
+            let (key, value) = (key.clone(), value.clone());
+            async move { kv.put(key, value, None).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The user's row in etcd itself (not the cache): the region it is under, its phone and
+    /// its modification revision, and the revision of the read.
+    async fn current_user(
+        &self,
+        user_id: &str,
+    ) -> Result<(Option<(RegionId, [u8; 32], i64)>, i64), StoreError> {
+        let gets: Vec<TxnOp> = self
+            .regions
+            .iter()
+            .map(|region| TxnOp::get(self.user_key(region, user_id), None))
+            .collect();
+        let (_, revision, responses) = self.txn(Txn::new().and_then(gets)).await?;
+        let mut found = None;
+        for (region, response) in self.regions.iter().zip(responses) {
+            let TxnOpResponse::Get(get) = response else {
+                continue;
+            };
+            for kv in get.kvs() {
+                if let Some(phone) = kv.value_str().ok().and_then(parse_hex32) {
+                    // The oldest row wins, as in the cache.
+                    let older = found
+                        .as_ref()
+                        .is_none_or(|(_, _, _, created)| kv.create_revision() < *created);
+                    if older {
+                        found = Some((
+                            region.clone(),
+                            phone,
+                            kv.mod_revision(),
+                            kv.create_revision(),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok((found.map(|(r, p, m, _)| (r, p, m)), revision))
+    }
+
+    async fn placed_now(
+        &self,
+        home: &RegionId,
+        user_id: &str,
+    ) -> Result<Vec<(String, Service, RegionId)>, StoreError> {
+        let prefix = self.place_prefix(home, user_id);
+        let response = self
+            .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+            .await?;
+        let mut out = Vec::new();
+        for kv in response.kvs() {
+            let (Ok(key), Ok(value)) = (kv.key_str(), kv.value_str()) else {
+                continue;
+            };
+            let service = key.strip_prefix(&prefix).and_then(Service::parse);
+            if let (Some(service), Ok(region)) = (service, RegionId::parse(value)) {
+                out.push((key.to_owned(), service, region));
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn lookup(
+        &self,
+        phone_index: [u8; 32],
+    ) -> Result<Option<DirectoryEntry>, StoreError> {
+        let found = self.read(|cache| {
+            cache.phones.get(&phone_index).and_then(|claims| {
+                claims.first().map(|(_, home, user_id)| DirectoryEntry {
+                    user_id: user_id.clone(),
+                    home: home.clone(),
+                })
+            })
+        })?;
+        self.answer(found)
+    }
+
+    pub async fn claim(
+        &self,
+        phone_index: [u8; 32],
+        user_id: String,
+        home: RegionId,
+    ) -> Result<(), StoreError> {
+        let mut absent: Vec<Compare> = self
+            .regions
+            .iter()
+            .chain(std::iter::once(&home))
+            .map(|region| {
+                Compare::create_revision(self.phone_key(region, &phone_index), CompareOp::Equal, 0)
+            })
+            .collect();
+        absent.push(Compare::create_revision(
+            self.user_key(&home, &user_id),
+            CompareOp::Equal,
+            0,
+        ));
+        let txn = Txn::new().when(absent).and_then(vec![
+            TxnOp::put(self.phone_key(&home, &phone_index), user_id.clone(), None),
+            TxnOp::put(self.user_key(&home, &user_id), hex(&phone_index), None),
+        ]);
+        let (claimed, mut revision, _) = self.txn(txn).await?;
+        if !claimed {
+            // An attempt whose answer was lost may have claimed it already: the number is ours
+            // if it holds our (fresh, random) user id.
+            let ours = self.get(self.phone_key(&home, &phone_index), None).await?;
+            match ours.kvs().first() {
+                Some(kv) if kv.value() == user_id.as_bytes() => revision = kv.mod_revision(),
+                _ => return Err(StoreError::PhoneTaken),
+            }
+        }
+        self.catch_up(revision).await;
+        Ok(())
+    }
+
+    pub async fn move_home(&self, user_id: String, home: RegionId) -> Result<(), StoreError> {
+        for _ in 0..ETCD_CAS_ATTEMPTS_MAX {
+            let (Some((old, phone, user_rev)), _) = self.current_user(&user_id).await? else {
+                return Err(StoreError::NotFound);
+            };
+            let placed = self.placed_now(&old, &user_id).await?;
+            let old_user = self.user_key(&old, &user_id);
+            let mut when = vec![Compare::mod_revision(
+                old_user.clone(),
+                CompareOp::Equal,
+                user_rev,
+            )];
+            let mut ops = Vec::new();
+            if old != home {
+                ops.push(TxnOp::delete(self.phone_key(&old, &phone), None));
+                ops.push(TxnOp::delete(old_user, None));
+                ops.push(TxnOp::put(
+                    self.phone_key(&home, &phone),
+                    user_id.clone(),
+                    None,
+                ));
+                ops.push(TxnOp::put(
+                    self.user_key(&home, &user_id),
+                    hex(&phone),
+                    None,
+                ));
+                // The new home must not hold the number already.
+                when.push(Compare::create_revision(
+                    self.phone_key(&home, &phone),
+                    CompareOp::Equal,
+                    0,
+                ));
+            }
+            for (key, service, region) in &placed {
+                // Each placement moves only if nobody changed it since it was read.
+                when.push(Compare::value(
+                    key.clone(),
+                    CompareOp::Equal,
+                    region.as_str(),
+                ));
+                ops.push(TxnOp::delete(key.clone(), None));
+                if *region != home {
+                    ops.push(TxnOp::put(
+                        format!("{}{}", self.place_prefix(&home, &user_id), service.as_str()),
+                        region.as_str(),
+                        None,
+                    ));
+                }
+            }
+            let (moved, revision, _) = self.txn(Txn::new().when(when).and_then(ops)).await?;
+            if moved {
+                self.catch_up(revision).await;
+                return Ok(());
+            }
+        }
+        Err(StoreError::Conflict(
+            "the user's directory entry kept changing during the move".to_owned(),
+        ))
+    }
+
+    pub async fn service_region(
+        &self,
+        user_id: String,
+        service: Service,
+    ) -> Result<Option<RegionId>, StoreError> {
+        let found = self.read(|cache| cache.service_region(&user_id, service))?;
+        self.answer(found)
+    }
+
+    pub async fn lookup_service(
+        &self,
+        phone_index: [u8; 32],
+        service: Service,
+    ) -> Result<Option<(String, RegionId)>, StoreError> {
+        let found = self.read(|cache| {
+            let (_, _, user_id) = cache.phones.get(&phone_index)?.first()?;
+            let region = cache.service_region(user_id, service)?;
+            Some((user_id.clone(), region))
+        })?;
+        self.answer(found)
+    }
+
+    pub async fn placements(
+        &self,
+        user_id: String,
+    ) -> Result<Vec<(Service, RegionId)>, StoreError> {
+        let found = self.read(|cache| {
+            cache
+                .user(&user_id)
+                .map(|row| cache.placed(&row.home, &user_id).to_vec())
+        })?;
+        Ok(self.answer(found)?.unwrap_or_default())
+    }
+
+    pub async fn place(
+        &self,
+        user_id: String,
+        services: Vec<Service>,
+        region: RegionId,
+    ) -> Result<(), StoreError> {
+        for _ in 0..ETCD_CAS_ATTEMPTS_MAX {
+            let (Some((home, _, user_rev)), _) = self.current_user(&user_id).await? else {
+                return Err(StoreError::NotFound);
+            };
+            let prefix = self.place_prefix(&home, &user_id);
+            let ops: Vec<TxnOp> = services
+                .iter()
+                .map(|service| {
+                    let key = format!("{prefix}{}", service.as_str());
+                    if home == region {
+                        TxnOp::delete(key, None)
+                    } else {
+                        TxnOp::put(key, region.as_str(), None)
+                    }
+                })
+                .collect();
+            // Only while the user still lives where the placement is recorded.
+            let when =
+                Compare::mod_revision(self.user_key(&home, &user_id), CompareOp::Equal, user_rev);
+            let (placed, revision, _) = self.txn(Txn::new().when(vec![when]).and_then(ops)).await?;
+            if placed {
+                self.catch_up(revision).await;
+                return Ok(());
+            }
+        }
+        Err(StoreError::Conflict(
+            "the user's directory entry kept changing while placing".to_owned(),
+        ))
+    }
+
+    pub async fn homes_served_in(&self, region: RegionId) -> Result<Vec<RegionId>, StoreError> {
+        self.read(|cache| {
+            let mut homes: Vec<RegionId> = cache
+                .placements
+                .iter()
+                .filter(|(_, placed)| placed.iter().any(|(_, r)| *r == region))
+                .map(|((home, _), _)| home.clone())
+                .collect();
+            homes.sort();
+            homes.dedup();
+            homes
+        })
+    }
+
+    pub async fn home_of(&self, user_id: String) -> Result<Option<RegionId>, StoreError> {
+        let found = self.read(|cache| cache.user(&user_id).map(|row| row.home.clone()))?;
+        self.answer(found)
+    }
+
+    pub async fn remove(&self, user_id: String) -> Result<(), StoreError> {
+        let (Some((home, phone, _)), _) = self.current_user(&user_id).await? else {
+            return Ok(());
+        };
+        let ops = vec![
+            TxnOp::delete(self.phone_key(&home, &phone), None),
+            TxnOp::delete(self.user_key(&home, &user_id), None),
+            TxnOp::delete(
+                self.place_prefix(&home, &user_id),
+                Some(etcd_client::DeleteOptions::new().with_prefix()),
+            ),
+        ];
+        let (_, revision, _) = self.txn(Txn::new().and_then(ops)).await?;
+        self.catch_up(revision).await;
+        Ok(())
+    }
+
+    pub async fn journal_open(
+        &self,
+        id: String,
+        spec: String,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let key = self.journal_key(&id);
+        let create = Txn::new()
+            .when(vec![Compare::create_revision(
+                key.clone(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then(vec![TxnOp::put(key.clone(), spec, None)]);
+        self.txn(create).await?;
+        let sealed = self.get(format!("{key}/selected"), None).await?;
+        let Some(pages) = sealed
+            .kvs()
+            .first()
+            .and_then(|kv| kv.value_str().ok()?.parse::<usize>().ok())
+        else {
+            // Not selected yet, or a selection cut off before its last page: select again.
+            return Ok(Vec::new());
+        };
+        let mut users = Vec::new();
+        for page in 0..pages {
+            let response = self.get(format!("{key}/page/{page}"), None).await?;
+            let Some(value) = response.kvs().first() else {
+                return Err(StoreError::Conflict(format!(
+                    "migration journal {id}: page {page} of the selection is missing"
+                )));
+            };
+            let page: Vec<String> = serde_json::from_slice(value.value())
+                .map_err(|e| StoreError::Conflict(format!("migration journal {id}: {e}")))?;
+            users.extend(page);
+        }
+        let step_prefix = format!("{key}/step/");
+        let mut steps = HashMap::new();
+        let response = self
+            .get(step_prefix.clone(), Some(GetOptions::new().with_prefix()))
+            .await?;
+        for entry in response.kvs() {
+            if let (Ok(k), Ok(v)) = (entry.key_str(), entry.value_str())
+                && let Some(user) = k.strip_prefix(&step_prefix)
+            {
+                steps.insert(user.to_owned(), v.to_owned());
+            }
+        }
+        Ok(users
+            .into_iter()
+            .map(|user| {
+                let step = steps.remove(&user).unwrap_or_else(|| "selected".to_owned());
+                (user, step)
+            })
+            .collect())
+    }
+
+    pub async fn journal_select(&self, id: String, users: Vec<String>) -> Result<(), StoreError> {
+        let key = self.journal_key(&id);
+        let seal = format!("{key}/selected");
+        if !self.get(seal.clone(), None).await?.kvs().is_empty() {
+            // Selected already: the first selection stands, its pages untouched.
+            return Ok(());
+        }
+        let mut pages = 0usize;
+        for (page, chunk) in users.chunks(JOURNAL_PAGE_USERS).enumerate() {
+            let value =
+                serde_json::to_vec(chunk).map_err(|e| StoreError::Conflict(e.to_string()))?;
+            self.put(format!("{key}/page/{page}"), value).await?;
+            pages = page + 1;
+        }
+        // The selection counts only once its page count is written, and only the first one
+        // does (a second run finds it and must not reselect).
+        let txn = Txn::new()
+            .when(vec![Compare::create_revision(
+                seal.clone(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then(vec![TxnOp::put(seal, pages.to_string(), None)]);
+        self.txn(txn).await?;
+        Ok(())
+    }
+
+    pub async fn journal_step(
+        &self,
+        id: String,
+        user_id: String,
+        step: &'static str,
+    ) -> Result<(), StoreError> {
+        let key = format!("{}/step/{user_id}", self.journal_key(&id));
+        self.put(key, step.as_bytes().to_vec()).await
+    }
+}
+
+/// Reads the whole directory prefix at one revision, a page at a time.
+async fn sync(client: &Client, dir_prefix: &str) -> Result<(Cache, i64), StoreError> {
+    let mut kv = client.kv_client();
+    let end = prefix_end(dir_prefix);
+    let mut cache = Cache::default();
+    let mut from = dir_prefix.as_bytes().to_vec();
+    let mut revision = 0;
+    loop {
+        let mut options = GetOptions::new()
+            .with_range(end.clone())
+            .with_limit(ETCD_SYNC_PAGE_KEYS);
+        if revision != 0 {
+            options = options.with_revision(revision);
+        }
+        let response = kv
+            .get(from.clone(), Some(options))
+            .await
+            .map_err(unavailable)?;
+        if revision == 0 {
+            revision = response.header().map_or(0, |h| h.revision());
+        }
+        let kvs = response.kvs();
+        for entry in kvs {
+            apply_put(&mut cache, dir_prefix, entry);
+        }
+        match kvs.last() {
+            Some(last) if response.more() => {
+                from = last.key().to_vec();
+                from.push(0);
+            }
+            _ => break,
+        }
+    }
+    cache.revision = revision;
+    Ok((cache, revision))
+}
+
+fn apply_put(cache: &mut Cache, dir_prefix: &str, entry: &KeyValue) {
+    if let Some(rest) = entry
+        .key_str()
+        .ok()
+        .and_then(|k| k.strip_prefix(dir_prefix))
+    {
+        cache.put(rest, entry.value(), entry.create_revision());
+    }
+}
+
+/// Keeps the cache following etcd for as long as the directory lives: a watch from the last
+/// revision seen, and a full resync whenever the watch breaks.
+async fn follow(client: Client, shared: Arc<Shared>, dir_prefix: String, mut revision: i64) {
+    loop {
+        match watch(&client, &shared, &dir_prefix, revision).await {
+            Ok(()) => tracing::warn!("the directory watch ended; resyncing"),
+            Err(error) => tracing::warn!(%error, "the directory watch broke; resyncing"),
+        }
+        // At once first: when one member died the others answer, and the cache never counts
+        // as stale. Only when none does is it marked so, and retried after a pause.
+        let mut attempt = 0u32;
+        loop {
+            if attempt > 0 {
+                shared.connected.store(false, Ordering::Release);
+                tokio::time::sleep(Duration::from_millis(ETCD_RESYNC_PAUSE_MS)).await;
+            }
+            attempt = attempt.saturating_add(1);
+            match sync(&client, &dir_prefix).await {
+                Ok((cache, synced)) => {
+                    if let Ok(mut current) = shared.cache.write() {
+                        *current = cache;
+                    }
+                    revision = synced;
+                    shared.revision.send_replace(synced);
+                    break;
+                }
+                Err(error) if attempt == 1 => {
+                    tracing::warn!(%error, "the directory lost etcd; serving from its cache");
+                }
+                Err(error) => tracing::debug!(%error, "etcd still unreachable"),
+            }
+        }
+    }
+}
+
+async fn watch(
+    client: &Client,
+    shared: &Shared,
+    dir_prefix: &str,
+    revision: i64,
+) -> Result<(), etcd_client::Error> {
+    let options = WatchOptions::new()
+        .with_range(prefix_end(dir_prefix))
+        .with_start_revision(revision + 1);
+    let mut stream = client
+        .watch_client()
+        .watch(dir_prefix, Some(options))
+        .await?;
+    shared.connected.store(true, Ordering::Release);
+    tracing::info!(revision, "the directory follows etcd");
+    while let Some(response) = stream.message().await? {
+        if response.canceled() {
+            // Compacted past our revision, or the member lost its leader: start over.
+            tracing::warn!(
+                reason = response.cancel_reason(),
+                "the directory watch was cancelled"
+            );
+            return Ok(());
+        }
+        let seen = response.header().map_or(0, |h| h.revision());
+        if let Ok(mut cache) = shared.cache.write() {
+            for event in response.events() {
+                let Some(entry) = event.kv() else { continue };
+                match event.event_type() {
+                    EventType::Put => apply_put(&mut cache, dir_prefix, entry),
+                    EventType::Delete => {
+                        if let Some(rest) = entry
+                            .key_str()
+                            .ok()
+                            .and_then(|k| k.strip_prefix(dir_prefix))
+                        {
+                            cache.delete(rest);
+                        }
+                    }
+                }
+            }
+            cache.revision = cache.revision.max(seen);
+        }
+        if seen > 0 {
+            shared.revision.send_if_modified(|r| {
+                let newer = seen > *r;
+                if newer {
+                    *r = seen;
+                }
+                newer
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_parse_and_malformed_ones_are_refused() {
+        let location = EtcdLocation::parse("etcd://dir@a:2379,b:2380/sovereign/prod").unwrap();
+        assert_eq!(location.endpoints, ["http://a:2379", "http://b:2380"]);
+        assert_eq!(location.prefix, "/sovereign/prod");
+        assert_eq!(location.user.as_deref(), Some("dir"));
+        assert_eq!(
+            EtcdLocation::parse("postgres://x/y"),
+            Err(LocationError::NotEtcd("postgres://x/y".into()))
+        );
+        assert_eq!(
+            EtcdLocation::parse("etcd://a:1"),
+            Err(LocationError::NoPrefix)
+        );
+        assert_eq!(
+            EtcdLocation::parse("etcd://a:1/"),
+            Err(LocationError::NoPrefix)
+        );
+        assert_eq!(
+            EtcdLocation::parse("etcd:///p"),
+            Err(LocationError::NoEndpoint)
+        );
+        assert!(matches!(
+            EtcdLocation::parse("etcd://a/p"),
+            Err(LocationError::BadEndpoint(_))
+        ));
+        assert!(matches!(
+            EtcdLocation::parse("etcd://a:1/p q"),
+            Err(LocationError::BadPrefix(_))
+        ));
+        let many = vec!["h:1"; ETCD_ENDPOINTS_MAX + 1].join(",");
+        assert_eq!(
+            EtcdLocation::parse(&format!("etcd://{many}/p")),
+            Err(LocationError::TooManyEndpoints)
+        );
+        let enough = vec!["h:1"; ETCD_ENDPOINTS_MAX].join(",");
+        assert!(EtcdLocation::parse(&format!("etcd://{enough}/p")).is_ok());
+    }
+
+    #[test]
+    fn malformed_keys_and_values_are_ignored_and_the_oldest_claim_wins() {
+        let mut cache = Cache::default();
+        let phone = [7u8; 32];
+        let h = hex(&phone);
+        cache.put("nowhere/phone/zz", b"u", 1);
+        cache.put(&format!("in-mumbai/phone/{}", &h[..10]), b"u", 1);
+        cache.put("in-mumbai/user/u1", b"not hex", 1);
+        cache.put("in-mumbai/place/u1/nonsense", b"sg-singapore", 1);
+        cache.put("in-mumbai/place/u1/messaging", b"NOT A REGION", 1);
+        assert!(cache.phones.is_empty() && cache.users.is_empty() && cache.placements.is_empty());
+        cache.put(&format!("cn-beijing/phone/{h}"), b"late", 9);
+        cache.put(&format!("in-mumbai/phone/{h}"), b"first", 3);
+        assert_eq!(cache.phones[&phone][0].2, "first");
+        cache.delete(&format!("in-mumbai/phone/{h}"));
+        assert_eq!(cache.phones[&phone][0].2, "late");
+    }
+}
