@@ -17,3 +17,4 @@ mod regions;
 mod retention;
 mod services;
 mod support;
+mod trust;
