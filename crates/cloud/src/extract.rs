@@ -121,7 +121,7 @@ impl FromRequestParts<AppState> for AuthUser {
                 }
                 // A user whose account is elsewhere and some of whose services are here: the
                 // token's issuer, if it is their home, says whose token it is.
-                crate::placement::remote_session(state, token, path)
+                crate::placement::remote_session(state, token)
                     .await?
                     .ok_or(ApiError::Unauthorized)?
             }

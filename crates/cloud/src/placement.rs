@@ -108,23 +108,17 @@ impl SessionCache {
     }
 }
 
-/// The user whose session a token is, for a request to `path`, on the word of the site that
-/// issued the token (the token names it, [`crate::session_token`]). Only a service's path is
-/// ever served on another site's word, only for a user whose directory home is the site that
-/// answered, and never for a user whose account is here. A token naming no other site, or one
-/// refused within [`SESSION_MISS_MS`], is `None` without asking anyone.
+/// The user whose session a token is, on the word of the site that issued the token (the
+/// token names it, [`crate::session_token`]); believed only from the user's directory home,
+/// and never for a user whose account is here. What it opens is decided by [`route`]: a
+/// service's path only where the directory places the service and this site holds a service
+/// row for the user; an account path never (it is redirected to the home). A token naming no
+/// other site, or one refused within [`SESSION_MISS_MS`], is `None` without asking anyone.
 ///
 /// # Errors
 /// `503 region_unavailable` when the site asked does not answer within
 /// [`SESSION_VERIFY_DEADLINE_MS`].
-pub async fn remote_session(
-    state: &AppState,
-    token: &str,
-    path: &str,
-) -> Result<Option<String>, ApiError> {
-    if Service::of_path(path).is_none() {
-        return Ok(None);
-    }
+pub async fn remote_session(state: &AppState, token: &str) -> Result<Option<String>, ApiError> {
     let Some(issuer) = crate::session_token::issuer(token) else {
         return Ok(None);
     };
@@ -479,4 +473,26 @@ pub async fn holds(state: &AppState, user_id: &str, service: Service) -> Result<
         .service_region(user_id.to_owned(), service)
         .await?
         .is_some_and(|r| r == state.region.id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_negative_cache_stays_within_its_bound() {
+        let cache = SessionCache::default();
+        for i in 0..=SESSION_MISSES_MAX {
+            let mut digest = [0u8; 32];
+            digest[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            cache.miss(digest, 100);
+            assert!(cache.misses_len() <= SESSION_MISSES_MAX);
+        }
+        // Crossing the bound forgot the older ones; the newest is remembered until it expires.
+        let mut newest = [0u8; 32];
+        newest[..8].copy_from_slice(&(SESSION_MISSES_MAX as u64).to_le_bytes());
+        assert!(cache.missed(&newest, 99));
+        assert!(!cache.missed(&newest, 100));
+        assert!(!cache.missed(&[0u8; 32], 99));
+    }
 }

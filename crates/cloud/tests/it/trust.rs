@@ -59,7 +59,7 @@ struct RogueSetup {
     cloud: TestCloud,
     asked: Arc<AtomicUsize>,
     answer: Arc<std::sync::Mutex<Answer>>,
-    _rogue: axum_server::Handle,
+    _rogue: axum_server::Handle<std::net::SocketAddr>,
 }
 
 async fn mumbai_beside_a_rogue_singapore() -> RogueSetup {
