@@ -6,9 +6,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use sovereign_crypto::{
-    DataKey, OneTimeCode, digest_sha256, hash_password, verify_password,
-};
+use sovereign_crypto::{DataKey, OneTimeCode, digest_sha256, hash_password, verify_password};
 use utoipa::ToSchema;
 
 use crate::clock::rfc3339;

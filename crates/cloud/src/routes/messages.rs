@@ -318,8 +318,7 @@ async fn receive_forwarded(
         // Placed elsewhere since the sender looked: the sender retries and is routed anew.
         return Err(ApiError::UserMigrating);
     }
-    if let Some(seq) =
-        existing_copy(&state, &recipient_user, &id, from.as_e164(), &message).await?
+    if let Some(seq) = existing_copy(&state, &recipient_user, &id, from.as_e164(), &message).await?
     {
         // The same message again (a retry after a lost answer): stored once already.
         state.hub.notify(&recipient_user, seq);
@@ -396,7 +395,11 @@ async fn existing_copy(
     let stored = open_message(&user, &row)?;
     // The sender's region stamps a retried send with a new time, so the time is not compared.
     let same = stored.from.as_deref() == Some(from) && stored.body == message.body;
-    if same { Ok(Some(row.seq)) } else { Err(taken()) }
+    if same {
+        Ok(Some(row.seq))
+    } else {
+        Err(taken())
+    }
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -296,7 +296,8 @@ async fn migrate_under_concurrent_writes(cloud: Arc<TestCloud>) {
     // Issue 10: signing in where the number used to live says no more than for a number that
     // was never registered (the same answer after the same password check).
     let sign_in_at_mumbai = |number: String| {
-        let body = json!({"phone": number, "password": "correct horse battery", "device_name": "x"});
+        let body =
+            json!({"phone": number, "password": "correct horse battery", "device_name": "x"});
         cloud.call("in-mumbai", Method::POST, "/v1/sessions", None, Some(body))
     };
     let moved = sign_in_at_mumbai(phone(0)).await;

@@ -13,9 +13,7 @@ use serde_json::{Value, json};
 use sovereign_cloud::clock::Clock;
 use sovereign_cloud::domain::Service;
 use sovereign_cloud::federation::{Federation, PeerTable, load_or_create_identity};
-use sovereign_cloud::placement::{
-    SESSION_VERIFY_PATH, USER_DELETE_PATH, USER_EXPORT_PATH,
-};
+use sovereign_cloud::placement::{SESSION_VERIFY_PATH, USER_DELETE_PATH, USER_EXPORT_PATH};
 use sovereign_cloud::routes::messages::FORWARD_PATH;
 use sovereign_cloud::{CloudOptions, Policies};
 use sovereign_model::RegionId;
@@ -129,9 +127,8 @@ async fn mumbai_beside_a_rogue_singapore() -> RogueSetup {
             }
         }),
     );
-    let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(
-        tls.server_config().unwrap(),
-    ));
+    let config =
+        axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls.server_config().unwrap()));
     let handle = axum_server::Handle::new();
     let server = axum_server::from_tcp_rustls(listener, config)
         .unwrap()
@@ -172,13 +169,26 @@ async fn issue10_a_rogue_home_cannot_vouch_for_an_account_held_elsewhere() {
         .await;
     let alice_id = me.body["user_id"].as_str().unwrap().to_owned();
     *setup.answer.lock().unwrap() = Answer::User(alice_id.clone());
-    for token in ["sv1.sg-singapore.forged-by-the-rogue", "forged-old-format-token"] {
+    for token in [
+        "sv1.sg-singapore.forged-by-the-rogue",
+        "forged-old-format-token",
+    ] {
         for path in ["/v1/me", "/v1/messages", "/v1/me/export"] {
             let reply = cloud
                 .call("in-mumbai", Method::GET, path, Some(token), None)
                 .await;
-            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{path}: {:?}", reply.body);
-            assert!(!reply.bytes.windows(ALICE.len() - 1).any(|w| w == &ALICE.as_bytes()[1..]));
+            assert_eq!(
+                reply.status,
+                StatusCode::UNAUTHORIZED,
+                "{path}: {:?}",
+                reply.body
+            );
+            assert!(
+                !reply
+                    .bytes
+                    .windows(ALICE.len() - 1)
+                    .any(|w| w == &ALICE.as_bytes()[1..])
+            );
         }
     }
     // Nor for a user homed in Singapore whose account is not here: a vouched service path is
@@ -208,8 +218,7 @@ async fn issue10_unknown_tokens_are_asked_of_their_issuer_only_once_and_briefly(
     let setup = mumbai_beside_a_rogue_singapore().await;
     let cloud = &setup.cloud;
     let slow = "sv1.sg-singapore.never-answered";
-    *setup.answer.lock().unwrap() =
-        Answer::NotMineOrHang(sovereign_crypto::token_digest(slow));
+    *setup.answer.lock().unwrap() = Answer::NotMineOrHang(sovereign_crypto::token_digest(slow));
     let get = |token: &'static str| async move {
         cloud
             .call("in-mumbai", Method::GET, "/v1/messages", Some(token), None)
@@ -230,7 +239,12 @@ async fn issue10_unknown_tokens_are_asked_of_their_issuer_only_once_and_briefly(
     assert_eq!(setup.asked.load(Ordering::SeqCst), 1);
     // An issuer that never answers fails the request, closed, after the deadline.
     let reply = get(slow).await;
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", reply.body);
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        reply.body
+    );
     assert_eq!(reply.code(), "region_unavailable");
 }
 
@@ -241,9 +255,17 @@ async fn issue10_a_user_missing_from_the_directory_has_no_home_to_speak_for_them
     let cloud = spawn_regions(&["in-mumbai", "sg-singapore"]).await;
     let rogue = stolen_federation(&cloud, "sg-singapore");
     let now = cloud.clock.now_ms();
-    for path in [USER_DELETE_PATH, sovereign_cloud::placement::USER_STATS_PATH] {
+    for path in [
+        USER_DELETE_PATH,
+        sovereign_cloud::placement::USER_STATS_PATH,
+    ] {
         let (status, _) = rogue
-            .post(&region("in-mumbai"), path, &json!({"user_id": "nobody"}), now)
+            .post(
+                &region("in-mumbai"),
+                path,
+                &json!({"user_id": "nobody"}),
+                now,
+            )
             .await
             .unwrap();
         assert_eq!(status, 401, "{path}");
@@ -283,9 +305,7 @@ async fn issue10_a_forwarded_message_must_come_from_the_senders_messaging_site()
 
     let rogue = stolen_federation(&cloud, "sg-singapore");
     let now = cloud.clock.now_ms();
-    let forward = |id: &str, from: &str, body: &str, at: i64| {
-        json!({"id": id, "from": from, "to": BOB, "body": body, "sent_at_ms": at})
-    };
+    let forward = |id: &str, from: &str, body: &str, at: i64| json!({"id": id, "from": from, "to": BOB, "body": body, "sent_at_ms": at});
     let fresh = uuid::Uuid::new_v4().to_string();
     let attempts = [
         // Carol's messaging is in Mumbai: Singapore does not speak for her.
@@ -294,7 +314,10 @@ async fn issue10_a_forwarded_message_must_come_from_the_senders_messaging_site()
         (forward(&dave_id, DAVE, "overwritten?", now), 409),
         (forward(&bob_sent_id, DAVE, "shadowing bob's", now), 409),
         // A time outside the federation's window.
-        (forward(&fresh, DAVE, "from the past", now - 86_400_000), 422),
+        (
+            forward(&fresh, DAVE, "from the past", now - 86_400_000),
+            422,
+        ),
     ];
     for (body, expected) in attempts {
         let (status, answer) = rogue
@@ -323,7 +346,12 @@ async fn issue10_a_forwarded_message_must_come_from_the_senders_messaging_site()
         .filter(|m| m["box"] == "inbox")
         .map(|m| m["body"].as_str().unwrap())
         .collect();
-    assert_eq!(bodies, ["hello from Singapore"], "{inbox:?}", inbox = inbox.body);
+    assert_eq!(
+        bodies,
+        ["hello from Singapore"],
+        "{inbox:?}",
+        inbox = inbox.body
+    );
 }
 
 /// Finding 2: the home pulled the decrypted messages a service region holds whenever it liked.
@@ -340,7 +368,12 @@ async fn issue10_a_service_region_exports_only_for_the_users_own_request() {
     let now = cloud.clock.now_ms();
     let singapore = region("sg-singapore");
     let (status, answer) = home
-        .post(&singapore, USER_EXPORT_PATH, &json!({"user_id": alice_id}), now)
+        .post(
+            &singapore,
+            USER_EXPORT_PATH,
+            &json!({"user_id": alice_id}),
+            now,
+        )
         .await
         .unwrap();
     assert_ne!(status, 200, "{answer}");
@@ -357,7 +390,13 @@ async fn issue10_a_service_region_exports_only_for_the_users_own_request() {
     assert_eq!(status, 401, "{answer}");
     // The user's own export works, and Singapore's ledger says so.
     let export = cloud
-        .call("in-mumbai", Method::GET, "/v1/me/export", Some(&alice), None)
+        .call(
+            "in-mumbai",
+            Method::GET,
+            "/v1/me/export",
+            Some(&alice),
+            None,
+        )
         .await;
     assert_eq!(export.status, StatusCode::OK, "{:?}", export.body);
     assert!(
@@ -368,7 +407,13 @@ async fn issue10_a_service_region_exports_only_for_the_users_own_request() {
             .any(|m| m["body"] == "before")
     );
     let log = cloud
-        .call("in-mumbai", Method::GET, "/v1/me/access-log", Some(&alice), None)
+        .call(
+            "in-mumbai",
+            Method::GET,
+            "/v1/me/access-log",
+            Some(&alice),
+            None,
+        )
         .await;
     assert_eq!(log.status, StatusCode::OK, "{:?}", log.body);
     let elsewhere = log.body["elsewhere"].as_array().unwrap();
