@@ -427,3 +427,123 @@ async fn issue10_a_service_region_exports_only_for_the_users_own_request() {
         .collect();
     assert_eq!(kinds, ["export"], "{:?}", log.body);
 }
+
+/// Finding 6: a staff read of data held in a service region was in that region's ledger only,
+/// never in the user's access log or dashboard at home.
+#[tokio::test]
+async fn issue10_staff_reads_in_a_service_region_are_in_the_users_access_log_and_dashboard() {
+    use sovereign_cloud::ops::{AccessRequest, Decision, decision_bytes, http_bytes};
+    use sovereign_crypto::{SigningKey, hex};
+    use sovereign_model::ConsentScope;
+
+    let (cloud, alice, _bob) = alice_messaging_in_singapore().await;
+    let me = cloud
+        .call("in-mumbai", Method::GET, "/v1/me", Some(&alice), None)
+        .await;
+    let alice_id = me.body["user_id"].as_str().unwrap().to_owned();
+    let singapore = cloud.cloud.region("sg-singapore").unwrap().state.clone();
+    let mut ops = Vec::new();
+    for name in ["ana", "ben", "cat"] {
+        let key = SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().unwrap()).unwrap();
+        singapore
+            .store
+            .register_operator(
+                name.to_owned(),
+                key.public_key().to_vec(),
+                cloud.clock.now_ms(),
+            )
+            .await
+            .unwrap();
+        ops.push((name, key));
+    }
+    let now = cloud.clock.now_ms();
+    let request = AccessRequest {
+        id: uuid::Uuid::new_v4().to_string(),
+        region: "sg-singapore".into(),
+        requester: "ana".into(),
+        user_id: alice_id.clone(),
+        scopes: vec![ConsentScope::Messaging],
+        reason: "ticket 10: staff in Singapore read Alice's messages".into(),
+        requested_at_ms: now,
+        not_after_ms: now + 3_600_000,
+    };
+    let submitted = cloud
+        .call(
+            "sg-singapore",
+            Method::POST,
+            "/v1/ops/requests",
+            None,
+            Some(json!({
+                "id": request.id,
+                "requester": request.requester,
+                "user_id": request.user_id,
+                "scopes": ["messaging"],
+                "reason": request.reason,
+                "requested_at_ms": request.requested_at_ms,
+                "not_after_ms": request.not_after_ms,
+                "signature": hex(&ops[0].1.sign(&request.signed_bytes())),
+            })),
+        )
+        .await;
+    assert_eq!(submitted.status, StatusCode::CREATED, "{:?}", submitted.body);
+    for (name, key) in &ops[1..] {
+        let message = decision_bytes(
+            Decision::Approve,
+            "sg-singapore",
+            &request.id,
+            name,
+            &request.digest(),
+            now,
+        );
+        let decided = cloud
+            .call(
+                "sg-singapore",
+                Method::POST,
+                &format!("/v1/ops/requests/{}/approve", request.id),
+                None,
+                Some(json!({"operator": name, "signed_at_ms": now, "signature": hex(&key.sign(&message))})),
+            )
+            .await;
+        assert_eq!(decided.status, StatusCode::OK, "{:?}", decided.body);
+    }
+    let path = format!("/v1/ops/grants/{}/data/messaging", request.id);
+    let signature = ops[0]
+        .1
+        .sign(&http_bytes("sg-singapore", "GET", &path, now));
+    let read = cloud
+        .client
+        .get(format!("{}{path}", cloud.url("sg-singapore")))
+        .header("sovereign-operator", "ana")
+        .header("sovereign-signed-at", now.to_string())
+        .header("sovereign-signature", hex(&signature))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+
+    let log = cloud
+        .call(
+            "in-mumbai",
+            Method::GET,
+            "/v1/me/access-log",
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(log.status, StatusCode::OK, "{:?}", log.body);
+    let kinds: Vec<&str> = log.body["elsewhere"][0]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"read"), "{:?}", log.body);
+    assert_eq!(log.body["elsewhere"][0]["region"], "sg-singapore");
+    // The dashboard at home lists the read, with the reason given in Singapore.
+    let ca_pem = std::fs::read(cloud.dir.path().join("tls/ca.pem")).unwrap();
+    let page = crate::dashboard::Browser::trusting(&ca_pem)
+        .sign_in(&cloud.url("in-mumbai"), ALICE)
+        .await;
+    assert!(page.contains("data-kind=\"read\""), "{page}");
+    assert!(page.contains("staff in Singapore read"), "{page}");
+}
