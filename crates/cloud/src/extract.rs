@@ -119,9 +119,9 @@ impl FromRequestParts<AppState> for AuthUser {
                 {
                     return Err(state.redirect_to(&region, path));
                 }
-                // A user whose account is elsewhere and some of whose services are here: their
-                // home says whose token it is.
-                crate::placement::remote_session(state, digest)
+                // A user whose account is elsewhere and some of whose services are here: the
+                // token's issuer, if it is their home, says whose token it is.
+                crate::placement::remote_session(state, token)
                     .await?
                     .ok_or(ApiError::Unauthorized)?
             }

@@ -35,6 +35,8 @@ pub enum LedgerKind {
     Read,
     Revoke,
     Expire,
+    /// A service region handed the user's data to their home, for an export the user asked for.
+    Export,
 }
 
 impl LedgerKind {
@@ -47,6 +49,7 @@ impl LedgerKind {
             LedgerKind::Read => "read",
             LedgerKind::Revoke => "revoke",
             LedgerKind::Expire => "expire",
+            LedgerKind::Export => "export",
         }
     }
 }

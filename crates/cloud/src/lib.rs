@@ -40,6 +40,7 @@ pub mod ops;
 pub mod placement;
 pub mod retention;
 pub mod routes;
+pub mod session_token;
 pub mod sms;
 pub mod state;
 pub mod store;

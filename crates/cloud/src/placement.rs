@@ -19,9 +19,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use serde_json::{Value, json};
-use sovereign_crypto::hex;
+use sovereign_crypto::{hex, token_digest};
 use sovereign_model::{ConsentScope, RegionId};
 
 use crate::domain::Service;
@@ -34,20 +35,35 @@ pub const CONSENT_SYNC_PATH: &str = "/internal/v1/consents/sync";
 pub const USER_DELETE_PATH: &str = "/internal/v1/users/delete";
 pub const USER_EXPORT_PATH: &str = "/internal/v1/users/export";
 pub const USER_STATS_PATH: &str = "/internal/v1/users/stats";
+pub const USER_ACCESS_PATH: &str = "/internal/v1/users/access-log";
 
 /// How long a service region trusts its user's home's word that a token is a live session.
 /// A session ended at home may keep working this long in the service regions.
 pub const SESSION_CACHE_MS: i64 = 30_000;
 /// Most tokens a region remembers; when full it forgets them all and asks again.
 pub const SESSION_CACHE_ENTRIES_MAX: usize = 10_000;
+/// How long a token no site vouched for is refused without asking again, so that a stream of
+/// bad tokens costs the issuer at most one question each per this long.
+pub const SESSION_MISS_MS: i64 = 30_000;
+/// Most unknown tokens a region remembers; when full it forgets them all.
+pub const SESSION_MISSES_MAX: usize = 10_000;
+/// Longest a region waits for another site to say whose session a token is. A slow or dead
+/// issuer makes the request fail (`503`) after this long, and is never waited on twice per
+/// request: only one site is asked per hop.
+pub const SESSION_VERIFY_DEADLINE_MS: u64 = 2_000;
+/// Most sites one question about a token visits: its issuer, then where its user moved (the
+/// 2014 plan moves a user twice: Beijing to Singapore to Mumbai).
+pub const SESSION_HOPS_MAX: usize = 3;
 /// Rounds of pushing a change to the service regions: a placement may change (a service move
 /// flips) while a change is being pushed, and the new region must get it too.
 pub const PUSH_ROUNDS_MAX: usize = 4;
 
-/// Tokens vouched for by their users' home regions: digest → (user id, trusted until).
+/// Tokens vouched for by their users' home regions (digest → user id, trusted until), and
+/// tokens no one vouched for (digest → refused until).
 #[derive(Default)]
 pub struct SessionCache {
     entries: Mutex<HashMap<[u8; 32], (String, i64)>>,
+    misses: Mutex<HashMap<[u8; 32], i64>>,
 }
 
 impl SessionCache {
@@ -67,47 +83,107 @@ impl SessionCache {
             entries.insert(digest, (user, until));
         }
     }
-}
 
-/// The user whose session a token is, asked of the home regions of the users whose services
-/// live here (and of the regions users left from here). `None` when none of them knows it.
-///
-/// # Errors
-/// `503 region_unavailable` when a home that might know it does not answer.
-pub async fn remote_session(
-    state: &AppState,
-    digest: [u8; 32],
-) -> Result<Option<String>, ApiError> {
-    let now = state.now_ms();
-    if let Some(user) = state.session_cache.get(&digest, now) {
-        return Ok(Some(user));
+    /// Whether this token was recently refused by the site it names.
+    fn missed(&self, digest: &[u8; 32], now: i64) -> bool {
+        self.misses
+            .lock()
+            .ok()
+            .and_then(|misses| misses.get(digest).copied())
+            .is_some_and(|until| until > now)
     }
-    let mut homes: BTreeSet<RegionId> = state
-        .directory
-        .homes_served_in(state.region.id.clone())
-        .await?
-        .into_iter()
-        .collect();
-    for region in state.store.moved_regions().await? {
-        if let Ok(region) = RegionId::parse(&region) {
-            homes.insert(region);
+
+    fn miss(&self, digest: [u8; 32], until: i64) {
+        if let Ok(mut misses) = self.misses.lock() {
+            if misses.len() >= SESSION_MISSES_MAX {
+                misses.clear();
+            }
+            misses.insert(digest, until);
         }
     }
-    homes.remove(&state.region.id);
-    let mut unavailable = None;
-    for home in homes {
+
+    /// How many unknown tokens are remembered now.
+    pub fn misses_len(&self) -> usize {
+        self.misses.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// The user whose session a token is, on the word of the site that issued the token (the
+/// token names it, [`crate::session_token`]); believed only from the user's directory home,
+/// and never for a user whose account is here. What it opens is decided by [`route`]: a
+/// service's path only where the directory places the service and this site holds a service
+/// row for the user; an account path never (it is redirected to the home). A token naming no
+/// other site, or one refused within [`SESSION_MISS_MS`], is `None` without asking anyone.
+///
+/// # Errors
+/// `503 region_unavailable` when the site asked does not answer within
+/// [`SESSION_VERIFY_DEADLINE_MS`].
+pub async fn remote_session(state: &AppState, token: &str) -> Result<Option<String>, ApiError> {
+    let Some(issuer) = crate::session_token::issuer(token) else {
+        return Ok(None);
+    };
+    if issuer == state.region.id {
+        return Ok(None);
+    }
+    let digest = token_digest(token);
+    let now = state.now_ms();
+    let user = match state.session_cache.get(&digest, now) {
+        Some(user) => user,
+        None if state.session_cache.missed(&digest, now) => return Ok(None),
+        None => match ask_issuer(state, digest, issuer, now).await? {
+            Some(user) => user,
+            None => {
+                state.session_cache.miss(digest, now + SESSION_MISS_MS);
+                return Ok(None);
+            }
+        },
+    };
+    // Another site's word never opens an account held here.
+    let row = state.store.user(user.clone()).await?;
+    if row.is_some_and(|r| !r.service_only) {
+        tracing::warn!("a site vouched for a token of a user whose account is here");
+        return Ok(None);
+    }
+    Ok(Some(user))
+}
+
+/// Asks the token's issuer whose session it is, following it (at most [`SESSION_HOPS_MAX`]
+/// sites) to where the user moved; the answer counts only from the user's directory home.
+async fn ask_issuer(
+    state: &AppState,
+    digest: [u8; 32],
+    issuer: RegionId,
+    now: i64,
+) -> Result<Option<String>, ApiError> {
+    let mut site = issuer;
+    let mut asked = BTreeSet::new();
+    for _ in 0..SESSION_HOPS_MAX {
+        if site == state.region.id || !asked.insert(site.clone()) {
+            return Ok(None);
+        }
         let body = json!({ "token_digest": hex(&digest) });
-        match state
-            .federation
-            .post(&home, SESSION_VERIFY_PATH, &body, now)
-            .await
-        {
-            Ok((200, answer)) => {
+        let reply = tokio::time::timeout(
+            Duration::from_millis(SESSION_VERIFY_DEADLINE_MS),
+            state
+                .federation
+                .post(&site, SESSION_VERIFY_PATH, &body, now),
+        )
+        .await;
+        let (status, answer) = match reply {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) | Err(_) => return Err(ApiError::RegionUnavailable(site.to_string())),
+        };
+        match status {
+            200 => {
                 let (Some(user), Some(expires)) =
                     (answer["user_id"].as_str(), answer["expires_at_ms"].as_i64())
                 else {
-                    continue;
+                    return Ok(None);
                 };
+                if state.directory.home_of(user.to_owned()).await? != Some(site.clone()) {
+                    tracing::warn!(%site, "a site vouched for a user whose home it is not");
+                    return Ok(None);
+                }
                 state.session_cache.put(
                     digest,
                     user.to_owned(),
@@ -115,14 +191,14 @@ pub async fn remote_session(
                 );
                 return Ok(Some(user.to_owned()));
             }
-            Ok((404, _)) => {}
-            Ok(_) | Err(_) => unavailable = Some(home),
+            404 => match answer["moved_to"].as_str().map(RegionId::parse) {
+                Some(Ok(next)) => site = next,
+                _ => return Ok(None),
+            },
+            _ => return Err(ApiError::RegionUnavailable(site.to_string())),
         }
     }
-    match unavailable {
-        Some(home) => Err(ApiError::RegionUnavailable(home.to_string())),
-        None => Ok(None),
-    }
+    Ok(None)
 }
 
 /// Sends an authenticated request to where it belongs: a service's path to the region that
@@ -258,13 +334,19 @@ where
 }
 
 /// The parts of an export held in other regions: each `{"messages": [...], "backup": {...}}`.
+/// `session_token` is the token of the user's own export request: each region hands over its
+/// part only on that proof, and writes the hand-over in its own ledger.
 ///
 /// # Errors
 /// `503 region_unavailable` when a region holding a service does not answer.
-pub async fn export_remote(state: &AppState, user_id: &str) -> Result<Vec<Value>, ApiError> {
+pub async fn export_remote(
+    state: &AppState,
+    user_id: &str,
+    session_token: &str,
+) -> Result<Vec<Value>, ApiError> {
     let mut parts = Vec::new();
     for region in service_regions(state, user_id).await? {
-        let body = json!({ "user_id": user_id });
+        let body = json!({ "user_id": user_id, "session_token": session_token });
         let (status, part) = state
             .federation
             .post(&region, USER_EXPORT_PATH, &body, state.now_ms())
@@ -275,6 +357,34 @@ pub async fn export_remote(state: &AppState, user_id: &str) -> Result<Vec<Value>
         parts.push(part);
     }
     Ok(parts)
+}
+
+/// Checks, at a service region, that `token` is a live session of `user_id` at `home` (the
+/// user's directory home, which the caller has checked): the proof that the user asked for
+/// what the home asks of this region on their behalf.
+///
+/// # Errors
+/// `401` when the home does not vouch for the token as this user's; `503 region_unavailable`
+/// when it does not answer within [`SESSION_VERIFY_DEADLINE_MS`].
+pub async fn check_user_asked(
+    state: &AppState,
+    home: &RegionId,
+    user_id: &str,
+    token: &str,
+) -> Result<(), ApiError> {
+    let body = json!({ "token_digest": hex(&token_digest(token)) });
+    let reply = tokio::time::timeout(
+        Duration::from_millis(SESSION_VERIFY_DEADLINE_MS),
+        state
+            .federation
+            .post(home, SESSION_VERIFY_PATH, &body, state.now_ms()),
+    )
+    .await;
+    match reply {
+        Ok(Ok((200, answer))) if answer["user_id"].as_str() == Some(user_id) => Ok(()),
+        Ok(Ok(_)) => Err(ApiError::Unauthorized),
+        Ok(Err(_)) | Err(_) => Err(ApiError::RegionUnavailable(home.to_string())),
+    }
 }
 
 /// The service whose data a retention category counts; `None` for the account's own.
@@ -313,6 +423,31 @@ pub async fn stats_remote(
     Ok(out)
 }
 
+/// The user's entries in the ledgers of the regions holding their services elsewhere (operator
+/// reads there, and the hand-overs of exports): each region's `{"region", "checkpoint",
+/// "entries"}` as `/v1/me/access-log` shows its own.
+///
+/// # Errors
+/// `503 region_unavailable` when a region holding a service does not answer.
+pub async fn access_remote(
+    state: &AppState,
+    user_id: &str,
+) -> Result<Vec<(RegionId, Value)>, ApiError> {
+    let mut out = Vec::new();
+    for region in service_regions(state, user_id).await? {
+        let body = json!({ "user_id": user_id });
+        let (status, answer) = state
+            .federation
+            .post(&region, USER_ACCESS_PATH, &body, state.now_ms())
+            .await?;
+        if status != 200 {
+            return Err(ApiError::RegionUnavailable(region.to_string()));
+        }
+        out.push((region, answer));
+    }
+    Ok(out)
+}
+
 /// Where each service of the user lives (the home for one not placed elsewhere).
 pub async fn service_regions_of(
     state: &AppState,
@@ -338,4 +473,26 @@ pub async fn holds(state: &AppState, user_id: &str, service: Service) -> Result<
         .service_region(user_id.to_owned(), service)
         .await?
         .is_some_and(|r| r == state.region.id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_negative_cache_stays_within_its_bound() {
+        let cache = SessionCache::default();
+        for i in 0..=SESSION_MISSES_MAX {
+            let mut digest = [0u8; 32];
+            digest[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            cache.miss(digest, 100);
+            assert!(cache.misses_len() <= SESSION_MISSES_MAX);
+        }
+        // Crossing the bound forgot the older ones; the newest is remembered until it expires.
+        let mut newest = [0u8; 32];
+        newest[..8].copy_from_slice(&(SESSION_MISSES_MAX as u64).to_le_bytes());
+        assert!(cache.missed(&newest, 99));
+        assert!(!cache.missed(&newest, 100));
+        assert!(!cache.missed(&[0u8; 32], 99));
+    }
 }

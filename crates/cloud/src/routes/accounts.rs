@@ -6,9 +6,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use sovereign_crypto::{
-    DataKey, OneTimeCode, digest_sha256, hash_password, random_token, verify_password,
-};
+use sovereign_crypto::{DataKey, OneTimeCode, digest_sha256, hash_password, verify_password};
 use utoipa::ToSchema;
 
 use crate::clock::rfc3339;
@@ -235,18 +233,14 @@ pub async fn sign_in(
     let index = state.keys.phone_index(&phone);
     let user = state.store.user_by_phone_index(index).await?;
     if user.is_none() {
-        // Send the client to where the number's data lives: the directory's home for it, else
-        // the residency policy's. Both say as much for a number without an account.
-        let home = match state.directory.lookup(index).await? {
-            Some(entry) => entry.home,
-            None => state
-                .policies
-                .residency
-                .home_region(phone.country())
-                .clone(),
-        };
-        if home != state.region.id {
-            return Err(state.redirect_to(&home, "/v1/sessions"));
+        // Send the client where the residency policy puts the number, which is public and the
+        // same whether or not the number is registered. Never by the directory: for a number
+        // that moved away from here it would name the new region, and so say that the number
+        // is registered. Such a number is answered here exactly as an unknown one (the same
+        // dummy hash, `401`); its phone finds the new region from its tokens' redirects.
+        let home = state.policies.residency.home_region(phone.country());
+        if home != &state.region.id {
+            return Err(state.redirect_to(home, "/v1/sessions"));
         }
     }
     let stored_hash = user
@@ -271,7 +265,8 @@ pub async fn sign_in(
         .keys
         .unwrap(wrapped, &user_id)
         .map_err(ApiError::Internal)?;
-    let (token, digest) = random_token().map_err(ApiError::internal)?;
+    let (token, digest) =
+        crate::session_token::issue(&state.region.id).map_err(ApiError::internal)?;
     let now = state.now_ms();
     let expires_at = now + i64::from(state.policies.retention.sessions_days) * 86_400_000;
     let session_id = uuid::Uuid::new_v4().to_string();

@@ -482,8 +482,8 @@ async fn export(State(state): State<AppState>, headers: HeaderMap) -> Response {
         Ok(None) => return redirect("/"),
         Err(error) => return page_error(error),
     };
-    match me::export(State(state), session.user).await {
-        Ok(axum::Json(document)) => {
+    match me::export_document(&state, &session.user, &session.token).await {
+        Ok(document) => {
             let body = serde_json::to_vec_pretty(&document).unwrap_or_default();
             (
                 [
@@ -720,7 +720,14 @@ async fn dashboard_page(state: &AppState, session: &Session) -> Result<String, A
             &hex(&l.checkpoint.root)[..16]
         ))
     );
-    let entries = ledger.map(|l| l.entries).unwrap_or_default();
+    let mut entries = ledger.map(|l| l.entries).unwrap_or_default();
+    // Reads of data held in the regions where the user's services live are in their ledgers.
+    for (_, part) in crate::placement::access_remote(state, user.id.as_str()).await? {
+        for e in part["entries"].as_array().into_iter().flatten() {
+            entries.push((remote_ledger_row(e), Vec::new()));
+        }
+    }
+    entries.sort_by(|a, b| b.0.at.cmp(&a.0.at));
     if entries.is_empty() {
         out.push_str("<p class=\"empty\">Nobody has asked for or had access to your data.</p>");
     } else {
@@ -781,4 +788,21 @@ async fn dashboard_page(state: &AppState, session: &Session) -> Result<String, A
          <button type=\"submit\" class=\"danger\">Delete my account</button></form></section>"
     );
     Ok(out)
+}
+
+/// A ledger entry another region reported (`/v1/me/access-log`'s JSON), for display only.
+fn remote_ledger_row(e: &Value) -> crate::store::LedgerRow {
+    let text = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+    crate::store::LedgerRow {
+        seq: e["seq"].as_i64().unwrap_or(0),
+        at: e["at_ms"].as_i64().unwrap_or(0),
+        kind: text("kind"),
+        user_id: text("user_id"),
+        request_id: text("request_id"),
+        operator: text("operator"),
+        detail: (!e["detail"].is_null()).then(|| e["detail"].to_string()),
+        detail_hash: Vec::new(),
+        leaf_hash: Vec::new(),
+        chain_hash: Vec::new(),
+    }
 }

@@ -4,6 +4,7 @@
 //! taken only from the user's home region.
 
 use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -15,8 +16,8 @@ use crate::domain::{BackupKind, Service, UserId};
 use crate::error::ApiError;
 use crate::extract::AuthUser;
 use crate::placement::{
-    CONSENT_SYNC_PATH, SESSION_VERIFY_PATH, USER_DELETE_PATH, USER_EXPORT_PATH, USER_STATS_PATH,
-    holds,
+    CONSENT_SYNC_PATH, SESSION_VERIFY_PATH, USER_ACCESS_PATH, USER_DELETE_PATH, USER_EXPORT_PATH,
+    USER_STATS_PATH, holds,
 };
 use crate::routes::{backup, messages};
 use crate::state::AppState;
@@ -28,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .route(USER_DELETE_PATH, post(delete_user))
         .route(USER_EXPORT_PATH, post(export_user))
         .route(USER_STATS_PATH, post(user_stats))
+        .route(USER_ACCESS_PATH, post(user_access_log))
 }
 
 /// The body of a request signed by a peer region, and which region signed it.
@@ -45,11 +47,12 @@ async fn signed<T: DeserializeOwned>(
     Ok((from, crate::extract::parse_json(&bytes)?))
 }
 
-/// Refuses a request about a user from any region but the user's home.
+/// Refuses a request about a user from any region but the user's home. A user the directory
+/// does not know has no home, and so no region may ask about them.
 async fn from_home(state: &AppState, from: &RegionId, user_id: &str) -> Result<(), ApiError> {
     match state.directory.home_of(user_id.to_owned()).await? {
-        Some(home) if home != *from => Err(ApiError::Unauthorized),
-        _ => Ok(()),
+        Some(home) if home == *from => Ok(()),
+        _ => Err(ApiError::Unauthorized),
     }
 }
 
@@ -71,30 +74,40 @@ struct VerifySession {
 }
 
 /// A region holding one of the user's services asks whether a token is a live session here.
-/// Only a region that holds a service of the token's user learns whose it is.
+/// Only a region that holds a service of the token's user learns whose it is; for a token whose
+/// user moved away from here, such a region learns where they went (`404` with `moved_to`), so
+/// that it asks there next.
 async fn verify_session(
     State(state): State<AppState>,
     request: Request,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let (from, body): (_, VerifySession) = signed(&state, request, SESSION_VERIFY_PATH).await?;
     let digest = parse_digest(&body.token_digest)
         .ok_or_else(|| ApiError::invalid("token_digest", "must be 64 hex digits"))?;
-    let Some((user_id, expires_at)) = state.store.session_owner(digest, state.now_ms()).await?
-    else {
-        return Err(ApiError::NotFound);
-    };
-    let placed_there = state
+    let now = state.now_ms();
+    if let Some((user_id, expires_at)) = state.store.session_owner(digest, now).await? {
+        if placed_in(&state, &user_id, &from).await? {
+            return Ok((
+                StatusCode::OK,
+                Json(json!({ "user_id": user_id, "expires_at_ms": expires_at })),
+            ));
+        }
+    } else if let Some((user_id, region)) = state.store.moved_token_owner(digest, now).await?
+        && placed_in(&state, &user_id, &from).await?
+    {
+        return Ok((StatusCode::NOT_FOUND, Json(json!({ "moved_to": region }))));
+    }
+    Err(ApiError::NotFound)
+}
+
+/// Whether `region` holds one of the user's services, by the directory.
+async fn placed_in(state: &AppState, user_id: &str, region: &RegionId) -> Result<bool, ApiError> {
+    Ok(state
         .directory
-        .placements(user_id.clone())
+        .placements(user_id.to_owned())
         .await?
         .iter()
-        .any(|(_, region)| *region == from);
-    if !placed_there {
-        return Err(ApiError::NotFound);
-    }
-    Ok(Json(
-        json!({ "user_id": user_id, "expires_at_ms": expires_at }),
-    ))
+        .any(|(_, r)| r == region))
 }
 
 #[derive(Deserialize)]
@@ -162,13 +175,25 @@ async fn delete_user(
     Ok(Json(json!({ "deleted": true })))
 }
 
-/// The home gathers an export: this region's part, decrypted, of the services it holds.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportRequest {
+    user_id: String,
+    /// The bearer token of the user's own export request at home: the proof that the user
+    /// asked. This region checks with the home that it is a live session of this user.
+    session_token: String,
+}
+
+/// The home gathers an export: this region's part, decrypted, of the services it holds. Only
+/// for a request the user made (their session token, live at home), and written in this
+/// region's ledger before anything leaves.
 async fn export_user(
     State(state): State<AppState>,
     request: Request,
 ) -> Result<Json<Value>, ApiError> {
-    let (from, body): (_, UserRef) = signed(&state, request, USER_EXPORT_PATH).await?;
+    let (from, body): (_, ExportRequest) = signed(&state, request, USER_EXPORT_PATH).await?;
     from_home(&state, &from, &body.user_id).await?;
+    crate::placement::check_user_asked(&state, &from, &body.user_id, &body.session_token).await?;
     let mut messages_out = Vec::new();
     let mut backups = serde_json::Map::new();
     let Some(row) = state
@@ -179,6 +204,22 @@ async fn export_user(
     else {
         return Ok(Json(json!({ "messages": [], "backup": {} })));
     };
+    let mut services = Vec::new();
+    for service in Service::ALL {
+        if holds(&state, &body.user_id, service).await? {
+            services.push(service.as_str());
+        }
+    }
+    state
+        .store
+        .ledger_export(
+            state.ledger.clone(),
+            body.user_id.clone(),
+            from.to_string(),
+            json!({ "to": from.as_str(), "services": services, "asked_by": "user" }).to_string(),
+            state.now_ms(),
+        )
+        .await?;
     let id = UserId::from_stored(body.user_id.clone());
     let wrapped = row.wrapped_key.as_deref().ok_or(ApiError::NotFound)?;
     let key = state
@@ -237,4 +278,17 @@ async fn user_stats(
         })
         .collect();
     Ok(Json(json!({ "categories": categories })))
+}
+
+/// The home's access log asks for this region's ledger entries about a user whose services
+/// live here: operator reads of the data held here, and exports handed to the home.
+async fn user_access_log(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let (from, body): (_, UserRef) = signed(&state, request, USER_ACCESS_PATH).await?;
+    from_home(&state, &from, &body.user_id).await?;
+    Ok(Json(
+        crate::routes::ops::ledger_json(&state, &body.user_id).await?,
+    ))
 }

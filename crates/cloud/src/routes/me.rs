@@ -82,7 +82,30 @@ pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<Me
 pub async fn export(
     State(state): State<AppState>,
     user: AuthUser,
+    headers: axum::http::HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
+    // The user's own token goes with the request to the regions holding their services: it is
+    // their proof that the user asked (see `placement::export_remote`).
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or(ApiError::Unauthorized)?
+        .to_owned();
+    export_document(&state, &user, &token).await.map(Json)
+}
+
+/// The export document of `user`, whose session token `token` is.
+///
+/// # Errors
+/// When a region holding one of the user's services does not hand over its part.
+pub async fn export_document(
+    state: &AppState,
+    user: &AuthUser,
+    token: &str,
+) -> Result<Value, ApiError> {
+    let state = state.clone();
     let account = me_view(&state, &user).await?;
     let consents = consents::consent_views(&state, &user).await?;
     let history = consents::history_events(&state, &user).await?;
@@ -119,7 +142,7 @@ pub async fn export(
             .map_or_else(|| state.region.id.to_string(), |r| r.to_string());
         regions.insert(service.as_str().to_owned(), Value::from(region));
     }
-    for part in crate::placement::export_remote(&state, &user_id).await? {
+    for part in crate::placement::export_remote(&state, &user_id, token).await? {
         if let Some(Value::Array(remote)) = part.get("messages") {
             messages_out.extend(remote.iter().cloned());
         }
@@ -133,7 +156,7 @@ pub async fn export(
             }
         }
     }
-    Ok(Json(serde_json::json!({
+    Ok(serde_json::json!({
         "exported_at": rfc3339(state.now_ms()),
         "region": state.region.id.as_str(),
         "regions": regions,
@@ -142,7 +165,7 @@ pub async fn export(
         "consent_history": history,
         "messages": messages_out,
         "backup": backups,
-    })))
+    }))
 }
 
 /// Deletes the account: the data key is destroyed first (crypto-shredding), then every row and

@@ -271,8 +271,11 @@ struct ForwardedMessage {
     sent_at_ms: i64,
 }
 
-/// Receives a message forwarded by another region for a user whose messaging is here. Only a region with a
-/// valid signature gets this far.
+/// Receives a message forwarded by another region for a user whose messaging is here. It is
+/// believed only from the region that holds the sender's messaging (by the directory), with a
+/// send time within the federation's clock window, and never under an id the recipient already
+/// has for another message: a retry of the same message is answered as before, anything else
+/// with that id is `409 conflict` and changes nothing.
 async fn receive_forwarded(
     State(state): State<AppState>,
     request: axum::extract::Request,
@@ -289,6 +292,23 @@ async fn receive_forwarded(
     let to = PhoneNumber::parse(&message.to)?;
     let from = PhoneNumber::parse(&message.from)?;
     check_message_body(&message.body)?;
+    // Only the site that holds the sender's messaging speaks for the sender.
+    let sender_site = state
+        .directory
+        .lookup_service(state.keys.phone_index(&from), Service::Messaging)
+        .await?
+        .map(|(_, region)| region);
+    if sender_site.as_ref() != Some(&from_region) {
+        tracing::warn!(%from_region, "refused a message forwarded for a sender it does not hold");
+        return Err(ApiError::Unauthorized);
+    }
+    let now = state.now_ms();
+    if (now - message.sent_at_ms).abs() > crate::federation::PEER_CLOCK_SKEW_MS_MAX {
+        return Err(ApiError::invalid(
+            "sent_at_ms",
+            "is outside the federation's clock window",
+        ));
+    }
     let (recipient_user, region) = state
         .directory
         .lookup_service(state.keys.phone_index(&to), Service::Messaging)
@@ -297,6 +317,12 @@ async fn receive_forwarded(
     if region != state.region.id {
         // Placed elsewhere since the sender looked: the sender retries and is routed anew.
         return Err(ApiError::UserMigrating);
+    }
+    if let Some(seq) = existing_copy(&state, &recipient_user, &id, from.as_e164(), &message).await?
+    {
+        // The same message again (a retry after a lost answer): stored once already.
+        state.hub.notify(&recipient_user, seq);
+        return Ok(StatusCode::ACCEPTED);
     }
     let (recipient_id, inbox) = inbox_copy(
         &state,
@@ -319,6 +345,61 @@ async fn receive_forwarded(
     state.metrics.messages_stored.inc();
     state.hub.notify(recipient_id.as_str(), seq);
     Ok(StatusCode::ACCEPTED)
+}
+
+/// The seq of the recipient's copy of message `id` if it is this very message (same sender and
+/// body); `409 conflict` if the recipient already has another message under
+/// that id, in either box.
+async fn existing_copy(
+    state: &AppState,
+    recipient_user: &str,
+    id: &MessageId,
+    from: &str,
+    message: &ForwardedMessage,
+) -> Result<Option<i64>, ApiError> {
+    let taken = || ApiError::Conflict(format!("message id {} is taken", id.as_str()));
+    if state
+        .store
+        .message_copy(recipient_user.to_owned(), "sent", id.as_str().to_owned())
+        .await?
+        .is_some()
+    {
+        return Err(taken());
+    }
+    let Some(row) = state
+        .store
+        .message_copy(recipient_user.to_owned(), "inbox", id.as_str().to_owned())
+        .await?
+    else {
+        return Ok(None);
+    };
+    let recipient = state
+        .store
+        .user(recipient_user.to_owned())
+        .await?
+        .ok_or(ApiError::RecipientUnavailable)?;
+    let owner = UserId::from_stored(recipient.id.clone());
+    let wrapped = recipient
+        .wrapped_key
+        .as_deref()
+        .ok_or(ApiError::RecipientUnavailable)?;
+    let key = state
+        .keys
+        .unwrap(wrapped, &owner)
+        .map_err(ApiError::Internal)?;
+    let user = AuthUser {
+        id: owner,
+        row: recipient,
+        key,
+    };
+    let stored = open_message(&user, &row)?;
+    // The sender's region stamps a retried send with a new time, so the time is not compared.
+    let same = stored.from.as_deref() == Some(from) && stored.body == message.body;
+    if same {
+        Ok(Some(row.seq))
+    } else {
+        Err(taken())
+    }
 }
 
 #[derive(Deserialize, IntoParams)]

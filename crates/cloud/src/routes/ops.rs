@@ -372,16 +372,33 @@ pub async fn access_log(
     State(state): State<AppState>,
     user: AuthUser,
 ) -> Result<Json<Value>, ApiError> {
+    let mut log = ledger_json(&state, user.id.as_str()).await?;
+    // Reads of the data the user's services hold in other regions are in those regions'
+    // ledgers: each says what it holds, with its own proofs and checkpoint.
+    let mut elsewhere = Vec::new();
+    for (_, part) in crate::placement::access_remote(&state, user.id.as_str()).await? {
+        elsewhere.push(part);
+    }
+    log["elsewhere"] = Value::Array(elsewhere);
+    Ok(Json(log))
+}
+
+/// This region's ledger entries about a user, newest first, each with its inclusion proof
+/// against the region's latest signed checkpoint.
+///
+/// # Errors
+/// When the store cannot be read or a checkpoint cannot be signed.
+pub async fn ledger_json(state: &AppState, user_id: &str) -> Result<Value, ApiError> {
     state
         .store
         .ledger_checkpoint(state.ledger.clone(), state.now_ms())
         .await?;
-    let Some(ledger) = state.store.user_ledger(user.id.to_string()).await? else {
-        return Ok(Json(json!({
+    let Some(ledger) = state.store.user_ledger(user_id.to_owned()).await? else {
+        return Ok(json!({
             "region": state.region.id.as_str(),
             "checkpoint": null,
             "entries": [],
-        })));
+        }));
     };
     let c = &ledger.checkpoint;
     let entries: Vec<Value> = ledger
@@ -403,7 +420,7 @@ pub async fn access_log(
             })
         })
         .collect();
-    Ok(Json(json!({
+    Ok(json!({
         "region": state.region.id.as_str(),
         "checkpoint": {
             "tree_size": c.tree_size,
@@ -414,5 +431,5 @@ pub async fn access_log(
             "signature": hex(&c.signature),
         },
         "entries": entries,
-    })))
+    }))
 }

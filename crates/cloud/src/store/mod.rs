@@ -15,6 +15,7 @@ mod migration;
 mod ops;
 mod queries;
 mod retention;
+mod trust;
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;

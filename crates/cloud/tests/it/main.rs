@@ -19,3 +19,4 @@ mod regions;
 mod retention;
 mod services;
 mod support;
+mod trust;

@@ -347,7 +347,7 @@ async fn moving_messaging_only_under_concurrent_writes_loses_and_duplicates_noth
 }
 
 /// Alice's messaging moves to Singapore; Bob's stays in Mumbai with both accounts.
-async fn alice_messaging_in_singapore() -> (TestCloud, String, String) {
+pub(crate) async fn alice_messaging_in_singapore() -> (TestCloud, String, String) {
     let cloud =
         spawn_regions_with(&["in-mumbai", "sg-singapore"], india_may_move_to_singapore).await;
     let alice = cloud.user("in-mumbai", ALICE).await;
