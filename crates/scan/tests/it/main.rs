@@ -10,5 +10,6 @@ mod protocols;
 mod reassembly;
 mod reports;
 mod robustness;
+mod speed;
 mod support;
 mod tls;
