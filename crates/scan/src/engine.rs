@@ -135,7 +135,9 @@ impl Sink for Collector<'_> {
                 evidence: found.evidence.clone(),
             });
         entry.count += 1;
-        if (self.capture, time_us) < (entry.capture, entry.first_time_us) {
+        // The first sighting is the earliest by capture, time and frame, whatever order the flows
+        // were scanned in: a sharded scan merges its shards' findings by the same rule.
+        if (self.capture, time_us, frame) < (entry.capture, entry.first_time_us, entry.frame) {
             entry.first_time_us = time_us;
             entry.src = self.place.src;
             entry.capture = self.capture;
@@ -170,9 +172,9 @@ impl Flow {
     }
 }
 
-type FlowKey = (SocketAddr, SocketAddr);
+pub(crate) type FlowKey = (SocketAddr, SocketAddr);
 
-fn flow_key(a: SocketAddr, b: SocketAddr) -> FlowKey {
+pub(crate) fn flow_key(a: SocketAddr, b: SocketAddr) -> FlowKey {
     if a <= b { (a, b) } else { (b, a) }
 }
 
@@ -210,6 +212,11 @@ pub struct Session<'a> {
     /// Set while decrypted TLS application data is scanned: protocols become `https`/`tls`,
     /// chains start with `tls` and nothing is cleartext.
     inside_tls: bool,
+    /// In a shard (see `shard.rs`): the DNS name the dispatcher looked up, when the frame was
+    /// read, for the server of the flow this frame opens or the destination of this datagram.
+    /// The dispatcher holds the one DNS table, so that an answer names hosts from the frame
+    /// after it on, whichever thread scans them.
+    dns_hint: Option<Option<String>>,
 }
 
 impl<'a> Session<'a> {
@@ -234,6 +241,7 @@ impl<'a> Session<'a> {
             capture_keys: KeyLog::default(),
             secrets_blocks: 0,
             inside_tls: false,
+            dns_hint: None,
         }
     }
 
@@ -267,6 +275,26 @@ impl<'a> Session<'a> {
 
     /// Takes one captured frame.
     pub fn frame(&mut self, link: packet::LinkType, time_us: i64, data: &[u8]) {
+        self.frame_to(
+            link,
+            time_us,
+            data,
+            &mut |session, src, dst, protocol, payload, time_us| {
+                session.transport(src, dst, protocol, payload, time_us);
+            },
+        );
+    }
+
+    /// [`Session::frame`], handing each IP payload to `deliver` instead of scanning it here:
+    /// the dispatcher of a sharded scan reads frames (and reassembles IP fragments) once and
+    /// sends each payload to the shard that owns its flow.
+    pub(crate) fn frame_to(
+        &mut self,
+        link: packet::LinkType,
+        time_us: i64,
+        data: &[u8],
+        deliver: &mut dyn FnMut(&mut Session<'a>, IpAddr, IpAddr, u8, &[u8], i64),
+    ) {
         self.frame += 1;
         self.stats.frames += 1;
         self.stats.bytes += data.len() as u64;
@@ -288,15 +316,70 @@ impl<'a> Session<'a> {
                     IpAddr::V4(_) => Some((ip.protocol, whole.as_slice())),
                 };
                 if let Some((protocol, payload)) = inner {
-                    self.transport(ip.src, ip.dst, protocol, payload, time_us);
+                    deliver(self, ip.src, ip.dst, protocol, payload, time_us);
                 }
             }
             return;
         }
-        self.transport(ip.src, ip.dst, ip.protocol, ip.payload, time_us);
+        deliver(self, ip.src, ip.dst, ip.protocol, ip.payload, time_us);
     }
 
-    fn transport(&mut self, src: IpAddr, dst: IpAddr, protocol: u8, payload: &[u8], time_us: i64) {
+    /// In a shard: one IP payload of global frame `frame`, with the DNS name the dispatcher
+    /// found for it (see `dns_hint`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn shard_payload(
+        &mut self,
+        frame: u64,
+        src: IpAddr,
+        dst: IpAddr,
+        protocol: u8,
+        payload: &[u8],
+        time_us: i64,
+        dns_hint: Option<Option<String>>,
+    ) {
+        self.frame = frame;
+        // Flows are ordered by the frame that opened them, the same in every shard, so that
+        // the shards can close their flows in the one order a single thread would.
+        self.next_order = frame.saturating_sub(1);
+        self.dns_hint = dns_hint;
+        self.transport(src, dst, protocol, payload, time_us);
+        self.dns_hint = None;
+    }
+
+    /// The name an earlier DNS answer gave `ip`, or the dispatcher's (see `dns_hint`).
+    fn dns_name(&mut self, ip: IpAddr) -> Option<String> {
+        match self.dns_hint.take() {
+            Some(hint) => hint,
+            None => self.dns.get(&ip).cloned(),
+        }
+    }
+
+    /// What [`Session::dns_name`] would say for `ip` now, without taking a hint.
+    pub(crate) fn dns_lookup(&self, ip: IpAddr) -> Option<String> {
+        self.dns.get(&ip).cloned()
+    }
+
+    /// The number of the frame read last.
+    pub(crate) fn frame_number(&self) -> u64 {
+        self.frame
+    }
+
+    pub(crate) fn tally(&self) -> &Tally {
+        self.tally
+    }
+
+    pub(crate) fn tally_mut(&mut self) -> &mut Tally {
+        self.tally
+    }
+
+    pub(crate) fn transport(
+        &mut self,
+        src: IpAddr,
+        dst: IpAddr,
+        protocol: u8,
+        payload: &[u8],
+        time_us: i64,
+    ) {
         match protocol {
             PROTO_TCP => {
                 if let Some(segment) = packet::parse_tcp(payload) {
@@ -331,7 +414,7 @@ impl<'a> Session<'a> {
             self.dns_message(&message, src, dst_sock, remote, None, outbound, timing);
             return;
         }
-        let host = self.dns.get(&dst).cloned();
+        let host = self.dns_name(dst);
         let place = Place {
             protocol: "udp",
             src,
@@ -409,7 +492,7 @@ impl<'a> Session<'a> {
                 server,
                 to_server: Stream::with_buffer(self.buffers.take()),
                 to_client: Stream::with_buffer(self.buffers.take()),
-                dns_host: self.dns.get(&server.ip()).cloned(),
+                dns_host: self.dns_name(server.ip()),
                 sni: None,
                 http_host: None,
                 order: self.next_order,
@@ -455,13 +538,18 @@ impl<'a> Session<'a> {
                 return;
             };
             if self.flows.get(&key).is_some_and(|f| f.order == order) {
-                self.tally.warnings.push(format!(
-                    "{}: more than {FLOWS_OPEN_MAX} tcp flows open at once; {} ↔ {} was scanned before it ended",
-                    self.label, key.0, key.1
-                ));
-                self.close_flow(key);
+                self.evict(key);
             }
         }
+    }
+
+    /// Scans and closes an open flow to make room for a new one.
+    pub(crate) fn evict(&mut self, key: FlowKey) {
+        self.tally.warnings.push(format!(
+            "{}: more than {FLOWS_OPEN_MAX} tcp flows open at once; {} ↔ {} was scanned before it ended",
+            self.label, key.0, key.1
+        ));
+        self.close_flow(key);
     }
 
     fn flush_largest_flow(&mut self) {
@@ -482,7 +570,7 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn close_flow(&mut self, key: FlowKey) {
+    pub(crate) fn close_flow(&mut self, key: FlowKey) {
         if let Some(mut flow) = self.flows.remove(&key) {
             self.scan_flow(&mut flow);
             self.list_tls_flow(&flow);
@@ -494,11 +582,21 @@ impl<'a> Session<'a> {
 
     /// Ends the capture: scans every flow still open.
     pub fn finish(&mut self) {
-        let mut keys: Vec<(u64, FlowKey)> = self.flows.iter().map(|(k, f)| (f.order, *k)).collect();
-        keys.sort();
-        for (_, key) in keys {
+        for (_, key) in self.open_flows() {
             self.close_flow(key);
         }
+        self.finish_ip();
+    }
+
+    /// The flows still open, in the order they were opened.
+    pub(crate) fn open_flows(&self) -> Vec<(u64, FlowKey)> {
+        let mut keys: Vec<(u64, FlowKey)> = self.flows.iter().map(|(k, f)| (f.order, *k)).collect();
+        keys.sort();
+        keys
+    }
+
+    /// Ends the IP layer: warns of fragments that never made a whole datagram.
+    pub(crate) fn finish_ip(&mut self) {
         let incomplete = self.defrag.incomplete() as u64 + self.defrag.dropped;
         if incomplete > 0 {
             self.tally.warnings.push(format!(

@@ -30,3 +30,61 @@ fn issue11_a_hundred_thousand_matches_cost_linear_time() {
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
     assert_eq!(imei[0].count, (BODIES * SIGHTINGS_PER_BODY) as u64);
 }
+
+/// The JSON report of scanning `paths` with `threads` threads.
+fn json_with_threads(paths: &[std::path::PathBuf], threads: usize) -> String {
+    scanner()
+        .with_threads(threads)
+        .scan_paths(paths, &mut sovereign_scan::progress::NoProgress)
+        .unwrap()
+        .to_json()
+        .unwrap()
+}
+
+/// Flows sharded over four threads give the report of one thread, byte for byte: findings and
+/// their first sightings, warnings in order, TLS flows, hosts named by DNS answers that another
+/// thread's flow carried, statistics.
+#[test]
+fn issue11_four_threads_report_exactly_what_one_thread_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let phone = dir.path().join("phone.pcap");
+    let file = std::io::BufWriter::new(std::fs::File::create(&phone).unwrap());
+    sovereign_scan::phone_traffic::write(file, 3 << 20, 7).unwrap();
+    // Truncated part way through a frame: a reader warning after the frames' own.
+    let cut = dir.path().join("cut.pcap");
+    let bytes = std::fs::read(&phone).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3 + 5]).unwrap();
+    let cases: Vec<Vec<std::path::PathBuf>> = vec![
+        vec![fixture("loopback.pcap")],
+        vec![fixture("loopback.pcapng")],
+        vec![phone.clone()],
+        vec![cut, fixture("loopback.pcapng"), phone],
+    ];
+    for paths in cases {
+        let one = json_with_threads(&paths, 1);
+        let four = json_with_threads(&paths, 4);
+        assert!(one.contains("\"findings\""), "{one}");
+        assert!(
+            one == four,
+            "{paths:?}: one thread\n{one}\nfour threads\n{four}"
+        );
+    }
+}
+
+/// The phone-shaped capture carries what the benchmark relies on: many flows, DNS-named hosts
+/// and planted identifiers in every body kind.
+#[test]
+fn issue11_phone_traffic_has_many_short_flows_with_findings() {
+    let mut capture = Vec::new();
+    sovereign_scan::phone_traffic::write(&mut capture, 1 << 20, 3).unwrap();
+    let report = scan(&capture);
+    assert!(report.captures[0].tcp_flows > 100, "{:?}", report.captures);
+    for kind in [K::Imei, K::Phone, K::Imsi, K::Email] {
+        assert!(
+            !find(&report, kind).is_empty(),
+            "{kind}: {}",
+            describe(&report)
+        );
+    }
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+}
