@@ -201,11 +201,21 @@ pub fn write(out: impl Write, bytes: u64, seed: u64) -> io::Result<u64> {
             request_count += 1;
             let planted = (request_count % 20 == 0).then_some((request_count / 20 % 4) as usize);
             port = if port >= 65000 { 30000 } else { port + 1 };
-            let request = request(&mut rng, &host, planted);
-            let response = response(&mut rng);
+            // One connection in 8 is a push channel speaking its own binary protocol, not
+            // HTTP: its host is known from the DNS answer alone.
+            let (request, response, server_port) = if request_count % 8 == 3 {
+                let mut hello = format!("\x00\x01push {n} ").into_bytes();
+                if request_count % 24 == 3 {
+                    hello.extend_from_slice(b"device 356938035643809 ");
+                }
+                hello.extend_from_slice(hex(&mut rng, 300).as_bytes());
+                (hello, hex(&mut rng, 100).into_bytes(), 5228)
+            } else {
+                (request(&mut rng, &host, planted), response(&mut rng), 80)
+            };
             let packets = synth::tcp_conversation(
                 SocketAddr::new(phone, port),
-                SocketAddr::new(IpAddr::V4(server_ip), 80),
+                SocketAddr::new(IpAddr::V4(server_ip), server_port),
                 &request,
                 &response,
                 1448,

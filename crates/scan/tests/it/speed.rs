@@ -86,5 +86,13 @@ fn issue11_phone_traffic_has_many_short_flows_with_findings() {
             describe(&report)
         );
     }
+    // A push channel (not HTTP) is named by the DNS answer before it.
+    assert!(
+        find(&report, K::Imei)
+            .iter()
+            .any(|f| f.protocol == "tcp" && f.host.as_deref().is_some_and(|h| h.starts_with("api"))),
+        "{}",
+        describe(&report)
+    );
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
 }
