@@ -54,16 +54,52 @@ fn issue11_four_threads_report_exactly_what_one_thread_does() {
     let cut = dir.path().join("cut.pcap");
     let bytes = std::fs::read(&phone).unwrap();
     std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3 + 5]).unwrap();
+    // Flows with a segment lost each, interleaved and some left open: warnings from every
+    // shard, at frames and at the end, to be merged in the one order.
+    let lossy = dir.path().join("lossy.pcap");
+    let mut flows: Vec<Vec<Vec<u8>>> = (0..12_u16)
+        .map(|i| {
+            let body = format!("imei=356938035643809&n={i}&").repeat(200);
+            let mut packets = synth::tcp_conversation(
+                addr(&format!("10.0.0.2:{}", 41000 + i)),
+                addr(SERVER_CN),
+                &post("t.example", "text/plain", "", body.as_bytes()),
+                OK,
+                500,
+            );
+            packets.remove(5);
+            if i % 3 == 0 {
+                packets.truncate(packets.len() - 2);
+            }
+            packets
+        })
+        .collect();
+    let mut interleaved = Vec::new();
+    while flows.iter().any(|f| !f.is_empty()) {
+        for (i, flow) in flows.iter_mut().enumerate() {
+            for _ in 0..=(i % 3) {
+                if !flow.is_empty() {
+                    interleaved.push(flow.remove(0));
+                }
+            }
+        }
+    }
+    std::fs::write(&lossy, synth::pcap(&interleaved)).unwrap();
+    let lossy_path = lossy.clone();
     let cases: Vec<Vec<std::path::PathBuf>> = vec![
+        vec![lossy.clone()],
         vec![fixture("loopback.pcap")],
         vec![fixture("loopback.pcapng")],
         vec![phone.clone()],
-        vec![cut, fixture("loopback.pcapng"), phone],
+        vec![cut, fixture("loopback.pcapng"), lossy, phone],
     ];
     for paths in cases {
         let one = json_with_threads(&paths, 1);
         let four = json_with_threads(&paths, 4);
         assert!(one.contains("\"findings\""), "{one}");
+        if paths[0] == lossy_path {
+            assert!(one.matches("bytes missing").count() >= 12, "{one}");
+        }
         assert!(
             one == four,
             "{paths:?}: one thread\n{one}\nfour threads\n{four}"
