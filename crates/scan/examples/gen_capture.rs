@@ -27,7 +27,11 @@ fn matches(out: impl Write, bytes: u64) -> std::io::Result<()> {
         let client = format!("10.0.0.2:{port}").parse().expect("an address");
         let server = "223.5.5.5:80".parse().expect("an address");
         for packet in synth::tcp_conversation(client, server, &request, ok, 1448) {
-            let frame = synth::frame(sovereign_scan::network::packet::LinkType::ETHERNET, &[], &packet);
+            let frame = synth::frame(
+                sovereign_scan::network::packet::LinkType::ETHERNET,
+                &[],
+                &packet,
+            );
             time_us += 20;
             written += 16 + frame.len() as u64;
             w.frame(time_us, &frame)?;
