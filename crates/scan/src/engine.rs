@@ -188,6 +188,10 @@ pub struct CaptureStats {
     pub last_time_us: Option<i64>,
 }
 
+/// Where [`Session::frame_to`] hands an IP payload: source, destination, protocol, payload,
+/// time.
+pub(crate) type Deliver<'f, 'a> = dyn FnMut(&mut Session<'a>, IpAddr, IpAddr, u8, &[u8], i64) + 'f;
+
 /// The state of scanning one capture.
 pub struct Session<'a> {
     searcher: Searcher<'a>,
@@ -293,7 +297,7 @@ impl<'a> Session<'a> {
         link: packet::LinkType,
         time_us: i64,
         data: &[u8],
-        deliver: &mut dyn FnMut(&mut Session<'a>, IpAddr, IpAddr, u8, &[u8], i64),
+        deliver: &mut Deliver<'_, 'a>,
     ) {
         self.frame += 1;
         self.stats.frames += 1;
