@@ -199,7 +199,9 @@ pub fn write(out: impl Write, bytes: u64, seed: u64) -> io::Result<u64> {
                 done = frame(&mut w, &datagram)?;
             }
             request_count += 1;
-            let planted = request_count.is_multiple_of(20).then_some((request_count / 20 % 4) as usize);
+            let planted = request_count
+                .is_multiple_of(20)
+                .then_some((request_count / 20 % 4) as usize);
             port = if port >= 65000 { 30000 } else { port + 1 };
             // One connection in 8 is a push channel speaking its own binary protocol, not
             // HTTP: its host is known from the DNS answer alone.
