@@ -221,6 +221,9 @@ pub struct Session<'a> {
     /// The dispatcher holds the one DNS table, so that an answer names hosts from the frame
     /// after it on, whichever thread scans them.
     dns_hint: Option<Option<String>>,
+    /// In a shard: its share of [`crate::Limits::buffered_bytes_max`], so that all shards
+    /// together hold no more than the bound.
+    pub(crate) buffered_bytes_share: Option<usize>,
 }
 
 impl<'a> Session<'a> {
@@ -246,6 +249,7 @@ impl<'a> Session<'a> {
             secrets_blocks: 0,
             inside_tls: false,
             dns_hint: None,
+            buffered_bytes_share: None,
         }
     }
 
@@ -531,7 +535,11 @@ impl<'a> Session<'a> {
         self.buffered_bytes = (self.buffered_bytes + after).saturating_sub(before);
         if done {
             self.close_flow(key);
-        } else if self.buffered_bytes > self.limits.buffered_bytes_max {
+        } else if self.buffered_bytes
+            > self
+                .buffered_bytes_share
+                .unwrap_or(self.limits.buffered_bytes_max)
+        {
             self.flush_largest_flow();
         }
     }

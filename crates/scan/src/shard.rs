@@ -311,6 +311,7 @@ fn shard_main(
     index: usize,
     path: &Path,
     limits: crate::Limits,
+    share: usize,
     inbox: mpsc::Receiver<Batch>,
     recycle: mpsc::Sender<Batch>,
 ) -> ShardDone {
@@ -320,6 +321,7 @@ fn shard_main(
     {
         let mut session = Session::new(&scanner.matcher, &mut tally, index, path);
         session.limits = limits;
+        session.buffered_bytes_share = Some(share);
         session.set_keys(&scanner.keys);
         for mut batch in inbox {
             for work in batch.work.drain(..) {
@@ -390,8 +392,8 @@ pub(crate) fn scan_capture(
     progress_step_bytes: u64,
 ) -> Result<CaptureStats, ScanError> {
     let threads = threads.clamp(1, THREADS_MAX);
-    let mut limits = scanner.limits;
-    limits.buffered_bytes_max = (limits.buffered_bytes_max / (threads + 1)).max(1);
+    let limits = scanner.limits;
+    let share = (limits.buffered_bytes_max / (threads + 1)).max(1);
     std::thread::scope(|scope| {
         let mut outboxes = Vec::with_capacity(threads);
         let mut workers = Vec::with_capacity(threads);
@@ -403,9 +405,10 @@ pub(crate) fn scan_capture(
                 send,
                 recycled,
             });
-            workers.push(
-                scope.spawn(move || shard_main(scanner, index, path, limits, inbox, recycle)),
-            );
+            workers
+                .push(scope.spawn(move || {
+                    shard_main(scanner, index, path, limits, share, inbox, recycle)
+                }));
         }
         let mut dispatcher = Dispatcher {
             outboxes,
@@ -418,6 +421,7 @@ pub(crate) fn scan_capture(
         let (read, mut stats) = {
             let mut local = Session::new(&scanner.matcher, &mut local_tally, index, path);
             local.limits = limits;
+            local.buffered_bytes_share = Some(share);
             local.set_keys(&scanner.keys);
             let mut warnings = Vec::new();
             let mut next_update = progress_step_bytes;
