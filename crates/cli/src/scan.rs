@@ -55,6 +55,10 @@ pub struct ScanArgs {
     /// database cannot place, such as lab networks and loopback.
     #[arg(long, value_name = "FILE")]
     sites: Option<PathBuf>,
+    /// Worker threads for pcap and pcapng captures, flows sharded between them (default: one
+    /// per core). The report is the same whatever the number.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize))]
+    threads: Option<usize>,
     /// A TLS key log (SSLKEYLOGFILE format) to decrypt TLS 1.2 and 1.3 with; repeatable. Keys
     /// in a pcapng's Decryption Secrets Blocks are used without it.
     #[arg(long, value_name = "FILE")]
@@ -89,6 +93,7 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
             Format::Html => OutputFormat::Html,
         },
         keylogs: args.keylog,
+        threads: args.threads,
     };
     let mut progress = sovereign_scan::progress::TerminalProgress::default();
     let outcome = sovereign_scan::run::execute(&request, &mut progress)?;

@@ -19,6 +19,8 @@ fn main() -> std::process::ExitCode {
         inputs: Inputs::Scan(args.map(Into::into).collect()),
         format: OutputFormat::Json,
         keylogs: Vec::new(),
+        // THREADS=N picks the worker threads, as `--threads N` does.
+        threads: std::env::var("THREADS").ok().and_then(|t| t.parse().ok()),
     };
     let mut progress = sovereign_scan::progress::TerminalProgress::default();
     match execute(&request, &mut progress) {

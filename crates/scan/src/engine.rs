@@ -136,7 +136,9 @@ impl Sink for Collector<'_> {
                 evidence: found.evidence.clone(),
             });
         entry.count += 1;
-        if (self.capture, time_us) < (entry.capture, entry.first_time_us) {
+        // The first sighting is the earliest by capture, time and frame, whatever order the flows
+        // were scanned in: a sharded scan merges its shards' findings by the same rule.
+        if (self.capture, time_us, frame) < (entry.capture, entry.first_time_us, entry.frame) {
             entry.first_time_us = time_us;
             entry.src = self.place.src;
             entry.capture = self.capture;
@@ -183,9 +185,9 @@ impl Flow {
     }
 }
 
-type FlowKey = (SocketAddr, SocketAddr);
+pub(crate) type FlowKey = (SocketAddr, SocketAddr);
 
-fn flow_key(a: SocketAddr, b: SocketAddr) -> FlowKey {
+pub(crate) fn flow_key(a: SocketAddr, b: SocketAddr) -> FlowKey {
     if a <= b { (a, b) } else { (b, a) }
 }
 
@@ -200,6 +202,10 @@ pub struct CaptureStats {
     pub first_time_us: Option<i64>,
     pub last_time_us: Option<i64>,
 }
+
+/// Where [`Session::frame_to`] hands an IP payload: source, destination, protocol, payload,
+/// time.
+pub(crate) type Deliver<'f, 'a> = dyn FnMut(&mut Session<'a>, IpAddr, IpAddr, u8, &[u8], i64) + 'f;
 
 /// The state of scanning one capture.
 pub struct Session<'a> {
@@ -228,6 +234,15 @@ pub struct Session<'a> {
     /// Frames by link type the scanner cannot read, for one warning per link type.
     unreadable_links: std::collections::BTreeMap<u32, u64>,
     tunnels_too_deep_warned: bool,
+
+    /// In a shard (see `shard.rs`): the DNS name the dispatcher looked up, when the frame was
+    /// read, for the server of the flow this frame opens or the destination of this datagram.
+    /// The dispatcher holds the one DNS table, so that an answer names hosts from the frame
+    /// after it on, whichever thread scans them.
+    dns_hint: Option<Option<String>>,
+    /// In a shard: its share of [`crate::Limits::buffered_bytes_max`], so that all shards
+    /// together hold no more than the bound.
+    pub(crate) buffered_bytes_share: Option<usize>,
 }
 
 /// Whether [`packet::parse_link`] reads this link type.
@@ -263,6 +278,8 @@ impl<'a> Session<'a> {
             inside_tls: false,
             unreadable_links: std::collections::BTreeMap::new(),
             tunnels_too_deep_warned: false,
+            dns_hint: None,
+            buffered_bytes_share: None,
         }
     }
 
@@ -296,6 +313,26 @@ impl<'a> Session<'a> {
 
     /// Takes one captured frame.
     pub fn frame(&mut self, link: packet::LinkType, time_us: i64, data: &[u8]) {
+        self.frame_to(
+            link,
+            time_us,
+            data,
+            &mut |session, src, dst, protocol, payload, time_us| {
+                session.transport(src, dst, protocol, payload, time_us);
+            },
+        );
+    }
+
+    /// [`Session::frame`], handing each IP payload to `deliver` instead of scanning it here:
+    /// the dispatcher of a sharded scan reads frames (and reassembles IP fragments) once and
+    /// sends each payload to the shard that owns its flow.
+    pub(crate) fn frame_to(
+        &mut self,
+        link: packet::LinkType,
+        time_us: i64,
+        data: &[u8],
+        deliver: &mut Deliver<'_, 'a>,
+    ) {
         self.frame += 1;
         self.stats.frames += 1;
         self.stats.bytes += data.len() as u64;
@@ -309,11 +346,18 @@ impl<'a> Session<'a> {
         let Some((ethertype, rest)) = packet::parse_link(link, data) else {
             return;
         };
-        self.network(ethertype, rest, time_us, 0);
+        self.network(ethertype, rest, time_us, 0, deliver);
     }
 
     /// An IP packet, or a fragment of one; `depth` counts the tunnels it came out of.
-    fn network(&mut self, ethertype: u16, data: &[u8], time_us: i64, depth: usize) {
+    fn network(
+        &mut self,
+        ethertype: u16,
+        data: &[u8],
+        time_us: i64,
+        depth: usize,
+        deliver: &mut Deliver<'_, 'a>,
+    ) {
         let Some(ip) = packet::parse_ip(ethertype, data) else {
             return;
         };
@@ -327,14 +371,24 @@ impl<'a> Session<'a> {
                     IpAddr::V4(_) => Some((ip.protocol, whole.as_slice())),
                 };
                 if let Some((protocol, payload)) = inner {
-                    self.ip_payload(ip.src, ip.dst, protocol, payload, time_us, depth);
+                    self.ip_payload(ip.src, ip.dst, protocol, payload, time_us, depth, deliver);
                 }
             }
             return;
         }
-        self.ip_payload(ip.src, ip.dst, ip.protocol, ip.payload, time_us, depth);
+        self.ip_payload(
+            ip.src,
+            ip.dst,
+            ip.protocol,
+            ip.payload,
+            time_us,
+            depth,
+            deliver,
+        );
     }
 
+    /// An IP payload: unwrapped if it is a tunnel (IP-in-IP, GRE), else handed to `deliver`.
+    #[allow(clippy::too_many_arguments)]
     fn ip_payload(
         &mut self,
         src: IpAddr,
@@ -343,10 +397,11 @@ impl<'a> Session<'a> {
         payload: &[u8],
         time_us: i64,
         depth: usize,
+        deliver: &mut Deliver<'_, 'a>,
     ) {
         if let Some((ethertype, inner)) = packet::parse_tunnel(protocol, payload) {
             if depth < packet::TUNNEL_DEPTH_MAX {
-                self.network(ethertype, inner, time_us, depth + 1);
+                self.network(ethertype, inner, time_us, depth + 1, deliver);
             } else if !self.tunnels_too_deep_warned {
                 self.tunnels_too_deep_warned = true;
                 self.tally.warnings.push(format!(
@@ -357,10 +412,65 @@ impl<'a> Session<'a> {
             }
             return;
         }
-        self.transport(src, dst, protocol, payload, time_us);
+        deliver(self, src, dst, protocol, payload, time_us);
     }
 
-    fn transport(&mut self, src: IpAddr, dst: IpAddr, protocol: u8, payload: &[u8], time_us: i64) {
+    /// In a shard: one IP payload of global frame `frame`, with the DNS name the dispatcher
+    /// found for it (see `dns_hint`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn shard_payload(
+        &mut self,
+        frame: u64,
+        src: IpAddr,
+        dst: IpAddr,
+        protocol: u8,
+        payload: &[u8],
+        time_us: i64,
+        dns_hint: Option<Option<String>>,
+    ) {
+        self.frame = frame;
+        // Flows are ordered by the frame that opened them, the same in every shard, so that
+        // the shards can close their flows in the one order a single thread would.
+        self.next_order = frame.saturating_sub(1);
+        self.dns_hint = dns_hint;
+        self.transport(src, dst, protocol, payload, time_us);
+        self.dns_hint = None;
+    }
+
+    /// The name an earlier DNS answer gave `ip`, or the dispatcher's (see `dns_hint`).
+    fn dns_name(&mut self, ip: IpAddr) -> Option<String> {
+        match self.dns_hint.take() {
+            Some(hint) => hint,
+            None => self.dns.get(&ip).cloned(),
+        }
+    }
+
+    /// What [`Session::dns_name`] would say for `ip` now, without taking a hint.
+    pub(crate) fn dns_lookup(&self, ip: IpAddr) -> Option<String> {
+        self.dns.get(&ip).cloned()
+    }
+
+    /// The number of the frame read last.
+    pub(crate) fn frame_number(&self) -> u64 {
+        self.frame
+    }
+
+    pub(crate) fn tally(&self) -> &Tally {
+        self.tally
+    }
+
+    pub(crate) fn tally_mut(&mut self) -> &mut Tally {
+        self.tally
+    }
+
+    pub(crate) fn transport(
+        &mut self,
+        src: IpAddr,
+        dst: IpAddr,
+        protocol: u8,
+        payload: &[u8],
+        time_us: i64,
+    ) {
         match protocol {
             PROTO_TCP => {
                 if let Some(segment) = packet::parse_tcp(payload) {
@@ -395,7 +505,7 @@ impl<'a> Session<'a> {
             self.dns_message(&message, src, dst_sock, remote, None, outbound, timing);
             return;
         }
-        let host = self.dns.get(&dst).cloned();
+        let host = self.dns_name(dst);
         let place = Place {
             protocol: "udp",
             src,
@@ -473,7 +583,7 @@ impl<'a> Session<'a> {
                 server,
                 to_server: Stream::with_buffer(self.buffers.take()),
                 to_client: Stream::with_buffer(self.buffers.take()),
-                dns_host: self.dns.get(&server.ip()).cloned(),
+                dns_host: self.dns_name(server.ip()),
                 sni: None,
                 http_host: None,
                 order: self.next_order,
@@ -509,7 +619,11 @@ impl<'a> Session<'a> {
         self.buffered_bytes = (self.buffered_bytes + after).saturating_sub(before);
         if done {
             self.close_flow(key);
-        } else if self.buffered_bytes > self.limits.buffered_bytes_max {
+        } else if self.buffered_bytes
+            > self
+                .buffered_bytes_share
+                .unwrap_or(self.limits.buffered_bytes_max)
+        {
             self.flush_largest_flow();
         }
     }
@@ -520,13 +634,18 @@ impl<'a> Session<'a> {
                 return;
             };
             if self.flows.get(&key).is_some_and(|f| f.order == order) {
-                self.tally.warnings.push(format!(
-                    "{}: more than {FLOWS_OPEN_MAX} tcp flows open at once; {} ↔ {} was scanned before it ended",
-                    self.label, key.0, key.1
-                ));
-                self.close_flow(key);
+                self.evict(key);
             }
         }
+    }
+
+    /// Scans and closes an open flow to make room for a new one.
+    pub(crate) fn evict(&mut self, key: FlowKey) {
+        self.tally.warnings.push(format!(
+            "{}: more than {FLOWS_OPEN_MAX} tcp flows open at once; {} ↔ {} was scanned before it ended",
+            self.label, key.0, key.1
+        ));
+        self.close_flow(key);
     }
 
     fn flush_largest_flow(&mut self) {
@@ -547,7 +666,7 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn close_flow(&mut self, key: FlowKey) {
+    pub(crate) fn close_flow(&mut self, key: FlowKey) {
         if let Some(mut flow) = self.flows.remove(&key) {
             self.scan_flow(&mut flow);
             self.list_tls_flow(&flow);
@@ -559,11 +678,21 @@ impl<'a> Session<'a> {
 
     /// Ends the capture: scans every flow still open.
     pub fn finish(&mut self) {
-        let mut keys: Vec<(u64, FlowKey)> = self.flows.iter().map(|(k, f)| (f.order, *k)).collect();
-        keys.sort();
-        for (_, key) in keys {
+        for (_, key) in self.open_flows() {
             self.close_flow(key);
         }
+        self.finish_ip();
+    }
+
+    /// The flows still open, in the order they were opened.
+    pub(crate) fn open_flows(&self) -> Vec<(u64, FlowKey)> {
+        let mut keys: Vec<(u64, FlowKey)> = self.flows.iter().map(|(k, f)| (f.order, *k)).collect();
+        keys.sort();
+        keys
+    }
+
+    /// Ends the IP layer: warns of fragments that never made a whole datagram.
+    pub(crate) fn finish_ip(&mut self) {
         for (&link, &frames) in &self.unreadable_links {
             self.tally.warnings.push(format!(
                 "{}: {frames} frames of link type {} cannot be read; they are not scanned",

@@ -27,10 +27,12 @@ pub mod engine;
 mod error;
 pub mod finding;
 pub mod network;
+pub mod phone_traffic;
 pub mod progress;
 pub mod protocols;
 pub mod report;
 pub mod run;
+mod shard;
 pub mod synth;
 pub mod tls;
 pub mod transport;
@@ -92,6 +94,8 @@ pub struct Scanner {
     sites: Sites,
     limits: Limits,
     keys: tls::keylog::KeyLog,
+    /// Shards of a pcap or pcapng scan; 1 scans on the calling thread alone.
+    threads: usize,
 }
 
 impl Scanner {
@@ -112,7 +116,17 @@ impl Scanner {
             sites: Sites::default(),
             limits: Limits::default(),
             keys: tls::keylog::KeyLog::default(),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         })
+    }
+
+    /// Scans pcap and pcapng captures with `threads` worker threads (at most
+    /// [`shard::THREADS_MAX`]; the default is one per core), flows sharded between them; 1 scans
+    /// on the calling thread. The report is the same whatever the number.
+    #[must_use]
+    pub fn with_threads(mut self, threads: usize) -> Scanner {
+        self.threads = threads.clamp(1, shard::THREADS_MAX);
+        self
     }
 
     /// Lowers (or raises) the bounds of [`Limits`].
@@ -219,6 +233,20 @@ impl Scanner {
         };
         let format = CaptureFormat::detect(path, &head)?;
         progress.begin(&path.display().to_string(), size);
+        if self.threads > 1 && matches!(format, CaptureFormat::Pcap | CaptureFormat::Pcapng) {
+            let stats = shard::scan_capture(
+                self,
+                tally,
+                index,
+                path,
+                &mut file,
+                self.threads,
+                progress,
+                PROGRESS_STEP_BYTES,
+            )?;
+            progress.end();
+            return Ok(capture_info(path, format, &stats));
+        }
         let mut session = Session::new(&self.matcher, tally, index, path);
         session.limits = self.limits;
         session.set_keys(&self.keys);
@@ -280,16 +308,7 @@ impl Scanner {
         }
         progress.end();
         let stats = session.stats.clone();
-        Ok(report::CaptureInfo {
-            path: path.display().to_string(),
-            format,
-            frames: stats.frames,
-            bytes: stats.bytes,
-            tcp_flows: stats.tcp_flows,
-            readable_frames: stats.readable_frames,
-            first_seen: stats.first_time_us.map(report::rfc3339),
-            last_seen: stats.last_time_us.map(report::rfc3339),
-        })
+        Ok(capture_info(path, format, &stats))
     }
 
     /// Where a remote party is: the analyst's site for it, if any, and its country (the site's,
@@ -447,5 +466,22 @@ impl Scanner {
             warnings,
             ip_country_database: self.geo.version(),
         }
+    }
+}
+
+fn capture_info(
+    path: &Path,
+    format: CaptureFormat,
+    stats: &engine::CaptureStats,
+) -> report::CaptureInfo {
+    report::CaptureInfo {
+        path: path.display().to_string(),
+        format,
+        frames: stats.frames,
+        bytes: stats.bytes,
+        tcp_flows: stats.tcp_flows,
+        readable_frames: stats.readable_frames,
+        first_seen: stats.first_time_us.map(report::rfc3339),
+        last_seen: stats.last_time_us.map(report::rfc3339),
     }
 }

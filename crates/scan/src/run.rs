@@ -35,6 +35,9 @@ pub struct Request {
     /// TLS key logs (SSLKEYLOGFILE format) to decrypt TLS 1.2 and 1.3 with; a bad line in one
     /// is an error naming the file and line.
     pub keylogs: Vec<PathBuf>,
+    /// Worker threads for pcap and pcapng captures ([`Scanner::with_threads`]); `None` for one
+    /// per core. The report does not depend on it.
+    pub threads: Option<usize>,
 }
 
 /// Reads a sites file (`--sites FILE`).
@@ -126,6 +129,10 @@ pub fn execute(request: &Request, progress: &mut dyn Progress) -> Result<Outcome
     let scanner = Scanner::new(profile, policy)?
         .with_sites(request.sites.clone())
         .with_keys(keys);
+    let scanner = match request.threads {
+        Some(threads) => scanner.with_threads(threads),
+        None => scanner,
+    };
     match &request.inputs {
         Inputs::Scan(paths) => {
             let report = scanner.scan_paths(paths, progress)?;

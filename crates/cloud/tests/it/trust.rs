@@ -485,7 +485,12 @@ async fn issue10_staff_reads_in_a_service_region_are_in_the_users_access_log_and
             })),
         )
         .await;
-    assert_eq!(submitted.status, StatusCode::CREATED, "{:?}", submitted.body);
+    assert_eq!(
+        submitted.status,
+        StatusCode::CREATED,
+        "{:?}",
+        submitted.body
+    );
     for (name, key) in &ops[1..] {
         let message = decision_bytes(
             Decision::Approve,

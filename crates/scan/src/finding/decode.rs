@@ -135,6 +135,9 @@ impl<'m> Searcher<'m> {
         let mut ranges: Vec<(usize, usize)> =
             found.iter().map(|(_, _, m)| (m.start, m.end)).collect();
         ranges.sort_unstable();
+        // Once per buffer, not once per finding: per finding it made a buffer of n matches cost
+        // n² (issue 11: a 648 KB capture took 35 s).
+        let longest = longest_range(&ranges);
         let mut last: Option<(usize, usize)> = None;
         for (target, encoding, m) in found {
             if let Some((t, end)) = last
@@ -151,7 +154,7 @@ impl<'m> Searcher<'m> {
                 chain: full,
                 encoding: encoding.to_owned(),
                 offset: origin.map_or(blob_offset, |o| o + m.start),
-                evidence: evidence(data, m.start, m.end, &ranges),
+                evidence: evidence_among(data, m.start, m.end, &ranges, longest),
             });
         }
         if depth >= DECODE_DEPTH_MAX {
@@ -513,6 +516,27 @@ pub fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
 /// in `others` (sorted by start) that reaches into the context is masked whole, so that evidence
 /// never shows one.
 pub fn evidence(data: &[u8], start: usize, end: usize, others: &[(usize, usize)]) -> String {
+    evidence_among(data, start, end, others, longest_range(others))
+}
+
+/// The length of the longest of `ranges`.
+fn longest_range(ranges: &[(usize, usize)]) -> usize {
+    ranges
+        .iter()
+        .map(|(a, b)| b.saturating_sub(*a))
+        .max()
+        .unwrap_or(0)
+}
+
+/// [`evidence`] with the longest of `others` computed once by the caller, who shows many
+/// matches of one buffer.
+fn evidence_among(
+    data: &[u8],
+    start: usize,
+    end: usize,
+    others: &[(usize, usize)],
+    longest: usize,
+) -> String {
     let end = end.min(data.len());
     let start = start.min(end);
     let from = start.saturating_sub(EVIDENCE_CONTEXT_BYTES);
@@ -520,11 +544,6 @@ pub fn evidence(data: &[u8], start: usize, end: usize, others: &[(usize, usize)]
     let mut hidden = vec![false; to - from];
     // `others` is sorted by start: only ranges starting before `to` and at most the longest
     // range's length before `from` can reach into the window.
-    let longest = others
-        .iter()
-        .map(|(a, b)| b.saturating_sub(*a))
-        .max()
-        .unwrap_or(0);
     let first = others.partition_point(|&(a, _)| a < from.saturating_sub(longest));
     for &(a, b) in others[first..].iter().take_while(|&&(a, _)| a < to) {
         for i in a.max(from)..b.min(to) {

@@ -280,6 +280,7 @@ fn sites_show_in_json_table_and_html() {
             inputs: Inputs::Scan(vec![capture.clone()]),
             format,
             keylogs: Vec::new(),
+            threads: None,
         };
         execute(&request, &mut sovereign_scan::progress::NoProgress)
             .unwrap()

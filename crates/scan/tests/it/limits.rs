@@ -280,6 +280,7 @@ fn policy_bytes_max_is_an_error_not_a_truncated_policy() {
         inputs: Inputs::Scan(vec![capture]),
         format: OutputFormat::Json,
         keylogs: Vec::new(),
+        threads: None,
     };
     let err = execute(&request, &mut sovereign_scan::progress::NoProgress)
         .unwrap_err()

@@ -11,6 +11,7 @@ mod protocols;
 mod reassembly;
 mod reports;
 mod robustness;
+mod speed;
 mod support;
 mod tls;
 mod websocket;

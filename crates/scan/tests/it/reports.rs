@@ -26,6 +26,7 @@ fn request(inputs: Inputs, format: OutputFormat) -> Request {
         inputs,
         format,
         keylogs: Vec::new(),
+        threads: None,
     }
 }
 

@@ -512,6 +512,7 @@ fn keylog_garbage_is_an_error_naming_file_and_line() {
         inputs: sovereign_scan::run::Inputs::Scan(vec![capture]),
         format: sovereign_scan::run::OutputFormat::Json,
         keylogs: vec![keylog.clone()],
+        threads: None,
         sites: sovereign_scan::Sites::default(),
     };
     let err = sovereign_scan::run::execute(&request, &mut sovereign_scan::progress::NoProgress)
@@ -538,6 +539,7 @@ fn the_json_table_and_html_reports_list_tls_flows() {
             inputs: sovereign_scan::run::Inputs::Scan(vec![capture.clone()]),
             format: sovereign_scan::run::OutputFormat::Json,
             keylogs,
+            threads: None,
             sites: sovereign_scan::Sites::default(),
         };
         let run = |request: &sovereign_scan::run::Request| {

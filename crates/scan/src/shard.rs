@@ -1,0 +1,554 @@
+//! One capture scanned on several threads, with the report a single thread gives, byte for byte.
+//!
+//! The calling thread reads the capture once and parses link and IP headers (reassembling IP
+//! fragments: only the first one has ports). It sends each TCP and UDP payload to the shard that
+//! owns its flow, picked by a hash of the unordered endpoint pair, in batches over a bounded
+//! channel ([`CHANNEL_BATCHES_MAX`]): a slow shard stops the reader instead of growing memory.
+//! Each shard is an [`engine::Session`] that owns its flows outright.
+//!
+//! What crosses flows stays on the reading thread, in its own session, so that it happens in
+//! capture order exactly as with one thread:
+//! - DNS (UDP on a DNS port, TCP to or from port 53) is scanned there, and its table of answers
+//!   names hosts: the reader looks up the name for the server of each flow a frame opens (and
+//!   the destination of each datagram) when it reads the frame, and sends it along.
+//! - The open-flow count ([`engine::FLOWS_OPEN_MAX`]): the reader mirrors which flows are open
+//!   (the same opening and closing rules as the engine) and tells a shard which flow to close
+//!   early, at the frame a single thread would have.
+//! - Frame numbers and times, capture statistics, decryption secrets blocks (given to every
+//!   shard in stream order; only the reader's session warns about them).
+//!
+//! Warnings and TLS flows are stamped with the frame (or end-of-capture step) they came from and
+//! merged in that order; findings merge by the earliest sighting (capture, time, frame), the rule
+//! the engine uses itself. The one bound that is per shard is [`crate::Limits::buffered_bytes_max`]
+//! (each shard gets its share): which flow gets scanned in pieces under memory pressure can
+//! differ from one thread.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash};
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::Path;
+use std::sync::mpsc;
+
+use crate::capture;
+use crate::engine::{self, CaptureStats, FlowKey, Session, Tally};
+use crate::network::packet::{self, PROTO_TCP, PROTO_UDP, TCP_FIN, TCP_RST, TCP_SYN};
+use crate::progress::Progress;
+use crate::{ScanError, Scanner};
+
+/// Most threads a scan uses.
+pub const THREADS_MAX: usize = 64;
+/// Batches in flight to one shard; past this the reader waits (backpressure).
+pub const CHANNEL_BATCHES_MAX: usize = 4;
+/// Payload bytes in one batch before it is sent.
+pub const BATCH_BYTES_MAX: usize = 256 << 10;
+/// Payloads (and other work) in one batch before it is sent.
+pub const BATCH_ITEMS_MAX: usize = 4096;
+
+const _: () = assert!(BATCH_BYTES_MAX >= 1 << 16);
+
+/// When something happened, in the order a single thread does things: `(0, frame, step)` while
+/// frames are read (step 0: a flow closed early to make room; 1: the frame itself; 2: a secrets
+/// block after it), `(1, 0, 0)` the reader's own warnings, `(2, order, 0)` the flows still open
+/// at the end, closed in the order they opened, `(3, 0, 0)` the IP layer's last word.
+type Stamp = (u8, u64, u8);
+
+/// The stamps of the warnings and TLS flows a shard's tally holds, index for index.
+#[derive(Default)]
+struct Stamps {
+    warnings: Vec<Stamp>,
+    tls_flows: Vec<Stamp>,
+}
+
+impl Stamps {
+    fn note(&mut self, tally: &Tally, stamp: Stamp) {
+        self.warnings.resize(tally.warnings.list.len(), stamp);
+        self.tls_flows.resize(tally.tls_flows.len(), stamp);
+    }
+}
+
+enum Work {
+    Payload {
+        frame: u64,
+        time_us: i64,
+        src: IpAddr,
+        dst: IpAddr,
+        protocol: u8,
+        bytes: Range<usize>,
+        dns_hint: Option<Option<String>>,
+    },
+    Evict {
+        frame: u64,
+        key: FlowKey,
+    },
+    Secrets {
+        frame: u64,
+        kind: u32,
+        bytes: Range<usize>,
+    },
+}
+
+#[derive(Default)]
+struct Batch {
+    data: Vec<u8>,
+    work: Vec<Work>,
+}
+
+/// The reader's picture of one open TCP flow.
+struct OpenFlow {
+    client: SocketAddr,
+    fin_to_server: bool,
+    fin_to_client: bool,
+    order: u64,
+    /// `None`: the reader's own session (DNS over TCP).
+    shard: Option<usize>,
+}
+
+struct Outbox {
+    batch: Batch,
+    send: mpsc::SyncSender<Batch>,
+    recycled: mpsc::Receiver<Batch>,
+}
+
+impl Outbox {
+    fn push(&mut self, work: Work, bytes: &[u8]) -> Result<(), ()> {
+        self.batch.data.extend_from_slice(bytes);
+        self.batch.work.push(work);
+        if self.batch.data.len() >= BATCH_BYTES_MAX || self.batch.work.len() >= BATCH_ITEMS_MAX {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), ()> {
+        if self.batch.work.is_empty() {
+            return Ok(());
+        }
+        let next = self.recycled.try_recv().unwrap_or_default();
+        let full = std::mem::replace(&mut self.batch, next);
+        // The shard only hangs up when it panicked; the scope re-raises that panic.
+        self.send.send(full).map_err(|_| ())
+    }
+
+    /// Appends `work` whose payload is `bytes`, the range filled in here.
+    fn payload(&mut self, make: impl FnOnce(Range<usize>) -> Work, bytes: &[u8]) {
+        let at = self.batch.data.len();
+        let _ = self.push(make(at..at + bytes.len()), bytes);
+    }
+}
+
+/// Whether DNS on these ports is scanned by the reader's session (the engine's own rules: UDP
+/// on 53, 5353, 5355; TCP to or from 53).
+fn dns_udp(a: u16, b: u16) -> bool {
+    let dns_port = |p: u16| matches!(p, 53 | 5353 | 5355);
+    dns_port(a) || dns_port(b)
+}
+
+struct Dispatcher {
+    outboxes: Vec<Outbox>,
+    open: HashMap<FlowKey, OpenFlow, rustc_hash::FxBuildHasher>,
+    open_order: VecDeque<(FlowKey, u64)>,
+    hasher: rustc_hash::FxBuildHasher,
+}
+
+impl Dispatcher {
+    fn shard_of(&self, key: &FlowKey) -> usize {
+        let mut h = self.hasher.build_hasher();
+        key.hash(&mut h);
+        (std::hash::Hasher::finish(&h) % self.outboxes.len() as u64) as usize
+    }
+
+    /// One IP payload of the frame the local session just read.
+    #[allow(clippy::too_many_arguments)]
+    fn deliver(
+        &mut self,
+        local: &mut Session<'_>,
+        stamps: &mut Stamps,
+        src: IpAddr,
+        dst: IpAddr,
+        protocol: u8,
+        payload: &[u8],
+        time_us: i64,
+    ) {
+        let frame = local.frame_number();
+        let (shard, dns_hint) = match protocol {
+            PROTO_TCP => {
+                let Some(s) = packet::parse_tcp(payload) else {
+                    return;
+                };
+                let (src_sock, dst_sock) = (
+                    SocketAddr::new(src, s.src_port),
+                    SocketAddr::new(dst, s.dst_port),
+                );
+                let key = engine::flow_key(src_sock, dst_sock);
+                let mut dns_hint = None;
+                if !self.open.contains_key(&key) {
+                    if s.flags & TCP_RST != 0 && s.payload.is_empty() {
+                        return;
+                    }
+                    // The engine's rule: the SYN's sender is the client; without one, the higher
+                    // port is.
+                    let sender_is_client = if s.flags & TCP_SYN != 0 {
+                        s.flags & 0x10 == 0
+                    } else {
+                        s.src_port >= s.dst_port
+                    };
+                    let (client, server) = if sender_is_client {
+                        (src_sock, dst_sock)
+                    } else {
+                        (dst_sock, src_sock)
+                    };
+                    self.make_room(local, stamps, frame);
+                    let shard = (s.src_port != 53 && s.dst_port != 53).then(|| self.shard_of(&key));
+                    if shard.is_some() {
+                        dns_hint = Some(local.dns_lookup(server.ip()));
+                    }
+                    self.open.insert(
+                        key,
+                        OpenFlow {
+                            client,
+                            fin_to_server: false,
+                            fin_to_client: false,
+                            order: frame,
+                            shard,
+                        },
+                    );
+                    self.open_order.push_back((key, frame));
+                }
+                // Invariant: inserted above when missing.
+                let flow = self.open.get_mut(&key).expect("open flow");
+                if s.flags & TCP_FIN != 0 {
+                    if src_sock == flow.client {
+                        flow.fin_to_server = true;
+                    } else {
+                        flow.fin_to_client = true;
+                    }
+                }
+                let shard = flow.shard;
+                if s.flags & TCP_RST != 0 || (flow.fin_to_server && flow.fin_to_client) {
+                    self.open.remove(&key);
+                    if self.open.is_empty() {
+                        self.open_order.clear();
+                    }
+                }
+                (shard, dns_hint)
+            }
+            PROTO_UDP => {
+                let Some(d) = packet::parse_udp(payload) else {
+                    return;
+                };
+                if d.payload.is_empty() {
+                    return;
+                }
+                if dns_udp(d.src_port, d.dst_port) {
+                    (None, None)
+                } else {
+                    let key = engine::flow_key(
+                        SocketAddr::new(src, d.src_port),
+                        SocketAddr::new(dst, d.dst_port),
+                    );
+                    (Some(self.shard_of(&key)), Some(local.dns_lookup(dst)))
+                }
+            }
+            _ => return,
+        };
+        match shard {
+            None => {
+                local.transport(src, dst, protocol, payload, time_us);
+                stamps.note(local.tally(), (0, frame, 1));
+            }
+            Some(shard) => {
+                self.outboxes[shard].payload(
+                    |bytes| Work::Payload {
+                        frame,
+                        time_us,
+                        src,
+                        dst,
+                        protocol,
+                        bytes,
+                        dns_hint,
+                    },
+                    payload,
+                );
+            }
+        }
+    }
+
+    /// The engine's `make_room_for_a_flow`, over every shard's flows together.
+    fn make_room(&mut self, local: &mut Session<'_>, stamps: &mut Stamps, frame: u64) {
+        while self.open.len() >= engine::FLOWS_OPEN_MAX {
+            let Some((key, order)) = self.open_order.pop_front() else {
+                return;
+            };
+            if self.open.get(&key).is_some_and(|f| f.order == order) {
+                let Some(flow) = self.open.remove(&key) else {
+                    return;
+                };
+                match flow.shard {
+                    None => {
+                        local.evict(key);
+                        stamps.note(local.tally(), (0, frame, 0));
+                    }
+                    Some(shard) => {
+                        let _ = self.outboxes[shard].push(Work::Evict { frame, key }, &[]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What one shard hands back.
+struct ShardDone {
+    tally: Tally,
+    stamps: Stamps,
+    tcp_flows: u64,
+}
+
+fn shard_main(
+    scanner: &Scanner,
+    index: usize,
+    path: &Path,
+    limits: crate::Limits,
+    share: usize,
+    inbox: mpsc::Receiver<Batch>,
+    recycle: mpsc::Sender<Batch>,
+) -> ShardDone {
+    let mut tally = Tally::default();
+    let mut stamps = Stamps::default();
+    let tcp_flows;
+    {
+        let mut session = Session::new(&scanner.matcher, &mut tally, index, path);
+        session.limits = limits;
+        session.buffered_bytes_share = Some(share);
+        session.set_keys(&scanner.keys);
+        for mut batch in inbox {
+            for work in batch.work.drain(..) {
+                match work {
+                    Work::Payload {
+                        frame,
+                        time_us,
+                        src,
+                        dst,
+                        protocol,
+                        bytes,
+                        dns_hint,
+                    } => {
+                        let payload = batch.data.get(bytes).unwrap_or_default();
+                        session
+                            .shard_payload(frame, src, dst, protocol, payload, time_us, dns_hint);
+                        stamps.note(session.tally(), (0, frame, 1));
+                    }
+                    Work::Evict { frame, key } => {
+                        session.evict(key);
+                        stamps.note(session.tally(), (0, frame, 0));
+                    }
+                    Work::Secrets { frame, kind, bytes } => {
+                        // The reader's session warns about a bad block once; here it only
+                        // adds the keys.
+                        let before = (
+                            session.tally().warnings.list.len(),
+                            session.tally().warnings.dropped,
+                        );
+                        session.secrets(kind, batch.data.get(bytes).unwrap_or_default());
+                        let warnings = &mut session.tally_mut().warnings;
+                        warnings.list.truncate(before.0);
+                        warnings.dropped = before.1;
+                        stamps.note(session.tally(), (0, frame, 2));
+                    }
+                }
+            }
+            batch.data.clear();
+            // The reader may be gone already (the capture ended): then the batch is dropped.
+            let _ = recycle.send(batch);
+        }
+        for (order, key) in session.open_flows() {
+            session.close_flow(key);
+            stamps.note(session.tally(), (2, order, 0));
+        }
+        tcp_flows = session.stats.tcp_flows;
+    }
+    ShardDone {
+        tally,
+        stamps,
+        tcp_flows,
+    }
+}
+
+/// Scans one pcap or pcapng capture with `threads` shards into `tally`.
+///
+/// # Errors
+/// As [`capture::read_items`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn scan_capture(
+    scanner: &Scanner,
+    tally: &mut Tally,
+    index: usize,
+    path: &Path,
+    file: impl Read + Send,
+    threads: usize,
+    progress: &mut dyn Progress,
+    progress_step_bytes: u64,
+) -> Result<CaptureStats, ScanError> {
+    let threads = threads.clamp(1, THREADS_MAX);
+    let limits = scanner.limits;
+    let share = (limits.buffered_bytes_max / (threads + 1)).max(1);
+    std::thread::scope(|scope| {
+        let mut outboxes = Vec::with_capacity(threads);
+        let mut workers = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let (send, inbox) = mpsc::sync_channel(CHANNEL_BATCHES_MAX);
+            let (recycle, recycled) = mpsc::channel();
+            outboxes.push(Outbox {
+                batch: Batch::default(),
+                send,
+                recycled,
+            });
+            workers
+                .push(scope.spawn(move || {
+                    shard_main(scanner, index, path, limits, share, inbox, recycle)
+                }));
+        }
+        let mut dispatcher = Dispatcher {
+            outboxes,
+            open: HashMap::default(),
+            open_order: VecDeque::new(),
+            hasher: rustc_hash::FxBuildHasher,
+        };
+        let mut local_tally = Tally::default();
+        let mut stamps = Stamps::default();
+        let (read, mut stats) = {
+            let mut local = Session::new(&scanner.matcher, &mut local_tally, index, path);
+            local.limits = limits;
+            local.buffered_bytes_share = Some(share);
+            local.set_keys(&scanner.keys);
+            let mut warnings = Vec::new();
+            let mut next_update = progress_step_bytes;
+            let read = capture::read_items(
+                path,
+                file,
+                |item, done| {
+                    match item {
+                        capture::Item::Frame(frame) => {
+                            local.frame_to(
+                                frame.link,
+                                frame.time_us,
+                                frame.data,
+                                &mut |local, src, dst, protocol, payload, time_us| {
+                                    dispatcher.deliver(
+                                        local,
+                                        &mut stamps,
+                                        src,
+                                        dst,
+                                        protocol,
+                                        payload,
+                                        time_us,
+                                    );
+                                },
+                            );
+                            stamps.note(local.tally(), (0, local.frame_number(), 1));
+                        }
+                        capture::Item::Secrets { kind, data } => {
+                            let frame = local.frame_number();
+                            local.secrets(kind, data);
+                            stamps.note(local.tally(), (0, frame, 2));
+                            for outbox in &mut dispatcher.outboxes {
+                                outbox.payload(|bytes| Work::Secrets { frame, kind, bytes }, data);
+                            }
+                        }
+                    }
+                    if done >= next_update {
+                        progress.advance(done);
+                        next_update = done + progress_step_bytes;
+                    }
+                },
+                &mut warnings,
+            );
+            for outbox in &mut dispatcher.outboxes {
+                let _ = outbox.flush();
+            }
+            // Hanging up ends the shards' loops.
+            dispatcher.outboxes.clear();
+            if read.is_ok() {
+                for warning in warnings {
+                    local.warn(warning);
+                }
+                stamps.note(local.tally(), (1, 0, 0));
+                for (order, key) in local.open_flows() {
+                    local.close_flow(key);
+                    stamps.note(local.tally(), (2, order, 0));
+                }
+                local.finish_ip();
+                stamps.note(local.tally(), (3, 0, 0));
+            }
+            (read, local.stats.clone())
+        };
+        let mut parts = vec![(local_tally, stamps)];
+        for worker in workers {
+            // A shard that panicked re-raises its panic here, as one thread would have.
+            let done = worker
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            stats.tcp_flows += done.tcp_flows;
+            parts.push((done.tally, done.stamps));
+        }
+        read?;
+        merge(tally, parts);
+        Ok(stats)
+    })
+}
+
+/// Adds the shards' tallies to `into` as if one thread had done all their work.
+fn merge(into: &mut Tally, parts: Vec<(Tally, Stamps)>) {
+    let mut warnings: Vec<(Stamp, String)> = Vec::new();
+    let mut tls_flows = Vec::new();
+    let mut warnings_dropped = 0;
+    let mut tls_flows_dropped = 0;
+    for (part, stamps) in parts {
+        // Destructured whole: a new field of `Tally` does not compile until it is merged here.
+        let Tally {
+            findings,
+            warnings: part_warnings,
+            tls_flows: part_tls_flows,
+            tls_flows_dropped: part_tls_flows_dropped,
+        } = part;
+        for (key, occ) in findings {
+            match into.findings.entry(key) {
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(occ);
+                }
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    let entry = e.get_mut();
+                    entry.count += occ.count;
+                    if (occ.capture, occ.first_time_us, occ.frame)
+                        < (entry.capture, entry.first_time_us, entry.frame)
+                    {
+                        let count = entry.count;
+                        *entry = occ;
+                        entry.count = count;
+                    }
+                }
+            }
+        }
+        warnings.extend(stamps.warnings.into_iter().zip(part_warnings.list));
+        warnings_dropped += part_warnings.dropped;
+        tls_flows.extend(stamps.tls_flows.into_iter().zip(part_tls_flows));
+        tls_flows_dropped += part_tls_flows_dropped;
+    }
+    // Stable: within one stamp, a shard's own order stands (one stamp is one shard's work).
+    warnings.sort_by_key(|(stamp, _)| *stamp);
+    tls_flows.sort_by_key(|(stamp, _)| *stamp);
+    for (_, warning) in warnings {
+        into.warnings.push(warning);
+    }
+    into.warnings.dropped += warnings_dropped;
+    for (_, flow) in tls_flows {
+        if into.tls_flows.len() < engine::TLS_FLOWS_MAX {
+            into.tls_flows.push(flow);
+        } else {
+            into.tls_flows_dropped += 1;
+        }
+    }
+    into.tls_flows_dropped += tls_flows_dropped;
+}
