@@ -5,15 +5,17 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use crate::finding::decode::{self, Found, Searcher, Sink};
+use crate::finding::matcher::Matcher;
+use crate::network::ipfrag::Defragmenter;
+use crate::network::packet::{self, PROTO_TCP, PROTO_UDP, TCP_FIN, TCP_RST, TCP_SYN};
 use crate::protocols::dns;
 use crate::protocols::http::{self, Direction};
-use crate::network::ipfrag::Defragmenter;
-use crate::tls::keylog::KeyLog;
-use crate::finding::matcher::Matcher;
-use crate::network::packet::{self, PROTO_TCP, PROTO_UDP, TCP_FIN, TCP_RST, TCP_SYN};
-use crate::transport::reassembly::{BufferPool, Loss, Mark, Run, Stream};
-use crate::tls::hello;
 use crate::tls::decrypt::{self, FlowSummary, TlsFlow};
+use crate::tls::hello;
+use crate::tls::keylog::KeyLog;
+use crate::transport::reassembly::{BufferPool, Loss, Mark, Run, Stream};
+
+mod quic_flows;
 
 /// Most TCP flows followed at once; past this the oldest is scanned and closed early.
 pub const FLOWS_OPEN_MAX: usize = 100_000;
@@ -26,7 +28,8 @@ pub const DNS_ANSWERS_MAX: usize = 1 << 20;
 /// Most TLS flows listed in a report; the rest are counted.
 pub const TLS_FLOWS_MAX: usize = 100_000;
 
-const _: () = assert!(crate::transport::reassembly::STREAM_BYTES_MAX as usize <= BUFFERED_BYTES_MAX);
+const _: () =
+    assert!(crate::transport::reassembly::STREAM_BYTES_MAX as usize <= BUFFERED_BYTES_MAX);
 
 /// Where a finding was seen: everything but the identifier and its encoding.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -87,6 +90,8 @@ pub struct Tally {
     /// Every TLS flow, decrypted or not, up to [`TLS_FLOWS_MAX`].
     pub tls_flows: Vec<FlowSummary>,
     pub tls_flows_dropped: u64,
+    /// Every QUIC connection, decrypted or not, up to [`TLS_FLOWS_MAX`] (it counts both).
+    pub quic_flows: Vec<crate::quic::QuicSummary>,
 }
 
 /// Where in its stream a buffer's bytes came from, to find their frame and time.
@@ -209,6 +214,7 @@ pub struct Session<'a> {
     /// Set while decrypted TLS application data is scanned: protocols become `https`/`tls`,
     /// chains start with `tls` and nothing is cleartext.
     inside_tls: bool,
+    quic: quic_flows::QuicFlows,
 }
 
 impl<'a> Session<'a> {
@@ -233,6 +239,7 @@ impl<'a> Session<'a> {
             capture_keys: KeyLog::default(),
             secrets_blocks: 0,
             inside_tls: false,
+            quic: quic_flows::QuicFlows::default(),
         }
     }
 
@@ -328,6 +335,9 @@ impl<'a> Session<'a> {
             let outbound = dns_port(d.dst_port);
             let remote = if outbound { dst_sock } else { src_sock };
             self.dns_message(&message, src, dst_sock, remote, None, outbound, timing);
+            return;
+        }
+        if self.quic_datagram(src_sock, dst_sock, d.payload, time_us) {
             return;
         }
         let host = self.dns.get(&dst).cloned();
@@ -498,6 +508,7 @@ impl<'a> Session<'a> {
         for (_, key) in keys {
             self.close_flow(key);
         }
+        self.finish_quic();
         let incomplete = self.defrag.incomplete() as u64 + self.defrag.dropped;
         if incomplete > 0 {
             self.tally.warnings.push(format!(
@@ -770,13 +781,41 @@ impl<'a> Session<'a> {
                 self.label
             ));
         }
-        let mut layers: Vec<&str> = vec!["http-body"];
-        let mut body: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(&message.body);
-        for coding in message.content_encoding.iter().rev() {
+        let what = format!("http body from {src} to {dst}");
+        self.http_body(
+            &[],
+            &message.body,
+            &message.content_encoding,
+            message.content_type.as_deref(),
+            body_offset,
+            place,
+            timing,
+            &what,
+        );
+    }
+
+    /// Searches an HTTP body (of HTTP/1.1 or HTTP/3) after undoing its content codings and
+    /// form or JSON escapes; the chain is `prefix`, `http-body`, then a layer per decoding.
+    #[allow(clippy::too_many_arguments)]
+    fn http_body(
+        &mut self,
+        prefix: &[&'static str],
+        body: &[u8],
+        content_encoding: &[String],
+        content_type: Option<&str>,
+        body_offset: usize,
+        place: &Place,
+        timing: Timing<'_>,
+        what: &str,
+    ) {
+        let mut layers: Vec<&str> = prefix.to_vec();
+        layers.push("http-body");
+        let mut body: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(body);
+        for coding in content_encoding.iter().rev() {
             let (decoded, problem) = decode::decompress(coding, &body);
             if let Some(problem) = problem {
                 self.tally.warnings.push(format!(
-                    "{}: http body from {src} to {dst}, content-encoding {coding}: {problem}",
+                    "{}: {what}, content-encoding {coding}: {problem}",
                     self.label
                 ));
             }
@@ -793,7 +832,7 @@ impl<'a> Session<'a> {
             });
             body = std::borrow::Cow::Owned(decoded);
         }
-        let content_type = message.content_type.as_deref().unwrap_or("");
+        let content_type = content_type.unwrap_or("");
         if content_type.contains("x-www-form-urlencoded") {
             if let Some(decoded) = decode::url_decode(&body, true) {
                 layers.push("form");

@@ -29,6 +29,7 @@ pub mod finding;
 pub mod network;
 pub mod progress;
 pub mod protocols;
+pub mod quic;
 pub mod report;
 pub mod run;
 pub mod synth;
@@ -42,9 +43,9 @@ use std::path::{Path, PathBuf};
 
 pub use error::ScanError;
 pub use finding::policy::{Policy, Severity};
-pub use sovereign_model::profile::{self, Profile};
-pub use report::{Finding, Report, TlsFlowReport};
 pub use finding::sites::{Site, Sites};
+pub use report::{Finding, Report, TlsFlowReport};
+pub use sovereign_model::profile::{self, Profile};
 
 use capture::CaptureFormat;
 use engine::{Session, Tally};
@@ -242,12 +243,10 @@ impl Scanner {
                         message: format!("a har file larger than {har_bytes_max} bytes"),
                     });
                 }
-                let (exchanges, dropped) =
-                    capture::har::parse(&text, self.limits.har_entries_max).map_err(|message| {
-                        ScanError::Capture {
-                            path: path.to_owned(),
-                            message,
-                        }
+                let (exchanges, dropped) = capture::har::parse(&text, self.limits.har_entries_max)
+                    .map_err(|message| ScanError::Capture {
+                        path: path.to_owned(),
+                        message,
                     })?;
                 if dropped > 0 {
                     session.warn(format!(
@@ -369,6 +368,8 @@ impl Scanner {
                     tls::decrypt::Visibility::Hidden(reason) => (false, Some(reason)),
                 };
                 TlsFlowReport {
+                    protocol: "tls".to_owned(),
+                    alpn: Vec::new(),
                     src: flow.client.ip().to_string(),
                     dst: flow.server.to_string(),
                     dst_ip: flow.server.ip().to_string(),
@@ -393,6 +394,38 @@ impl Scanner {
                 }
             })
             .collect();
+        for flow in tally.quic_flows {
+            let (site, country) = self.locate(flow.server, &mut countries);
+            let (decrypted, note) = match flow.visibility {
+                tls::decrypt::Visibility::Decrypted => (true, None),
+                tls::decrypt::Visibility::Hidden(reason) => (false, Some(reason)),
+            };
+            tls_flows.push(TlsFlowReport {
+                protocol: "quic".to_owned(),
+                src: flow.client.ip().to_string(),
+                dst: flow.server.to_string(),
+                dst_ip: flow.server.ip().to_string(),
+                host: flow.host.or_else(|| site.map(|s| s.name.clone())),
+                sni: flow.sni,
+                cross_border: country.as_deref().is_some_and(|c| c != home),
+                country,
+                site: site.map(|s| s.name.clone()),
+                version: Some(format!("{} (TLS 1.3)", flow.version)),
+                cipher: flow.cipher_suite.map(tls::decrypt::suite_name),
+                alpn: flow.alpn,
+                decrypted,
+                note,
+                bytes: flow.bytes_out + flow.bytes_in,
+                bytes_out: flow.bytes_out,
+                bytes_in: flow.bytes_in,
+                first_seen: Some(report::rfc3339(flow.first_time_us)),
+                first_seen_us: flow.first_time_us,
+                capture: captures
+                    .get(flow.capture)
+                    .map(|c| c.path.clone())
+                    .unwrap_or_default(),
+            });
+        }
         tls_flows.sort_by(|a, b| {
             (&a.capture, a.first_seen_us, &a.dst).cmp(&(&b.capture, b.first_seen_us, &b.dst))
         });
