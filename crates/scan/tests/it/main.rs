@@ -7,6 +7,7 @@ mod encodings;
 mod fixtures;
 mod limits;
 mod protocols;
+mod quic;
 mod reassembly;
 mod reports;
 mod robustness;
