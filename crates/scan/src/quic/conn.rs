@@ -588,6 +588,52 @@ mod tests {
         assert_eq!(b.write(u64::MAX, b"x", 8, 4, 0), 0);
     }
 
+    fn connection() -> Connection {
+        let a: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+        let b: SocketAddr = "223.5.5.5:443".parse().unwrap();
+        Connection::new(a, b, &packet::V1, &[1, 2, 3, 4], 0, 1)
+    }
+
+    #[test]
+    fn quic_stream_bytes_max_and_streams_max_are_enforced() {
+        let mut c = connection();
+        let end = QUIC_STREAM_BYTES_MAX as u64;
+        c.stream(CLIENT, 0, end - 2, b"abcd", false, 1, 0);
+        let kept = &c.streams[&0][CLIENT];
+        assert_eq!(kept.data.len(), QUIC_STREAM_BYTES_MAX);
+        assert_eq!(&kept.data[QUIC_STREAM_BYTES_MAX - 2..], b"ab");
+        assert!(kept.truncated);
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        let mut c = connection();
+        for id in 0..=QUIC_STREAMS_MAX as u64 {
+            c.stream(CLIENT, id * 4, 0, b"x", true, 1, 0);
+        }
+        assert_eq!(c.streams.len(), QUIC_STREAMS_MAX);
+        assert!(c.warnings[0].contains("streams"), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn quic_connection_bytes_max_is_enforced_over_all_streams() {
+        let mut c = connection();
+        let streams = QUIC_CONNECTION_BYTES_MAX / QUIC_STREAM_BYTES_MAX;
+        for id in 0..streams as u64 {
+            c.stream(
+                CLIENT,
+                id * 4,
+                QUIC_STREAM_BYTES_MAX as u64 - 1,
+                b"y",
+                false,
+                1,
+                0,
+            );
+        }
+        assert_eq!(c.stream_bytes, QUIC_CONNECTION_BYTES_MAX);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        c.stream(CLIENT, streams as u64 * 4, 0, b"z", false, 1, 0);
+        assert_eq!(c.stream_bytes, QUIC_CONNECTION_BYTES_MAX);
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    }
+
     #[test]
     fn a_client_hello_gives_sni_alpn_and_versions() {
         let mut ext = Vec::new();

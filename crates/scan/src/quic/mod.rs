@@ -16,6 +16,7 @@ pub mod h3;
 pub mod huffman;
 pub mod packet;
 pub mod qpack;
+pub mod synth;
 
 /// A QUIC connection as the report lists it, beside TLS ones, before attribution.
 #[derive(Debug, Clone, PartialEq, Eq)]

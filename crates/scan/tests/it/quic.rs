@@ -3,8 +3,9 @@
 
 use sovereign_model::IdentifierKind as K;
 use sovereign_scan::progress::NoProgress;
+use sovereign_scan::quic::{packet as quic_packet, synth as quic_synth};
 use sovereign_scan::tls::keylog::KeyLog;
-use sovereign_scan::{Report, TlsFlowReport};
+use sovereign_scan::{Report, TlsFlowReport, synth};
 
 use crate::support::*;
 
@@ -111,4 +112,94 @@ fn without_the_key_log_a_quic_connection_is_listed_from_its_initial_packets_issu
     assert!(table.contains("QUIC v1 (TLS 1.3)"), "{table}");
     let json = report.to_json().unwrap();
     assert!(json.contains("\"protocol\": \"quic\""), "{json}");
+}
+
+/// UDP packets between `client` and `server` for the datagrams of a made-up connection.
+fn udp_packets(client: &str, server: &str, datagrams: &[(bool, Vec<u8>)]) -> Vec<Vec<u8>> {
+    let (c, s) = (addr(client), addr(server));
+    datagrams
+        .iter()
+        .map(|(from_client, d)| {
+            let (a, b) = if *from_client { (c, s) } else { (s, c) };
+            synth::ip(a.ip(), b.ip(), 17, &synth::udp(a.port(), b.port(), d))
+        })
+        .collect()
+}
+
+fn exchange() -> quic_synth::Exchange {
+    quic_synth::Exchange {
+        path: "/v1/ping".into(),
+        headers: vec![("x-device".into(), "356938035643809".into())],
+        body: br#"{"imsi":"404450123456789"}"#.to_vec(),
+        response_headers: vec![("content-type".into(), "application/json".into())],
+        response_body: br#"{"ok":true}"#.to_vec(),
+    }
+}
+
+#[test]
+fn draft_29_and_v2_connections_made_up_with_their_salts_are_read_issue_11() {
+    // aioquic speaks only v1 and v2, so draft-29 (and v2 again) are built here: real packet
+    // protection under each version's Initial salt and labels, made-up 1-RTT secrets.
+    for (version, name) in [
+        (&quic_packet::DRAFT_29, "QUIC draft-29 (TLS 1.3)"),
+        (&quic_packet::V2, "QUIC v2 (TLS 1.3)"),
+    ] {
+        let built = quic_synth::connection(version, "edge.example.cn", 7, &[exchange()]).unwrap();
+        let pcap = synth::pcap(&udp_packets(
+            "10.0.0.2:50000",
+            "223.5.5.5:443",
+            &built.datagrams,
+        ));
+        let listed = scan(&pcap);
+        let flows = quic_flows(&listed);
+        assert_eq!(flows.len(), 1, "{name}");
+        assert_eq!(flows[0].version.as_deref(), Some(name));
+        assert_eq!(flows[0].sni.as_deref(), Some("edge.example.cn"));
+        assert_eq!(flows[0].country.as_deref(), Some("CN"));
+        assert!(!flows[0].decrypted);
+        let mut keys = KeyLog::default();
+        keys.add_text(&built.keylog, "made up").unwrap();
+        let report = scanner()
+            .with_keys(keys)
+            .scan_bytes("t.pcap", &pcap)
+            .unwrap();
+        assert!(
+            quic_flows(&report)[0].decrypted,
+            "{name}: {:?}",
+            quic_flows(&report)[0].note
+        );
+        assert_eq!(
+            chains(&report, K::Imei),
+            ["quic>h3>http-header>plain"],
+            "{name}: {}",
+            describe(&report)
+        );
+        assert_eq!(chains(&report, K::Imsi), ["quic>h3>http-body>json>plain"]);
+        assert!(find(&report, K::Imei)[0].cross_border);
+    }
+}
+
+#[test]
+fn a_corrupted_1rtt_packet_is_named_in_the_note_issue_11() {
+    let built =
+        quic_synth::connection(&quic_packet::V1, "edge.example.cn", 9, &[exchange()]).unwrap();
+    let mut datagrams = built.datagrams.clone();
+    for (_, d) in datagrams.iter_mut().skip(2) {
+        let last = d.len() - 1;
+        d[last] ^= 1; // the tag no longer matches
+    }
+    let pcap = synth::pcap(&udp_packets("10.0.0.2:50000", "223.5.5.5:443", &datagrams));
+    let mut keys = KeyLog::default();
+    keys.add_text(&built.keylog, "made up").unwrap();
+    let report = scanner()
+        .with_keys(keys)
+        .scan_bytes("t.pcap", &pcap)
+        .unwrap();
+    let flow = quic_flows(&report)[0];
+    assert!(!flow.decrypted);
+    assert_eq!(
+        flow.note.as_deref(),
+        Some("3 packets did not open with the logged secrets")
+    );
+    assert!(report.findings.is_empty(), "{}", describe(&report));
 }
