@@ -194,13 +194,15 @@ pub fn connection(
     let server_secret = [seed as u8 ^ 0x22; 32];
     let client_keys = Keys::from_secret(suite, version, &client_secret)?;
     let server_keys = Keys::from_secret(suite, version, &server_secret)?;
-    let mut built = Built::default();
-    built.keylog = format!(
-        "CLIENT_TRAFFIC_SECRET_0 {r} {}\nSERVER_TRAFFIC_SECRET_0 {r} {}\n",
-        hex(&client_secret),
-        hex(&server_secret),
-        r = hex(&random)
-    );
+    let mut built = Built {
+        datagrams: Vec::new(),
+        keylog: format!(
+            "CLIENT_TRAFFIC_SECRET_0 {r} {}\nSERVER_TRAFFIC_SECRET_0 {r} {}\n",
+            hex(&client_secret),
+            hex(&server_secret),
+            r = hex(&random)
+        ),
+    };
     let hello = crypto_frame(&client_hello(&random, sni));
     built.datagrams.push((
         true,

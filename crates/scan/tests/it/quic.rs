@@ -203,3 +203,55 @@ fn a_corrupted_1rtt_packet_is_named_in_the_note_issue_11() {
     );
     assert!(report.findings.is_empty(), "{}", describe(&report));
 }
+
+#[test]
+fn initial_packets_protected_by_rustls_open_for_v1_v2_and_draft_29_issue_11() {
+    // An independent check of each version's salt and labels: rustls (a dev-dependency) seals
+    // a client Initial, the scanner opens it and reads its ClientHello.
+    use rustls::Side;
+    use rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    use rustls::quic::Version;
+    let dcid = [0x83, 0x94, 0xc8, 0xf0, 0x3e, 0x51, 0x57, 0x08];
+    let suite = TLS13_AES_128_GCM_SHA256
+        .tls13()
+        .and_then(|s| s.quic_suite())
+        .unwrap();
+    for (version, number, name) in [
+        (Version::V1, 1u32, "QUIC v1"),
+        (Version::V2, 0x6b3343cf, "QUIC v2"),
+        (Version::V1Draft, 0xff00001d, "QUIC draft-29"),
+    ] {
+        let keys = suite.keys(&dcid, Side::Client, version);
+        let type_bits = if number == 0x6b3343cf { 0x10 } else { 0x00 };
+        let mut header = vec![0xc0 | type_bits | 0x01];
+        header.extend_from_slice(&number.to_be_bytes());
+        header.push(8);
+        header.extend_from_slice(&dcid);
+        header.extend_from_slice(&[0, 0]); // no source id, no token
+        let mut payload = vec![0x06, 0x00, 0x40, 0x20, 0x01, 0x00, 0x00, 0x1c];
+        payload.resize(payload.len() + 0x1c, 0); // a cut ClientHello is still a frame
+        payload.resize(1100, 0);
+        let length = 2 + payload.len() + 16;
+        header.extend_from_slice(&(length as u16 | 0x4000).to_be_bytes());
+        header.extend_from_slice(&[0x00, 0x02]); // packet number 2
+        let tag = keys
+            .local
+            .packet
+            .encrypt_in_place(2, &header, &mut payload)
+            .unwrap();
+        payload.extend_from_slice(tag.as_ref());
+        let pn_at = header.len() - 2;
+        let sample: Vec<u8> = payload[2..18].to_vec();
+        let (first, pn) = header.split_at_mut(pn_at);
+        keys.local
+            .header
+            .encrypt_in_place(&sample, &mut first[0], pn)
+            .unwrap();
+        let mut packet = header;
+        packet.extend_from_slice(&payload);
+        let (read, id) = sovereign_scan::quic::conn::starts_connection(&packet)
+            .unwrap_or_else(|| panic!("{name} does not open"));
+        assert_eq!(read.name, name);
+        assert_eq!(id, dcid);
+    }
+}
