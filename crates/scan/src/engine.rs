@@ -16,6 +16,8 @@ use crate::tls::hello;
 use crate::tls::keylog::KeyLog;
 use crate::transport::reassembly::{BufferPool, Loss, Mark, Run, Stream};
 
+mod quic_flows;
+
 /// Most TCP flows followed at once; past this the oldest is scanned and closed early.
 pub const FLOWS_OPEN_MAX: usize = 100_000;
 /// Most bytes held for all open flows together; past this the largest flow is scanned early.
@@ -89,6 +91,8 @@ pub struct Tally {
     /// Every TLS flow, decrypted or not, up to [`TLS_FLOWS_MAX`].
     pub tls_flows: Vec<FlowSummary>,
     pub tls_flows_dropped: u64,
+    /// Every QUIC connection, decrypted or not, up to [`TLS_FLOWS_MAX`] (it counts both).
+    pub quic_flows: Vec<crate::quic::QuicSummary>,
 }
 
 /// Where in its stream a buffer's bytes came from, to find their frame and time.
@@ -231,6 +235,7 @@ pub struct Session<'a> {
     /// Set while decrypted TLS application data is scanned: protocols become `https`/`tls`,
     /// chains start with `tls` and nothing is cleartext.
     inside_tls: bool,
+    quic: quic_flows::QuicFlows,
     /// Frames by link type the scanner cannot read, for one warning per link type.
     unreadable_links: std::collections::BTreeMap<u32, u64>,
     tunnels_too_deep_warned: bool,
@@ -276,6 +281,7 @@ impl<'a> Session<'a> {
             capture_keys: KeyLog::default(),
             secrets_blocks: 0,
             inside_tls: false,
+            quic: quic_flows::QuicFlows::default(),
             unreadable_links: std::collections::BTreeMap::new(),
             tunnels_too_deep_warned: false,
             dns_hint: None,
@@ -505,7 +511,12 @@ impl<'a> Session<'a> {
             self.dns_message(&message, src, dst_sock, remote, None, outbound, timing);
             return;
         }
+        // Looked up before QUIC takes the datagram: a connection keeps the name its server had
+        // when it began, whichever thread scans it (see `dns_name`).
         let host = self.dns_name(dst);
+        if self.quic_datagram(src_sock, dst_sock, d.payload, time_us, &host) {
+            return;
+        }
         let place = Place {
             protocol: "udp",
             src,
@@ -681,6 +692,7 @@ impl<'a> Session<'a> {
         for (_, key) in self.open_flows() {
             self.close_flow(key);
         }
+        self.finish_quic(&mut |_, _| {});
         self.finish_ip();
     }
 
@@ -1059,13 +1071,41 @@ impl<'a> Session<'a> {
                 self.label
             ));
         }
-        let mut layers: Vec<&str> = vec!["http-body"];
-        let mut body: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(&message.body);
-        for coding in message.content_encoding.iter().rev() {
+        let what = format!("http body from {src} to {dst}");
+        self.http_body(
+            &[],
+            &message.body,
+            &message.content_encoding,
+            message.content_type.as_deref(),
+            body_offset,
+            place,
+            timing,
+            &what,
+        );
+    }
+
+    /// Searches an HTTP body (of HTTP/1.1 or HTTP/3) after undoing its content codings and
+    /// form or JSON escapes; the chain is `prefix`, `http-body`, then a layer per decoding.
+    #[allow(clippy::too_many_arguments)]
+    fn http_body(
+        &mut self,
+        prefix: &[&'static str],
+        body: &[u8],
+        content_encoding: &[String],
+        content_type: Option<&str>,
+        body_offset: usize,
+        place: &Place,
+        timing: Timing<'_>,
+        what: &str,
+    ) {
+        let mut layers: Vec<&str> = prefix.to_vec();
+        layers.push("http-body");
+        let mut body: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(body);
+        for coding in content_encoding.iter().rev() {
             let (decoded, problem) = decode::decompress(coding, &body);
             if let Some(problem) = problem {
                 self.tally.warnings.push(format!(
-                    "{}: http body from {src} to {dst}, content-encoding {coding}: {problem}",
+                    "{}: {what}, content-encoding {coding}: {problem}",
                     self.label
                 ));
             }
@@ -1082,7 +1122,7 @@ impl<'a> Session<'a> {
             });
             body = std::borrow::Cow::Owned(decoded);
         }
-        let content_type = message.content_type.as_deref().unwrap_or("");
+        let content_type = content_type.unwrap_or("");
         if content_type.contains("x-www-form-urlencoded") {
             if let Some(decoded) = decode::url_decode(&body, true) {
                 layers.push("form");

@@ -30,6 +30,7 @@ pub mod network;
 pub mod phone_traffic;
 pub mod progress;
 pub mod protocols;
+pub mod quic;
 pub mod report;
 pub mod run;
 mod shard;
@@ -405,6 +406,8 @@ impl Scanner {
                     tls::decrypt::Visibility::Hidden(reason) => (false, Some(reason)),
                 };
                 TlsFlowReport {
+                    protocol: "tls".to_owned(),
+                    alpn: Vec::new(),
                     src: flow.client.ip().to_string(),
                     dst: flow.server.to_string(),
                     dst_ip: flow.server.ip().to_string(),
@@ -429,6 +432,38 @@ impl Scanner {
                 }
             })
             .collect();
+        for flow in tally.quic_flows {
+            let (site, country) = self.locate(flow.server, &mut countries);
+            let (decrypted, note) = match flow.visibility {
+                tls::decrypt::Visibility::Decrypted => (true, None),
+                tls::decrypt::Visibility::Hidden(reason) => (false, Some(reason)),
+            };
+            tls_flows.push(TlsFlowReport {
+                protocol: "quic".to_owned(),
+                src: flow.client.ip().to_string(),
+                dst: flow.server.to_string(),
+                dst_ip: flow.server.ip().to_string(),
+                host: flow.host.or_else(|| site.map(|s| s.name.clone())),
+                sni: flow.sni,
+                cross_border: country.as_deref().is_some_and(|c| c != home),
+                country,
+                site: site.map(|s| s.name.clone()),
+                version: Some(format!("{} (TLS 1.3)", flow.version)),
+                cipher: flow.cipher_suite.map(tls::decrypt::suite_name),
+                alpn: flow.alpn,
+                decrypted,
+                note,
+                bytes: flow.bytes_out + flow.bytes_in,
+                bytes_out: flow.bytes_out,
+                bytes_in: flow.bytes_in,
+                first_seen: Some(report::rfc3339(flow.first_time_us)),
+                first_seen_us: flow.first_time_us,
+                capture: captures
+                    .get(flow.capture)
+                    .map(|c| c.path.clone())
+                    .unwrap_or_default(),
+            });
+        }
         tls_flows.sort_by(|a, b| {
             (&a.capture, a.first_seen_us, &a.dst).cmp(&(&b.capture, b.first_seen_us, &b.dst))
         });

@@ -59,12 +59,14 @@ type Stamp = (u8, u64, u8);
 struct Stamps {
     warnings: Vec<Stamp>,
     tls_flows: Vec<Stamp>,
+    quic_flows: Vec<Stamp>,
 }
 
 impl Stamps {
     fn note(&mut self, tally: &Tally, stamp: Stamp) {
         self.warnings.resize(tally.warnings.list.len(), stamp);
         self.tls_flows.resize(tally.tls_flows.len(), stamp);
+        self.quic_flows.resize(tally.quic_flows.len(), stamp);
     }
 }
 
@@ -367,6 +369,8 @@ fn shard_main(
             session.close_flow(key);
             stamps.note(session.tally(), (2, order, 0));
         }
+        // QUIC connections end the capture after every TCP flow, as with one thread.
+        session.finish_quic(&mut |tally, order| stamps.note(tally, (3, order, 0)));
         tcp_flows = session.stats.tcp_flows;
     }
     ShardDone {
@@ -479,8 +483,9 @@ pub(crate) fn scan_capture(
                     local.close_flow(key);
                     stamps.note(local.tally(), (2, order, 0));
                 }
+                local.finish_quic(&mut |_, _| {});
                 local.finish_ip();
-                stamps.note(local.tally(), (3, 0, 0));
+                stamps.note(local.tally(), (4, 0, 0));
             }
             (read, local.stats.clone())
         };
@@ -503,6 +508,7 @@ pub(crate) fn scan_capture(
 fn merge(into: &mut Tally, parts: Vec<(Tally, Stamps)>) {
     let mut warnings: Vec<(Stamp, String)> = Vec::new();
     let mut tls_flows = Vec::new();
+    let mut quic_flows = Vec::new();
     let mut warnings_dropped = 0;
     let mut tls_flows_dropped = 0;
     for (part, stamps) in parts {
@@ -512,6 +518,7 @@ fn merge(into: &mut Tally, parts: Vec<(Tally, Stamps)>) {
             warnings: part_warnings,
             tls_flows: part_tls_flows,
             tls_flows_dropped: part_tls_flows_dropped,
+            quic_flows: part_quic_flows,
         } = part;
         for (key, occ) in findings {
             match into.findings.entry(key) {
@@ -535,10 +542,12 @@ fn merge(into: &mut Tally, parts: Vec<(Tally, Stamps)>) {
         warnings_dropped += part_warnings.dropped;
         tls_flows.extend(stamps.tls_flows.into_iter().zip(part_tls_flows));
         tls_flows_dropped += part_tls_flows_dropped;
+        quic_flows.extend(stamps.quic_flows.into_iter().zip(part_quic_flows));
     }
     // Stable: within one stamp, a shard's own order stands (one stamp is one shard's work).
     warnings.sort_by_key(|(stamp, _)| *stamp);
     tls_flows.sort_by_key(|(stamp, _)| *stamp);
+    quic_flows.sort_by_key(|(stamp, _)| *stamp);
     for (_, warning) in warnings {
         into.warnings.push(warning);
     }
@@ -551,4 +560,12 @@ fn merge(into: &mut Tally, parts: Vec<(Tally, Stamps)>) {
         }
     }
     into.tls_flows_dropped += tls_flows_dropped;
+    // TLS and QUIC connections share one bound, as with one thread.
+    for (_, flow) in quic_flows {
+        if into.tls_flows.len() + into.quic_flows.len() < engine::TLS_FLOWS_MAX {
+            into.quic_flows.push(flow);
+        } else {
+            into.tls_flows_dropped += 1;
+        }
+    }
 }

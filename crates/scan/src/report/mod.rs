@@ -47,10 +47,13 @@ pub struct Finding {
     pub evidence: String,
 }
 
-/// A TLS connection, whether or not its content could be decrypted: a flow whose content was
-/// not visible is still a destination the phone talked to.
+/// A TLS connection (over TCP) or a QUIC connection (over UDP, TLS 1.3 inside), whether or not
+/// its content could be decrypted: a flow whose content was not visible is still a destination
+/// the phone talked to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TlsFlowReport {
+    /// `tls` or `quic`.
+    pub protocol: String,
     /// The client (phone) address.
     pub src: String,
     pub dst: String,
@@ -67,6 +70,8 @@ pub struct TlsFlowReport {
     pub version: Option<String>,
     /// The IANA name of the cipher suite, or its number in hex.
     pub cipher: Option<String>,
+    /// The application protocols the ClientHello offered (QUIC: `h3`, ...); empty for TLS.
+    pub alpn: Vec<String>,
     /// Whether its content was decrypted (and searched).
     pub decrypted: bool,
     /// Why it was not decrypted.
@@ -101,7 +106,7 @@ pub struct Report {
     pub device: String,
     pub home_country: String,
     pub findings: Vec<Finding>,
-    /// Every TLS connection, with whether its content was visible.
+    /// Every TLS and QUIC connection, with whether its content was visible.
     pub tls_flows: Vec<TlsFlowReport>,
     pub captures: Vec<CaptureInfo>,
     pub warnings: Vec<String>,

@@ -8,6 +8,7 @@ mod fixtures;
 mod inputs;
 mod limits;
 mod protocols;
+mod quic;
 mod reassembly;
 mod reports;
 mod robustness;

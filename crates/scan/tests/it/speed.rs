@@ -91,6 +91,7 @@ fn issue11_four_threads_report_exactly_what_one_thread_does() {
         vec![fixture("loopback.pcap")],
         vec![fixture("loopback.pcapng")],
         vec![phone.clone()],
+        vec![fixture("websocket.pcap"), fixture("quic-h3-v1.pcap")],
         vec![cut, fixture("loopback.pcapng"), lossy, phone],
     ];
     for paths in cases {
@@ -105,6 +106,30 @@ fn issue11_four_threads_report_exactly_what_one_thread_does() {
             "{paths:?}: one thread\n{one}\nfour threads\n{four}"
         );
     }
+    // Decrypted QUIC (connections kept and listed by the shards) beside TLS and DNS.
+    let mut keys = sovereign_scan::tls::keylog::KeyLog::default();
+    for name in ["quic-h3-v1.keys", "quic-h3-v2.keys"] {
+        keys.add_text(&std::fs::read_to_string(fixture(name)).unwrap(), name)
+            .unwrap();
+    }
+    let paths = [
+        fixture("quic-h3-v1.pcap"),
+        fixture("loopback.pcap"),
+        fixture("quic-h3-v2.pcap"),
+    ];
+    let json = |threads| {
+        scanner()
+            .with_keys(keys.clone())
+            .with_threads(threads)
+            .scan_paths(&paths, &mut sovereign_scan::progress::NoProgress)
+            .unwrap()
+            .to_json()
+            .unwrap()
+    };
+    let one = json(1);
+    assert!(one.contains("\"quic\""), "{one}");
+    assert!(one.contains("h3"), "{one}");
+    assert_eq!(one, json(4));
 }
 
 /// The phone-shaped capture carries what the benchmark relies on: many flows, DNS-named hosts
