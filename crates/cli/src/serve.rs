@@ -1,5 +1,7 @@
-//! `sovereign serve`: the cloud's regions, each on SQLite (the embedded default, local files) or,
-//! with `--region ID --database postgres://...`, one region on PostgreSQL.
+//! `sovereign serve`: with `--region ID`, one region as a site on its own host (its own data
+//! directory, TLS and federation key; the other sites known from `--federation FILE`); without
+//! it, every region on this machine, each as its own site under `DIR/sites/<region>/`. A store
+//! is SQLite (the embedded default) or, with `--region ID --database postgres://...`, PostgreSQL.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,6 +12,7 @@ use anyhow::Context;
 use std::sync::Arc;
 
 use sovereign_cloud::clock::SystemClock;
+use sovereign_cloud::sites::SiteOptions;
 use sovereign_cloud::{CloudOptions, Policies};
 use sovereign_model::RegionId;
 
@@ -34,6 +37,30 @@ pub struct ServeArgs {
     /// Keys, certificates and blobs stay under --data-dir.
     #[arg(long, value_name = "URL")]
     database: Option<String>,
+
+    /// The federation file naming every site's URL, pinned federation key and TLS CA (each
+    /// site's `sovereign federation publish` output), with --region. Default: DIR/federation.toml
+    /// if it exists; without one the site runs alone, making and accepting no peer calls.
+    #[arg(long, value_name = "FILE")]
+    federation: Option<PathBuf>,
+
+    /// The directory's SQLite file, shared by the sites, with --region. Default:
+    /// DIR/directory.sqlite.
+    #[arg(long, value_name = "PATH")]
+    directory: Option<PathBuf>,
+
+    /// The site's TLS certificate chain (PEM), with --region and --tls-key, instead of the local
+    /// CA's certificate.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// CA certificates (PEM) trusted for peers whose federation entry pins no CA, with --region.
+    #[arg(long, value_name = "FILE")]
+    ca_bundle: Option<PathBuf>,
 
     /// A directory of policy files (regions.toml, residency.toml, notices.toml, retention.toml,
     /// server.toml) that replace the built-in defaults; files it lacks keep the default.
@@ -108,16 +135,45 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .collect()
         }
     };
+    let site_only = [
+        (args.federation.is_some(), "--federation"),
+        (args.directory.is_some(), "--directory"),
+        (args.tls_cert.is_some(), "--tls-cert"),
+        (args.ca_bundle.is_some(), "--ca-bundle"),
+    ];
+    if let Some((_, flag)) = site_only.iter().find(|(given, _)| *given) {
+        if args.region.is_none() {
+            anyhow::bail!("{flag} needs --region: it configures one site");
+        }
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let cloud = sovereign_cloud::start_cloud(CloudOptions {
-            data_dir: args.data_dir.clone(),
-            policies,
-            regions,
-            databases,
-            clock: Arc::new(SystemClock),
-        })
-        .await?;
+        let cloud = if args.region.is_some() {
+            // Invariant: with --region, `regions` holds exactly that region.
+            let (region, listen) = regions.into_iter().next().context("no region")?;
+            sovereign_cloud::sites::start_site(SiteOptions {
+                data_dir: args.data_dir.clone(),
+                database: databases.get(&region).cloned(),
+                region,
+                listen,
+                policies,
+                federation_file: args.federation.clone(),
+                directory: args.directory.clone(),
+                tls_cert_key: args.tls_cert.clone().zip(args.tls_key.clone()),
+                ca_bundle: args.ca_bundle.clone(),
+                clock: Arc::new(SystemClock),
+            })
+            .await?
+        } else {
+            sovereign_cloud::start_cloud(CloudOptions {
+                data_dir: args.data_dir.clone(),
+                policies,
+                regions,
+                databases,
+                clock: Arc::new(SystemClock),
+            })
+            .await?
+        };
         let ca = args.data_dir.join("tls").join("ca.pem");
         for region in &cloud.regions {
             println!(

@@ -302,26 +302,12 @@ impl Federation {
             return Err(unavailable());
         };
         let bytes = serde_json::to_vec(body).map_err(ApiError::internal)?;
-        let nonce = hex(&random_bytes::<NONCE_BYTES>().map_err(ApiError::internal)?);
-        let text = RequestText {
-            from: self.me.as_str(),
-            to: to.as_str(),
-            method: "POST",
-            path,
-            time_ms: now_ms,
-            nonce: &nonce,
-            body: &bytes,
-        };
-        let signature = self.identity.sign(&text.bytes());
+        let (headers, nonce) = self.request_headers(to, "POST", path, &bytes, now_ms)?;
         let call = async {
             let response = client
                 .post(format!("{}{path}", peer.url))
                 .header("content-type", "application/json")
-                .header(HEADER_FROM, self.me.as_str())
-                .header(HEADER_TO, to.as_str())
-                .header(HEADER_TIME, now_ms.to_string())
-                .header(HEADER_NONCE, &nonce)
-                .header(HEADER_SIGNATURE, base64_encode(&signature))
+                .headers(headers)
                 .body(bytes)
                 .send()
                 .await?;
@@ -365,6 +351,42 @@ impl Federation {
         }
         let body = serde_json::from_slice(&answer).unwrap_or(serde_json::Value::Null);
         Ok((status, body))
+    }
+
+    /// The headers that sign a request from this site to `to`, and the request's fresh nonce.
+    ///
+    /// # Errors
+    /// When the random generator fails.
+    pub fn request_headers(
+        &self,
+        to: &RegionId,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        now_ms: i64,
+    ) -> Result<(HeaderMap, String), ApiError> {
+        let nonce = hex(&random_bytes::<NONCE_BYTES>().map_err(ApiError::internal)?);
+        let text = RequestText {
+            from: self.me.as_str(),
+            to: to.as_str(),
+            method,
+            path,
+            time_ms: now_ms,
+            nonce: &nonce,
+            body,
+        };
+        let signature = base64_encode(&self.identity.sign(&text.bytes()));
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            (HEADER_FROM, self.me.as_str()),
+            (HEADER_TO, to.as_str()),
+            (HEADER_TIME, &now_ms.to_string()),
+            (HEADER_NONCE, &nonce),
+            (HEADER_SIGNATURE, &signature),
+        ] {
+            headers.insert(name, value.parse().map_err(ApiError::internal)?);
+        }
+        Ok((headers, nonce))
     }
 
     /// Checks that a request to `path` came from a peer site, addressed to this one, within the
@@ -477,4 +499,281 @@ pub async fn sign_answers(State(state): State<AppState>, request: Request, next:
         parts.headers.insert(HEADER_ANSWER_SIGNATURE, value);
     }
     Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW_MS: i64 = 1_790_000_000_000;
+
+    fn region(id: &str) -> RegionId {
+        RegionId::parse(id).unwrap()
+    }
+
+    struct Site {
+        id: RegionId,
+        identity: PeerIdentity,
+    }
+
+    fn site(id: &str) -> Site {
+        Site {
+            id: region(id),
+            identity: PeerIdentity::generate().unwrap().0,
+        }
+    }
+
+    fn table(sites: &[&Site], url: &str, ca: Option<&str>) -> Arc<PeerTable> {
+        let peers = sites
+            .iter()
+            .map(|s| {
+                let peer = Peer {
+                    url: url.to_owned(),
+                    public_key: Some(s.identity.public_key().to_vec()),
+                    tls_ca: ca.map(str::to_owned),
+                };
+                (s.id.clone(), peer)
+            })
+            .collect();
+        Arc::new(PeerTable::from_peers(peers))
+    }
+
+    fn federation(me: &str, identity: PeerIdentity, peers: Arc<PeerTable>) -> Federation {
+        Federation::new(region(me), identity, peers, b"").unwrap()
+    }
+
+    /// Mumbai and Singapore, each with the other's key pinned; returns (mumbai, singapore).
+    fn pair() -> (Federation, Federation) {
+        let (mumbai, singapore) = (site("in-mumbai"), site("sg-singapore"));
+        let peers = table(&[&mumbai, &singapore], "https://127.0.0.1:1", None);
+        (
+            federation("in-mumbai", mumbai.identity, peers.clone()),
+            federation("sg-singapore", singapore.identity, peers),
+        )
+    }
+
+    #[test]
+    fn a_replayed_request_is_refused() {
+        let (mumbai, singapore) = pair();
+        let (headers, _) = mumbai
+            .request_headers(&region("sg-singapore"), "POST", "/x", b"{}", NOW_MS)
+            .unwrap();
+        assert_eq!(
+            singapore.verify(&headers, "POST", "/x", b"{}", NOW_MS).unwrap(),
+            region("in-mumbai")
+        );
+        assert!(matches!(
+            singapore.verify(&headers, "POST", "/x", b"{}", NOW_MS + 1),
+            Err(ApiError::Unauthorized)
+        ));
+    }
+
+    #[test]
+    fn a_request_for_another_site_is_refused() {
+        let (mumbai, singapore) = pair();
+        let (mut headers, _) = mumbai
+            .request_headers(&region("cn-beijing"), "POST", "/x", b"{}", NOW_MS)
+            .unwrap();
+        assert!(singapore.verify(&headers, "POST", "/x", b"{}", NOW_MS).is_err());
+        // Readdressing it breaks the signature.
+        headers.insert(HEADER_TO, "sg-singapore".parse().unwrap());
+        assert!(singapore.verify(&headers, "POST", "/x", b"{}", NOW_MS).is_err());
+    }
+
+    #[test]
+    fn a_request_outside_the_window_is_refused() {
+        let (mumbai, singapore) = pair();
+        let to = region("sg-singapore");
+        let (late, _) = mumbai
+            .request_headers(&to, "POST", "/x", b"{}", NOW_MS)
+            .unwrap();
+        let now = NOW_MS + PEER_REQUEST_WINDOW_MS + 1;
+        assert!(singapore.verify(&late, "POST", "/x", b"{}", now).is_err());
+        let (just, _) = mumbai
+            .request_headers(&to, "POST", "/x", b"{}", NOW_MS)
+            .unwrap();
+        let now = NOW_MS + PEER_REQUEST_WINDOW_MS;
+        assert!(singapore.verify(&just, "POST", "/x", b"{}", now).is_ok());
+    }
+
+    #[test]
+    fn unknown_or_unpinned_peers_and_bad_signatures_are_refused() {
+        let (mumbai, stranger) = (site("in-mumbai"), site("cn-beijing"));
+        let singapore = site("sg-singapore");
+        let singapore_key = singapore.identity.public_key().to_vec();
+        let mut peers: BTreeMap<RegionId, Peer> = BTreeMap::new();
+        // Mumbai is listed without a key: it is refused like a stranger.
+        peers.insert(
+            region("in-mumbai"),
+            Peer {
+                url: "https://127.0.0.1:1".into(),
+                public_key: None,
+                tls_ca: None,
+            },
+        );
+        peers.insert(
+            region("sg-singapore"),
+            Peer {
+                url: "https://127.0.0.1:1".into(),
+                public_key: Some(singapore_key),
+                tls_ca: None,
+            },
+        );
+        let receiver = federation(
+            "sg-singapore",
+            singapore.identity,
+            Arc::new(PeerTable::from_peers(peers)),
+        );
+        let to = region("sg-singapore");
+        for sender in [mumbai, stranger] {
+            let peers = table(&[&sender], "https://127.0.0.1:1", None);
+            let id = sender.id.to_string();
+            let fed = federation(&id, sender.identity, peers);
+            let (headers, _) = fed.request_headers(&to, "POST", "/x", b"{}", NOW_MS).unwrap();
+            assert!(receiver.verify(&headers, "POST", "/x", b"{}", NOW_MS).is_err());
+        }
+        // A body other than the one signed.
+        let (a, b) = pair();
+        let (headers, _) = a.request_headers(&to, "POST", "/x", b"{}", NOW_MS).unwrap();
+        assert!(b.verify(&headers, "POST", "/x", b"{\"a\":1}", NOW_MS).is_err());
+    }
+
+    #[test]
+    fn the_replay_cache_is_bounded() {
+        let mut cache = ReplayCache::default();
+        for i in 0..REPLAY_CACHE_ENTRIES_MAX {
+            assert!(cache.insert(&i.to_string(), NOW_MS));
+        }
+        // Full of nonces still inside the window: refuse rather than forget one.
+        assert!(!cache.insert("one more", NOW_MS));
+        // Once they have aged out, there is room again.
+        assert!(cache.insert("one more", NOW_MS + 2 * PEER_REQUEST_WINDOW_MS + 1));
+        assert_eq!(cache.expires_ms.len(), 1);
+    }
+
+    /// What the stand-in peer puts on its answers.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        Unsigned,
+        SignedBy(&'static str),
+        ForAnotherNonce,
+    }
+
+    /// A TLS server on loopback answering every request `{"ok":true}`, signed as `answer` says by
+    /// `identity`; returns its URL and its CA.
+    async fn stand_in_peer(identity: Arc<PeerIdentity>, answer: Answer) -> (String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = crate::tls::load_or_create(dir.path()).unwrap();
+        let ca = std::fs::read_to_string(dir.path().join("tls/ca.pem")).unwrap();
+        let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(
+            tls.server_config().unwrap(),
+        ));
+        let handler = move |headers: HeaderMap, request: Request| {
+            let identity = identity.clone();
+            async move {
+                let body = br#"{"ok":true}"#.to_vec();
+                let nonce = match answer {
+                    Answer::ForAnotherNonce => "0".repeat(2 * NONCE_BYTES),
+                    _ => headers[HEADER_NONCE].to_str().unwrap().to_owned(),
+                };
+                let caller = headers[HEADER_FROM].to_str().unwrap();
+                let text = answer_text(
+                    "sg-singapore",
+                    caller,
+                    request.uri().path(),
+                    &nonce,
+                    200,
+                    &body,
+                );
+                let mut response = Response::new(axum::body::Body::from(body));
+                if !matches!(answer, Answer::Unsigned) {
+                    let signature = base64_encode(&identity.sign(&text));
+                    response
+                        .headers_mut()
+                        .insert(HEADER_ANSWER_SIGNATURE, signature.parse().unwrap());
+                }
+                response
+            }
+        };
+        let app = axum::Router::new().fallback(handler);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let server = axum_server::from_tcp_rustls(listener, config).unwrap();
+        tokio::spawn(async move {
+            let _dir = dir;
+            server.serve(app.into_make_service()).await
+        });
+        (url, ca)
+    }
+
+    #[tokio::test]
+    async fn only_an_answer_signed_by_the_pinned_key_for_this_request_is_taken() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let singapore = Arc::new(PeerIdentity::generate().unwrap().0);
+        let impostor = Arc::new(PeerIdentity::generate().unwrap().0);
+        let to = region("sg-singapore");
+        for (answer, taken) in [
+            (Answer::Unsigned, false),
+            (Answer::SignedBy("impostor"), false),
+            (Answer::ForAnotherNonce, false),
+            (Answer::SignedBy("singapore"), true),
+        ] {
+            let signer = match answer {
+                Answer::SignedBy("impostor") => impostor.clone(),
+                _ => singapore.clone(),
+            };
+            let (url, ca) = stand_in_peer(signer, answer).await;
+            let mumbai = site("in-mumbai");
+            let mut peers = BTreeMap::new();
+            peers.insert(
+                to.clone(),
+                Peer {
+                    url,
+                    public_key: Some(singapore.public_key().to_vec()),
+                    tls_ca: Some(ca),
+                },
+            );
+            let fed = federation(
+                "in-mumbai",
+                mumbai.identity,
+                Arc::new(PeerTable::from_peers(peers)),
+            );
+            let result = fed
+                .post(&to, "/internal/x", &serde_json::json!({}), NOW_MS)
+                .await;
+            match result {
+                Ok((200, body)) if taken => assert_eq!(body["ok"], true),
+                Err(ApiError::RegionUnavailable(_)) if !taken => {}
+                other => panic!("{:?}: {other:?}", taken),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_to_a_site_that_does_not_answer_ends_at_the_deadline() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        // Bound but never accepted: the kernel completes the TCP handshake and then nothing
+        // answers, as with a site whose host hangs.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("https://{}", silent.local_addr().unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        crate::tls::load_or_create(dir.path()).unwrap();
+        let ca = std::fs::read_to_string(dir.path().join("tls/ca.pem")).unwrap();
+        let (mumbai, singapore) = (site("in-mumbai"), site("sg-singapore"));
+        let fed = federation(
+            "in-mumbai",
+            mumbai.identity,
+            table(&[&singapore], &url, Some(&ca)),
+        );
+        let (to, body) = (region("sg-singapore"), serde_json::json!({}));
+        let call = fed.post(&to, "/internal/x", &body, NOW_MS);
+        // Generous beside the 5 s deadline, and shorter than the 10 s the calls used to wait.
+        let bound = PEER_CALL_TIMEOUT + PEER_CONNECT_TIMEOUT;
+        let result = tokio::time::timeout(bound, call)
+            .await
+            .expect("the call outlived its deadline");
+        assert!(matches!(result, Err(ApiError::RegionUnavailable(_))));
+        drop(silent);
+    }
 }

@@ -16,4 +16,5 @@ mod postgres;
 mod regions;
 mod retention;
 mod services;
+mod sites;
 mod support;
