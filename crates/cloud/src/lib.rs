@@ -227,6 +227,14 @@ pub async fn start_cloud(options: CloudOptions) -> anyhow::Result<Cloud> {
         urls.insert(id.clone(), format!("https://{}", listener.local_addr()?));
         listeners.push((id.clone(), listener));
     }
+    // A data directory from before sites: its stores would be silently left behind.
+    if data_dir.join("regions").is_dir() && !data_dir.join(sites::SITES_DIR).is_dir() {
+        anyhow::bail!(
+            "{} holds regions in the layout before sites (regions/ beside keys/): move each \
+             region's regions/<region>/ and keys/<region>.* into sites/<region>/, or start afresh",
+            data_dir.display()
+        );
+    }
     // Each region is its own site under DIR/sites/<region>/; what one knows of another comes
     // only from the federation file written from their published stanzas.
     let federation = sites::prepare_local_sites(&data_dir, &urls)?;

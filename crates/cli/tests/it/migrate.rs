@@ -65,7 +65,9 @@ fn count_rows(
         }),
         None => {
             let db =
-                rusqlite::Connection::open(data.join(format!("regions/{region}/store.sqlite")))
+                rusqlite::Connection::open(
+                    data.join(format!("sites/{region}/regions/{region}/store.sqlite")),
+                )
                     .unwrap();
             db.query_row(&sql, [], |r| r.get(0)).unwrap()
         }
