@@ -116,7 +116,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .map(|r| (r.id.clone(), r.listen))
             .collect(),
     };
-    let databases = match (&args.database, &args.region) {
+    let databases: std::collections::BTreeMap<RegionId, String> = match (
+        &args.database,
+        &args.region,
+    ) {
         (None, _) => Default::default(),
         (Some(_), None) => {
             anyhow::bail!("--database needs --region: each region has its own database")

@@ -457,7 +457,14 @@ impl Federation {
     }
 
     /// The signature this site puts on its answer to a peer request.
-    fn sign_answer(&self, caller: &str, path: &str, nonce: &str, status: u16, body: &[u8]) -> String {
+    fn sign_answer(
+        &self,
+        caller: &str,
+        path: &str,
+        nonce: &str,
+        status: u16,
+        body: &[u8],
+    ) -> String {
         let text = answer_text(self.me.as_str(), caller, path, nonce, status, body);
         base64_encode(&self.identity.sign(&text))
     }
@@ -488,13 +495,10 @@ pub async fn sign_answers(State(state): State<AppState>, request: Request, next:
     let Ok(bytes) = axum::body::to_bytes(body, PEER_ANSWER_BYTES_MAX).await else {
         return ApiError::internal(anyhow::anyhow!("answer to a peer is too long")).into_response();
     };
-    let signature = state.federation.sign_answer(
-        &caller,
-        &path,
-        &nonce,
-        parts.status.as_u16(),
-        &bytes,
-    );
+    let signature =
+        state
+            .federation
+            .sign_answer(&caller, &path, &nonce, parts.status.as_u16(), &bytes);
     if let Ok(value) = signature.parse() {
         parts.headers.insert(HEADER_ANSWER_SIGNATURE, value);
     }
@@ -559,7 +563,9 @@ mod tests {
             .request_headers(&region("sg-singapore"), "POST", "/x", b"{}", NOW_MS)
             .unwrap();
         assert_eq!(
-            singapore.verify(&headers, "POST", "/x", b"{}", NOW_MS).unwrap(),
+            singapore
+                .verify(&headers, "POST", "/x", b"{}", NOW_MS)
+                .unwrap(),
             region("in-mumbai")
         );
         assert!(matches!(
@@ -574,10 +580,18 @@ mod tests {
         let (mut headers, _) = mumbai
             .request_headers(&region("cn-beijing"), "POST", "/x", b"{}", NOW_MS)
             .unwrap();
-        assert!(singapore.verify(&headers, "POST", "/x", b"{}", NOW_MS).is_err());
+        assert!(
+            singapore
+                .verify(&headers, "POST", "/x", b"{}", NOW_MS)
+                .is_err()
+        );
         // Readdressing it breaks the signature.
         headers.insert(HEADER_TO, "sg-singapore".parse().unwrap());
-        assert!(singapore.verify(&headers, "POST", "/x", b"{}", NOW_MS).is_err());
+        assert!(
+            singapore
+                .verify(&headers, "POST", "/x", b"{}", NOW_MS)
+                .is_err()
+        );
     }
 
     #[test]
@@ -629,13 +643,22 @@ mod tests {
             let peers = table(&[&sender], "https://127.0.0.1:1", None);
             let id = sender.id.to_string();
             let fed = federation(&id, sender.identity, peers);
-            let (headers, _) = fed.request_headers(&to, "POST", "/x", b"{}", NOW_MS).unwrap();
-            assert!(receiver.verify(&headers, "POST", "/x", b"{}", NOW_MS).is_err());
+            let (headers, _) = fed
+                .request_headers(&to, "POST", "/x", b"{}", NOW_MS)
+                .unwrap();
+            assert!(
+                receiver
+                    .verify(&headers, "POST", "/x", b"{}", NOW_MS)
+                    .is_err()
+            );
         }
         // A body other than the one signed.
         let (a, b) = pair();
         let (headers, _) = a.request_headers(&to, "POST", "/x", b"{}", NOW_MS).unwrap();
-        assert!(b.verify(&headers, "POST", "/x", b"{\"a\":1}", NOW_MS).is_err());
+        assert!(
+            b.verify(&headers, "POST", "/x", b"{\"a\":1}", NOW_MS)
+                .is_err()
+        );
     }
 
     #[test]

@@ -99,8 +99,8 @@ impl FederationFile {
         if text.len() > FEDERATION_FILE_BYTES_MAX {
             return Err(FederationFileError::TooLong(text.len()));
         }
-        let file: FileText =
-            toml::from_str(text).map_err(|e| FederationFileError::Syntax(e.message().to_owned()))?;
+        let file: FileText = toml::from_str(text)
+            .map_err(|e| FederationFileError::Syntax(e.message().to_owned()))?;
         if file.site.len() > FEDERATION_SITES_MAX {
             return Err(FederationFileError::TooManySites(file.site.len()));
         }
@@ -112,7 +112,8 @@ impl FederationFile {
             };
             let region =
                 RegionId::parse(&entry.region).map_err(|_| fault("region is not a region id"))?;
-            let host = url_host(&entry.url).ok_or_else(|| fault("url must be https://host[:port]"))?;
+            let host =
+                url_host(&entry.url).ok_or_else(|| fault("url must be https://host[:port]"))?;
             if host.is_empty() || entry.url.len() > SITE_URL_BYTES_MAX {
                 return Err(fault("url must be https://host[:port]"));
             }
@@ -215,7 +216,8 @@ pub fn publish(
     let host = url_host(url)
         .filter(|h| !h.is_empty())
         .with_context(|| format!("--url {url}: expected https://host[:port]"))?;
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     let identity = load_or_create_identity(data_dir, region)?;
     let tls_ca = match ca_pem {
         Some(pem) => pem,
@@ -327,8 +329,8 @@ pub async fn start_site(options: SiteOptions) -> anyhow::Result<Cloud> {
         tls.server_config()
             .context("loading the server certificate")?,
     );
-    let listener =
-        std::net::TcpListener::bind(listen).with_context(|| format!("binding {listen} for {region}"))?;
+    let listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("binding {listen} for {region}"))?;
     listener.set_nonblocking(true)?;
     let federation_file = federation_file.or_else(|| {
         let default = data_dir.join(FEDERATION_FILE);

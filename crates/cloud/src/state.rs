@@ -12,12 +12,12 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Policies;
 use crate::directory::Directory;
 use crate::federation::{Federation, PeerTable, load_or_create_identity};
-use crate::sites::{FEDERATION_FILE, FederationFile};
 use crate::hub::Hub;
 use crate::keys::RegionKeys;
 use crate::ledger::LedgerSigner;
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
+use crate::sites::{FEDERATION_FILE, FederationFile};
 use crate::sms::{FileOutbox, SmsGateway};
 use crate::store::Store;
 

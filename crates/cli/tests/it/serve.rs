@@ -116,7 +116,7 @@ fn without_a_region_every_configured_region_is_served() {
     for region in ["us-oregon", "in-mumbai"] {
         assert!(
             dir.path()
-                .join(format!("regions/{region}/store.sqlite"))
+                .join(format!("sites/{region}/regions/{region}/store.sqlite"))
                 .exists()
         );
         assert!(dir.path().join(format!("keys/{region}.kek")).exists());
@@ -301,7 +301,11 @@ fn publish(dir: &std::path::Path, region: &str, url: &str) -> String {
         .arg(dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 

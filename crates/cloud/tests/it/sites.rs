@@ -89,17 +89,24 @@ async fn each_site_on_one_machine_holds_only_its_own_things() {
     for id in ids {
         let site = cloud.dir.path().join("sites").join(id);
         let files = walk(&site);
-        assert!(files.iter().any(|f| f.ends_with(format!("keys/{id}.peer.pk8"))));
+        assert!(
+            files
+                .iter()
+                .any(|f| f.ends_with(format!("keys/{id}.peer.pk8")))
+        );
         for file in files {
-            let name = file.strip_prefix(&site).unwrap().to_string_lossy().into_owned();
+            let name = file
+                .strip_prefix(&site)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             for other in ids.iter().filter(|o| **o != id) {
                 assert!(!name.contains(other), "{id}'s site holds {name}");
             }
         }
     }
     // The federation file names every site, with its key and CA.
-    let file =
-        sites::FederationFile::read(&cloud.dir.path().join(sites::FEDERATION_FILE)).unwrap();
+    let file = sites::FederationFile::read(&cloud.dir.path().join(sites::FEDERATION_FILE)).unwrap();
     assert_eq!(file.sites.len(), ids.len());
     assert!(file.sites.values().all(|p| p.tls_ca.is_some()));
 }
