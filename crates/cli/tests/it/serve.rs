@@ -119,7 +119,11 @@ fn without_a_region_every_configured_region_is_served() {
                 .join(format!("sites/{region}/regions/{region}/store.sqlite"))
                 .exists()
         );
-        assert!(dir.path().join(format!("sites/{region}/keys/{region}.kek")).exists());
+        assert!(
+            dir.path()
+                .join(format!("sites/{region}/keys/{region}.kek"))
+                .exists()
+        );
     }
 }
 
