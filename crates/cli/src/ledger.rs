@@ -29,7 +29,8 @@ pub fn run(command: LedgerCommand) -> anyhow::Result<ExitCode> {
         database,
     } = command;
     let region = RegionId::parse(&region).context("--region")?;
-    match sovereign_cloud::ledger::verify_store(&data_dir, &region, database.as_deref())? {
+    let site = sovereign_cloud::sites::resolve_site_dir(&data_dir, &region);
+    match sovereign_cloud::ledger::verify_store(&site, &region, database.as_deref())? {
         Ok(summary) => {
             println!(
                 "ledger of {region} verifies: {} entries, {} signed checkpoints, Merkle root {}",

@@ -4,6 +4,7 @@
 
 mod demo;
 mod device;
+mod federation;
 mod ledger;
 mod migrate;
 mod ops;
@@ -32,6 +33,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Find a phone's identifiers in captured traffic and say where they went.
     Scan(scan::ScanArgs),
+    /// Sites: print the stanza a site publishes in the federation file.
+    #[command(subcommand)]
+    Federation(federation::FederationCommand),
     /// Move users between regions while they keep using the service; resumable.
     Migrate(migrate::MigrateArgs),
     /// Staff access: operator keys and registration, signed requests, approvals and reads.
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Scan(args) => scan::run(args),
         Command::Migrate(args) => migrate::run(args),
+        Command::Federation(command) => federation::run(command),
         Command::Ops(command) => ops::run(command),
         Command::Ledger(command) => ledger::run(command),
         Command::Retention(command) => retention::run(command),
@@ -69,7 +74,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// The store file of a configured region under `data_dir`.
+/// The store file of a configured region under `data_dir` (a site's own directory, or the
+/// one-machine layout of `sovereign serve` holding it under `sites/<region>/`).
 fn region_store(
     data_dir: &std::path::Path,
     region: &str,
@@ -85,7 +91,9 @@ fn region_store(
     if policies.regions.get(&region).is_none() {
         anyhow::bail!("region {region} is not configured");
     }
-    let dir = data_dir.join("regions").join(region.as_str());
+    let dir = sovereign_cloud::sites::resolve_site_dir(data_dir, &region)
+        .join("regions")
+        .join(region.as_str());
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir.join("store.sqlite"))
 }

@@ -105,6 +105,16 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
             policies.regions.regions.iter().map(|r| r.id.clone()).collect(),
         )
         .await?;
+        // The one-machine layout: each region is a site under DIR/sites/, and what one knows of
+        // the others is DIR/federation.toml.
+        let federation_file = args.data_dir.join(sovereign_cloud::sites::FEDERATION_FILE);
+        let peers = if federation_file.exists() {
+            Some(Arc::new(
+                sovereign_cloud::sites::FederationFile::read(&federation_file)?.peer_table(),
+            ))
+        } else {
+            None
+        };
         let mut all_moved = true;
         for (name, spec) in phases {
             for region in [&spec.from, &spec.to] {
@@ -113,7 +123,10 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             let open = |region: &RegionId| {
-                let mut options = RegionOptions::new(args.data_dir.clone(), region.clone(), policies.clone());
+                let site = sovereign_cloud::sites::resolve_site_dir(&args.data_dir, region);
+                let mut options = RegionOptions::new(site, region.clone(), policies.clone());
+                options.peers = peers.clone();
+                options.sms_outbox = Some(args.data_dir.join("sms-outbox.jsonl"));
                 options.clock = Arc::new(SystemClock);
                 options.directory = Some(directory.clone());
                 options.database = databases.get(region).cloned();

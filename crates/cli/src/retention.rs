@@ -41,7 +41,7 @@ pub fn run(command: RetentionCommand) -> anyhow::Result<ExitCode> {
     print!(
         "{}",
         sovereign_cloud::retention::report_store(
-            &data_dir,
+            &sovereign_cloud::sites::resolve_site_dir(&data_dir, &region),
             &region,
             database.as_deref(),
             &policies.retention,

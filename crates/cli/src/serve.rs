@@ -1,5 +1,7 @@
-//! `sovereign serve`: the cloud's regions, each on SQLite (the embedded default, local files) or,
-//! with `--region ID --database postgres://...`, one region on PostgreSQL.
+//! `sovereign serve`: with `--region ID`, one region as a site on its own host (its own data
+//! directory, TLS and federation key; the other sites known from `--federation FILE`); without
+//! it, every region on this machine, each as its own site under `DIR/sites/<region>/`. A store
+//! is SQLite (the embedded default) or, with `--region ID --database postgres://...`, PostgreSQL.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,6 +12,7 @@ use anyhow::Context;
 use std::sync::Arc;
 
 use sovereign_cloud::clock::SystemClock;
+use sovereign_cloud::sites::SiteOptions;
 use sovereign_cloud::{CloudOptions, Policies};
 use sovereign_model::RegionId;
 
@@ -35,12 +38,31 @@ pub struct ServeArgs {
     #[arg(long, value_name = "URL")]
     database: Option<String>,
 
-    /// Where the directory (phone hash → user and home region) lives: default the SQLite file
-    /// in --data-dir; for sites on several hosts etcd, as
+    /// The federation file naming every site's URL, pinned federation key and TLS CA (each
+    /// site's `sovereign federation publish` output), with --region. Default: DIR/federation.toml
+    /// if it exists; without one the site runs alone, making and accepting no peer calls.
+    #[arg(long, value_name = "FILE")]
+    federation: Option<PathBuf>,
+
+    /// Where the directory (phone hash → user and home region) lives: the path of its SQLite
+    /// file (default DIR/directory.sqlite), or for sites on several hosts etcd, as
     /// etcd://[USER@]HOST:PORT[,HOST:PORT...]/PREFIX, the user's password in the environment
     /// variable SOVEREIGN_DIRECTORY_PASSWORD.
     #[arg(long, value_name = "LOCATION")]
     directory: Option<String>,
+
+    /// The site's TLS certificate chain (PEM), with --region and --tls-key, instead of the local
+    /// CA's certificate.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// CA certificates (PEM) trusted for peers whose federation entry pins no CA, with --region.
+    #[arg(long, value_name = "FILE")]
+    ca_bundle: Option<PathBuf>,
 
     /// A directory of policy files (regions.toml, residency.toml, notices.toml, retention.toml,
     /// server.toml) that replace the built-in defaults; files it lacks keep the default.
@@ -96,7 +118,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .map(|r| (r.id.clone(), r.listen))
             .collect(),
     };
-    let databases = match (&args.database, &args.region) {
+    let databases: std::collections::BTreeMap<RegionId, String> = match (
+        &args.database,
+        &args.region,
+    ) {
         (None, _) => Default::default(),
         (Some(_), None) => {
             anyhow::bail!("--database needs --region: each region has its own database")
@@ -115,14 +140,26 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .collect()
         }
     };
+    let site_only = [
+        (args.federation.is_some(), "--federation"),
+        (args.tls_cert.is_some(), "--tls-cert"),
+        (args.ca_bundle.is_some(), "--ca-bundle"),
+    ];
+    if let Some((_, flag)) = site_only.iter().find(|(given, _)| *given) {
+        if args.region.is_none() {
+            anyhow::bail!("{flag} needs --region: it configures one site");
+        }
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
+        // The directory: an SQLite file (default DIR/directory.sqlite, the one-machine
+        // layout's and a site's own) or etcd for sites on several hosts.
         let directory = match &args.directory {
             None => None,
             Some(location) => Some(
                 sovereign_cloud::directory::Directory::at(
                     Some(location),
-                    &args.data_dir.join("directory.sqlite"),
+                    &sovereign_cloud::sites::directory_path(&args.data_dir),
                     std::env::var("SOVEREIGN_DIRECTORY_PASSWORD").ok(),
                     policies
                         .regions
@@ -134,17 +171,35 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .await?,
             ),
         };
-        let cloud = sovereign_cloud::start_cloud_on(
-            CloudOptions {
+        let cloud = if args.region.is_some() {
+            // Invariant: with --region, `regions` holds exactly that region.
+            let (region, listen) = regions.into_iter().next().context("no region")?;
+            sovereign_cloud::sites::start_site(SiteOptions {
                 data_dir: args.data_dir.clone(),
+                database: databases.get(&region).cloned(),
+                region,
+                listen,
                 policies,
-                regions,
-                databases,
+                federation_file: args.federation.clone(),
+                directory,
+                tls_cert_key: args.tls_cert.clone().zip(args.tls_key.clone()),
+                ca_bundle: args.ca_bundle.clone(),
                 clock: Arc::new(SystemClock),
-            },
-            directory,
-        )
-        .await?;
+            })
+            .await?
+        } else {
+            sovereign_cloud::start_cloud_on(
+                CloudOptions {
+                    data_dir: args.data_dir.clone(),
+                    policies,
+                    regions,
+                    databases,
+                    clock: Arc::new(SystemClock),
+                },
+                directory,
+            )
+            .await?
+        };
         let ca = args.data_dir.join("tls").join("ca.pem");
         for region in &cloud.regions {
             println!(

@@ -1,8 +1,10 @@
 //! Sovereign's cloud: accounts, consent, cloud messaging and backup for one region, with every
 //! privacy promise enforced where the data is stored.
 //!
-//! [`app`] builds the HTTP service of one region; [`start_cloud`] serves a set of regions over
-//! TLS in one process, each on its own port with its own store and keys, sharing the directory.
+//! [`app`] builds the HTTP service of one region; [`sites::start_site`] runs one region as a site
+//! on its own host; [`start_cloud`] serves a set of regions in one process, each as its own site
+//! (own data directory under `DIR/sites/`, own TLS and federation key, peers known only from the
+//! generated federation file), sharing the directory.
 //! Tests start the real servers on port 0 and speak HTTPS to them:
 //!
 //! ```no_run
@@ -41,6 +43,7 @@ pub mod placement;
 pub mod retention;
 pub mod routes;
 pub mod session_token;
+pub mod sites;
 pub mod sms;
 pub mod state;
 pub mod store;
@@ -79,6 +82,10 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::invalid("method", "this path does not accept this method")
         })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            federation::sign_answers,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_metrics,
@@ -224,11 +231,6 @@ pub async fn start_cloud_on(
     }
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
-    let tls = tls::load_or_create(&data_dir)?;
-    let tls_config = std::sync::Arc::new(
-        tls.server_config()
-            .context("loading the server certificate")?,
-    );
     let mut listeners = Vec::new();
     let mut urls = std::collections::BTreeMap::new();
     for (id, listen) in &regions {
@@ -238,28 +240,38 @@ pub async fn start_cloud_on(
         urls.insert(id.clone(), format!("https://{}", listener.local_addr()?));
         listeners.push((id.clone(), listener));
     }
-    // Publish every identity before loading the peer table, so each region sees the others' keys.
-    for (id, _) in &regions {
-        federation::load_or_create_identity(&data_dir, id)?;
+    // A data directory from before sites: its stores would be silently left behind.
+    if data_dir.join("regions").is_dir() && !data_dir.join(sites::SITES_DIR).is_dir() {
+        anyhow::bail!(
+            "{} holds regions in the layout before sites (regions/ beside keys/): move each \
+             region's regions/<region>/ and keys/<region>.* into sites/<region>/, or start afresh",
+            data_dir.display()
+        );
     }
-    let peers = std::sync::Arc::new(federation::PeerTable::load(
-        &data_dir,
-        &policies.regions,
-        &urls,
-    ));
+    // Each region is its own site under DIR/sites/<region>/; what one knows of another comes
+    // only from the federation file written from their published stanzas.
+    let federation = sites::prepare_local_sites(&data_dir, &urls)?;
+    let peers = std::sync::Arc::new(federation.peer_table());
     let directory = match directory {
         Some(directory) => directory,
-        None => directory::Directory::open(&data_dir.join("directory.sqlite"))?,
+        None => directory::Directory::open(&sites::directory_path(&data_dir))?,
     };
     let mut running = Vec::new();
     for (id, listener) in listeners {
-        let mut options = RegionOptions::new(data_dir.clone(), id.clone(), policies.clone());
+        let site = sites::site_dir(&data_dir, &id);
+        let tls_config = std::sync::Arc::new(
+            tls::load_or_create(&site)?
+                .server_config()
+                .context("loading the server certificate")?,
+        );
+        let mut options = RegionOptions::new(site, id.clone(), policies.clone());
         options.clock = clock.clone();
         options.directory = Some(directory.clone());
         options.peers = Some(peers.clone());
+        options.sms_outbox = Some(data_dir.join("sms-outbox.jsonl"));
         options.database = databases.remove(&id);
         let state = RegionState::open(options).await?;
-        let server = serve(state.clone(), listener, tls_config.clone())?;
+        let server = serve(state.clone(), listener, tls_config)?;
         let url = urls.get(&id).cloned().unwrap_or_default();
         running.push(RunningRegion {
             id,
@@ -274,7 +286,7 @@ pub async fn start_cloud_on(
     })
 }
 
-fn serve(
+pub(crate) fn serve(
     state: AppState,
     listener: std::net::TcpListener,
     tls: std::sync::Arc<rustls::ServerConfig>,

@@ -17,6 +17,7 @@ use crate::keys::RegionKeys;
 use crate::ledger::LedgerSigner;
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
+use crate::sites::{FEDERATION_FILE, FederationFile};
 use crate::sms::{FileOutbox, SmsGateway};
 use crate::store::Store;
 
@@ -51,8 +52,13 @@ pub struct RegionOptions {
     pub clock: Arc<dyn Clock>,
     /// The directory shared by the regions of this process; `None` opens `DIR/directory.sqlite`.
     pub directory: Option<Directory>,
-    /// Where the other regions are; `None` takes their configured addresses.
+    /// Where the other sites are and their pinned keys; `None` reads `DIR/federation.toml`, or
+    /// without one pins no peer (no peer call is made or accepted).
     pub peers: Option<Arc<PeerTable>>,
+    /// CA certificates (PEM) trusted for peers whose federation entry pins no CA.
+    pub peer_ca_bundle: Vec<u8>,
+    /// The SMS gateway file; `None`: `DIR/sms-outbox.jsonl`.
+    pub sms_outbox: Option<PathBuf>,
     /// The region's PostgreSQL database (`postgres://user@host:port/db`); `None` keeps the store
     /// in `DIR/regions/<region>/store.sqlite`. One region per database.
     pub database: Option<String>,
@@ -67,6 +73,8 @@ impl RegionOptions {
             clock: Arc::new(SystemClock),
             directory: None,
             peers: None,
+            peer_ca_bundle: Vec::new(),
+            sms_outbox: None,
             database: None,
         }
     }
@@ -86,6 +94,8 @@ impl RegionState {
             clock,
             directory,
             peers,
+            peer_ca_bundle,
+            sms_outbox,
             database,
         } = options;
         let config = policies
@@ -121,25 +131,38 @@ impl RegionState {
             Some(directory) => directory,
             None => Directory::open(&data_dir.join("directory.sqlite"))?,
         };
-        let peers = peers.unwrap_or_else(|| {
-            Arc::new(PeerTable::load(
-                &data_dir,
-                &policies.regions,
-                &Default::default(),
-            ))
-        });
-        crate::tls::load_or_create(&data_dir)?;
-        let ca_path = data_dir.join("tls").join("ca.pem");
-        let ca_pem =
-            std::fs::read(&ca_path).with_context(|| format!("reading {}", ca_path.display()))?;
-        let federation = Federation::new(region.clone(), identity, peers, &ca_pem)?;
+        let peers = match peers {
+            Some(peers) => peers,
+            None => {
+                let file = data_dir.join(FEDERATION_FILE);
+                Arc::new(if file.exists() {
+                    FederationFile::read(&file)?.peer_table()
+                } else {
+                    PeerTable::unpinned(&policies.regions)
+                })
+            }
+        };
+        // A federation file that pins another key for this site would have every peer refuse
+        // it: say so at start rather than at the first call.
+        if let Some(pinned) = peers.get(&region).and_then(|p| p.public_key.as_deref()) {
+            if pinned != identity.public_key() {
+                anyhow::bail!(
+                    "the federation file pins a different federation key for {region} than \
+                     {}/keys/{region}.peer.pk8: publish this site's stanza again",
+                    data_dir.display()
+                );
+            }
+        }
+        let federation = Federation::new(region.clone(), identity, peers, &peer_ca_bundle)?;
         let blobs = Blobs::local(&region_dir.join("blobs"))?;
         let ledger = Arc::new(crate::ledger::load_or_create_signer(
             &data_dir,
             &region,
             policies.ops.ledger_checkpoint_entries,
         )?);
-        let sms = Arc::new(FileOutbox::new(data_dir.join("sms-outbox.jsonl")));
+        let sms = Arc::new(FileOutbox::new(
+            sms_outbox.unwrap_or_else(|| data_dir.join("sms-outbox.jsonl")),
+        ));
         let l = &policies.limits;
         let limits = RateLimits::new(
             l.signups_per_minute,

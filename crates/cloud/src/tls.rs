@@ -1,6 +1,7 @@
 //! TLS for every listener. On first start a local CA is created under `DIR/tls/` (`ca.pem`, and
 //! `ca-key.pem` readable by the owner only) and a server certificate for `localhost`, `127.0.0.1`
-//! and `::1`. Clients trust `DIR/tls/ca.pem`.
+//! and `::1` (and the site's public host name, given to `sovereign federation publish`). Clients
+//! trust `DIR/tls/ca.pem`. Each site has its own CA; an operator may give a certificate instead.
 
 use std::path::Path;
 
@@ -44,6 +45,40 @@ const SERVER_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 /// # Errors
 /// When the files cannot be read or written or are not valid PEM.
 pub fn load_or_create(data_dir: &Path) -> anyhow::Result<ServerTls> {
+    load_or_create_for(data_dir, &[])
+}
+
+/// The site's certificate and key given by the operator (PEM files; the certificate file holds
+/// the chain the server presents).
+///
+/// # Errors
+/// When a file cannot be read.
+pub fn from_files(cert: &Path, key: &Path) -> anyhow::Result<ServerTls> {
+    Ok(ServerTls {
+        cert_pem: std::fs::read_to_string(cert)
+            .with_context(|| format!("reading {}", cert.display()))?,
+        key_pem: std::fs::read_to_string(key)
+            .with_context(|| format!("reading {}", key.display()))?,
+    })
+}
+
+/// The local CA's certificate of a site (`DIR/tls/ca.pem`), creating the site's TLS files first
+/// if they do not exist yet.
+///
+/// # Errors
+/// As [`load_or_create`].
+pub fn local_ca_pem(data_dir: &Path, names: &[&str]) -> anyhow::Result<String> {
+    load_or_create_for(data_dir, names)?;
+    let path = data_dir.join("tls").join("ca.pem");
+    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// As [`load_or_create`], with `names` (the site's public host names) on a newly created
+/// certificate beside the loopback names.
+///
+/// # Errors
+/// When the files cannot be read or written or are not valid PEM.
+pub fn load_or_create_for(data_dir: &Path, names: &[&str]) -> anyhow::Result<ServerTls> {
     let dir = data_dir.join("tls");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let (ca_path, ca_key_path) = (dir.join("ca.pem"), dir.join("ca-key.pem"));
@@ -67,7 +102,9 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<ServerTls> {
         std::fs::write(&ca_path, files.cert_pem.as_bytes())?;
         ca
     };
-    let server = ca.issue_server_cert(&SERVER_NAMES)?;
+    let mut all: Vec<&str> = SERVER_NAMES.to_vec();
+    all.extend(names.iter().filter(|n| !SERVER_NAMES.contains(n)));
+    let server = ca.issue_server_cert(&all)?;
     // The chain the server presents: its certificate, then the CA's.
     let chain = format!("{}{}", server.cert_pem, ca.cert_pem());
     write_private(&key_path, server.key_pem.as_bytes())?;

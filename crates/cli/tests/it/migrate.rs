@@ -64,9 +64,10 @@ fn count_rows(
             db.query_one(&sql, &[]).unwrap().get(0)
         }),
         None => {
-            let db =
-                rusqlite::Connection::open(data.join(format!("regions/{region}/store.sqlite")))
-                    .unwrap();
+            let db = rusqlite::Connection::open(
+                data.join(format!("sites/{region}/regions/{region}/store.sqlite")),
+            )
+            .unwrap();
             db.query_row(&sql, [], |r| r.get(0)).unwrap()
         }
     }

@@ -116,10 +116,14 @@ fn without_a_region_every_configured_region_is_served() {
     for region in ["us-oregon", "in-mumbai"] {
         assert!(
             dir.path()
-                .join(format!("regions/{region}/store.sqlite"))
+                .join(format!("sites/{region}/regions/{region}/store.sqlite"))
                 .exists()
         );
-        assert!(dir.path().join(format!("keys/{region}.kek")).exists());
+        assert!(
+            dir.path()
+                .join(format!("sites/{region}/keys/{region}.kek"))
+                .exists()
+        );
     }
 }
 
@@ -283,4 +287,101 @@ fn database_flag_errors_are_clear_issue_4() {
     );
     assert!(!stderr.contains("hunter2"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// A free loopback port, released for the site to bind.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn publish(dir: &std::path::Path, region: &str, url: &str) -> String {
+    let out = sovereign()
+        .args(["federation", "publish", "--region", region, "--url", url])
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn three_sites_run_from_their_own_directories_and_the_federation_file() {
+    let root = tempfile::tempdir().unwrap();
+    let regions = ["in-mumbai", "sg-singapore", "us-oregon"];
+    let mut file = String::new();
+    let mut sites = Vec::new();
+    for region in regions {
+        let port = free_port();
+        let url = format!("https://localhost:{port}");
+        let dir = root.path().join(region);
+        let stanza = publish(&dir, region, &url);
+        // Publishing again prints the same key: the site's identity is made once.
+        assert_eq!(publish(&dir, region, &url), stanza);
+        file.push_str(&stanza);
+        sites.push((region, port, dir, url));
+    }
+    let federation = root.path().join("federation.toml");
+    std::fs::write(&federation, &file).unwrap();
+    let mut running = Vec::new();
+    for (region, port, dir, url) in &sites {
+        let child = sovereign()
+            .args(["serve", "--region", region, "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(dir)
+            .arg("--federation")
+            .arg(&federation)
+            .arg("--directory")
+            .arg(root.path().join("directory.sqlite"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut site = Running(child);
+        let mut lines = BufReader::new(site.0.stdout.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        assert!(first.contains(&format!("region {region}")), "{first}");
+        let ca = std::fs::read(dir.join("tls/ca.pem")).unwrap();
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let health = client.get(format!("{url}/healthz")).send().await.unwrap();
+        assert!(health.status().is_success());
+        running.push(site);
+    }
+    // A site whose federation file pins another key for it refuses to start.
+    let other = root.path().join("other");
+    let wrong = publish(&other, "in-mumbai", "https://localhost:1");
+    let wrong_file = root.path().join("wrong.toml");
+    std::fs::write(&wrong_file, wrong).unwrap();
+    let out = sovereign()
+        .args(["serve", "--region", "in-mumbai", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(&sites[0].2)
+        .arg("--federation")
+        .arg(&wrong_file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("different federation key"), "{err}");
+    // Site flags without --region are refused.
+    let out = sovereign()
+        .args(["serve", "--directory", "x.sqlite", "--data-dir"])
+        .arg(root.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    drop(running);
 }

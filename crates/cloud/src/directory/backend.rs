@@ -47,7 +47,8 @@ impl Directory {
     }
 
     /// The directory a site is given: `None` is the SQLite file `sqlite_path` (the embedded
-    /// default); `etcd://[USER@]HOST:PORT[,...]/PREFIX` is etcd, as `USER` with `password`.
+    /// default); `etcd://[USER@]HOST:PORT[,...]/PREFIX` is etcd, as `USER` with `password`;
+    /// any other location without a `scheme://` is the path of an SQLite file.
     ///
     /// # Errors
     /// When the location is malformed, or the directory cannot be opened or reached.
@@ -58,9 +59,13 @@ impl Directory {
         regions: Vec<RegionId>,
     ) -> anyhow::Result<Directory> {
         use anyhow::Context;
-        let Some(location) = location else {
-            return Directory::open(sqlite_path)
-                .with_context(|| format!("opening the directory {}", sqlite_path.display()));
+        let location = match location {
+            Some(location) if location.contains("://") => location,
+            other => {
+                let path = other.map_or(sqlite_path, Path::new);
+                return Directory::open(path)
+                    .with_context(|| format!("opening the directory {}", path.display()));
+            }
         };
         let parsed = super::etcd::EtcdLocation::parse(location)?;
         let shown = format!("{} at {}", parsed.prefix, parsed.endpoints.join(","));

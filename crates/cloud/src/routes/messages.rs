@@ -19,6 +19,10 @@ use crate::extract::{AuthUser, StrictJson, aad};
 use crate::state::AppState;
 use crate::store::{MessageCopy, MessageRow, PAGE_ROWS_MAX};
 
+/// How far a forwarded message's `sent_at_ms` may be from our clock: the sending site stamps
+/// it, so it cannot date a message into the past or future beyond this.
+pub const FORWARDED_SENT_AT_SKEW_MS_MAX: i64 = 5 * 60 * 1000;
+
 const DAY_MS: i64 = 86_400_000;
 
 pub fn router() -> Router<AppState> {
@@ -303,7 +307,7 @@ async fn receive_forwarded(
         return Err(ApiError::Unauthorized);
     }
     let now = state.now_ms();
-    if (now - message.sent_at_ms).abs() > crate::federation::PEER_CLOCK_SKEW_MS_MAX {
+    if (now - message.sent_at_ms).abs() > FORWARDED_SENT_AT_SKEW_MS_MAX {
         return Err(ApiError::invalid(
             "sent_at_ms",
             "is outside the federation's clock window",

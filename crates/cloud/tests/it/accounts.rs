@@ -55,7 +55,7 @@ async fn sign_up_verify_sign_in_and_me() {
         .await;
     assert_eq!(reply.status, StatusCode::ACCEPTED);
     let verification_id = reply.body["verification_id"].as_str().unwrap().to_owned();
-    let outbox = std::fs::read_to_string(app.data_dir().join("sms-outbox.jsonl")).unwrap();
+    let outbox = std::fs::read_to_string(app.dir.path().join("sms-outbox.jsonl")).unwrap();
     let sms: serde_json::Value = serde_json::from_str(outbox.lines().last().unwrap()).unwrap();
     assert_eq!(sms["to"], ALICE);
     let code = sms["code"].as_str().unwrap();
@@ -376,7 +376,7 @@ async fn an_interrupted_deletion_is_finished_at_start() {
     // Simulate a crash between the two steps of a deletion: the key is gone, the rows are not.
     app.state.store.shred_user(user_id.clone()).await.unwrap();
     let mut options = sovereign_cloud::RegionOptions::new(
-        app.data_dir().to_path_buf(),
+        app.data_dir(),
         sovereign_model::RegionId::parse("in-mumbai").unwrap(),
         sovereign_cloud::Policies::embedded().unwrap(),
     );

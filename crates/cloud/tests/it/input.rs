@@ -121,7 +121,7 @@ async fn bad_bodies_get_clear_errors() {
     let missing = post("{\"password\": \"correct horse\"}", "application/json").await;
     assert_eq!(missing.body["field"], "phone");
     // Nothing was half-written by any of them.
-    assert!(!app.data_dir().join("sms-outbox.jsonl").exists());
+    assert!(!app.dir.path().join("sms-outbox.jsonl").exists());
 }
 
 #[tokio::test]

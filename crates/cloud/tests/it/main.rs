@@ -18,5 +18,6 @@ mod postgres;
 mod regions;
 mod retention;
 mod services;
+mod sites;
 mod support;
 mod trust;

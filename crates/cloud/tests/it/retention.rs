@@ -131,7 +131,7 @@ async fn the_report_says_what_goes_when() {
     let region = RegionId::parse("in-mumbai").unwrap();
     let text = off_runtime(|| {
         sovereign_cloud::retention::report_store(
-            app.data_dir(),
+            &app.data_dir(),
             &region,
             app.database.as_deref(),
             &app.state.policies.retention,

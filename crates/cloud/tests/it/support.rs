@@ -78,7 +78,9 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Policies)) -> TestApp {
     let base = format!("https://localhost:{port}");
     // On PostgreSQL the region really has no SQLite file.
     assert_eq!(
-        dir.path().join("regions/in-mumbai/store.sqlite").exists(),
+        dir.path()
+            .join("sites/in-mumbai/regions/in-mumbai/store.sqlite")
+            .exists(),
         database.is_none()
     );
     TestApp {
@@ -94,12 +96,13 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Policies)) -> TestApp {
 }
 
 impl TestApp {
-    pub fn data_dir(&self) -> &Path {
-        self.dir.path()
+    /// The region's own site directory (`DIR/sites/in-mumbai`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("sites/in-mumbai")
     }
 
     pub fn db_path(&self) -> PathBuf {
-        self.dir.path().join("regions/in-mumbai/store.sqlite")
+        self.data_dir().join("regions/in-mumbai/store.sqlite")
     }
 
     /// The region's store, on whichever backend the tests run.
@@ -114,7 +117,7 @@ impl TestApp {
         let region = RegionId::parse("in-mumbai").unwrap();
         off_runtime(|| {
             sovereign_cloud::ledger::verify_store(
-                self.data_dir(),
+                &self.data_dir(),
                 &region,
                 self.database.as_deref(),
             )
@@ -307,7 +310,7 @@ async fn spawn_regions_on(
     for id in ids {
         assert_eq!(
             dir.path()
-                .join(format!("regions/{id}/store.sqlite"))
+                .join(format!("sites/{id}/regions/{id}/store.sqlite"))
                 .exists(),
             !databases.contains_key(&RegionId::parse(id).unwrap())
         );
@@ -331,7 +334,7 @@ impl TestCloud {
         TestDb::new(
             self.dir
                 .path()
-                .join(format!("regions/{region}/store.sqlite")),
+                .join(format!("sites/{region}/regions/{region}/store.sqlite")),
             self.databases
                 .get(&RegionId::parse(region).unwrap())
                 .cloned(),
