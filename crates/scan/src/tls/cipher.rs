@@ -19,7 +19,7 @@ use aes::cipher::{BlockDecrypt, KeyInit};
 use aws_lc_rs::aead::{self as lc, Aad, LessSafeKey, Nonce, UnboundKey};
 use ccm::aead::AeadInPlace;
 use ccm::consts::{U8, U12, U16};
-use hmac::{Hmac, Mac as _};
+use hmac::Hmac;
 use md5::Md5;
 use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha384};
@@ -95,7 +95,13 @@ impl AeadKey {
 
     /// Opens `buf` (ciphertext then tag) in place; the plaintext length, or `None` when the
     /// tag does not match.
-    fn open(&self, nonce: [u8; NONCE_BYTES], aad: &[u8], buf: &mut [u8], tag_len: usize) -> Option<usize> {
+    fn open(
+        &self,
+        nonce: [u8; NONCE_BYTES],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag_len: usize,
+    ) -> Option<usize> {
         let len = buf.len().checked_sub(tag_len)?;
         let (text, tag) = buf.split_at_mut(len);
         let n = GenericArray::from_slice(&nonce);
@@ -108,10 +114,18 @@ impl AeadKey {
                     .ok()
                     .map(|p| p.len());
             }
-            AeadKey::Ccm128(k) => k.decrypt_in_place_detached(n, aad, text, GenericArray::from_slice(tag)),
-            AeadKey::Ccm256(k) => k.decrypt_in_place_detached(n, aad, text, GenericArray::from_slice(tag)),
-            AeadKey::Ccm128x8(k) => k.decrypt_in_place_detached(n, aad, text, GenericArray::from_slice(tag)),
-            AeadKey::Ccm256x8(k) => k.decrypt_in_place_detached(n, aad, text, GenericArray::from_slice(tag)),
+            AeadKey::Ccm128(k) => {
+                k.decrypt_in_place_detached(n, aad, text, GenericArray::from_slice(tag))
+            }
+            AeadKey::Ccm256(k) => {
+                k.decrypt_in_place_detached(n, aad, text, GenericArray::from_slice(tag))
+            }
+            AeadKey::Ccm128x8(k) => {
+                k.decrypt_in_place_detached(n, aad, text, GenericArray::from_slice(tag))
+            }
+            AeadKey::Ccm256x8(k) => {
+                k.decrypt_in_place_detached(n, aad, text, GenericArray::from_slice(tag))
+            }
         };
         ok.ok().map(|()| len)
     }
@@ -136,20 +150,21 @@ impl BlockKey {
             Block::Camellia256 => {
                 BlockKey::Camellia256(Box::new(camellia::Camellia256::new_from_slice(key).ok()?))
             }
-            Block::TripleDes => BlockKey::TripleDes(Box::new(des::TdesEde3::new_from_slice(key).ok()?)),
+            Block::TripleDes => {
+                BlockKey::TripleDes(Box::new(des::TdesEde3::new_from_slice(key).ok()?))
+            }
         })
     }
 
     /// Decrypts one block in place; `block` has the cipher's block length (the caller cuts
     /// with `chunks_exact` of it).
     fn decrypt_block(&self, block: &mut [u8]) {
-        let b = GenericArray::from_mut_slice(block);
         match self {
-            BlockKey::Aes128(k) => k.decrypt_block(b),
-            BlockKey::Aes256(k) => k.decrypt_block(b),
-            BlockKey::Camellia128(k) => k.decrypt_block(b),
-            BlockKey::Camellia256(k) => k.decrypt_block(b),
-            BlockKey::TripleDes(k) => k.decrypt_block(b),
+            BlockKey::Aes128(k) => k.decrypt_block(GenericArray::from_mut_slice(block)),
+            BlockKey::Aes256(k) => k.decrypt_block(GenericArray::from_mut_slice(block)),
+            BlockKey::Camellia128(k) => k.decrypt_block(GenericArray::from_mut_slice(block)),
+            BlockKey::Camellia256(k) => k.decrypt_block(GenericArray::from_mut_slice(block)),
+            BlockKey::TripleDes(k) => k.decrypt_block(GenericArray::from_mut_slice(block)),
         }
     }
 }
@@ -254,7 +269,10 @@ impl RecordKey {
                 if *encrypt_then_mac {
                     let split = body.len().checked_sub(mac.len())?;
                     let (protected, tag) = body.split_at(split);
-                    let expected = record_mac(*mac, false, mac_key, seq, header, protected)?;
+                    // The MAC covers the header with the length of IV and ciphertext only.
+                    let mut pseudo = *header;
+                    pseudo[3..].copy_from_slice(&u16::try_from(split).ok()?.to_be_bytes());
+                    let expected = record_mac(*mac, false, mac_key, seq, &pseudo, protected)?;
                     if expected.as_slice() != tag {
                         return None;
                     }
@@ -383,7 +401,11 @@ fn record_mac(
 }
 
 /// P_hash of RFC 5246 5: HMAC chained over `seed` until `out` is full.
-fn p_hash<M: hmac::Mac + hmac::digest::KeyInit + Clone>(secret: &[u8], seed: &[&[u8]], out: &mut [u8]) -> Option<()> {
+fn p_hash<M: hmac::Mac + hmac::digest::KeyInit + Clone>(
+    secret: &[u8],
+    seed: &[&[u8]],
+    out: &mut [u8],
+) -> Option<()> {
     let mac = <M as hmac::digest::KeyInit>::new_from_slice(secret).ok()?;
     let mut a = {
         let mut m = mac.clone();
@@ -446,7 +468,12 @@ pub fn prf(
 
 /// SSL 3.0's key block (RFC 6101 6.2.2): MD5(master + SHA1("A" + master + randoms)), then
 /// with "BB", "CCC", ... until `len` bytes.
-fn ssl3_key_block(master: &[u8], server_random: &[u8], client_random: &[u8], len: usize) -> Zeroizing<Vec<u8>> {
+fn ssl3_key_block(
+    master: &[u8],
+    server_random: &[u8],
+    client_random: &[u8],
+    len: usize,
+) -> Zeroizing<Vec<u8>> {
     let mut out = Zeroizing::new(Vec::with_capacity(len + 16));
     let mut i = 0u8;
     while out.len() < len {
@@ -458,7 +485,10 @@ fn ssl3_key_block(master: &[u8], server_random: &[u8], client_random: &[u8], len
             .chain_update(server_random)
             .chain_update(client_random)
             .finalize();
-        let block = Md5::new().chain_update(master).chain_update(inner).finalize();
+        let block = Md5::new()
+            .chain_update(master)
+            .chain_update(inner)
+            .finalize();
         out.extend_from_slice(&block);
     }
     out.truncate(len);
@@ -536,7 +566,15 @@ mod tests {
     fn tls12_prf_matches_aws_lc() {
         use aws_lc_rs::tls_prf;
         let secret = [7u8; 48];
-        let ours = prf(Version::Tls12, Hash::Sha256, &secret, b"key expansion", &[b"server", b"client"], 100).unwrap();
+        let ours = prf(
+            Version::Tls12,
+            Hash::Sha256,
+            &secret,
+            b"key expansion",
+            &[b"server", b"client"],
+            100,
+        )
+        .unwrap();
         let theirs = tls_prf::Secret::new(&tls_prf::P_SHA256, &secret)
             .unwrap()
             .derive_with_seed_concatination(b"key expansion", b"server", b"client", 100)

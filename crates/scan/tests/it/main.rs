@@ -12,3 +12,4 @@ mod reports;
 mod robustness;
 mod support;
 mod tls;
+mod tls_suites;
