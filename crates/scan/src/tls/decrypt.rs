@@ -106,18 +106,19 @@ pub fn is_draft(version: u16) -> bool {
 /// Whether a stream starts with a TLS handshake record holding a ClientHello or ServerHello
 /// (checked that far so that, say, a DNS-over-TCP message of 0x1603 bytes is not taken for TLS).
 pub fn starts_like_tls(data: &[u8]) -> bool {
-    matches!(
-        data,
-        [
-            CONTENT_HANDSHAKE,
-            0x03,
-            0..=4,
-            _,
-            _,
-            HANDSHAKE_CLIENT_HELLO | HANDSHAKE_SERVER_HELLO,
-            ..
-        ]
-    )
+    parse_sslv2_client_hello(data).is_some()
+        || matches!(
+            data,
+            [
+                CONTENT_HANDSHAKE,
+                0x03,
+                0..=4,
+                _,
+                _,
+                HANDSHAKE_CLIENT_HELLO | HANDSHAKE_SERVER_HELLO,
+                ..
+            ]
+        )
 }
 
 /// How many bytes at the start of a TLS stream are records sent in the clear: the hellos, a
@@ -126,7 +127,7 @@ pub fn starts_like_tls(data: &[u8]) -> bool {
 /// turn into false positives (and time). Where the stream stops looking like TLS records, the
 /// rest is included: it may be something else, and is searched as it is.
 pub fn clear_prefix_len(data: &[u8]) -> usize {
-    let mut at = 0;
+    let mut at = parse_sslv2_client_hello(data).map_or(0, |(_, len)| len);
     loop {
         match cut_record(&data[at..]) {
             Cut::Record(record, len) => {
@@ -231,6 +232,40 @@ pub fn parse_client_hello(body: &[u8]) -> Option<ClientHello> {
         server_name,
         early_data,
     })
+}
+
+/// An SSL 2.0-format ClientHello at the start of a client stream (RFC 5246 E.2, RFC 6101 E.1):
+/// a 2-byte header with the high bit set, then message type 1, the highest version offered
+/// (SSL 3.0 or later: a client offering only SSL 2.0 is not one we can follow), the lengths of
+/// the cipher specs, session id and challenge, and those. The TLS client random is the
+/// challenge right-aligned in 32 zero bytes. Returns the hello and the bytes it took.
+pub fn parse_sslv2_client_hello(data: &[u8]) -> Option<(ClientHello, usize)> {
+    let mut r = Reader(data);
+    let header = r.u16()?;
+    if header & 0x8000 == 0 {
+        return None;
+    }
+    let len = usize::from(header & 0x7fff);
+    let mut r = Reader(r.take(len)?);
+    let (kind, version) = (r.u8()?, r.u16()?);
+    if kind != HANDSHAKE_CLIENT_HELLO || !(0x0300..=0x0304).contains(&version) {
+        return None;
+    }
+    let (specs, session, challenge) = (r.u16()?, r.u16()?, r.u16()?);
+    if specs % 3 != 0 || !(16..=32).contains(&challenge) {
+        return None;
+    }
+    r.take(usize::from(specs))?;
+    r.take(usize::from(session))?;
+    let challenge = r.take(usize::from(challenge))?;
+    let mut random = [0u8; CLIENT_RANDOM_BYTES];
+    random[CLIENT_RANDOM_BYTES - challenge.len()..].copy_from_slice(challenge);
+    let hello = ClientHello {
+        random,
+        server_name: None,
+        early_data: false,
+    };
+    Some((hello, 2 + len))
 }
 
 /// Parses a ServerHello message body (after the 4-byte handshake header). TLS 1.3 drafts up to
@@ -567,6 +602,9 @@ impl TlsFlow {
         if self.client_hello.is_none()
             && let Some(data) = first(to_server)
         {
+            if let Some((hello, _)) = parse_sslv2_client_hello(data) {
+                self.client_hello = Some(hello);
+            }
             scan_hellos(data, &mut |kind, body| {
                 if kind == HANDSHAKE_CLIENT_HELLO {
                     self.client_hello = parse_client_hello(body);
@@ -751,6 +789,14 @@ impl TlsFlow {
         }
         let mut data = run.data.as_slice();
         let mut offset = run.start;
+        // An SSL 2.0-format ClientHello is not a TLS record: step over it.
+        if to_server
+            && run.start == 0
+            && let Some((_, len)) = parse_sslv2_client_hello(data)
+        {
+            data = &data[len..];
+            offset += len as u64;
+        }
         // First finish the record left incomplete by the previous piece: its header, then its
         // body (at most RECORD_BYTES_MAX more bytes).
         if !side.held.is_empty() {

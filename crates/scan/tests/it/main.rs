@@ -12,4 +12,5 @@ mod reports;
 mod robustness;
 mod support;
 mod tls;
+mod tls_legacy;
 mod tls_suites;
