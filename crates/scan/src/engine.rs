@@ -11,6 +11,7 @@ use crate::network::packet::{self, PROTO_TCP, PROTO_UDP, TCP_FIN, TCP_RST, TCP_S
 use crate::protocols::dns;
 use crate::protocols::http::{self, Direction};
 use crate::tls::decrypt::{self, FlowSummary, TlsFlow};
+use crate::tls::dtls::{self, DtlsFlow};
 use crate::tls::hello;
 use crate::tls::keylog::KeyLog;
 use crate::transport::reassembly::{BufferPool, Loss, Mark, Run, Stream};
@@ -210,6 +211,8 @@ pub struct Session<'a> {
     /// Set while decrypted TLS application data is scanned: protocols become `https`/`tls`,
     /// chains start with `tls` and nothing is cleartext.
     inside_tls: bool,
+    /// DTLS flows by (client, server), up to [`TLS_FLOWS_MAX`]; listed beside TLS ones.
+    dtls: HashMap<(SocketAddr, SocketAddr), Box<DtlsFlow>, rustc_hash::FxBuildHasher>,
 }
 
 impl<'a> Session<'a> {
@@ -234,6 +237,7 @@ impl<'a> Session<'a> {
             capture_keys: KeyLog::default(),
             secrets_blocks: 0,
             inside_tls: false,
+            dtls: HashMap::default(),
         }
     }
 
@@ -331,6 +335,9 @@ impl<'a> Session<'a> {
             self.dns_message(&message, src, dst_sock, remote, None, outbound, timing);
             return;
         }
+        if self.dtls_datagram(src_sock, dst_sock, d.payload, time_us) {
+            return;
+        }
         let host = self.dns.get(&dst).cloned();
         let place = Place {
             protocol: "udp",
@@ -342,6 +349,94 @@ impl<'a> Session<'a> {
             outbound: true,
         };
         self.search(d.payload, &["udp"], 0, &place, timing);
+    }
+
+    /// A datagram of a DTLS flow (one that began with a ClientHello): decrypted with the key
+    /// logs and its application data searched (`dtls > ...`). Returns false for other UDP, and
+    /// for the hellos, which are searched as they are.
+    fn dtls_datagram(
+        &mut self,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: &[u8],
+        time_us: i64,
+    ) -> bool {
+        let (key, to_server) = if self.dtls.contains_key(&(src, dst)) {
+            ((src, dst), true)
+        } else if self.dtls.contains_key(&(dst, src)) {
+            ((dst, src), false)
+        } else if dtls::starts_like_dtls(payload) && self.dtls.len() < TLS_FLOWS_MAX {
+            self.dtls.insert((src, dst), Box::default());
+            ((src, dst), true)
+        } else {
+            return false;
+        };
+        let (keys, capture_keys) = (self.keys, &self.capture_keys);
+        let Some(flow) = self.dtls.get_mut(&key) else {
+            return false;
+        };
+        let plaintext = flow.datagram(to_server, payload, time_us, &|random| {
+            capture_keys
+                .get(random)
+                .or_else(|| keys.and_then(|k| k.get(random)))
+                .cloned()
+        });
+        for warning in flow.take_warnings() {
+            self.tally.warnings.push(format!(
+                "{}: dtls {} → {}: {warning}",
+                self.label, key.0, key.1
+            ));
+        }
+        let clear = dtls::records(payload).next().is_some_and(|r| r.epoch == 0);
+        if plaintext.is_empty() {
+            return !clear;
+        }
+        let (client, server) = key;
+        let place = Place {
+            protocol: "dtls",
+            src: if to_server { client.ip() } else { server.ip() },
+            dst: if to_server { server } else { client },
+            remote: server,
+            host: self.dns.get(&server.ip()).cloned(),
+            cleartext: false,
+            outbound: to_server,
+        };
+        let timing = Timing::Fixed {
+            frame: self.frame,
+            time_us,
+        };
+        self.search(&plaintext, &["dtls"], 0, &place, timing);
+        !clear
+    }
+
+    /// Lists the DTLS flows beside the TLS ones.
+    fn list_dtls_flows(&mut self) {
+        let mut flows: Vec<_> = self.dtls.drain().collect();
+        flows.sort_by_key(|(_, f)| f.first_time_us);
+        for ((client, server), flow) in flows {
+            if self.tally.tls_flows.len() >= TLS_FLOWS_MAX {
+                self.tally.tls_flows_dropped += 1;
+                continue;
+            }
+            let (bytes_out, bytes_in) = flow.bytes();
+            let sni = flow
+                .client_hello
+                .as_ref()
+                .and_then(|h| h.server_name.clone());
+            self.tally.tls_flows.push(FlowSummary {
+                client,
+                server,
+                host: sni.clone().or_else(|| self.dns.get(&server.ip()).cloned()),
+                sni,
+                version: flow.version(),
+                cipher_suite: flow.cipher_suite(),
+                visibility: flow.visibility(),
+                bytes_out,
+                bytes_in,
+                first_time_us: flow.first_time_us,
+                capture: self.capture,
+            });
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -499,6 +594,7 @@ impl<'a> Session<'a> {
         for (_, key) in keys {
             self.close_flow(key);
         }
+        self.list_dtls_flows();
         let incomplete = self.defrag.incomplete() as u64 + self.defrag.dropped;
         if incomplete > 0 {
             self.tally.warnings.push(format!(

@@ -2,6 +2,7 @@
 
 pub mod cipher;
 pub mod decrypt;
+pub mod dtls;
 pub mod hello;
 pub mod keylog;
 pub mod suites;

@@ -43,7 +43,10 @@ fn assert_suites(cases: &[(u16, &str, &str)]) {
             failed.push(format!("{dst} {cipher}: not decrypted: {:?}", flow.note));
         }
         let imei = find(&report, K::Imei);
-        if !imei.iter().any(|f| f.dst == dst && f.chain[0] == "tls") {
+        if !imei
+            .iter()
+            .any(|f| f.dst == dst && (f.chain[0] == "tls" || f.chain[0] == "dtls"))
+        {
             failed.push(format!("{dst} {cipher}: no IMEI found inside"));
         }
         if let Some(w) = report.warnings.iter().find(|w| w.contains(&dst)) {
@@ -108,5 +111,14 @@ fn tls11_and_tls10_cbc() {
         (5018, "TLS 1.1", "TLS_PSK_WITH_AES_256_CBC_SHA"),
         (5019, "TLS 1.0", "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA"),
         (5020, "TLS 1.0", "TLS_PSK_WITH_AES_128_CBC_SHA"),
+    ]);
+}
+
+#[test]
+fn dtls_12_and_10_over_udp() {
+    assert_suites(&[
+        (5021, "DTLS 1.2", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"),
+        (5022, "DTLS 1.2", "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA"),
+        (5023, "DTLS 1.0", "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA"),
     ]);
 }
