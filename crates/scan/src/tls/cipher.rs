@@ -267,7 +267,7 @@ impl RecordKey {
                 let bs = block.block_len();
                 let mut body = body;
                 if *encrypt_then_mac {
-                    let split = body.len().checked_sub(mac.len())?;
+                    let split = body.len().checked_sub(mac.output_len())?;
                     let (protected, tag) = body.split_at(split);
                     // The MAC covers the header with the length of IV and ciphertext only.
                     let mut pseudo = *header;
@@ -278,7 +278,7 @@ impl RecordKey {
                     }
                     body = protected;
                 }
-                if body.is_empty() || body.len() % bs != 0 {
+                if body.is_empty() || !body.len().is_multiple_of(bs) {
                     return None;
                 }
                 let mut iv = [0u8; BLOCK_BYTES_MAX];
@@ -307,7 +307,7 @@ impl RecordKey {
                 let content_len = if *encrypt_then_mac {
                     unpadded
                 } else {
-                    let content_len = unpadded.checked_sub(mac.len())?;
+                    let content_len = unpadded.checked_sub(mac.output_len())?;
                     let mut pseudo = *header;
                     pseudo[3..].copy_from_slice(&u16::try_from(content_len).ok()?.to_be_bytes());
                     let expected =
@@ -507,7 +507,7 @@ pub fn tls12_keys(
 ) -> Option<(RecordKey, RecordKey)> {
     let (mac_len, key_len, iv_len) = match suite.protection {
         Protection::Aead(a) => (0, a.key_len(), a.tls12_iv_len()),
-        Protection::Cbc(b, m) => (m.len(), b.key_len(), b.block_len()),
+        Protection::Cbc(b, m) => (m.output_len(), b.key_len(), b.block_len()),
     };
     let len = 2 * (mac_len + key_len + iv_len);
     let block = match version {

@@ -276,7 +276,7 @@ pub fn parse_server_hello(body: &[u8]) -> Option<ServerHello> {
     let mut r = Reader(body);
     let legacy_version = r.u16()?;
     let random: [u8; 32] = r.take(32)?.try_into().ok()?;
-    let old_draft = matches!(legacy_version, 0x7f00..=0x7f15 | 0x7e01..=0x7eff);
+    let old_draft = matches!(legacy_version, 0x7e01..=0x7f15);
     if !old_draft {
         r.vec8()?; // legacy_session_id_echo
     }
@@ -679,7 +679,7 @@ impl TlsFlow {
             self.tls13 = true;
             let need = |s: &Option<Zeroizing<Vec<u8>>>, label: &str| {
                 s.clone()
-                    .filter(|s| s.len() == suite.hash.len())
+                    .filter(|s| s.len() == suite.hash.output_len())
                     .ok_or_else(|| {
                         format!("the key logs have no {label} of the right length for this session")
                     })
@@ -693,7 +693,7 @@ impl TlsFlow {
             let early = secrets
                 .client_early
                 .as_ref()
-                .filter(|s| client.early_data && s.len() == suite.hash.len());
+                .filter(|s| client.early_data && s.len() == suite.hash.output_len());
             match early {
                 Some(early) => {
                     self.client.state = State::Open(tls13_key(suite, early).ok_or_else(failed)?);
@@ -964,7 +964,7 @@ impl TlsFlow {
         } else if key_update {
             side.application_secret
                 .as_ref()
-                .and_then(|s| expand_label(suite.hash, s, b"traffic upd", suite.hash.len()))
+                .and_then(|s| expand_label(suite.hash, s, b"traffic upd", suite.hash.output_len()))
         } else {
             return;
         };

@@ -14,7 +14,7 @@ pub enum Hash {
 }
 
 impl Hash {
-    pub fn len(self) -> usize {
+    pub fn output_len(self) -> usize {
         match self {
             Hash::Sha256 => 32,
             Hash::Sha384 => 48,
@@ -97,7 +97,7 @@ pub enum Mac {
 }
 
 impl Mac {
-    pub fn len(self) -> usize {
+    pub fn output_len(self) -> usize {
         match self {
             Mac::Sha1 => 20,
             Mac::Sha256 => 32,
