@@ -1,7 +1,9 @@
 //! TLS record layer, hellos and decryption. The input carries the secrets, then the client's
-//! and the server's stream: hellos are parsed, keys derived and every record tried, and seeds
-//! made from real sessions decrypt all the way. Any input: no panic, and never more plaintext
-//! than the records held.
+//! and the server's stream: hellos are parsed (SSL 2.0-format ClientHellos and TLS 1.3 draft
+//! ServerHellos too), keys derived for whichever suite and version the ServerHello names
+//! (AEAD: GCM, ChaCha20, CCM, CCM_8; CBC with its MAC, encrypt-then-MAC, TLS 1.0-1.2 and SSL
+//! 3.0) and every record tried, and seeds made from real sessions decrypt all the way. Any
+//! input: no panic, and never more plaintext than the records held.
 //!
 //! Layout: `flags` (bit 0: TLS 1.3 secrets of 48 bytes instead of 32; bit 7: a gap between two
 //! runs; bits 1-6: where the second run starts, in 256-byte steps, 0 for one run), the client
@@ -10,9 +12,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use sovereign_scan::tls::decrypt::TlsFlow;
 use sovereign_scan::tls::keylog::{KeyLog, Secrets};
 use sovereign_scan::transport::reassembly::{Mark, Run};
-use sovereign_scan::tls::decrypt::TlsFlow;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -34,8 +36,11 @@ fn secrets(master: &[u8], tls13: &[u8], len: usize) -> Secrets {
     let early = hex(&tls13[..len]);
     text.push_str(&format!("CLIENT_EARLY_TRAFFIC_SECRET {random} {early}\n"));
     let mut keys = KeyLog::default();
-    keys.add_text(&text, "fuzz").expect("well-formed key log text parses");
-    keys.get(&[0; 32]).expect("the session was just added").clone()
+    keys.add_text(&text, "fuzz")
+        .expect("well-formed key log text parses");
+    keys.get(&[0; 32])
+        .expect("the session was just added")
+        .clone()
 }
 
 fn runs(data: &[u8], cut: usize, gap: bool) -> Vec<Run> {
