@@ -1,7 +1,9 @@
 //! TLS record layer, hellos and decryption. The input carries the secrets, then the client's
-//! and the server's stream: hellos are parsed, keys derived and every record tried, and seeds
-//! made from real sessions decrypt all the way. Any input: no panic, and never more plaintext
-//! than the records held.
+//! and the server's stream: hellos are parsed (SSL 2.0-format ClientHellos and TLS 1.3 draft
+//! ServerHellos too), keys derived for whichever suite and version the ServerHello names
+//! (AEAD: GCM, ChaCha20, CCM, CCM_8; CBC with its MAC, encrypt-then-MAC, TLS 1.0-1.2 and SSL
+//! 3.0) and every record tried, and seeds made from real sessions decrypt all the way. Any
+//! input: no panic, and never more plaintext than the records held.
 //!
 //! Layout: `flags` (bit 0: TLS 1.3 secrets of 48 bytes instead of 32; bit 7: a gap between two
 //! runs; bits 1-6: where the second run starts, in 256-byte steps, 0 for one run), the client

@@ -12,6 +12,7 @@ use crate::protocols::dns;
 use crate::protocols::http::{self, Direction};
 use crate::protocols::websocket;
 use crate::tls::decrypt::{self, FlowSummary, TlsFlow};
+use crate::tls::dtls::{self, DtlsFlow};
 use crate::tls::hello;
 use crate::tls::keylog::KeyLog;
 use crate::transport::reassembly::{BufferPool, Loss, Mark, Run, Stream};
@@ -236,6 +237,8 @@ pub struct Session<'a> {
     /// chains start with `tls` and nothing is cleartext.
     inside_tls: bool,
     quic: quic_flows::QuicFlows,
+    /// DTLS flows by (client, server), up to [`TLS_FLOWS_MAX`]; listed beside TLS ones.
+    dtls: HashMap<(SocketAddr, SocketAddr), Box<DtlsFlow>, rustc_hash::FxBuildHasher>,
     /// Frames by link type the scanner cannot read, for one warning per link type.
     unreadable_links: std::collections::BTreeMap<u32, u64>,
     tunnels_too_deep_warned: bool,
@@ -286,6 +289,7 @@ impl<'a> Session<'a> {
             tunnels_too_deep_warned: false,
             dns_hint: None,
             buffered_bytes_share: None,
+            dtls: HashMap::default(),
         }
     }
 
@@ -514,6 +518,9 @@ impl<'a> Session<'a> {
         // Looked up before QUIC takes the datagram: a connection keeps the name its server had
         // when it began, whichever thread scans it (see `dns_name`).
         let host = self.dns_name(dst);
+        if self.dtls_datagram(src_sock, dst_sock, d.payload, time_us, &host) {
+            return;
+        }
         if self.quic_datagram(src_sock, dst_sock, d.payload, time_us, &host) {
             return;
         }
@@ -527,6 +534,102 @@ impl<'a> Session<'a> {
             outbound: true,
         };
         self.search(d.payload, &["udp"], 0, &place, timing);
+    }
+
+    /// A datagram of a DTLS flow (one that began with a ClientHello): decrypted with the key
+    /// logs and its application data searched (`dtls > ...`). Returns false for other UDP, and
+    /// for the hellos, which are searched as they are.
+    fn dtls_datagram(
+        &mut self,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: &[u8],
+        time_us: i64,
+        dns_host: &Option<String>,
+    ) -> bool {
+        let (key, to_server) = if self.dtls.contains_key(&(src, dst)) {
+            ((src, dst), true)
+        } else if self.dtls.contains_key(&(dst, src)) {
+            ((dst, src), false)
+        } else if dtls::starts_like_dtls(payload) && self.dtls.len() < TLS_FLOWS_MAX {
+            let mut flow = Box::<DtlsFlow>::default();
+            flow.first_frame = self.frame;
+            flow.dns_host = dns_host.clone();
+            self.dtls.insert((src, dst), flow);
+            ((src, dst), true)
+        } else {
+            return false;
+        };
+        let (keys, capture_keys) = (self.keys, &self.capture_keys);
+        let Some(flow) = self.dtls.get_mut(&key) else {
+            return false;
+        };
+        let plaintext = flow.datagram(to_server, payload, time_us, &|random| {
+            capture_keys
+                .get(random)
+                .or_else(|| keys.and_then(|k| k.get(random)))
+                .cloned()
+        });
+        for warning in flow.take_warnings() {
+            self.tally.warnings.push(format!(
+                "{}: dtls {} → {}: {warning}",
+                self.label, key.0, key.1
+            ));
+        }
+        let clear = dtls::records(payload).next().is_some_and(|r| r.epoch == 0);
+        if plaintext.is_empty() {
+            return !clear;
+        }
+        let (client, server) = key;
+        let host = self.dtls.get(&key).and_then(|f| f.dns_host.clone());
+        let place = Place {
+            protocol: "dtls",
+            src: if to_server { client.ip() } else { server.ip() },
+            dst: if to_server { server } else { client },
+            remote: server,
+            host,
+            cleartext: false,
+            outbound: to_server,
+        };
+        let timing = Timing::Fixed {
+            frame: self.frame,
+            time_us,
+        };
+        self.search(&plaintext, &["dtls"], 0, &place, timing);
+        !clear
+    }
+
+    /// Lists the DTLS flows beside the TLS ones, in the order they began, calling `after` with
+    /// the tally and the flow's first frame after each (a shard stamps what each one added).
+    pub(crate) fn list_dtls_flows(&mut self, after: &mut dyn FnMut(&Tally, u64)) {
+        let mut flows: Vec<_> = self.dtls.drain().collect();
+        flows.sort_by_key(|(_, f)| f.first_frame);
+        for ((client, server), flow) in flows {
+            let order = flow.first_frame;
+            if self.tally.tls_flows.len() >= TLS_FLOWS_MAX {
+                self.tally.tls_flows_dropped += 1;
+                continue;
+            }
+            let (bytes_out, bytes_in) = flow.bytes();
+            let sni = flow
+                .client_hello
+                .as_ref()
+                .and_then(|h| h.server_name.clone());
+            self.tally.tls_flows.push(FlowSummary {
+                client,
+                server,
+                host: sni.clone().or_else(|| flow.dns_host.clone()),
+                sni,
+                version: flow.version(),
+                cipher_suite: flow.cipher_suite(),
+                visibility: flow.visibility(),
+                bytes_out,
+                bytes_in,
+                first_time_us: flow.first_time_us,
+                capture: self.capture,
+            });
+            after(self.tally, order);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -693,6 +796,7 @@ impl<'a> Session<'a> {
             self.close_flow(key);
         }
         self.finish_quic(&mut |_, _| {});
+        self.list_dtls_flows(&mut |_, _| {});
         self.finish_ip();
     }
 

@@ -371,6 +371,7 @@ fn shard_main(
         }
         // QUIC connections end the capture after every TCP flow, as with one thread.
         session.finish_quic(&mut |tally, order| stamps.note(tally, (3, order, 0)));
+        session.list_dtls_flows(&mut |tally, order| stamps.note(tally, (4, order, 0)));
         tcp_flows = session.stats.tcp_flows;
     }
     ShardDone {
@@ -484,8 +485,9 @@ pub(crate) fn scan_capture(
                     stamps.note(local.tally(), (2, order, 0));
                 }
                 local.finish_quic(&mut |_, _| {});
+                local.list_dtls_flows(&mut |_, _| {});
                 local.finish_ip();
-                stamps.note(local.tally(), (4, 0, 0));
+                stamps.note(local.tally(), (5, 0, 0));
             }
             (read, local.stats.clone())
         };

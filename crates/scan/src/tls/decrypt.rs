@@ -25,11 +25,12 @@
 //!
 //! The cryptography is aws-lc-rs: its AEADs, HKDF and TLS 1.2 PRF (see ARCHITECTURE.md).
 
-use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
-use aws_lc_rs::{hkdf, tls_prf};
+use aws_lc_rs::hkdf;
 use zeroize::Zeroizing;
 
+use crate::tls::cipher::{self, NONCE_BYTES, RecordKey, Version};
 use crate::tls::keylog::{CLIENT_RANDOM_BYTES, Secrets};
+use crate::tls::suites::{Hash, Protection};
 use crate::transport::reassembly::{MARKS_MAX, Mark, Run};
 
 /// Longest TLS record body we accept: 2^14 bytes of plaintext plus 2048 of expansion
@@ -63,181 +64,14 @@ const HANDSHAKE_KEY_UPDATE: u8 = 24;
 const EXTENSION_SERVER_NAME: u16 = 0;
 const EXTENSION_SUPPORTED_VERSIONS: u16 = 0x002b;
 const EXTENSION_EARLY_DATA: u16 = 0x002a;
-const TAG_BYTES: usize = 16;
-const NONCE_BYTES: usize = 12;
-const TLS12_EXPLICIT_NONCE_BYTES: usize = 8;
+const EXTENSION_ENCRYPT_THEN_MAC: u16 = 0x0016;
 /// The ServerHello random that marks a HelloRetryRequest (RFC 8446 4.1.3).
 const HELLO_RETRY_RANDOM: [u8; 32] = [
     0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91,
     0xc2, 0xa2, 0x11, 0x16, 0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Hash {
-    Sha256,
-    Sha384,
-}
-
-impl Hash {
-    fn len(self) -> usize {
-        match self {
-            Hash::Sha256 => 32,
-            Hash::Sha384 => 48,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cipher {
-    Aes128Gcm,
-    Aes256Gcm,
-    ChaCha20Poly1305,
-}
-
-impl Cipher {
-    fn algorithm(self) -> &'static aead::Algorithm {
-        match self {
-            Cipher::Aes128Gcm => &aead::AES_128_GCM,
-            Cipher::Aes256Gcm => &aead::AES_256_GCM,
-            Cipher::ChaCha20Poly1305 => &aead::CHACHA20_POLY1305,
-        }
-    }
-
-    fn key_len(self) -> usize {
-        match self {
-            Cipher::Aes128Gcm => 16,
-            Cipher::Aes256Gcm | Cipher::ChaCha20Poly1305 => 32,
-        }
-    }
-}
-
-/// A cipher suite we can decrypt.
-#[derive(Debug)]
-pub struct Suite {
-    pub id: u16,
-    pub name: &'static str,
-    tls13: bool,
-    cipher: Cipher,
-    hash: Hash,
-}
-
-const fn suite(id: u16, name: &'static str, tls13: bool, cipher: Cipher, hash: Hash) -> Suite {
-    Suite {
-        id,
-        name,
-        tls13,
-        cipher,
-        hash,
-    }
-}
-
-/// Every suite we decrypt: the AEAD suites of TLS 1.3 and the ECDHE (and DHE/RSA key
-/// exchange, which changes nothing once the master secret is known) AEAD suites of TLS 1.2.
-pub static SUITES: &[Suite] = &[
-    suite(
-        0x1301,
-        "TLS_AES_128_GCM_SHA256",
-        true,
-        Cipher::Aes128Gcm,
-        Hash::Sha256,
-    ),
-    suite(
-        0x1302,
-        "TLS_AES_256_GCM_SHA384",
-        true,
-        Cipher::Aes256Gcm,
-        Hash::Sha384,
-    ),
-    suite(
-        0x1303,
-        "TLS_CHACHA20_POLY1305_SHA256",
-        true,
-        Cipher::ChaCha20Poly1305,
-        Hash::Sha256,
-    ),
-    suite(
-        0xc02b,
-        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-        false,
-        Cipher::Aes128Gcm,
-        Hash::Sha256,
-    ),
-    suite(
-        0xc02c,
-        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-        false,
-        Cipher::Aes256Gcm,
-        Hash::Sha384,
-    ),
-    suite(
-        0xc02f,
-        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-        false,
-        Cipher::Aes128Gcm,
-        Hash::Sha256,
-    ),
-    suite(
-        0xc030,
-        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-        false,
-        Cipher::Aes256Gcm,
-        Hash::Sha384,
-    ),
-    suite(
-        0xcca8,
-        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-        false,
-        Cipher::ChaCha20Poly1305,
-        Hash::Sha256,
-    ),
-    suite(
-        0xcca9,
-        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-        false,
-        Cipher::ChaCha20Poly1305,
-        Hash::Sha256,
-    ),
-    suite(
-        0xccaa,
-        "TLS_DHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-        false,
-        Cipher::ChaCha20Poly1305,
-        Hash::Sha256,
-    ),
-    suite(
-        0x009c,
-        "TLS_RSA_WITH_AES_128_GCM_SHA256",
-        false,
-        Cipher::Aes128Gcm,
-        Hash::Sha256,
-    ),
-    suite(
-        0x009d,
-        "TLS_RSA_WITH_AES_256_GCM_SHA384",
-        false,
-        Cipher::Aes256Gcm,
-        Hash::Sha384,
-    ),
-    suite(
-        0x009e,
-        "TLS_DHE_RSA_WITH_AES_128_GCM_SHA256",
-        false,
-        Cipher::Aes128Gcm,
-        Hash::Sha256,
-    ),
-    suite(
-        0x009f,
-        "TLS_DHE_RSA_WITH_AES_256_GCM_SHA384",
-        false,
-        Cipher::Aes256Gcm,
-        Hash::Sha384,
-    ),
-];
-
-/// The suite with this IANA number, if we decrypt it.
-pub fn find_suite(id: u16) -> Option<&'static Suite> {
-    SUITES.iter().find(|s| s.id == id)
-}
+pub use crate::tls::suites::{SUITES, Suite, find_suite};
 
 /// A cipher suite's IANA name, or its number in hex when we do not know it.
 pub fn suite_name(id: u16) -> String {
@@ -252,25 +86,39 @@ pub fn version_name(version: u16) -> String {
         0x0302 => "TLS 1.1".to_owned(),
         0x0303 => "TLS 1.2".to_owned(),
         0x0304 => "TLS 1.3".to_owned(),
+        0xfeff => "DTLS 1.0".to_owned(),
+        0xfefd => "DTLS 1.2".to_owned(),
+        0xfefc => "DTLS 1.3".to_owned(),
+        0x0002 => "SSL 2.0".to_owned(),
+        0x7f00..=0x7fff => format!("TLS 1.3 draft {}", version & 0xff),
+        0x7e01..=0x7eff => format!("TLS 1.3 draft {} (Google experiment)", version & 0xff),
+        0xfb00..=0xfbff => format!("TLS 1.3 draft {} (Facebook)", version & 0xff),
         v => format!("0x{v:04x}"),
     }
+}
+
+/// A pre-standard TLS 1.3 version: an IETF draft (0x7fNN), Facebook's (0xfbNN), Google's
+/// experiments (0x7eNN).
+pub fn is_draft(version: u16) -> bool {
+    matches!(version, 0x7e01..=0x7fff | 0xfb00..=0xfbff)
 }
 
 /// Whether a stream starts with a TLS handshake record holding a ClientHello or ServerHello
 /// (checked that far so that, say, a DNS-over-TCP message of 0x1603 bytes is not taken for TLS).
 pub fn starts_like_tls(data: &[u8]) -> bool {
-    matches!(
-        data,
-        [
-            CONTENT_HANDSHAKE,
-            0x03,
-            0..=4,
-            _,
-            _,
-            HANDSHAKE_CLIENT_HELLO | HANDSHAKE_SERVER_HELLO,
-            ..
-        ]
-    )
+    parse_sslv2_client_hello(data).is_some()
+        || matches!(
+            data,
+            [
+                CONTENT_HANDSHAKE,
+                0x03,
+                0..=4,
+                _,
+                _,
+                HANDSHAKE_CLIENT_HELLO | HANDSHAKE_SERVER_HELLO,
+                ..
+            ]
+        )
 }
 
 /// How many bytes at the start of a TLS stream are records sent in the clear: the hellos, a
@@ -279,7 +127,7 @@ pub fn starts_like_tls(data: &[u8]) -> bool {
 /// turn into false positives (and time). Where the stream stops looking like TLS records, the
 /// rest is included: it may be something else, and is searched as it is.
 pub fn clear_prefix_len(data: &[u8]) -> usize {
-    let mut at = 0;
+    let mut at = parse_sslv2_client_hello(data).map_or(0, |(_, len)| len);
     loop {
         match cut_record(&data[at..]) {
             Cut::Record(record, len) => {
@@ -312,6 +160,8 @@ pub struct ServerHello {
     /// The negotiated version: `supported_versions` when present, else the legacy field.
     pub version: u16,
     pub cipher_suite: u16,
+    /// The server agreed to encrypt-then-MAC for a CBC suite (RFC 7366).
+    pub encrypt_then_mac: bool,
 }
 
 /// A little cursor over borrowed bytes; every read checks the length first.
@@ -384,17 +234,61 @@ pub fn parse_client_hello(body: &[u8]) -> Option<ClientHello> {
     })
 }
 
-/// Parses a ServerHello message body (after the 4-byte handshake header).
+/// An SSL 2.0-format ClientHello at the start of a client stream (RFC 5246 E.2, RFC 6101 E.1):
+/// a 2-byte header with the high bit set, then message type 1, the highest version offered
+/// (SSL 3.0 or later: a client offering only SSL 2.0 is not one we can follow), the lengths of
+/// the cipher specs, session id and challenge, and those. The TLS client random is the
+/// challenge right-aligned in 32 zero bytes. Returns the hello and the bytes it took.
+pub fn parse_sslv2_client_hello(data: &[u8]) -> Option<(ClientHello, usize)> {
+    let mut r = Reader(data);
+    let header = r.u16()?;
+    if header & 0x8000 == 0 {
+        return None;
+    }
+    let len = usize::from(header & 0x7fff);
+    let mut r = Reader(r.take(len)?);
+    let (kind, version) = (r.u8()?, r.u16()?);
+    if kind != HANDSHAKE_CLIENT_HELLO || !(0x0300..=0x0304).contains(&version) {
+        return None;
+    }
+    let (specs, session, challenge) = (r.u16()?, r.u16()?, r.u16()?);
+    if specs % 3 != 0 || !(16..=32).contains(&challenge) {
+        return None;
+    }
+    r.take(usize::from(specs))?;
+    r.take(usize::from(session))?;
+    let challenge = r.take(usize::from(challenge))?;
+    let mut random = [0u8; CLIENT_RANDOM_BYTES];
+    random[CLIENT_RANDOM_BYTES - challenge.len()..].copy_from_slice(challenge);
+    let hello = ClientHello {
+        random,
+        server_name: None,
+        early_data: false,
+    };
+    Some((hello, 2 + len))
+}
+
+/// Parses a ServerHello message body (after the 4-byte handshake header). TLS 1.3 drafts up to
+/// 21 put their version in the legacy field and have no session id or compression method
+/// (draft-ietf-tls-tls13-21 4.1.3); reading them as the final format would take the cipher
+/// suite's first byte for a session id length.
 pub fn parse_server_hello(body: &[u8]) -> Option<ServerHello> {
     let mut r = Reader(body);
     let legacy_version = r.u16()?;
     let random: [u8; 32] = r.take(32)?.try_into().ok()?;
-    r.vec8()?; // legacy_session_id_echo
+    let old_draft = matches!(legacy_version, 0x7e01..=0x7f15);
+    if !old_draft {
+        r.vec8()?; // legacy_session_id_echo
+    }
     let cipher_suite = r.u16()?;
-    r.u8()?; // legacy_compression_method
+    if !old_draft {
+        r.u8()?; // legacy_compression_method
+    }
     let mut version = legacy_version;
+    let mut encrypt_then_mac = false;
     if let Some(list) = r.vec16() {
         for (kind, ext) in extensions(Reader(list)) {
+            encrypt_then_mac |= kind == EXTENSION_ENCRYPT_THEN_MAC;
             if kind == EXTENSION_SUPPORTED_VERSIONS
                 && let Some(selected) = Reader(ext).u16()
             {
@@ -406,6 +300,7 @@ pub fn parse_server_hello(body: &[u8]) -> Option<ServerHello> {
         random,
         version,
         cipher_suite,
+        encrypt_then_mac,
     })
 }
 
@@ -526,38 +421,6 @@ fn scan_hellos(data: &[u8], on_message: &mut dyn FnMut(u8, &[u8]) -> bool) {
     }
 }
 
-/// The keys of one direction for one epoch: an AEAD key, its IV and the next sequence number.
-struct RecordKey {
-    key: LessSafeKey,
-    iv: [u8; NONCE_BYTES],
-    /// 4 for TLS 1.2 AES-GCM (the salt), 12 otherwise.
-    iv_len: usize,
-    seq: u64,
-}
-
-impl RecordKey {
-    fn new(cipher: Cipher, key: &[u8], iv: &[u8]) -> Option<RecordKey> {
-        let key = LessSafeKey::new(UnboundKey::new(cipher.algorithm(), key).ok()?);
-        let mut full = [0u8; NONCE_BYTES];
-        full.get_mut(..iv.len())?.copy_from_slice(iv);
-        Some(RecordKey {
-            key,
-            iv: full,
-            iv_len: iv.len(),
-            seq: 0,
-        })
-    }
-
-    /// IV XOR the sequence number, left-padded (TLS 1.3, and TLS 1.2 ChaCha20-Poly1305).
-    fn xor_nonce(&self) -> Nonce {
-        let mut nonce = self.iv;
-        for (n, s) in nonce[4..].iter_mut().zip(self.seq.to_be_bytes()) {
-            *n ^= s;
-        }
-        Nonce::assume_unique_for_key(nonce)
-    }
-}
-
 /// HKDF-Expand-Label (RFC 8446 7.1) with an empty context.
 fn expand_label(hash: Hash, secret: &[u8], label: &[u8], len: usize) -> Option<Zeroizing<Vec<u8>>> {
     struct Len(usize);
@@ -580,45 +443,12 @@ fn expand_label(hash: Hash, secret: &[u8], label: &[u8], len: usize) -> Option<Z
 }
 
 fn tls13_key(suite: &Suite, secret: &[u8]) -> Option<RecordKey> {
-    let key = expand_label(suite.hash, secret, b"key", suite.cipher.key_len())?;
+    let Protection::Aead(aead) = suite.protection else {
+        return None;
+    };
+    let key = expand_label(suite.hash, secret, b"key", aead.key_len())?;
     let iv = expand_label(suite.hash, secret, b"iv", NONCE_BYTES)?;
-    RecordKey::new(suite.cipher, &key, &iv)
-}
-
-/// TLS 1.2: the client's and the server's record keys from the master secret.
-fn tls12_keys(
-    suite: &Suite,
-    master: &[u8],
-    client_random: &[u8],
-    server_random: &[u8],
-) -> Option<(RecordKey, RecordKey)> {
-    let key_len = suite.cipher.key_len();
-    let iv_len = if suite.cipher == Cipher::ChaCha20Poly1305 {
-        NONCE_BYTES
-    } else {
-        4
-    };
-    let algorithm = match suite.hash {
-        Hash::Sha256 => &tls_prf::P_SHA256,
-        Hash::Sha384 => &tls_prf::P_SHA384,
-    };
-    let block = tls_prf::Secret::new(algorithm, master)
-        .ok()?
-        .derive_with_seed_concatination(
-            b"key expansion",
-            server_random,
-            client_random,
-            2 * (key_len + iv_len),
-        )
-        .ok()?;
-    let block = block.as_ref();
-    let (client_key, rest) = block.split_at(key_len);
-    let (server_key, rest) = rest.split_at(key_len);
-    let (client_iv, server_iv) = rest.split_at(iv_len);
-    Some((
-        RecordKey::new(suite.cipher, client_key, client_iv)?,
-        RecordKey::new(suite.cipher, server_key, server_iv)?,
-    ))
+    RecordKey::aead(aead, &key, &iv, true)
 }
 
 /// Where a direction stands.
@@ -772,6 +602,9 @@ impl TlsFlow {
         if self.client_hello.is_none()
             && let Some(data) = first(to_server)
         {
+            if let Some((hello, _)) = parse_sslv2_client_hello(data) {
+                self.client_hello = Some(hello);
+            }
             scan_hellos(data, &mut |kind, body| {
                 if kind == HANDSHAKE_CLIENT_HELLO {
                     self.client_hello = parse_client_hello(body);
@@ -819,6 +652,12 @@ impl TlsFlow {
             .server_hello
             .clone()
             .ok_or("the server hello was not captured")?;
+        if is_draft(server.version) {
+            return Err(format!(
+                "{} is a pre-standard version of TLS 1.3, which is not decrypted",
+                version_name(server.version)
+            ));
+        }
         let suite = find_suite(server.cipher_suite).ok_or_else(|| {
             format!(
                 "cipher suite {} is not one we decrypt",
@@ -826,24 +665,21 @@ impl TlsFlow {
             )
         })?;
         self.suite = Some(suite);
-        let version_matches = match server.version {
-            0x0304 => suite.tls13,
-            0x0303 => !suite.tls13,
-            _ => false,
-        };
-        if !version_matches {
-            return Err(format!(
-                "{} with {} is not decrypted",
-                version_name(server.version),
-                suite.name
-            ));
-        }
+        let version = Version::from_wire(server.version)
+            .filter(|_| suite.allowed_with(server.version))
+            .ok_or_else(|| {
+                format!(
+                    "{} with {} is not decrypted",
+                    version_name(server.version),
+                    suite.name
+                )
+            })?;
         let secrets = lookup(&client.random).ok_or("no key for this session in the key logs")?;
         if suite.tls13 {
             self.tls13 = true;
             let need = |s: &Option<Zeroizing<Vec<u8>>>, label: &str| {
                 s.clone()
-                    .filter(|s| s.len() == suite.hash.len())
+                    .filter(|s| s.len() == suite.hash.output_len())
                     .ok_or_else(|| {
                         format!("the key logs have no {label} of the right length for this session")
                     })
@@ -857,7 +693,7 @@ impl TlsFlow {
             let early = secrets
                 .client_early
                 .as_ref()
-                .filter(|s| client.early_data && s.len() == suite.hash.len());
+                .filter(|s| client.early_data && s.len() == suite.hash.output_len());
             match early {
                 Some(early) => {
                     self.client.state = State::Open(tls13_key(suite, early).ok_or_else(failed)?);
@@ -875,9 +711,15 @@ impl TlsFlow {
             let master = secrets
                 .master
                 .ok_or("the key logs have no CLIENT_RANDOM line for this session")?;
-            let (client_key, server_key) =
-                tls12_keys(suite, &master, &client.random, &server.random)
-                    .ok_or("key derivation failed")?;
+            let (client_key, server_key) = cipher::tls12_keys(
+                suite,
+                version,
+                &master,
+                &client.random,
+                &server.random,
+                server.encrypt_then_mac,
+            )
+            .ok_or("key derivation failed")?;
             self.client.after_change_cipher_spec = Some(client_key);
             self.server.after_change_cipher_spec = Some(server_key);
         }
@@ -947,6 +789,14 @@ impl TlsFlow {
         }
         let mut data = run.data.as_slice();
         let mut offset = run.start;
+        // An SSL 2.0-format ClientHello is not a TLS record: step over it.
+        if to_server
+            && run.start == 0
+            && let Some((_, len)) = parse_sslv2_client_hello(data)
+        {
+            data = &data[len..];
+            offset += len as u64;
+        }
         // First finish the record left incomplete by the previous piece: its header, then its
         // body (at most RECORD_BYTES_MAX more bytes).
         if !side.held.is_empty() {
@@ -1037,14 +887,14 @@ impl TlsFlow {
             return;
         };
         let seq = key.seq;
-        let mut opened = open(key, self.tls13, record, &mut side.scratch);
+        let mut opened = key.open(&record.header, record.body, &mut side.scratch);
         if opened.is_none()
             && let Some(handshake_key) = side.handshake_key_after_early.take()
         {
             // The early data ended without EndOfEarlyData: the server refused it, and the
             // client went on under its handshake key.
             *key = handshake_key;
-            opened = open(key, self.tls13, record, &mut side.scratch);
+            opened = key.open(&record.header, record.body, &mut side.scratch);
         }
         if opened.is_none()
             && side.early_data_unreadable
@@ -1114,7 +964,7 @@ impl TlsFlow {
         } else if key_update {
             side.application_secret
                 .as_ref()
-                .and_then(|s| expand_label(suite.hash, s, b"traffic upd", suite.hash.len()))
+                .and_then(|s| expand_label(suite.hash, s, b"traffic upd", suite.hash.output_len()))
         } else {
             return;
         };
@@ -1168,47 +1018,6 @@ pub struct FlowSummary {
     pub bytes_in: u64,
     pub first_time_us: Option<i64>,
     pub capture: usize,
-}
-
-/// Opens one record into `scratch`; returns the real content type and where its plaintext is
-/// in `scratch`. `None` when authentication fails or the record is too short to hold a tag.
-fn open(
-    key: &RecordKey,
-    tls13: bool,
-    record: &Record<'_>,
-    scratch: &mut Vec<u8>,
-) -> Option<(u8, std::ops::Range<usize>)> {
-    scratch.clear();
-    if tls13 {
-        scratch.extend_from_slice(record.body);
-        let plaintext = key
-            .key
-            .open_in_place(key.xor_nonce(), Aad::from(record.header), scratch)
-            .ok()?;
-        // The inner plaintext is content, its type, then zero padding (RFC 8446 5.2).
-        let end = plaintext.iter().rposition(|b| *b != 0)?;
-        return Some((plaintext[end], 0..end));
-    }
-    let (nonce, ciphertext) = if key.iv_len == 4 {
-        let explicit = record.body.get(..TLS12_EXPLICIT_NONCE_BYTES)?;
-        let mut nonce = [0u8; NONCE_BYTES];
-        nonce[..4].copy_from_slice(&key.iv[..4]);
-        nonce[4..].copy_from_slice(explicit);
-        (
-            Nonce::assume_unique_for_key(nonce),
-            &record.body[TLS12_EXPLICIT_NONCE_BYTES..],
-        )
-    } else {
-        (key.xor_nonce(), record.body)
-    };
-    let plaintext_len = ciphertext.len().checked_sub(TAG_BYTES)?;
-    let mut aad = [0u8; 13];
-    aad[..8].copy_from_slice(&key.seq.to_be_bytes());
-    aad[8..11].copy_from_slice(&record.header[..3]);
-    aad[11..].copy_from_slice(&u16::try_from(plaintext_len).ok()?.to_be_bytes());
-    scratch.extend_from_slice(ciphertext);
-    let plaintext = key.key.open_in_place(nonce, Aad::from(aad), scratch).ok()?;
-    Some((record.content_type, 0..plaintext.len()))
 }
 
 #[cfg(test)]

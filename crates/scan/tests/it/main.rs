@@ -15,4 +15,6 @@ mod robustness;
 mod speed;
 mod support;
 mod tls;
+mod tls_legacy;
+mod tls_suites;
 mod websocket;

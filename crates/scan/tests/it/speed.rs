@@ -108,7 +108,7 @@ fn issue11_four_threads_report_exactly_what_one_thread_does() {
     }
     // Decrypted QUIC (connections kept and listed by the shards) beside TLS and DNS.
     let mut keys = sovereign_scan::tls::keylog::KeyLog::default();
-    for name in ["quic-h3-v1.keys", "quic-h3-v2.keys"] {
+    for name in ["quic-h3-v1.keys", "quic-h3-v2.keys", "tls-suites.keys"] {
         keys.add_text(&std::fs::read_to_string(fixture(name)).unwrap(), name)
             .unwrap();
     }
@@ -116,6 +116,7 @@ fn issue11_four_threads_report_exactly_what_one_thread_does() {
         fixture("quic-h3-v1.pcap"),
         fixture("loopback.pcap"),
         fixture("quic-h3-v2.pcap"),
+        fixture("tls-suites.pcap"),
     ];
     let json = |threads| {
         scanner()
@@ -129,6 +130,7 @@ fn issue11_four_threads_report_exactly_what_one_thread_does() {
     let one = json(1);
     assert!(one.contains("\"quic\""), "{one}");
     assert!(one.contains("h3"), "{one}");
+    assert!(one.contains("DTLS"), "{one}");
     assert_eq!(one, json(4));
 }
 
