@@ -1,5 +1,7 @@
 //! The scan itself: frames → IP → flows → streams → protocols → searcher → findings.
 
+mod h2;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -40,6 +42,8 @@ pub struct Place {
     /// Readable on the wire (HTTP, DNS, raw TCP/UDP), as opposed to inside TLS.
     pub cleartext: bool,
     pub outbound: bool,
+    /// The HTTP/2 stream, for findings inside one.
+    pub stream: Option<u32>,
 }
 
 /// A finding before policy and attribution: the key and what was accumulated under it.
@@ -161,6 +165,9 @@ struct Flow {
     order: u64,
     /// Set when the flow starts with a TLS handshake.
     tls: Option<Box<TlsFlow>>,
+    /// Set once the flow (inside TLS or not) speaks HTTP/2: the client's preface, or an
+    /// HTTP/1.1 `Upgrade: h2c` request.
+    h2: Option<Box<crate::protocols::h2::Connection>>,
 }
 
 impl Flow {
@@ -170,6 +177,16 @@ impl Flow {
 }
 
 type FlowKey = (SocketAddr, SocketAddr);
+
+/// A message body with what says how to decode it.
+struct BodyParts<'b> {
+    data: &'b [u8],
+    /// Codings in the order they were applied.
+    content_encoding: &'b [String],
+    /// Lower case.
+    content_type: &'b str,
+    grpc_encoding: Option<&'b str>,
+}
 
 fn flow_key(a: SocketAddr, b: SocketAddr) -> FlowKey {
     if a <= b { (a, b) } else { (b, a) }
@@ -339,6 +356,7 @@ impl<'a> Session<'a> {
             host,
             cleartext: true,
             outbound: true,
+            stream: None,
         };
         self.search(d.payload, &["udp"], 0, &place, timing);
     }
@@ -377,6 +395,7 @@ impl<'a> Session<'a> {
             host,
             cleartext: true,
             outbound,
+            stream: None,
         };
         self.search(names.as_bytes(), &["dns-name"], 0, &place, timing);
     }
@@ -413,6 +432,7 @@ impl<'a> Session<'a> {
                 http_host: None,
                 order: self.next_order,
                 tls: None,
+                h2: None,
             };
             self.flow_order.push_back((key, self.next_order));
             self.flows.insert(key, flow);
@@ -678,8 +698,11 @@ impl<'a> Session<'a> {
                 }
                 continue;
             }
-            if hello::looks_like_tls(data) {
-                if to_server && flow.sni.is_none() {
+            if let Some(start) = self.h2_start(flow, to_server, run) {
+                self.h2_frames(flow, to_server, &data[start..], base + start, timing);
+                continue;
+            }
+            if hello::looks_like_tls(data) {                if to_server && flow.sni.is_none() {
                     flow.sni = hello::client_hello_sni(data);
                 }
                 let place = self.place(flow, "tls", to_server, false, None);
@@ -702,6 +725,12 @@ impl<'a> Session<'a> {
                 let place = self.place(flow, "http", to_server, true, message.host.clone());
                 self.http_message(&message, base + at, &place, timing, src, dst);
                 at += message.len.max(1);
+                // After `Upgrade: h2c` and its 101, the rest of the stream is HTTP/2.
+                if let Some(skip) = self.h2_after_upgrade(flow, &message, &data[at..]) {
+                    at += skip;
+                    self.h2_frames(flow, to_server, &data[at..], base + at, timing);
+                    break;
+                }
             }
         }
     }
@@ -723,6 +752,7 @@ impl<'a> Session<'a> {
             let protocol = match protocol {
                 "http" => "https",
                 "tcp" => "tls",
+                "h2c" => "h2",
                 other => other,
             };
             (protocol, false)
@@ -740,6 +770,7 @@ impl<'a> Session<'a> {
                 .or_else(|| flow.dns_host.clone()),
             cleartext,
             outbound: to_server,
+            stream: None,
         }
     }
 
@@ -770,9 +801,28 @@ impl<'a> Session<'a> {
                 self.label
             ));
         }
-        let mut layers: Vec<&str> = vec!["http-body"];
-        let mut body: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(&message.body);
-        for coding in message.content_encoding.iter().rev() {
+        let body = BodyParts {
+            data: &message.body,
+            content_encoding: &message.content_encoding,
+            content_type: message.content_type.as_deref().unwrap_or(""),
+            grpc_encoding: h2::header_line(message.head, b"grpc-encoding"),
+        };
+        self.http_body(&body, vec!["http-body"], body_offset, place, timing, (src, dst));
+    }
+
+    /// Decodes a body by its content coding and type (the same for HTTP/1.x and HTTP/2) and
+    /// searches it under `layers`.
+    fn http_body(
+        &mut self,
+        parts: &BodyParts<'_>,
+        mut layers: Vec<&str>,
+        body_offset: usize,
+        place: &Place,
+        timing: Timing<'_>,
+        (src, dst): (SocketAddr, SocketAddr),
+    ) {
+        let mut body: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(parts.data);
+        for coding in parts.content_encoding.iter().rev() {
             let (decoded, problem) = decode::decompress(coding, &body);
             if let Some(problem) = problem {
                 self.tally.warnings.push(format!(
@@ -793,7 +843,16 @@ impl<'a> Session<'a> {
             });
             body = std::borrow::Cow::Owned(decoded);
         }
-        let content_type = message.content_type.as_deref().unwrap_or("");
+        let content_type = parts.content_type;
+        if crate::protocols::grpc::is_grpc(content_type) {
+            let grpc = h2::Grpc {
+                text: crate::protocols::grpc::is_text(content_type),
+                encoding: parts.grpc_encoding,
+                web: content_type.to_ascii_lowercase().contains("grpc-web"),
+            };
+            self.grpc_body(&body, &grpc, &mut layers, body_offset, place, timing);
+            return;
+        }
         if content_type.contains("x-www-form-urlencoded") {
             if let Some(decoded) = decode::url_decode(&body, true) {
                 layers.push("form");
@@ -856,6 +915,7 @@ impl<'a> Session<'a> {
                 host: entry.host.clone(),
                 cleartext: entry.cleartext,
                 outbound,
+                stream: None,
             };
             if outbound {
                 match decode::url_decode(entry.url.as_bytes(), true) {

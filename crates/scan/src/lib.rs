@@ -319,6 +319,7 @@ impl Scanner {
                     encoding: key.encoding,
                     chain: key.chain,
                     protocol: key.place.protocol.to_owned(),
+                    stream: key.place.stream,
                     direction: if key.place.outbound {
                         "outbound"
                     } else {

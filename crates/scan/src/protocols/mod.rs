@@ -1,4 +1,8 @@
 //! Application protocols read from reassembled streams and datagrams.
 
 pub mod dns;
+pub mod grpc;
+pub mod h2;
+pub mod hpack;
+pub mod protobuf;
 pub mod http;
