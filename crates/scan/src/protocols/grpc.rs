@@ -52,7 +52,7 @@ pub fn is_grpc(content_type: &str) -> bool {
 pub fn is_text(content_type: &str) -> bool {
     content_type
         .trim_start()
-        .get(..21)
+        .get(..25)
         .is_some_and(|p| p.eq_ignore_ascii_case("application/grpc-web-text"))
 }
 
@@ -149,7 +149,8 @@ mod tests {
         assert!(messages(&[0, 0, 0, 0, 5, 1, 2]).1);
         assert!(messages(&[0, 0, 0]).1);
         let over = (GRPC_MESSAGE_BYTES_MAX as u32 + 1).to_be_bytes();
-        let (list, cut) = messages(&[0, over[0], over[1], over[2], over[3], 0]);
+        let body = [0, over[0], over[1], over[2], over[3], 0];
+        let (list, cut) = messages(&body);
         assert!(list.is_empty());
         assert!(cut);
     }

@@ -173,7 +173,7 @@ impl Decoder {
 fn integer(block: &[u8], at: &mut usize, n: u32) -> Result<usize, HpackError> {
     let start = *at;
     let first = *block.get(start).ok_or(HpackError::Truncated(start))?;
-    let mask = (1u16 << n) as u8 - 1;
+    let mask = ((1u16 << n) - 1) as u8;
     let mut value = usize::from(first & mask);
     *at += 1;
     if value < usize::from(mask) {
