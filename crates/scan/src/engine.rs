@@ -7,15 +7,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use crate::finding::decode::{self, Found, Searcher, Sink};
+use crate::finding::matcher::Matcher;
+use crate::network::ipfrag::Defragmenter;
+use crate::network::packet::{self, PROTO_TCP, PROTO_UDP, TCP_FIN, TCP_RST, TCP_SYN};
 use crate::protocols::dns;
 use crate::protocols::http::{self, Direction};
-use crate::network::ipfrag::Defragmenter;
-use crate::tls::keylog::KeyLog;
-use crate::finding::matcher::Matcher;
-use crate::network::packet::{self, PROTO_TCP, PROTO_UDP, TCP_FIN, TCP_RST, TCP_SYN};
-use crate::transport::reassembly::{BufferPool, Loss, Mark, Run, Stream};
-use crate::tls::hello;
 use crate::tls::decrypt::{self, FlowSummary, TlsFlow};
+use crate::tls::hello;
+use crate::tls::keylog::KeyLog;
+use crate::transport::reassembly::{BufferPool, Loss, Mark, Run, Stream};
 
 /// Most TCP flows followed at once; past this the oldest is scanned and closed early.
 pub const FLOWS_OPEN_MAX: usize = 100_000;
@@ -28,7 +28,8 @@ pub const DNS_ANSWERS_MAX: usize = 1 << 20;
 /// Most TLS flows listed in a report; the rest are counted.
 pub const TLS_FLOWS_MAX: usize = 100_000;
 
-const _: () = assert!(crate::transport::reassembly::STREAM_BYTES_MAX as usize <= BUFFERED_BYTES_MAX);
+const _: () =
+    assert!(crate::transport::reassembly::STREAM_BYTES_MAX as usize <= BUFFERED_BYTES_MAX);
 
 /// Where a finding was seen: everything but the identifier and its encoding.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -702,7 +703,8 @@ impl<'a> Session<'a> {
                 self.h2_frames(flow, to_server, &data[start..], base + start, timing);
                 continue;
             }
-            if hello::looks_like_tls(data) {                if to_server && flow.sni.is_none() {
+            if hello::looks_like_tls(data) {
+                if to_server && flow.sni.is_none() {
                     flow.sni = hello::client_hello_sni(data);
                 }
                 let place = self.place(flow, "tls", to_server, false, None);
@@ -807,7 +809,14 @@ impl<'a> Session<'a> {
             content_type: message.content_type.as_deref().unwrap_or(""),
             grpc_encoding: h2::header_line(message.head, b"grpc-encoding"),
         };
-        self.http_body(&body, vec!["http-body"], body_offset, place, timing, (src, dst));
+        self.http_body(
+            &body,
+            vec!["http-body"],
+            body_offset,
+            place,
+            timing,
+            (src, dst),
+        );
     }
 
     /// Decodes a body by its content coding and type (the same for HTTP/1.x and HTTP/2) and

@@ -42,9 +42,9 @@ use std::path::{Path, PathBuf};
 
 pub use error::ScanError;
 pub use finding::policy::{Policy, Severity};
-pub use sovereign_model::profile::{self, Profile};
-pub use report::{Finding, Report, TlsFlowReport};
 pub use finding::sites::{Site, Sites};
+pub use report::{Finding, Report, TlsFlowReport};
+pub use sovereign_model::profile::{self, Profile};
 
 use capture::CaptureFormat;
 use engine::{Session, Tally};
@@ -242,12 +242,10 @@ impl Scanner {
                         message: format!("a har file larger than {har_bytes_max} bytes"),
                     });
                 }
-                let (exchanges, dropped) =
-                    capture::har::parse(&text, self.limits.har_entries_max).map_err(|message| {
-                        ScanError::Capture {
-                            path: path.to_owned(),
-                            message,
-                        }
+                let (exchanges, dropped) = capture::har::parse(&text, self.limits.har_entries_max)
+                    .map_err(|message| ScanError::Capture {
+                        path: path.to_owned(),
+                        message,
                     })?;
                 if dropped > 0 {
                     session.warn(format!(

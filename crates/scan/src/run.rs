@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use crate::tls::keylog::KeyLog;
 use crate::progress::Progress;
+use crate::tls::keylog::KeyLog;
 use crate::{Policy, Profile, ScanError, Scanner, Severity, Sites};
 
 /// Largest policy file we read.

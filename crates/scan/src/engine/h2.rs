@@ -38,7 +38,12 @@ impl Session<'_> {
     /// Where HTTP/2 frames start in this run, if the flow speaks HTTP/2: after the client's
     /// preface (prior knowledge, or TLS with ALPN h2: a client always sends the preface), or
     /// from the start of the server's stream once the client's was HTTP/2.
-    pub(super) fn h2_start(&mut self, flow: &mut Flow, to_server: bool, run: &Run) -> Option<usize> {
+    pub(super) fn h2_start(
+        &mut self,
+        flow: &mut Flow,
+        to_server: bool,
+        run: &Run,
+    ) -> Option<usize> {
         if run.start == 0 && to_server && run.data.starts_with(PREFACE) {
             flow.h2.get_or_insert_with(Box::default);
             return Some(PREFACE.len());
@@ -46,7 +51,9 @@ impl Session<'_> {
         // A server that answered `Upgrade: h2c` starts with its HTTP/1.1 101, read as HTTP/1.
         let h2 = flow.h2.is_some();
         (h2 && !(run.start == 0 && run.data.starts_with(b"HTTP/1."))
-            && !(run.start == 0 && to_server && crate::protocols::http::starts_message(&run.data).is_some()))
+            && !(run.start == 0
+                && to_server
+                && crate::protocols::http::starts_message(&run.data).is_some()))
         .then_some(0)
     }
 
@@ -127,7 +134,9 @@ impl Session<'_> {
                 if field.name == b":path" {
                     let path = field.value.as_slice();
                     match decode::url_decode(path, true) {
-                        Some(d) => self.search(&d, &["h2", "http-uri", "url"], block.offset, place, timing),
+                        Some(d) => {
+                            self.search(&d, &["h2", "http-uri", "url"], block.offset, place, timing)
+                        }
                         None => self.search(path, &["h2", "http-uri"], block.offset, place, timing),
                     }
                     continue;
@@ -163,7 +172,14 @@ impl Session<'_> {
             content_type: &content_type,
             grpc_encoding: grpc_encoding.as_deref(),
         };
-        self.http_body(&parts, vec!["h2", "http-body"], stream.body_offset, place, timing, ends);
+        self.http_body(
+            &parts,
+            vec!["h2", "http-body"],
+            stream.body_offset,
+            place,
+            timing,
+            ends,
+        );
     }
 
     /// Splits a gRPC or gRPC-Web body into messages, inflates compressed ones and walks each

@@ -176,8 +176,15 @@ impl Connection {
                     block.extend_from_slice(payload);
                     if flags & END_HEADERS != 0 {
                         self.header_block(
-                            to_server, p_stream, promised, p_offset, &block, p_end, &mut open,
-                            &mut index, &mut parsed,
+                            to_server,
+                            p_stream,
+                            promised,
+                            p_offset,
+                            &block,
+                            p_end,
+                            &mut open,
+                            &mut index,
+                            &mut parsed,
                         );
                     } else {
                         pending = Some((p_stream, promised, p_offset, block, p_end));
@@ -188,9 +195,9 @@ impl Connection {
             match kind {
                 DATA if stream != 0 => {
                     let Some(body) = strip_padding(flags, payload) else {
-                        parsed
-                            .warnings
-                            .push(format!("http/2 DATA frame at offset {frame_offset} has bad padding"));
+                        parsed.warnings.push(format!(
+                            "http/2 DATA frame at offset {frame_offset} has bad padding"
+                        ));
                         continue;
                     };
                     if let Some(s) = slot(&mut open, &mut index, stream, &mut parsed.warnings) {
@@ -223,8 +230,15 @@ impl Connection {
                     let end = kind == HEADERS && flags & END_STREAM != 0;
                     if flags & END_HEADERS != 0 {
                         self.header_block(
-                            to_server, stream, promised, frame_offset, fragment, end, &mut open,
-                            &mut index, &mut parsed,
+                            to_server,
+                            stream,
+                            promised,
+                            frame_offset,
+                            fragment,
+                            end,
+                            &mut open,
+                            &mut index,
+                            &mut parsed,
                         );
                     } else {
                         pending = Some((stream, promised, frame_offset, fragment.to_vec(), end));
@@ -257,7 +271,11 @@ impl Connection {
     }
 
     fn side(&mut self, to_server: bool) -> &mut Side {
-        if to_server { &mut self.client } else { &mut self.server }
+        if to_server {
+            &mut self.client
+        } else {
+            &mut self.server
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -456,7 +474,11 @@ mod tests {
         wire.truncate(wire.len() - 2);
         let parsed = Connection::default().read(true, &wire, 0);
         assert_eq!(parsed.streams[0].body, b"hel");
-        assert!(parsed.warnings[0].contains("cut short"), "{:?}", parsed.warnings);
+        assert!(
+            parsed.warnings[0].contains("cut short"),
+            "{:?}",
+            parsed.warnings
+        );
         let mut conn = Connection::default();
         let bad = frame(HEADERS, END_HEADERS, 1, &[0xff, 0xff]);
         let parsed = conn.read(true, &bad, 0);

@@ -4,5 +4,5 @@ pub mod dns;
 pub mod grpc;
 pub mod h2;
 pub mod hpack;
-pub mod protobuf;
 pub mod http;
+pub mod protobuf;

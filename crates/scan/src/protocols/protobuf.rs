@@ -152,8 +152,10 @@ fn fields_nested(bytes: &[u8], depth: usize) -> Option<Vec<(u32, Raw<'_>)>> {
 /// 0x03 is a control character), which is why text is tried first only when it is clean.
 fn looks_like_text(bytes: &[u8]) -> bool {
     !bytes.is_empty()
-        && std::str::from_utf8(bytes)
-            .is_ok_and(|s| s.chars().all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r')))
+        && std::str::from_utf8(bytes).is_ok_and(|s| {
+            s.chars()
+                .all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r'))
+        })
 }
 
 /// A base-128 varint of at most 10 bytes.
@@ -199,7 +201,8 @@ mod tests {
         msg.extend_from_slice(&9u32.to_le_bytes());
         msg.extend_from_slice(&[0x3a, 0x02, 0x00, 0xff]); // field 7, bytes
         let l = leaves(&msg).unwrap();
-        let got: Vec<(String, Value<'_>)> = l.iter().map(|f| (f.label(), f.value.clone())).collect();
+        let got: Vec<(String, Value<'_>)> =
+            l.iter().map(|f| (f.label(), f.value.clone())).collect();
         assert_eq!(
             got,
             vec![

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::report::diff::Diff;
 use crate::finding::policy::Severity;
+use crate::report::diff::Diff;
 use crate::report::{Finding, Report};
 
 fn esc(text: &str) -> String {

@@ -17,7 +17,9 @@ fn scan_fixture(name: &str, keys: Option<&str>) -> Report {
         log.add_text(&text, keys).unwrap();
         scanner = scanner.with_keys(log);
     }
-    scanner.scan_paths(&[fixture(name)], &mut NoProgress).unwrap()
+    scanner
+        .scan_paths(&[fixture(name)], &mut NoProgress)
+        .unwrap()
 }
 
 /// (identifier, chain, protocol, stream, direction) of every finding.
@@ -52,8 +54,20 @@ fn h2_inside_tls_curl_to_nghttpd_path_header_and_gzip_body() {
     let report = scan_fixture("h2-tls.pcap", Some("h2-tls.keys"));
     assert_has(&report, K::Imei, "tls > h2 > http-uri > plain", "h2", 1);
     assert_has(&report, K::Imsi, "tls > h2 > header > plain", "h2", 1);
-    assert_has(&report, K::Email, "tls > h2 > http-body > gzip > json > plain", "h2", 1);
-    assert_has(&report, K::Carrier, "tls > h2 > http-body > gzip > json > plain", "h2", 1);
+    assert_has(
+        &report,
+        K::Email,
+        "tls > h2 > http-body > gzip > json > plain",
+        "h2",
+        1,
+    );
+    assert_has(
+        &report,
+        K::Carrier,
+        "tls > h2 > http-body > gzip > json > plain",
+        "h2",
+        1,
+    );
     let imei = &find(&report, K::Imei)[0];
     assert_eq!(imei.host.as_deref(), Some("api.example.cn:8443"));
     assert!(!imei.cleartext);
@@ -69,8 +83,17 @@ fn h2c_prior_knowledge_curl_to_nghttpd() {
     let report = scan_fixture("h2c-prior.pcap", None);
     assert_has(&report, K::Imei, "h2 > http-uri > plain", "h2c", 1);
     assert_has(&report, K::Imsi, "h2 > header > plain", "h2c", 1);
-    assert_has(&report, K::Email, "h2 > http-body > gzip > json > plain", "h2c", 1);
-    assert_eq!(find(&report, K::Imsi)[0].host.as_deref(), Some("push.example.cn"));
+    assert_has(
+        &report,
+        K::Email,
+        "h2 > http-body > gzip > json > plain",
+        "h2c",
+        1,
+    );
+    assert_eq!(
+        find(&report, K::Imsi)[0].host.as_deref(),
+        Some("push.example.cn")
+    );
     assert!(find(&report, K::Imsi)[0].cleartext);
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
 }
@@ -80,18 +103,48 @@ fn h2c_upgrade_from_http1_then_the_response_on_stream_1() {
     let report = scan_fixture("h2c-upgrade.pcap", None);
     // The request went as HTTP/1.1 (it becomes stream 1); the answer came back as HTTP/2.
     let all = rows(&report);
-    assert!(all.contains(&(K::Imei, "http-uri > plain".into(), "http".into(), None, "outbound".into())), "{all:#?}");
-    assert_has(&report, K::Email, "h2 > http-body > gzip > json > plain", "h2c", 1);
+    assert!(
+        all.contains(&(
+            K::Imei,
+            "http-uri > plain".into(),
+            "http".into(),
+            None,
+            "outbound".into()
+        )),
+        "{all:#?}"
+    );
+    assert_has(
+        &report,
+        K::Email,
+        "h2 > http-body > gzip > json > plain",
+        "h2c",
+        1,
+    );
     // The upgraded request's Host names the host of the HTTP/2 response.
-    assert_eq!(find(&report, K::Email)[0].host.as_deref(), Some("push.example.cn"));
+    assert_eq!(
+        find(&report, K::Email)[0].host.as_deref(),
+        Some("push.example.cn")
+    );
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
 }
 
 #[test]
 fn grpc_unary_calls_imei_as_int64_and_gzip_compressed_nested_message() {
     let report = scan_fixture("grpc.pcap", None);
-    assert_has(&report, K::Imei, "h2 > http-body > grpc > protobuf > field 3 > plain", "h2c", 1);
-    assert_has(&report, K::Carrier, "h2 > http-body > grpc > protobuf > field 1 > plain", "h2c", 1);
+    assert_has(
+        &report,
+        K::Imei,
+        "h2 > http-body > grpc > protobuf > field 3 > plain",
+        "h2c",
+        1,
+    );
+    assert_has(
+        &report,
+        K::Carrier,
+        "h2 > http-body > grpc > protobuf > field 1 > plain",
+        "h2c",
+        1,
+    );
     assert_has(
         &report,
         K::Imsi,
@@ -125,24 +178,50 @@ fn grpc_web_body() -> Vec<u8> {
 #[test]
 fn grpc_web_over_http1_binary_and_text() {
     use base64::Engine as _;
-    let binary = post("api.example.cn", "application/grpc-web+proto", "", &grpc_web_body());
+    let binary = post(
+        "api.example.cn",
+        "application/grpc-web+proto",
+        "",
+        &grpc_web_body(),
+    );
     let report = scan(&exchange_pcap(SERVER_CN, &binary, OK));
     let all = rows(&report);
     let has = |report_rows: &[(K, String, String, Option<u32>, String)], k: K, c: &str| {
-        report_rows.iter().any(|(kind, chain, ..)| *kind == k && chain == c)
+        report_rows
+            .iter()
+            .any(|(kind, chain, ..)| *kind == k && chain == c)
     };
-    assert!(has(&all, K::Imei, "http-body > grpc-web > protobuf > field 3 > plain"), "{all:#?}");
-    assert!(has(&all, K::Imsi, "http-body > grpc-web > trailer > plain"), "{all:#?}");
+    assert!(
+        has(
+            &all,
+            K::Imei,
+            "http-body > grpc-web > protobuf > field 3 > plain"
+        ),
+        "{all:#?}"
+    );
+    assert!(
+        has(&all, K::Imsi, "http-body > grpc-web > trailer > plain"),
+        "{all:#?}"
+    );
     // grpc-web-text: the same frames in base64, each padded on its own.
     let body = grpc_web_body();
     let (message, trailer) = body.split_at(14);
     let b64 = base64::engine::general_purpose::STANDARD;
     let text = format!("{}{}", b64.encode(message), b64.encode(trailer));
-    let request = post("api.example.cn", "application/grpc-web-text", "", text.as_bytes());
+    let request = post(
+        "api.example.cn",
+        "application/grpc-web-text",
+        "",
+        text.as_bytes(),
+    );
     let report = scan(&exchange_pcap(SERVER_CN, &request, OK));
     let all = rows(&report);
     assert!(
-        has(&all, K::Imei, "http-body > base64 > grpc-web > protobuf > field 3 > plain"),
+        has(
+            &all,
+            K::Imei,
+            "http-body > base64 > grpc-web > protobuf > field 3 > plain"
+        ),
         "{all:#?}"
     );
 }

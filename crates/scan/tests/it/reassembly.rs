@@ -85,7 +85,8 @@ fn capture_started_mid_connection() {
 fn flows_open_max_scans_the_oldest_early() {
     use sovereign_scan::engine::FLOWS_OPEN_MAX;
     let (c, s) = (addr(CLIENT), addr(SERVER_CN));
-    let mut w = synth::PcapWriter::new(Vec::new(), sovereign_scan::network::packet::LinkType::RAW).unwrap();
+    let mut w =
+        synth::PcapWriter::new(Vec::new(), sovereign_scan::network::packet::LinkType::RAW).unwrap();
     let request = post("t.example", "text/plain", "", b"imei=356938035643809");
     w.frame(
         0,

@@ -9,8 +9,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::{ClientConnection, ServerConnection, SupportedCipherSuite};
 use sovereign_model::IdentifierKind as K;
 use sovereign_scan::capture::SECRETS_TYPE_TLS_KEY_LOG;
-use sovereign_scan::tls::keylog::KeyLog;
 use sovereign_scan::network::packet::LinkType;
+use sovereign_scan::tls::keylog::KeyLog;
 use sovereign_scan::{Report, synth};
 
 use crate::support::*;
@@ -712,8 +712,8 @@ fn tls13_early_data_accepted_or_refused_with_and_without_its_secret() {
 
 #[test]
 fn a_flow_scanned_in_pieces_carries_partial_records_over() {
-    use sovereign_scan::transport::reassembly::{Mark, Run};
     use sovereign_scan::tls::decrypt::{TlsFlow, Visibility};
+    use sovereign_scan::transport::reassembly::{Mark, Run};
     for case in cases() {
         let req = request("/v1/register", r#"{"imei":"356938035643809"}"#);
         let s = session(case.suite, &[req.clone(), req.clone()]);
