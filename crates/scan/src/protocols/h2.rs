@@ -88,6 +88,10 @@ pub struct Parsed {
     pub warnings: Vec<String>,
 }
 
+/// A header block waiting for its CONTINUATIONs: stream, promised stream, offset of its first
+/// frame, bytes so far, and whether its HEADERS frame ended the stream.
+type Pending = (u32, Option<u32>, usize, Vec<u8>, bool);
+
 /// Per-direction state that outlives one call of [`Connection::read`].
 #[derive(Debug, Default, Clone)]
 struct Side {
@@ -127,8 +131,9 @@ impl Connection {
         let mut parsed = Parsed::default();
         let mut open: Vec<StreamData> = Vec::new();
         let mut index: HashMap<u32, usize> = HashMap::new();
-        // The header block being joined from CONTINUATIONs: stream, promised stream, bytes.
-        let mut pending: Option<(u32, Option<u32>, usize, Vec<u8>, bool)> = None;
+        // The header block being joined from CONTINUATIONs: stream, promised stream, offset,
+        // bytes so far, END_STREAM.
+        let mut pending: Option<Pending> = None;
         let mut at = 0;
         let mut announced = None;
         while at < data.len() {
@@ -497,6 +502,44 @@ mod tests {
         assert_eq!(parsed.warnings.len(), 1);
         assert!(parsed.warnings[0].contains("streams open"));
         assert_eq!(parsed.streams.len(), STREAMS_OPEN_MAX);
+    }
+
+    /// Random bytes, and a valid exchange with random bytes flipped: warnings, never a panic.
+    #[test]
+    fn hostile_bytes_never_panic() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut valid = frame(
+            HEADERS,
+            END_HEADERS | PADDED,
+            1,
+            &[1, 0x82, 0x41, 2, b'a', b'b', 0],
+        );
+        valid.extend(frame(CONTINUATION, END_HEADERS, 1, &[0x3f, 0xe1, 0x01]));
+        valid.extend(frame(PUSH_PROMISE, END_HEADERS, 1, &[0, 0, 0, 2, 0xbe]));
+        valid.extend(frame(DATA, PADDED | END_STREAM, 1, &[2, b'x', 0, 0]));
+        valid.extend(frame(SETTINGS, 0, 0, &[0, 1, 0, 0, 0, 0]));
+        for round in 0..3000 {
+            let mut data = if round % 2 == 0 {
+                valid.clone()
+            } else {
+                (0..next() % 200).map(|_| next() as u8).collect()
+            };
+            for _ in 0..next() % 4 {
+                if !data.is_empty() {
+                    let i = next() as usize % data.len();
+                    data[i] = next() as u8;
+                }
+            }
+            let mut conn = Connection::default();
+            let _ = conn.read(round % 3 == 0, &data, 0);
+            let _ = conn.read(round % 3 != 0, &data, 0);
+        }
     }
 
     #[test]
