@@ -64,6 +64,8 @@ pub struct Occurrences {
     pub first_time_us: i64,
     pub capture: usize,
     pub frame: u64,
+    /// The HTTP/2 stream of the first sighting.
+    pub stream: Option<u32>,
     pub evidence: String,
 }
 
@@ -120,6 +122,9 @@ impl Sink for Collector<'_> {
         // (a phone's address changes between networks): the first sender is kept.
         let mut place = self.place.clone();
         place.src = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+        // Nor per HTTP/2 stream: a hundred requests on one connection are one finding, counted
+        // a hundred times, that names the stream of the first.
+        place.stream = None;
         let key = FindingKey {
             target: found.target,
             chain: found.chain,
@@ -132,6 +137,7 @@ impl Sink for Collector<'_> {
             .entry(key)
             .or_insert_with(|| Occurrences {
                 src: self.place.src,
+                stream: self.place.stream,
                 count: 0,
                 first_time_us: time_us,
                 capture: self.capture,
@@ -142,6 +148,7 @@ impl Sink for Collector<'_> {
         if (self.capture, time_us) < (entry.capture, entry.first_time_us) {
             entry.first_time_us = time_us;
             entry.src = self.place.src;
+            entry.stream = self.place.stream;
             entry.capture = self.capture;
             entry.frame = frame;
             entry.evidence = found.evidence;

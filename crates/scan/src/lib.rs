@@ -317,7 +317,7 @@ impl Scanner {
                     encoding: key.encoding,
                     chain: key.chain,
                     protocol: key.place.protocol.to_owned(),
-                    stream: key.place.stream,
+                    stream: occ.stream,
                     direction: if key.place.outbound {
                         "outbound"
                     } else {

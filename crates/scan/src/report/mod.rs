@@ -20,7 +20,7 @@ pub struct Finding {
     /// The decode chain, outermost first, ending with `encoding`.
     pub chain: Vec<String>,
     pub protocol: String,
-    /// The HTTP/2 stream it was sent on (`h2`, `h2c`), absent elsewhere.
+    /// The HTTP/2 stream of the first sighting (`h2`, `h2c`), absent elsewhere.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<u32>,
     /// `outbound` (phone to server) or `inbound` (server to phone).

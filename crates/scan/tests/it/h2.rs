@@ -225,3 +225,32 @@ fn grpc_web_over_http1_binary_and_text() {
         "{all:#?}"
     );
 }
+
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The same header on two streams of one connection is one finding counted twice, naming the
+/// first stream, not one finding per stream.
+#[test]
+fn one_identifier_on_many_streams_is_one_finding() {
+    // ":method: GET", ":path: /", then x-imsi as a literal without indexing, new name.
+    let mut block = vec![0x82, 0x84, 0x00, 6];
+    block.extend_from_slice(b"x-imsi");
+    block.push(15);
+    block.extend_from_slice(b"404450123456789");
+    let mut client = sovereign_scan::protocols::h2::PREFACE.to_vec();
+    client.extend(h2_frame(1, 0x5, 1, &block));
+    client.extend(h2_frame(1, 0x5, 3, &block));
+    let server = h2_frame(4, 0, 0, &[]);
+    let report = scan(&exchange_pcap(SERVER_CN, &client, &server));
+    let imsi = find(&report, K::Imsi);
+    assert_eq!(imsi.len(), 1, "{}", describe(&report));
+    assert_eq!(imsi[0].count, 2);
+    assert_eq!(imsi[0].stream, Some(1));
+    assert_eq!(imsi[0].chain, ["h2", "header", "plain"]);
+}
