@@ -1,5 +1,7 @@
 //! The scan itself: frames → IP → flows → streams → protocols → searcher → findings.
 
+mod h2;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -45,6 +47,8 @@ pub struct Place {
     /// Readable on the wire (HTTP, DNS, raw TCP/UDP), as opposed to inside TLS.
     pub cleartext: bool,
     pub outbound: bool,
+    /// The HTTP/2 stream, for findings inside one.
+    pub stream: Option<u32>,
 }
 
 /// A finding before policy and attribution: the key and what was accumulated under it.
@@ -64,6 +68,8 @@ pub struct Occurrences {
     pub first_time_us: i64,
     pub capture: usize,
     pub frame: u64,
+    /// The HTTP/2 stream of the first sighting.
+    pub stream: Option<u32>,
     pub evidence: String,
 }
 
@@ -122,6 +128,9 @@ impl Sink for Collector<'_> {
         // (a phone's address changes between networks): the first sender is kept.
         let mut place = self.place.clone();
         place.src = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+        // Nor per HTTP/2 stream: a hundred requests on one connection are one finding, counted
+        // a hundred times, that names the stream of the first.
+        place.stream = None;
         let key = FindingKey {
             target: found.target,
             chain: found.chain,
@@ -134,6 +143,7 @@ impl Sink for Collector<'_> {
             .entry(key)
             .or_insert_with(|| Occurrences {
                 src: self.place.src,
+                stream: self.place.stream,
                 count: 0,
                 first_time_us: time_us,
                 capture: self.capture,
@@ -146,6 +156,7 @@ impl Sink for Collector<'_> {
         if (self.capture, time_us, frame) < (entry.capture, entry.first_time_us, entry.frame) {
             entry.first_time_us = time_us;
             entry.src = self.place.src;
+            entry.stream = self.place.stream;
             entry.capture = self.capture;
             entry.frame = frame;
             entry.evidence = found.evidence;
@@ -170,6 +181,9 @@ struct Flow {
     order: u64,
     /// Set when the flow starts with a TLS handshake.
     tls: Option<Box<TlsFlow>>,
+    /// Set once the flow (inside TLS or not) speaks HTTP/2: the client's preface, or an
+    /// HTTP/1.1 `Upgrade: h2c` request.
+    h2: Option<Box<crate::protocols::h2::Connection>>,
     /// The client's bytes after a WebSocket upgrade request, held until the server's `101`
     /// says which extensions apply (the client's direction is scanned first).
     websocket_client: Option<Box<WebSocketPending>>,
@@ -191,6 +205,16 @@ impl Flow {
 }
 
 pub(crate) type FlowKey = (SocketAddr, SocketAddr);
+
+/// A message body with what says how to decode it.
+struct BodyParts<'b> {
+    data: &'b [u8],
+    /// Codings in the order they were applied.
+    content_encoding: &'b [String],
+    /// Lower case.
+    content_type: &'b str,
+    grpc_encoding: Option<&'b str>,
+}
 
 pub(crate) fn flow_key(a: SocketAddr, b: SocketAddr) -> FlowKey {
     if a <= b { (a, b) } else { (b, a) }
@@ -532,6 +556,7 @@ impl<'a> Session<'a> {
             host,
             cleartext: true,
             outbound: true,
+            stream: None,
         };
         self.search(d.payload, &["udp"], 0, &place, timing);
     }
@@ -590,6 +615,7 @@ impl<'a> Session<'a> {
             host,
             cleartext: false,
             outbound: to_server,
+            stream: None,
         };
         let timing = Timing::Fixed {
             frame: self.frame,
@@ -666,6 +692,7 @@ impl<'a> Session<'a> {
             host,
             cleartext: true,
             outbound,
+            stream: None,
         };
         self.search(names.as_bytes(), &["dns-name"], 0, &place, timing);
     }
@@ -703,6 +730,7 @@ impl<'a> Session<'a> {
                 order: self.next_order,
                 tls: None,
                 websocket_client: None,
+                h2: None,
             };
             self.flow_order.push_back((key, self.next_order));
             self.flows.insert(key, flow);
@@ -1003,6 +1031,10 @@ impl<'a> Session<'a> {
                 }
                 continue;
             }
+            if let Some(start) = self.h2_start(flow, to_server, run) {
+                self.h2_frames(flow, to_server, &data[start..], base + start, timing);
+                continue;
+            }
             if hello::looks_like_tls(data) {
                 if to_server && flow.sni.is_none() {
                     flow.sni = hello::client_hello_sni(data);
@@ -1027,6 +1059,12 @@ impl<'a> Session<'a> {
                 let place = self.place(flow, "http", to_server, true, message.host.clone());
                 self.http_message(&message, base + at, &place, timing, src, dst);
                 at += message.len.max(1);
+                // After `Upgrade: h2c` and its 101, the rest of the stream is HTTP/2.
+                if let Some(skip) = self.h2_after_upgrade(flow, &message, &data[at..]) {
+                    at += skip;
+                    self.h2_frames(flow, to_server, &data[at..], base + at, timing);
+                    break;
+                }
                 // After a WebSocket handshake the rest of each direction is frames.
                 if message.direction == Direction::Request
                     && websocket::is_upgrade_request(message.head)
@@ -1128,6 +1166,7 @@ impl<'a> Session<'a> {
                 "http" => "https",
                 "tcp" => "tls",
                 "websocket" => "wss",
+                "h2c" => "h2",
                 other => other,
             };
             (protocol, false)
@@ -1145,6 +1184,7 @@ impl<'a> Session<'a> {
                 .or_else(|| flow.dns_host.clone()),
             cleartext,
             outbound: to_server,
+            stream: None,
         }
     }
 
@@ -1175,37 +1215,36 @@ impl<'a> Session<'a> {
                 self.label
             ));
         }
-        let what = format!("http body from {src} to {dst}");
+        let body = BodyParts {
+            data: &message.body,
+            content_encoding: &message.content_encoding,
+            content_type: message.content_type.as_deref().unwrap_or(""),
+            grpc_encoding: h2::header_line(message.head, b"grpc-encoding"),
+        };
         self.http_body(
-            &[],
-            &message.body,
-            &message.content_encoding,
-            message.content_type.as_deref(),
+            &body,
+            vec!["http-body"],
             body_offset,
             place,
             timing,
-            &what,
+            (src, dst),
         );
     }
 
-    /// Searches an HTTP body (of HTTP/1.1 or HTTP/3) after undoing its content codings and
-    /// form or JSON escapes; the chain is `prefix`, `http-body`, then a layer per decoding.
-    #[allow(clippy::too_many_arguments)]
+    /// Decodes a body by its content coding and type (the same for HTTP/1.x and HTTP/2) and
+    /// searches it under `layers`.
     fn http_body(
         &mut self,
-        prefix: &[&'static str],
-        body: &[u8],
-        content_encoding: &[String],
-        content_type: Option<&str>,
+        parts: &BodyParts<'_>,
+        mut layers: Vec<&str>,
         body_offset: usize,
         place: &Place,
         timing: Timing<'_>,
-        what: &str,
+        (src, dst): (SocketAddr, SocketAddr),
     ) {
-        let mut layers: Vec<&str> = prefix.to_vec();
-        layers.push("http-body");
-        let mut body: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(body);
-        for coding in content_encoding.iter().rev() {
+        let what = format!("http body from {src} to {dst}");
+        let mut body: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(parts.data);
+        for coding in parts.content_encoding.iter().rev() {
             let (decoded, problem) = decode::decompress(coding, &body);
             if let Some(problem) = problem {
                 self.tally.warnings.push(format!(
@@ -1226,7 +1265,16 @@ impl<'a> Session<'a> {
             });
             body = std::borrow::Cow::Owned(decoded);
         }
-        let content_type = content_type.unwrap_or("");
+        let content_type = parts.content_type;
+        if crate::protocols::grpc::is_grpc(content_type) {
+            let grpc = h2::Grpc {
+                text: crate::protocols::grpc::is_text(content_type),
+                encoding: parts.grpc_encoding,
+                web: content_type.to_ascii_lowercase().contains("grpc-web"),
+            };
+            self.grpc_body(&body, &grpc, &mut layers, body_offset, place, timing);
+            return;
+        }
         if content_type.contains("x-www-form-urlencoded") {
             if let Some(decoded) = decode::url_decode(&body, true) {
                 layers.push("form");
@@ -1289,6 +1337,7 @@ impl<'a> Session<'a> {
                 host: entry.host.clone(),
                 cleartext: entry.cleartext,
                 outbound,
+                stream: None,
             };
             if outbound {
                 match decode::url_decode(entry.url.as_bytes(), true) {

@@ -356,6 +356,7 @@ impl Scanner {
                     encoding: key.encoding,
                     chain: key.chain,
                     protocol: key.place.protocol.to_owned(),
+                    stream: occ.stream,
                     direction: if key.place.outbound {
                         "outbound"
                     } else {

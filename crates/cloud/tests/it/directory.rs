@@ -493,7 +493,12 @@ async fn without_etcd_a_site_serves_its_signed_in_users_and_refuses_the_rest_wit
             Some(json!({"phone": BOB, "password": "correct horse battery", "device_name": "x"})),
         )
         .await;
-    assert_eq!(unknown.status, StatusCode::UNAUTHORIZED, "{:?}", unknown.body);
+    assert_eq!(
+        unknown.status,
+        StatusCode::UNAUTHORIZED,
+        "{:?}",
+        unknown.body
+    );
     assert_eq!(unknown.code(), "invalid_credentials");
     assert!(
         !unknown.body["detail"]

@@ -104,6 +104,7 @@ impl Session<'_> {
                 .or_else(|| c.dns_host.clone()),
             cleartext: false,
             outbound,
+            stream: None,
         }
     }
 
@@ -207,7 +208,9 @@ impl Session<'_> {
             ));
         }
         let timing = Timing::Marks(&buffer.marks);
-        let place = self.quic_place(c, "http3", outbound, message.field(":authority"));
+        let mut place = self.quic_place(c, "http3", outbound, message.field(":authority"));
+        // HTTP/3 stream ids are QUIC stream ids (62 bits); the report names streams as u32.
+        place.stream = u32::try_from(id).ok();
         let mut head = Vec::new();
         for (name, value) in &message.fields {
             head.extend_from_slice(name);
@@ -255,16 +258,19 @@ impl Session<'_> {
         let content_type = message
             .field("content-type")
             .map(|t| t.to_ascii_lowercase());
-        let what = format!("http/3 body of stream {id} from {src} to {dst}");
+        let parts = super::BodyParts {
+            data: &message.body,
+            content_encoding: &codings,
+            content_type: content_type.as_deref().unwrap_or(""),
+            grpc_encoding: None,
+        };
         self.http_body(
-            &["quic", "h3"],
-            &message.body,
-            &codings,
-            content_type.as_deref(),
+            &parts,
+            vec!["quic", "h3", "http-body"],
             message.body_offset,
             &place,
             timing,
-            &what,
+            (src, dst),
         );
     }
 

@@ -188,12 +188,13 @@ fn findings_table(findings: &[Finding]) -> String {
     for f in findings {
         let _ = write!(
             out,
-            "<tr><td><span class=\"sev\" style=\"background:{}\">{}</span></td><td>{}</td><td><code>{}</code></td><td>{} {}</td><td>{}<br><span class=\"muted\">{}{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            "<tr><td><span class=\"sev\" style=\"background:{}\">{}</span></td><td>{}</td><td><code>{}</code></td><td>{}{} {}</td><td>{}<br><span class=\"muted\">{}{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
             colour(f.severity),
             f.severity,
             esc(f.identifier.as_str()),
             esc(&f.chain.join(" › ")),
             esc(&f.protocol),
+            f.stream.map(|s| format!(" stream {s}")).unwrap_or_default(),
             esc(&f.direction),
             esc(&destination(f)),
             esc(&f.dst),

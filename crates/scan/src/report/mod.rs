@@ -20,6 +20,9 @@ pub struct Finding {
     /// The decode chain, outermost first, ending with `encoding`.
     pub chain: Vec<String>,
     pub protocol: String,
+    /// The HTTP/2 stream of the first sighting (`h2`, `h2c`), absent elsewhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<u32>,
     /// `outbound` (phone to server) or `inbound` (server to phone).
     pub direction: String,
     pub src: String,
@@ -171,8 +174,9 @@ impl Report {
                         f.identifier.as_str().to_owned(),
                         f.chain.join(">"),
                         format!(
-                            "{}{}",
+                            "{}{}{}",
                             f.protocol,
+                            f.stream.map(|s| format!(" #{s}")).unwrap_or_default(),
                             if f.direction == "inbound" {
                                 " (in)"
                             } else {

@@ -5,6 +5,7 @@ mod attribution;
 mod captures;
 mod encodings;
 mod fixtures;
+mod h2;
 mod inputs;
 mod limits;
 mod protocols;

@@ -108,7 +108,12 @@ fn issue11_four_threads_report_exactly_what_one_thread_does() {
     }
     // Decrypted QUIC (connections kept and listed by the shards) beside TLS and DNS.
     let mut keys = sovereign_scan::tls::keylog::KeyLog::default();
-    for name in ["quic-h3-v1.keys", "quic-h3-v2.keys", "tls-suites.keys"] {
+    for name in [
+        "quic-h3-v1.keys",
+        "quic-h3-v2.keys",
+        "tls-suites.keys",
+        "h2-tls.keys",
+    ] {
         keys.add_text(&std::fs::read_to_string(fixture(name)).unwrap(), name)
             .unwrap();
     }
@@ -117,6 +122,8 @@ fn issue11_four_threads_report_exactly_what_one_thread_does() {
         fixture("loopback.pcap"),
         fixture("quic-h3-v2.pcap"),
         fixture("tls-suites.pcap"),
+        fixture("h2-tls.pcap"),
+        fixture("grpc.pcap"),
     ];
     let json = |threads| {
         scanner()
@@ -131,6 +138,8 @@ fn issue11_four_threads_report_exactly_what_one_thread_does() {
     assert!(one.contains("\"quic\""), "{one}");
     assert!(one.contains("h3"), "{one}");
     assert!(one.contains("DTLS"), "{one}");
+    assert!(one.contains("\"h2\""), "{one}");
+    assert!(one.contains("protobuf"), "{one}");
     assert_eq!(one, json(4));
 }
 

@@ -1,0 +1,553 @@
+//! HTTP/2 (RFC 9113) in one direction of a reassembled stream: frames split per stream, header
+//! blocks (HEADERS, PUSH_PROMISE and their CONTINUATIONs) decoded with that direction's HPACK
+//! decoder, DATA joined per stream with padding removed, SETTINGS_HEADER_TABLE_SIZE noted.
+//!
+//! [`Connection`] lives as long as the TCP (or TLS) flow: the two HPACK dynamic tables carry
+//! over from one request to the next, and the request's `:authority` names the host of its
+//! response.
+//!
+//! ```
+//! use sovereign_scan::protocols::h2::{Connection, PREFACE};
+//! let mut conn = Connection::default();
+//! let mut wire = PREFACE.to_vec();
+//! // HEADERS on stream 1, END_HEADERS | END_STREAM, ":method: GET" (static index 2).
+//! wire.extend_from_slice(&[0, 0, 1, 1, 5, 0, 0, 0, 1, 0x82]);
+//! let parsed = conn.read(true, &wire[PREFACE.len()..], PREFACE.len());
+//! assert_eq!(parsed.streams[0].stream, 1);
+//! assert_eq!(parsed.streams[0].headers[0].fields[0].value, b"GET");
+//! ```
+
+use std::collections::HashMap;
+
+use crate::protocols::hpack::{self, Header};
+
+/// What a client sends first (RFC 9113 3.4).
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Most streams of one direction with a body or header block waiting to be searched; past
+/// this a new stream's data is dropped with a warning.
+pub const STREAMS_OPEN_MAX: usize = 10_000;
+/// Most bytes of one stream's DATA kept; the rest is dropped with a warning.
+pub const STREAM_BODY_BYTES_MAX: usize = 64 << 20;
+/// Most bytes of one header block (HEADERS or PUSH_PROMISE and its CONTINUATIONs).
+pub const HEADER_BLOCK_BYTES_MAX: usize = 1 << 20;
+/// Most `:authority` values remembered per connection (one per request stream).
+pub const AUTHORITIES_MAX: usize = 100_000;
+
+const STREAMS_WARNING: &str = "http/2 streams open at once";
+const FRAME_HEADER_BYTES: usize = 9;
+const DATA: u8 = 0;
+const HEADERS: u8 = 1;
+const RST_STREAM: u8 = 3;
+const SETTINGS: u8 = 4;
+const PUSH_PROMISE: u8 = 5;
+const CONTINUATION: u8 = 9;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+const PADDED: u8 = 0x8;
+const PRIORITY: u8 = 0x20;
+const SETTINGS_HEADER_TABLE_SIZE: u16 = 1;
+
+/// One decoded header block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderBlock {
+    /// Offset (in the direction's stream) of the frame that began the block.
+    pub offset: usize,
+    pub fields: Vec<Header>,
+    /// Set for a PUSH_PROMISE: the request the server promises to answer.
+    pub promised: bool,
+}
+
+/// What one stream sent in one direction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamData {
+    pub stream: u32,
+    pub headers: Vec<HeaderBlock>,
+    pub body: Vec<u8>,
+    /// Offset (in the direction's stream) of the first DATA frame.
+    pub body_offset: usize,
+    /// Bytes of DATA dropped past [`STREAM_BODY_BYTES_MAX`].
+    pub body_dropped: usize,
+}
+
+impl StreamData {
+    /// The last value of a header (lower-case name) in any of the stream's blocks.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .rev()
+            .flat_map(|b| b.fields.iter().rev())
+            .find(|h| h.name.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|h| h.value.as_slice())
+    }
+}
+
+/// What [`Connection::read`] got from one direction's bytes: streams in the order they ended.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub streams: Vec<StreamData>,
+    pub warnings: Vec<String>,
+}
+
+/// A header block waiting for its CONTINUATIONs: stream, promised stream, offset of its first
+/// frame, bytes so far, and whether its HEADERS frame ended the stream.
+type Pending = (u32, Option<u32>, usize, Vec<u8>, bool);
+
+/// Per-direction state that outlives one call of [`Connection::read`].
+#[derive(Debug, Default, Clone)]
+struct Side {
+    decoder: hpack::Decoder,
+    /// The header table size this side announced in SETTINGS: a bound on the other side's
+    /// encoder, hence on size updates the other direction's decoder sees.
+    announced_table_bytes: Option<u32>,
+    /// Set after a bad header block: later blocks may decode wrongly, so decoding stops.
+    hpack_broken: bool,
+}
+
+/// One HTTP/2 connection, both directions.
+#[derive(Debug, Default, Clone)]
+pub struct Connection {
+    client: Side,
+    server: Side,
+    /// `:authority` (or the upgraded request's Host) per stream, for its response.
+    authorities: HashMap<u32, String>,
+}
+
+impl Connection {
+    /// Remembers the host of a stream: the upgraded HTTP/1.1 request's Host is stream 1's.
+    pub fn set_authority(&mut self, stream: u32, host: String) {
+        if self.authorities.len() < AUTHORITIES_MAX {
+            self.authorities.insert(stream, host);
+        }
+    }
+
+    /// The `:authority` a request on `stream` gave.
+    pub fn authority(&self, stream: u32) -> Option<&str> {
+        self.authorities.get(&stream).map(String::as_str)
+    }
+
+    /// Reads frames of one direction (`to_server`: from the client, after its preface) from
+    /// `data`, which starts at `base` in that direction's stream.
+    pub fn read(&mut self, to_server: bool, data: &[u8], base: usize) -> Parsed {
+        let mut parsed = Parsed::default();
+        let mut open: Vec<StreamData> = Vec::new();
+        let mut index: HashMap<u32, usize> = HashMap::new();
+        // The header block being joined from CONTINUATIONs: stream, promised stream, offset,
+        // bytes so far, END_STREAM.
+        let mut pending: Option<Pending> = None;
+        let mut at = 0;
+        let mut announced = None;
+        while at < data.len() {
+            let Some(head) = data.get(at..at + FRAME_HEADER_BYTES) else {
+                parsed.warnings.push(format!(
+                    "http/2 frame header cut short at offset {}",
+                    base + at
+                ));
+                break;
+            };
+            let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+            let (kind, flags) = (head[3], head[4]);
+            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            let start = at + FRAME_HEADER_BYTES;
+            let frame_offset = base + at;
+            let Some(payload) = data.get(start..start + len) else {
+                parsed.warnings.push(format!(
+                    "http/2 frame (type {kind}, stream {stream}) at offset {frame_offset} is cut short: {} of {len} bytes",
+                    data.len() - start
+                ));
+                // What arrived of a DATA frame is still worth searching.
+                if kind == DATA && stream != 0 {
+                    let part = &data[start..];
+                    let body = strip_padding(flags, part).unwrap_or(part);
+                    if let Some(s) = slot(&mut open, &mut index, stream, &mut parsed.warnings) {
+                        append(s, body, frame_offset);
+                    }
+                }
+                break;
+            };
+            at = start + len;
+            if let Some((p_stream, promised, p_offset, mut block, p_end)) = pending.take() {
+                if kind != CONTINUATION || stream != p_stream {
+                    parsed.warnings.push(format!(
+                        "http/2 header block of stream {p_stream} not continued (frame type {kind} at offset {frame_offset})"
+                    ));
+                } else {
+                    if block.len() + payload.len() > HEADER_BLOCK_BYTES_MAX {
+                        parsed.warnings.push(format!(
+                            "http/2 header block of stream {p_stream} is larger than {HEADER_BLOCK_BYTES_MAX} bytes; the connection's later headers are not decoded"
+                        ));
+                        self.side(to_server).hpack_broken = true;
+                        continue;
+                    }
+                    block.extend_from_slice(payload);
+                    if flags & END_HEADERS != 0 {
+                        self.header_block(
+                            to_server,
+                            p_stream,
+                            promised,
+                            p_offset,
+                            &block,
+                            p_end,
+                            &mut open,
+                            &mut index,
+                            &mut parsed,
+                        );
+                    } else {
+                        pending = Some((p_stream, promised, p_offset, block, p_end));
+                    }
+                    continue;
+                }
+            }
+            match kind {
+                DATA if stream != 0 => {
+                    let Some(body) = strip_padding(flags, payload) else {
+                        parsed.warnings.push(format!(
+                            "http/2 DATA frame at offset {frame_offset} has bad padding"
+                        ));
+                        continue;
+                    };
+                    if let Some(s) = slot(&mut open, &mut index, stream, &mut parsed.warnings) {
+                        append(s, body, frame_offset);
+                    }
+                    if flags & END_STREAM != 0 {
+                        finish(&mut open, &mut index, stream, &mut parsed);
+                    }
+                }
+                HEADERS | PUSH_PROMISE if stream != 0 => {
+                    let Some(mut fragment) = strip_padding(flags, payload) else {
+                        parsed.warnings.push(format!(
+                            "http/2 header frame at offset {frame_offset} has bad padding"
+                        ));
+                        continue;
+                    };
+                    let mut promised = None;
+                    if kind == HEADERS && flags & PRIORITY != 0 {
+                        fragment = fragment.get(5..).unwrap_or_default();
+                    }
+                    if kind == PUSH_PROMISE {
+                        let Some(id) = fragment.get(..4) else {
+                            continue;
+                        };
+                        promised =
+                            Some(u32::from_be_bytes([id[0], id[1], id[2], id[3]]) & 0x7fff_ffff);
+                        fragment = &fragment[4..];
+                    }
+                    // END_STREAM of a PUSH_PROMISE frame is not defined (that flag bit is unused).
+                    let end = kind == HEADERS && flags & END_STREAM != 0;
+                    if flags & END_HEADERS != 0 {
+                        self.header_block(
+                            to_server,
+                            stream,
+                            promised,
+                            frame_offset,
+                            fragment,
+                            end,
+                            &mut open,
+                            &mut index,
+                            &mut parsed,
+                        );
+                    } else {
+                        pending = Some((stream, promised, frame_offset, fragment.to_vec(), end));
+                    }
+                }
+                RST_STREAM => finish(&mut open, &mut index, stream, &mut parsed),
+                SETTINGS if flags & 0x1 == 0 => {
+                    for pair in payload.chunks_exact(6) {
+                        if u16::from_be_bytes([pair[0], pair[1]]) == SETTINGS_HEADER_TABLE_SIZE {
+                            announced =
+                                Some(u32::from_be_bytes([pair[2], pair[3], pair[4], pair[5]]));
+                        }
+                    }
+                    if announced.is_some() {
+                        self.side(to_server).announced_table_bytes = announced;
+                    }
+                }
+                // PRIORITY, PING, GOAWAY, WINDOW_UPDATE and unknown types carry nothing to search.
+                _ => {}
+            }
+        }
+        if let Some((p_stream, ..)) = pending {
+            parsed.warnings.push(format!(
+                "http/2 header block of stream {p_stream} ends without END_HEADERS"
+            ));
+        }
+        // Streams that did not end in this capture are searched for what they sent.
+        parsed.streams.append(&mut open);
+        parsed
+    }
+
+    fn side(&mut self, to_server: bool) -> &mut Side {
+        if to_server {
+            &mut self.client
+        } else {
+            &mut self.server
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn header_block(
+        &mut self,
+        to_server: bool,
+        stream: u32,
+        promised: Option<u32>,
+        offset: usize,
+        block: &[u8],
+        end_stream: bool,
+        open: &mut Vec<StreamData>,
+        index: &mut HashMap<u32, usize>,
+        parsed: &mut Parsed,
+    ) {
+        // The other side's SETTINGS bound this direction's table.
+        let bound = if to_server {
+            self.server.announced_table_bytes
+        } else {
+            self.client.announced_table_bytes
+        };
+        let side = self.side(to_server);
+        if side.hpack_broken {
+            return;
+        }
+        let mut fields = Vec::new();
+        if let Err(e) = side.decoder.decode(block, &mut fields) {
+            side.hpack_broken = true;
+            parsed.warnings.push(format!(
+                "http/2 header block of stream {stream} at offset {offset}: {e}; the connection's later headers in this direction are not decoded"
+            ));
+        }
+        if let Some(bound) = bound
+            && side.decoder.largest_size_update > bound as usize
+        {
+            parsed.warnings.push(format!(
+                "http/2 hpack table resized to {} bytes, above the {bound} its peer's SETTINGS_HEADER_TABLE_SIZE allows",
+                side.decoder.largest_size_update
+            ));
+            side.decoder.largest_size_update = 0;
+        }
+        if fields.is_empty() {
+            if end_stream {
+                finish(open, index, stream, parsed);
+            }
+            return;
+        }
+        let target = promised.unwrap_or(stream);
+        if to_server || promised.is_some() {
+            let authority = fields
+                .iter()
+                .find(|h| h.name == b":authority")
+                .map(|h| String::from_utf8_lossy(&h.value).into_owned());
+            if let Some(authority) = authority {
+                self.set_authority(target, authority);
+            }
+        }
+        if let Some(s) = slot(open, index, target, &mut parsed.warnings) {
+            s.headers.push(HeaderBlock {
+                offset,
+                fields,
+                promised: promised.is_some(),
+            });
+        }
+        if end_stream {
+            finish(open, index, stream, parsed);
+        }
+    }
+}
+
+/// The payload of a PADDED frame without its pad length byte and padding.
+fn strip_padding(flags: u8, payload: &[u8]) -> Option<&[u8]> {
+    if flags & PADDED == 0 {
+        return Some(payload);
+    }
+    let (&pad, rest) = payload.split_first()?;
+    rest.len()
+        .checked_sub(usize::from(pad))
+        .map(|end| &rest[..end])
+}
+
+fn slot<'s>(
+    open: &'s mut Vec<StreamData>,
+    index: &mut HashMap<u32, usize>,
+    stream: u32,
+    warnings: &mut Vec<String>,
+) -> Option<&'s mut StreamData> {
+    if let Some(&i) = index.get(&stream) {
+        return open.get_mut(i);
+    }
+    if open.len() >= STREAMS_OPEN_MAX {
+        // Warn once per read: the first warning names the first stream dropped.
+        if !warnings.iter().any(|w| w.contains(STREAMS_WARNING)) {
+            warnings.push(format!(
+                "more than {STREAMS_OPEN_MAX} {STREAMS_WARNING}; stream {stream} and later ones are not searched"
+            ));
+        }
+        return None;
+    }
+    index.insert(stream, open.len());
+    open.push(StreamData {
+        stream,
+        ..StreamData::default()
+    });
+    open.last_mut()
+}
+
+fn append(s: &mut StreamData, body: &[u8], frame_offset: usize) {
+    if s.body.is_empty() && s.body_dropped == 0 {
+        s.body_offset = frame_offset;
+    }
+    let room = STREAM_BODY_BYTES_MAX.saturating_sub(s.body.len());
+    let take = body.len().min(room);
+    s.body.extend_from_slice(&body[..take]);
+    s.body_dropped += body.len() - take;
+}
+
+/// Moves an ended stream to the output.
+fn finish(
+    open: &mut Vec<StreamData>,
+    index: &mut HashMap<u32, usize>,
+    stream: u32,
+    parsed: &mut Parsed,
+) {
+    let Some(i) = index.remove(&stream) else {
+        return;
+    };
+    let done = open.swap_remove(i);
+    if let Some(moved) = open.get(i)
+        && let Some(slot) = index.get_mut(&moved.stream)
+    {
+        *slot = i;
+    }
+    if done.body_dropped > 0 {
+        parsed.warnings.push(format!(
+            "http/2 stream {stream} sent more than {STREAM_BODY_BYTES_MAX} bytes of DATA; {} bytes are not searched",
+            done.body_dropped
+        ));
+    }
+    parsed.streams.push(done);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len() as u32;
+        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn streams_are_joined_with_padding_and_continuation_removed() {
+        let mut wire = frame(SETTINGS, 0, 0, &[0, 1, 0, 0, 1, 0]);
+        // HEADERS without END_HEADERS, PADDED and PRIORITY: ":method: GET", then a
+        // CONTINUATION with ":authority: a.example" (literal, indexed name 1).
+        let mut payload = vec![2, 0, 0, 0, 0, 16, 0x82];
+        payload.extend_from_slice(&[0, 0]);
+        wire.extend(frame(HEADERS, PADDED | PRIORITY, 3, &payload));
+        let mut cont = vec![0x41, 9];
+        cont.extend_from_slice(b"a.example");
+        wire.extend(frame(CONTINUATION, END_HEADERS, 3, &cont));
+        // Interleaved DATA of streams 3 and 5, padded on 3.
+        wire.extend(frame(DATA, PADDED, 3, &[3, b'a', b'b', 0, 0, 0]));
+        wire.extend(frame(DATA, END_STREAM, 5, b"zz"));
+        wire.extend(frame(DATA, END_STREAM, 3, b"cd"));
+        let mut conn = Connection::default();
+        let parsed = conn.read(true, &wire, 24);
+        assert_eq!(parsed.warnings, Vec::<String>::new());
+        assert_eq!(parsed.streams.len(), 2);
+        assert_eq!(parsed.streams[0].stream, 5);
+        let s3 = &parsed.streams[1];
+        assert_eq!(s3.body, b"abcd");
+        assert_eq!(s3.header(":authority"), Some(&b"a.example"[..]));
+        assert_eq!(s3.headers[0].offset, 24 + 15);
+        assert_eq!(conn.authority(3), Some("a.example"));
+        assert_eq!(conn.client.announced_table_bytes, Some(256));
+    }
+
+    #[test]
+    fn push_promise_headers_go_to_the_promised_stream() {
+        let mut payload = 2u32.to_be_bytes().to_vec();
+        payload.push(0x84); // :path /
+        let wire = frame(PUSH_PROMISE, END_HEADERS, 1, &payload);
+        let parsed = Connection::default().read(false, &wire, 0);
+        assert_eq!(parsed.streams[0].stream, 2);
+        assert!(parsed.streams[0].headers[0].promised);
+    }
+
+    #[test]
+    fn cut_frames_and_bad_blocks_warn() {
+        let mut wire = frame(DATA, 0, 1, b"hello");
+        wire.truncate(wire.len() - 2);
+        let parsed = Connection::default().read(true, &wire, 0);
+        assert_eq!(parsed.streams[0].body, b"hel");
+        assert!(
+            parsed.warnings[0].contains("cut short"),
+            "{:?}",
+            parsed.warnings
+        );
+        let mut conn = Connection::default();
+        let bad = frame(HEADERS, END_HEADERS, 1, &[0xff, 0xff]);
+        let parsed = conn.read(true, &bad, 0);
+        assert!(parsed.warnings[0].contains("not decoded"));
+        let good = frame(HEADERS, END_HEADERS, 3, &[0x82]);
+        assert!(conn.read(true, &good, 0).streams.is_empty());
+    }
+
+    #[test]
+    fn streams_past_the_limit_are_dropped_with_one_warning() {
+        let mut wire = Vec::new();
+        for i in 0..STREAMS_OPEN_MAX as u32 + 2 {
+            wire.extend(frame(DATA, 0, 2 * i + 1, b"x"));
+        }
+        let parsed = Connection::default().read(true, &wire, 0);
+        assert_eq!(parsed.warnings.len(), 1);
+        assert!(parsed.warnings[0].contains("streams open"));
+        assert_eq!(parsed.streams.len(), STREAMS_OPEN_MAX);
+    }
+
+    /// Random bytes, and a valid exchange with random bytes flipped: warnings, never a panic.
+    #[test]
+    fn hostile_bytes_never_panic() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut valid = frame(
+            HEADERS,
+            END_HEADERS | PADDED,
+            1,
+            &[1, 0x82, 0x41, 2, b'a', b'b', 0],
+        );
+        valid.extend(frame(CONTINUATION, END_HEADERS, 1, &[0x3f, 0xe1, 0x01]));
+        valid.extend(frame(PUSH_PROMISE, END_HEADERS, 1, &[0, 0, 0, 2, 0xbe]));
+        valid.extend(frame(DATA, PADDED | END_STREAM, 1, &[2, b'x', 0, 0]));
+        valid.extend(frame(SETTINGS, 0, 0, &[0, 1, 0, 0, 0, 0]));
+        for round in 0..3000 {
+            let mut data = if round % 2 == 0 {
+                valid.clone()
+            } else {
+                (0..next() % 200).map(|_| next() as u8).collect()
+            };
+            for _ in 0..next() % 4 {
+                if !data.is_empty() {
+                    let i = next() as usize % data.len();
+                    data[i] = next() as u8;
+                }
+            }
+            let mut conn = Connection::default();
+            let _ = conn.read(round % 3 == 0, &data, 0);
+            let _ = conn.read(round % 3 != 0, &data, 0);
+        }
+    }
+
+    #[test]
+    fn a_body_past_its_limit_is_cut_with_a_warning() {
+        let mut s = StreamData::default();
+        append(&mut s, &vec![0; STREAM_BODY_BYTES_MAX], 0);
+        append(&mut s, b"more", 9);
+        assert_eq!(s.body.len(), STREAM_BODY_BYTES_MAX);
+        assert_eq!(s.body_dropped, 4);
+    }
+}

@@ -1,0 +1,21 @@
+//! HTTP/2 frames and HPACK: the input is split in two (client and server bytes) and read by one
+//! connection, so both dynamic tables and the authority map see hostile data; and the whole
+//! input is also decoded as one header block. Any input: streams and warnings, never a panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sovereign_scan::protocols::{grpc, h2, hpack};
+
+fuzz_target!(|data: &[u8]| {
+    let cut = data.first().map_or(0, |&b| usize::from(b)).min(data.len());
+    let (client, server) = data.split_at(cut);
+    let mut conn = h2::Connection::default();
+    for _ in 0..2 {
+        let _ = conn.read(true, client, 0);
+        let _ = conn.read(false, server, 0);
+    }
+    let mut headers = Vec::new();
+    let _ = hpack::Decoder::default().decode(data, &mut headers);
+    let _ = grpc::messages(data);
+    let _ = grpc::decode_text(data);
+});
