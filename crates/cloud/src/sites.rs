@@ -122,10 +122,10 @@ impl FederationFile {
                 .ok()
                 .filter(|k| k.len() == PEER_PUBLIC_KEY_BYTES)
                 .ok_or_else(|| fault("federation_key must be a base64 Ed25519 public key"))?;
-            if let Some(ca) = &entry.tls_ca {
-                if ca.len() > SITE_CA_BYTES_MAX || !holds_certificate(ca) {
-                    return Err(fault("tls_ca must hold PEM certificates"));
-                }
+            if let Some(ca) = &entry.tls_ca
+                && (ca.len() > SITE_CA_BYTES_MAX || !holds_certificate(ca))
+            {
+                return Err(fault("tls_ca must hold PEM certificates"));
             }
             let peer = Peer {
                 url: entry.url.trim_end_matches('/').to_owned(),

@@ -144,14 +144,14 @@ impl RegionState {
         };
         // A federation file that pins another key for this site would have every peer refuse
         // it: say so at start rather than at the first call.
-        if let Some(pinned) = peers.get(&region).and_then(|p| p.public_key.as_deref()) {
-            if pinned != identity.public_key() {
-                anyhow::bail!(
-                    "the federation file pins a different federation key for {region} than \
-                     {}/keys/{region}.peer.pk8: publish this site's stanza again",
-                    data_dir.display()
-                );
-            }
+        if let Some(pinned) = peers.get(&region).and_then(|p| p.public_key.as_deref())
+            && pinned != identity.public_key()
+        {
+            anyhow::bail!(
+                "the federation file pins a different federation key for {region} than \
+                 {}/keys/{region}.peer.pk8: publish this site's stanza again",
+                data_dir.display()
+            );
         }
         let federation = Federation::new(region.clone(), identity, peers, &peer_ca_bundle)?;
         let blobs = Blobs::local(&region_dir.join("blobs"))?;

@@ -727,7 +727,7 @@ async fn dashboard_page(state: &AppState, session: &Session) -> Result<String, A
             entries.push((remote_ledger_row(e), Vec::new()));
         }
     }
-    entries.sort_by(|a, b| b.0.at.cmp(&a.0.at));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.0.at));
     if entries.is_empty() {
         out.push_str("<p class=\"empty\">Nobody has asked for or had access to your data.</p>");
     } else {

@@ -74,7 +74,7 @@ async fn me_view(state: &AppState, user: &AuthUser) -> Result<MeView, ApiError> 
 /// The account: id, home region, phone number and signed-in devices.
 #[utoipa::path(get, path = "/v1/me", responses((status = 200, body = MeView), (status = 401)), security(("bearer" = [])))]
 pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<MeView>, ApiError> {
-    Ok(Json(me_view(&state, &user).await?))
+    Ok(Json(me_view(&state, user).await?))
 }
 
 /// Everything the service holds about the user, decrypted, as one JSON document.
@@ -106,15 +106,15 @@ pub async fn export_document(
     token: &str,
 ) -> Result<Value, ApiError> {
     let state = state.clone();
-    let account = me_view(&state, &user).await?;
-    let consents = consents::consent_views(&state, &user).await?;
-    let history = consents::history_events(&state, &user).await?;
+    let account = me_view(&state, user).await?;
+    let consents = consents::consent_views(&state, user).await?;
+    let history = consents::history_events(&state, user).await?;
     let user_id = user.id.to_string();
     let mut messages_out = Vec::new();
     if crate::placement::holds(&state, &user_id, Service::Messaging).await? {
         for row in state.store.messages_all(user_id.clone()).await? {
             messages_out.push(
-                serde_json::to_value(messages::open_message(&user, &row)?)
+                serde_json::to_value(messages::open_message(user, &row)?)
                     .map_err(ApiError::internal)?,
             );
         }
@@ -125,7 +125,7 @@ pub async fn export_document(
     }
     if crate::placement::holds(&state, &user_id, Service::Backup).await? {
         for row in state.store.backup_all(user_id.clone()).await? {
-            let item = backup::export_item(&state, &user, &row).await?;
+            let item = backup::export_item(&state, user, &row).await?;
             if let Some(Value::Array(items)) = backups.get_mut(&row.kind) {
                 items.push(item);
             }
