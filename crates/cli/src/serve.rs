@@ -145,10 +145,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         (args.tls_cert.is_some(), "--tls-cert"),
         (args.ca_bundle.is_some(), "--ca-bundle"),
     ];
-    if let Some((_, flag)) = site_only.iter().find(|(given, _)| *given) {
-        if args.region.is_none() {
-            anyhow::bail!("{flag} needs --region: it configures one site");
-        }
+    if let Some((_, flag)) = site_only.iter().find(|(given, _)| *given)
+        && args.region.is_none()
+    {
+        anyhow::bail!("{flag} needs --region: it configures one site");
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {

@@ -74,7 +74,7 @@ async fn me_view(state: &AppState, user: &AuthUser) -> Result<MeView, ApiError> 
 /// The account: id, home region, phone number and signed-in devices.
 #[utoipa::path(get, path = "/v1/me", responses((status = 200, body = MeView), (status = 401)), security(("bearer" = [])))]
 pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<MeView>, ApiError> {
-    Ok(Json(me_view(&state, user).await?))
+    Ok(Json(me_view(&state, &user).await?))
 }
 
 /// Everything the service holds about the user, decrypted, as one JSON document.
