@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sovereign_scan::quic::{conn, frame, h3, huffman, packet, qpack};
+use sovereign_scan::quic::{conn, frame, h3, packet, qpack};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = h3::qpack_max_table_capacity(rest, 0);
         }
         _ => {
-            let _ = huffman::decode(rest, &mut Vec::new());
+            let _ = sovereign_scan::protocols::hpack::huffman_decode(rest);
             let _ = packet::parse_long(rest);
             let _ = packet::varint(rest);
         }

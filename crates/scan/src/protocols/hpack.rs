@@ -276,8 +276,12 @@ const CANONICAL: Canonical = {
 };
 
 /// Decodes a Huffman-coded string (RFC 7541 5.2): bit by bit through the canonical code; the
-/// padding must be fewer than 8 one-bits (a prefix of the end-of-string code).
-fn huffman_decode(raw: &[u8]) -> Result<Vec<u8>, HpackError> {
+/// padding must be fewer than 8 one-bits (a prefix of the end-of-string code). QPACK (HTTP/3)
+/// uses the same code.
+///
+/// # Errors
+/// [`HpackError::BadHuffman`] for bad padding or the end-of-string code inside the string.
+pub fn huffman_decode(raw: &[u8]) -> Result<Vec<u8>, HpackError> {
     let mut out = Vec::with_capacity(raw.len() * 8 / 5 + 1);
     let mut code = 0u32;
     let mut len = 0usize;
@@ -526,6 +530,41 @@ mod tests {
         assert_eq!(second[0], (":status".into(), "307".into()));
         assert_eq!(second[1], ("cache-control".into(), "private".into()));
         assert_eq!(d.table_bytes(), 222);
+    }
+
+    /// Encodes with the canonical code rebuilt from `CODE_LENGTHS`, to round-trip.
+    fn huffman_encode(text: &[u8]) -> Vec<u8> {
+        let mut bits: u64 = 0;
+        let mut n = 0;
+        let mut out = Vec::new();
+        for &b in text {
+            let len = CODE_LENGTHS[usize::from(b)] as usize;
+            let rank = CANONICAL.symbols[usize::from(CANONICAL.start[len])..]
+                .iter()
+                .position(|&s| s == u16::from(b))
+                .unwrap();
+            let code = CANONICAL.first[len] + rank as u32;
+            bits = bits << len | u64::from(code);
+            n += len;
+            while n >= 8 {
+                out.push((bits >> (n - 8)) as u8);
+                n -= 8;
+            }
+        }
+        if n > 0 {
+            out.push(((bits << (8 - n)) as u8) | ((1u8 << (8 - n)) - 1));
+        }
+        out
+    }
+
+    #[test]
+    fn huffman_round_trips_every_byte() {
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(huffman_decode(&huffman_encode(&all)).unwrap(), all);
+        assert_eq!(
+            huffman_encode(b"www.example.com"),
+            hex("f1e3 c2e5 f23a 6ba0 ab90 f4ff")
+        );
     }
 
     #[test]

@@ -6,14 +6,14 @@
 //! - [`frame`]: the frames of a decrypted packet;
 //! - [`conn`]: one connection: its IDs, keys per packet number space, the hellos from the
 //!   Initial CRYPTO data, and its streams reassembled;
-//! - [`h3`], [`qpack`], [`huffman`]: HTTP/3 frames, header compression and its Huffman code.
+//! - [`h3`], [`qpack`]: HTTP/3 frames and header compression (its Huffman code is HPACK's,
+//!   `protocols::hpack::huffman_decode`).
 //!
 //! The engine (`engine/quic_flows.rs`) feeds datagrams in and searches what comes out.
 
 pub mod conn;
 pub mod frame;
 pub mod h3;
-pub mod huffman;
 pub mod packet;
 pub mod qpack;
 pub mod synth;

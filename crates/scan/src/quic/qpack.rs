@@ -8,8 +8,6 @@
 //! was evicted since. An encoder never references an evicted entry, so this gives the same
 //! fields as a live decoder.
 
-use crate::quic::huffman;
-
 /// Most dynamic-table entries kept per encoder.
 pub const QPACK_ENTRIES_MAX: usize = 1 << 16;
 /// Most bytes of names and values kept per dynamic table.
@@ -30,7 +28,7 @@ pub enum QpackError {
     #[error("qpack string of {0} bytes is longer than {QPACK_STRING_BYTES_MAX}")]
     StringTooLong(u64),
     #[error("qpack huffman string: {0}")]
-    Huffman(#[from] huffman::HuffmanError),
+    Huffman(#[from] crate::protocols::hpack::HpackError),
     #[error("qpack static table has no entry {0}")]
     StaticIndex(u64),
     #[error("qpack dynamic table has no entry {0} (the encoder stream was not captured?)")]
@@ -208,9 +206,8 @@ fn string(data: &[u8], at: &mut usize, huffman_bit: u8, bits: u32) -> Result<Vec
     let raw = &data[*at..end];
     *at = end;
     if huffman {
-        let mut out = Vec::with_capacity(raw.len() * 8 / 5);
-        huffman::decode(raw, &mut out)?;
-        Ok(out)
+        // QPACK's string literals use HPACK's Huffman code (RFC 9204 4.1.2).
+        Ok(crate::protocols::hpack::huffman_decode(raw)?)
     } else {
         Ok(raw.to_vec())
     }
