@@ -376,12 +376,18 @@ async fn three_sites_run_from_their_own_directories_and_the_federation_file() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("different federation key"), "{err}");
-    // Site flags without --region are refused.
+    // Site flags without --region are refused (--directory is not one: every region of one
+    // machine may share an etcd or SQLite directory).
     let out = sovereign()
-        .args(["serve", "--directory", "x.sqlite", "--data-dir"])
+        .args(["serve", "--federation", "x.toml", "--data-dir"])
         .arg(root.path())
         .output()
         .unwrap();
     assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs --region"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     drop(running);
 }
