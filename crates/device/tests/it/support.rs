@@ -64,7 +64,7 @@ impl TestCloud {
         let path = self
             .dir
             .path()
-            .join(format!("regions/{region}/store.sqlite"));
+            .join(format!("sites/{region}/regions/{region}/store.sqlite"));
         let conn =
             rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
                 .unwrap();
