@@ -474,6 +474,12 @@ impl Federation {
 /// that the answer comes from the site it pinned. Signing an answer to an unauthenticated request
 /// gives nothing away: it is bound to the caller's random nonce, which no one else can reuse.
 pub async fn sign_answers(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    sign_answers_as(&state.federation, request, next).await
+}
+
+/// [`sign_answers`] with the given federation's key: for a server that answers peer requests
+/// outside an [`AppState`] (the tests' stand-in sites).
+pub async fn sign_answers_as(federation: &Federation, request: Request, next: Next) -> Response {
     let nonce = request
         .headers()
         .get(HEADER_NONCE)
@@ -495,10 +501,7 @@ pub async fn sign_answers(State(state): State<AppState>, request: Request, next:
     let Ok(bytes) = axum::body::to_bytes(body, PEER_ANSWER_BYTES_MAX).await else {
         return ApiError::internal(anyhow::anyhow!("answer to a peer is too long")).into_response();
     };
-    let signature =
-        state
-            .federation
-            .sign_answer(&caller, &path, &nonce, parts.status.as_u16(), &bytes);
+    let signature = federation.sign_answer(&caller, &path, &nonce, parts.status.as_u16(), &bytes);
     if let Ok(value) = signature.parse() {
         parts.headers.insert(HEADER_ANSWER_SIGNATURE, value);
     }

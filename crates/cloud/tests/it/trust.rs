@@ -3,6 +3,7 @@
 //! itself, through the federation's own signing code, or answers in that region's place.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -10,12 +11,13 @@ use std::time::Duration;
 use axum::routing::post;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use sovereign_cloud::Policies;
 use sovereign_cloud::clock::Clock;
 use sovereign_cloud::domain::Service;
-use sovereign_cloud::federation::{Federation, PeerTable, load_or_create_identity};
+use sovereign_cloud::federation::{Federation, load_or_create_identity, sign_answers_as};
 use sovereign_cloud::placement::{SESSION_VERIFY_PATH, USER_DELETE_PATH, USER_EXPORT_PATH};
 use sovereign_cloud::routes::messages::FORWARD_PATH;
-use sovereign_cloud::{CloudOptions, Policies};
+use sovereign_cloud::sites::{self, FederationFile};
 use sovereign_model::RegionId;
 
 use crate::services::alice_messaging_in_singapore;
@@ -25,20 +27,26 @@ fn region(id: &str) -> RegionId {
     RegionId::parse(id).unwrap()
 }
 
-/// The federation of `me`, built from the key on `me`'s disk: what a coerced region holds.
+/// The federation of `me` as a coerced site would run it: `me`'s own key from its site
+/// directory (`DIR/sites/<me>/keys/`), the peers (URLs, pinned keys, TLS CAs) from the
+/// federation file every real site loaded.
+fn stolen_federation_at(root: &Path, me: &str) -> Federation {
+    let site = sites::site_dir(root, &region(me));
+    let key = site.join("keys").join(format!("{me}.peer.pk8"));
+    assert!(
+        key.exists(),
+        "{} is where {me} keeps its key",
+        key.display()
+    );
+    let identity = load_or_create_identity(&site, &region(me)).unwrap();
+    let file = FederationFile::read(&root.join(sites::FEDERATION_FILE)).unwrap();
+    assert!(file.sites.contains_key(&region(me)), "{me} is in the file");
+    // No operator bundle: every peer is reached through the CA its stanza pins.
+    Federation::new(region(me), identity, Arc::new(file.peer_table()), b"").unwrap()
+}
+
 fn stolen_federation(cloud: &TestCloud, me: &str) -> Federation {
-    let dir = cloud.dir.path();
-    let identity = load_or_create_identity(dir, &region(me)).unwrap();
-    let urls: BTreeMap<RegionId, String> = cloud
-        .cloud
-        .regions
-        .iter()
-        .map(|r| (r.id.clone(), r.url.clone()))
-        .collect();
-    let policies = Policies::embedded().unwrap();
-    let peers = Arc::new(PeerTable::load(dir, &policies.regions, &urls));
-    let ca = std::fs::read(dir.join("tls/ca.pem")).unwrap();
-    Federation::new(region(me), identity, peers, &ca).unwrap()
+    stolen_federation_at(cloud.dir.path(), me)
 }
 
 /// What the rogue site answers to "whose session is this token?".
@@ -63,25 +71,44 @@ struct RogueSetup {
 async fn mumbai_beside_a_rogue_singapore() -> RogueSetup {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let tls = sovereign_cloud::tls::load_or_create(dir.path()).unwrap();
+    let root = dir.path();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let rogue_addr = listener.local_addr().unwrap();
-    // The rogue has Singapore's key, published where Mumbai looks for it.
-    load_or_create_identity(dir.path(), &region("sg-singapore")).unwrap();
-    let mut policies = Policies::embedded().unwrap();
-    for r in &mut policies.regions.regions {
-        if r.id.as_str() == "sg-singapore" {
-            r.listen = rogue_addr;
-        }
-    }
+    // Mumbai's address must be in the federation file before it starts: take a free port.
+    let mumbai_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (mumbai, singapore) = (region("in-mumbai"), region("sg-singapore"));
+    // Both sites are prepared as the one-machine layout does: each publishes its URL, key and
+    // CA into DIR/federation.toml. Singapore's URL is where the rogue listens.
+    let urls = BTreeMap::from([
+        (mumbai.clone(), format!("https://{mumbai_addr}")),
+        (singapore.clone(), format!("https://{rogue_addr}")),
+    ]);
+    sites::prepare_local_sites(root, &urls).unwrap();
+    let mumbai_site = sites::site_dir(root, &mumbai);
+    // The tests read sign-in codes from DIR/sms-outbox.jsonl.
+    std::os::unix::fs::symlink(
+        root.join("sms-outbox.jsonl"),
+        mumbai_site.join("sms-outbox.jsonl"),
+    )
+    .unwrap();
     let clock = sovereign_cloud::clock::ManualClock::new(START_MS);
-    let databases = test_databases(&[region("in-mumbai")]);
-    let cloud = sovereign_cloud::start_cloud(CloudOptions {
-        data_dir: dir.path().to_path_buf(),
-        policies,
-        regions: vec![(region("in-mumbai"), "127.0.0.1:0".parse().unwrap())],
-        databases: databases.clone(),
+    let databases = test_databases(std::slice::from_ref(&mumbai));
+    let directory =
+        sovereign_cloud::directory::Directory::open(&sites::directory_path(root)).unwrap();
+    let cloud = sites::start_site(sites::SiteOptions {
+        data_dir: mumbai_site,
+        region: mumbai.clone(),
+        listen: mumbai_addr,
+        policies: Policies::embedded().unwrap(),
+        database: databases.get(&mumbai).cloned(),
+        federation_file: Some(root.join(sites::FEDERATION_FILE)),
+        directory: Some(directory),
+        tls_cert_key: None,
+        ca_bundle: None,
         clock: clock.clone(),
     })
     .await
@@ -89,7 +116,7 @@ async fn mumbai_beside_a_rogue_singapore() -> RogueSetup {
     let now = clock.now_ms();
     cloud
         .directory
-        .claim([7; 32], "sg-user".to_owned(), region("sg-singapore"), now)
+        .claim([7; 32], "sg-user".to_owned(), singapore.clone(), now)
         .await
         .unwrap();
     cloud
@@ -97,36 +124,47 @@ async fn mumbai_beside_a_rogue_singapore() -> RogueSetup {
         .place(
             "sg-user".to_owned(),
             vec![Service::Messaging],
-            region("in-mumbai"),
+            mumbai.clone(),
             now,
         )
         .await
         .unwrap();
+    // The rogue runs as Singapore: Singapore's key and TLS certificate from its site directory,
+    // and its answers signed with that key by the federation's own answer-signing layer.
+    let signer = Arc::new(stolen_federation_at(root, "sg-singapore"));
+    let tls = sovereign_cloud::tls::load_or_create(&sites::site_dir(root, &singapore)).unwrap();
     let asked = Arc::new(AtomicUsize::new(0));
     let answer = Arc::new(std::sync::Mutex::new(Answer::User(String::new())));
     let (count, reply) = (asked.clone(), answer.clone());
-    let app = axum::Router::new().route(
-        SESSION_VERIFY_PATH,
-        post(move |body: axum::Json<Value>| {
-            let (count, reply) = (count.clone(), reply.clone());
-            async move {
-                count.fetch_add(1, Ordering::SeqCst);
-                let answer = reply.lock().unwrap().clone();
-                match answer {
-                    Answer::User(user) => (
-                        axum::http::StatusCode::OK,
-                        axum::Json(json!({"user_id": user, "expires_at_ms": i64::MAX / 2})),
-                    ),
-                    Answer::NotMineOrHang(slow) => {
-                        if body["token_digest"] == sovereign_crypto::hex(&slow) {
-                            std::future::pending::<()>().await;
+    let app = axum::Router::new()
+        .route(
+            SESSION_VERIFY_PATH,
+            post(move |body: axum::Json<Value>| {
+                let (count, reply) = (count.clone(), reply.clone());
+                async move {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let answer = reply.lock().unwrap().clone();
+                    match answer {
+                        Answer::User(user) => (
+                            axum::http::StatusCode::OK,
+                            axum::Json(json!({"user_id": user, "expires_at_ms": i64::MAX / 2})),
+                        ),
+                        Answer::NotMineOrHang(slow) => {
+                            if body["token_digest"] == sovereign_crypto::hex(&slow) {
+                                std::future::pending::<()>().await;
+                            }
+                            (axum::http::StatusCode::NOT_FOUND, axum::Json(json!({})))
                         }
-                        (axum::http::StatusCode::NOT_FOUND, axum::Json(json!({})))
                     }
                 }
-            }
-        }),
-    );
+            }),
+        )
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let signer = signer.clone();
+                async move { sign_answers_as(&signer, request, next).await }
+            },
+        ));
     let config =
         axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls.server_config().unwrap()));
     let handle = axum_server::Handle::new();
@@ -135,7 +173,7 @@ async fn mumbai_beside_a_rogue_singapore() -> RogueSetup {
         .handle(handle.clone())
         .serve(app.into_make_service());
     tokio::spawn(server);
-    let ca_pem = std::fs::read(dir.path().join("tls/ca.pem")).unwrap();
+    let ca_pem = std::fs::read(root.join("tls/ca.pem")).unwrap();
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&ca_pem).unwrap())
         .redirect(reqwest::redirect::Policy::none())
