@@ -198,7 +198,6 @@ async fn mumbai_beside_a_rogue_singapore() -> RogueSetup {
 /// for any X. Now another site's word counts only from the user's directory home, only for a
 /// service path, and never for an account held where the question was asked.
 #[tokio::test]
-#[ignore = "issue 10: the rogue still uses the layout before sites (shared keys/, unsigned answers); it must be rebuilt as a federated site that signs with the stolen key"]
 async fn issue10_a_rogue_home_cannot_vouch_for_an_account_held_elsewhere() {
     let setup = mumbai_beside_a_rogue_singapore().await;
     let cloud = &setup.cloud;
@@ -253,7 +252,6 @@ async fn issue10_a_rogue_home_cannot_vouch_for_an_account_held_elsewhere() {
 /// Finding 4: an unknown token made a region ask every home in turn, showing its digest to
 /// each. Now only the site the token names is asked, once per miss window, within a deadline.
 #[tokio::test]
-#[ignore = "issue 10: the rogue still uses the layout before sites (shared keys/, unsigned answers); it must be rebuilt as a federated site that signs with the stolen key"]
 async fn issue10_unknown_tokens_are_asked_of_their_issuer_only_once_and_briefly() {
     let setup = mumbai_beside_a_rogue_singapore().await;
     let cloud = &setup.cloud;
@@ -291,7 +289,6 @@ async fn issue10_unknown_tokens_are_asked_of_their_issuer_only_once_and_briefly(
 /// Finding 5 (the part about the directory): a request about a user the directory does not
 /// know was accepted from any peer.
 #[tokio::test]
-#[ignore = "issue 10: the rogue still uses the layout before sites (shared keys/, unsigned answers); it must be rebuilt as a federated site that signs with the stolen key"]
 async fn issue10_a_user_missing_from_the_directory_has_no_home_to_speak_for_them() {
     let cloud = spawn_regions(&["in-mumbai", "sg-singapore"]).await;
     let rogue = stolen_federation(&cloud, "sg-singapore");
@@ -315,7 +312,6 @@ async fn issue10_a_user_missing_from_the_directory_has_no_home_to_speak_for_them
 
 /// Finding 3: any region could put any message in any inbox, with any sender, id and time.
 #[tokio::test]
-#[ignore = "issue 10: the rogue still uses the layout before sites (shared keys/, unsigned answers); it must be rebuilt as a federated site that signs with the stolen key"]
 async fn issue10_a_forwarded_message_must_come_from_the_senders_messaging_site() {
     let cloud = spawn_regions(&["in-mumbai", "sg-singapore"]).await;
     let bob = cloud.user("in-mumbai", BOB).await;
@@ -400,7 +396,6 @@ async fn issue10_a_forwarded_message_must_come_from_the_senders_messaging_site()
 /// Now only with the user's own session as proof, and each hand-over is in the service
 /// region's ledger, which the user's access log shows.
 #[tokio::test]
-#[ignore = "issue 10: the rogue still uses the layout before sites (shared keys/, unsigned answers); it must be rebuilt as a federated site that signs with the stolen key"]
 async fn issue10_a_service_region_exports_only_for_the_users_own_request() {
     let (cloud, alice, _bob) = alice_messaging_in_singapore().await;
     let me = cloud
