@@ -216,6 +216,24 @@ struct BodyParts<'b> {
     grpc_encoding: Option<&'b str>,
 }
 
+/// Which end of a new TCP flow is the client: the SYN's sender; without a SYN, the higher port.
+pub(crate) fn client_and_server(
+    src: SocketAddr,
+    dst: SocketAddr,
+    segment: &packet::TcpSegment<'_>,
+) -> (SocketAddr, SocketAddr) {
+    let sender_is_client = if segment.flags & TCP_SYN != 0 {
+        segment.flags & 0x10 == 0
+    } else {
+        segment.src_port >= segment.dst_port
+    };
+    if sender_is_client {
+        (src, dst)
+    } else {
+        (dst, src)
+    }
+}
+
 pub(crate) fn flow_key(a: SocketAddr, b: SocketAddr) -> FlowKey {
     if a <= b { (a, b) } else { (b, a) }
 }
@@ -705,17 +723,7 @@ impl<'a> Session<'a> {
             if s.flags & TCP_RST != 0 && s.payload.is_empty() {
                 return;
             }
-            // The SYN's sender is the client; without one, the higher port is.
-            let sender_is_client = if s.flags & TCP_SYN != 0 {
-                s.flags & 0x10 == 0
-            } else {
-                s.src_port >= s.dst_port
-            };
-            let (client, server) = if sender_is_client {
-                (src_sock, dst_sock)
-            } else {
-                (dst_sock, src_sock)
-            };
+            let (client, server) = client_and_server(src_sock, dst_sock, &s);
             self.make_room_for_a_flow();
             self.next_order += 1;
             self.stats.tcp_flows += 1;

@@ -33,7 +33,7 @@ use std::sync::mpsc;
 
 use crate::capture;
 use crate::engine::{self, CaptureStats, FlowKey, Session, Tally};
-use crate::network::packet::{self, PROTO_TCP, PROTO_UDP, TCP_FIN, TCP_RST, TCP_SYN};
+use crate::network::packet::{self, PROTO_TCP, PROTO_UDP, TCP_FIN, TCP_RST};
 use crate::progress::Progress;
 use crate::{ScanError, Scanner};
 
@@ -189,18 +189,7 @@ impl Dispatcher {
                     if s.flags & TCP_RST != 0 && s.payload.is_empty() {
                         return;
                     }
-                    // The engine's rule: the SYN's sender is the client; without one, the higher
-                    // port is.
-                    let sender_is_client = if s.flags & TCP_SYN != 0 {
-                        s.flags & 0x10 == 0
-                    } else {
-                        s.src_port >= s.dst_port
-                    };
-                    let (client, server) = if sender_is_client {
-                        (src_sock, dst_sock)
-                    } else {
-                        (dst_sock, src_sock)
-                    };
+                    let (client, server) = engine::client_and_server(src_sock, dst_sock, &s);
                     self.make_room(local, stamps, frame);
                     let shard = (s.src_port != 53 && s.dst_port != 53).then(|| self.shard_of(&key));
                     if shard.is_some() {
