@@ -1223,11 +1223,15 @@ impl<'a> Session<'a> {
                 self.label
             ));
         }
+        let content_type = message.content_type.as_deref().unwrap_or("");
         let body = BodyParts {
             data: &message.body,
             content_encoding: &message.content_encoding,
-            content_type: message.content_type.as_deref().unwrap_or(""),
-            grpc_encoding: h2::header_line(message.head, b"grpc-encoding"),
+            content_type,
+            // Only gRPC reads it: not worth a walk over every message's headers.
+            grpc_encoding: crate::protocols::grpc::is_grpc(content_type)
+                .then(|| h2::header_line(message.head, b"grpc-encoding"))
+                .flatten(),
         };
         self.http_body(
             &body,
@@ -1250,13 +1254,12 @@ impl<'a> Session<'a> {
         timing: Timing<'_>,
         (src, dst): (SocketAddr, SocketAddr),
     ) {
-        let what = format!("http body from {src} to {dst}");
         let mut body: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(parts.data);
         for coding in parts.content_encoding.iter().rev() {
             let (decoded, problem) = decode::decompress(coding, &body);
             if let Some(problem) = problem {
                 self.tally.warnings.push(format!(
-                    "{}: {what}, content-encoding {coding}: {problem}",
+                    "{}: http body from {src} to {dst}, content-encoding {coding}: {problem}",
                     self.label
                 ));
             }

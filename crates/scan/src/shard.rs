@@ -91,10 +91,19 @@ enum Work {
     },
 }
 
-#[derive(Default)]
 struct Batch {
     data: Vec<u8>,
     work: Vec<Work>,
+}
+
+impl Batch {
+    /// Room for a full batch from the start: growing by doubling copied every payload again.
+    fn new() -> Self {
+        Batch {
+            data: Vec::with_capacity(BATCH_BYTES_MAX + (1 << 16)),
+            work: Vec::with_capacity(BATCH_ITEMS_MAX),
+        }
+    }
 }
 
 /// The reader's picture of one open TCP flow.
@@ -127,7 +136,7 @@ impl Outbox {
         if self.batch.work.is_empty() {
             return Ok(());
         }
-        let next = self.recycled.try_recv().unwrap_or_default();
+        let next = self.recycled.try_recv().unwrap_or_else(|_| Batch::new());
         let full = std::mem::replace(&mut self.batch, next);
         // The shard only hangs up when it panicked; the scope re-raises that panic.
         self.send.send(full).map_err(|_| ())
@@ -395,7 +404,7 @@ pub(crate) fn scan_capture(
             let (send, inbox) = mpsc::sync_channel(CHANNEL_BATCHES_MAX);
             let (recycle, recycled) = mpsc::channel();
             outboxes.push(Outbox {
-                batch: Batch::default(),
+                batch: Batch::new(),
                 send,
                 recycled,
             });

@@ -437,42 +437,55 @@ fn hex4(digits: Option<&[u8]>) -> Option<u16> {
 /// Undoes percent-encoding, and `+` for space when `form` is set. `None` when there was nothing
 /// to undo.
 pub fn url_decode(data: &[u8], form: bool) -> Option<Vec<u8>> {
-    let has_percent = memchr::memchr(b'%', data).is_some();
-    let has_plus = form && memchr::memchr(b'+', data).is_some();
-    if !has_percent && !has_plus {
-        return None;
-    }
+    let next_special = |from: usize| {
+        let rest = &data[from..];
+        let found = if form {
+            memchr::memchr2(b'%', b'+', rest)
+        } else {
+            memchr::memchr(b'%', rest)
+        };
+        found.map(|at| from + at)
+    };
+    let mut at = next_special(0)?;
     let mut out = Vec::with_capacity(data.len());
-    let mut i = 0;
-    while i < data.len() {
-        match data[i] {
-            b'%' => {
-                let value = data
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match value {
-                    Some(v) => {
-                        out.push(v);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
+    let mut copied = 0;
+    // Runs between escapes are copied whole: form bodies are mostly plain text.
+    loop {
+        out.extend_from_slice(&data[copied..at]);
+        if data[at] == b'+' {
+            out.push(b' ');
+            copied = at + 1;
+        } else {
+            match (
+                data.get(at + 1).and_then(|&h| hex_value(h)),
+                data.get(at + 2).and_then(|&l| hex_value(l)),
+            ) {
+                (Some(high), Some(low)) => {
+                    out.push(high << 4 | low);
+                    copied = at + 3;
+                }
+                _ => {
+                    out.push(b'%');
+                    copied = at + 1;
                 }
             }
-            b'+' if form => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
+        }
+        match next_special(copied) {
+            Some(next) => at = next,
+            None => break,
         }
     }
+    out.extend_from_slice(&data[copied..]);
     Some(out)
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
 }
 
 fn is_base64_byte(b: u8) -> bool {
@@ -651,6 +664,26 @@ mod tests {
         assert_eq!(url_decode(b"a%40b.com", false).unwrap(), b"a@b.com");
         assert_eq!(url_decode(b"hi+there%2", true).unwrap(), b"hi there%2");
         assert_eq!(url_decode(b"plain", true), None);
+        assert_eq!(url_decode(b"a+b", false), None);
+        // (input, decoded as a form, decoded as a URL)
+        let table: [(&[u8], &[u8], &[u8]); 8] = [
+            (b"%41", b"A", b"A"),
+            (b"x%4a%4Ay", b"xJJy", b"xJJy"),
+            (b"%%41", b"%A", b"%A"),
+            (b"%2g%", b"%2g%", b"%2g%"),
+            (b"%+1", b"% 1", b"%+1"),
+            (b"+%2B+", b" + ", b"+++"),
+            (b"imei=35%20%31", b"imei=35 1", b"imei=35 1"),
+            (b"%e2%82%ac", "\u{20ac}".as_bytes(), "\u{20ac}".as_bytes()),
+        ];
+        for (input, form, url) in table {
+            assert_eq!(
+                url_decode(input, true).unwrap(),
+                form,
+                "{input:?} as a form"
+            );
+            assert_eq!(url_decode(input, false).unwrap(), url, "{input:?} as a URL");
+        }
     }
 
     #[test]

@@ -6,5 +6,6 @@ pub mod decode;
 pub mod geo;
 pub mod matcher;
 pub mod needle;
+pub mod phone_metadata;
 pub mod policy;
 pub mod sites;

@@ -212,24 +212,62 @@ fn mac_forms(value: &str) -> Vec<(String, String)> {
 /// E.164 with and without `+`, the international format, and the national format as the home
 /// country writes it, with its separators and without.
 pub fn phone_forms(value: &str, home_country: &str) -> Vec<(String, String)> {
+    let full = &*phonenumber::metadata::DATABASE;
+    // The codes this number can have, not the whole world's (see phone_metadata); the whole
+    // database only when that fails, as for text that is not a number at all.
+    match super::phone_metadata::database_for(value, home_country) {
+        Some(small) => match phone_forms_with(&small, value, home_country) {
+            Some(forms) => forms,
+            None => {
+                phone_forms_with(full, value, home_country).unwrap_or_else(|| not_a_number(value))
+            }
+        },
+        None => phone_forms_with(full, value, home_country).unwrap_or_else(|| not_a_number(value)),
+    }
+}
+
+fn not_a_number(value: &str) -> Vec<(String, String)> {
+    let digits: String = value.chars().filter(char::is_ascii_digit).collect();
+    let mut forms = vec![
+        ("value".into(), value.to_owned()),
+        ("digits".into(), digits),
+    ];
+    dedup_forms(&mut forms);
+    forms
+}
+
+fn dedup_forms(forms: &mut Vec<(String, String)>) {
+    let mut seen = std::collections::HashSet::new();
+    forms.retain(|(_, text)| text.len() >= NEEDLE_BYTES_MIN && seen.insert(text.clone()));
+}
+
+/// [`phone_forms`] with `database`; `None` when it does not parse `value` as a number.
+fn phone_forms_with(
+    database: &phonenumber::metadata::Database,
+    value: &str,
+    home_country: &str,
+) -> Option<Vec<(String, String)>> {
     let mut forms: Vec<(String, String)> = Vec::new();
     let home = home_country.parse::<phonenumber::country::Id>().ok();
-    match phonenumber::parse(home, value) {
+    match phonenumber::parse_with(database, home, value) {
         Ok(number) => {
-            let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
+            let e164 = number
+                .format_with(database)
+                .mode(phonenumber::Mode::E164)
+                .to_string();
             forms.push(("e164".into(), e164.clone()));
             forms.push((
                 "e164-no-plus".into(),
                 e164.trim_start_matches('+').to_owned(),
             ));
             let international = number
-                .format()
+                .format_with(database)
                 .mode(phonenumber::Mode::International)
                 .to_string();
             forms.push(("international".into(), international.clone()));
             forms.push(("international-dash".into(), international.replace(' ', "-")));
             let national = number
-                .format()
+                .format_with(database)
                 .mode(phonenumber::Mode::National)
                 .to_string();
             forms.push(("national".into(), national.clone()));
@@ -281,15 +319,10 @@ pub fn phone_forms(value: &str, home_country: &str) -> Vec<(String, String)> {
                 }
             }
         }
-        Err(_) => {
-            let digits: String = value.chars().filter(char::is_ascii_digit).collect();
-            forms.push(("value".into(), value.to_owned()));
-            forms.push(("digits".into(), digits));
-        }
+        Err(_) => return None,
     }
-    let mut seen = std::collections::HashSet::new();
-    forms.retain(|(_, text)| text.len() >= NEEDLE_BYTES_MIN && seen.insert(text.clone()));
-    forms
+    dedup_forms(&mut forms);
+    Some(forms)
 }
 
 /// A coordinate to 4 and 5 decimals, truncated and rounded: anything written with 4 decimals or
@@ -496,6 +529,56 @@ mod tests {
                     "{prefix:?} {suffix:?}"
                 );
             }
+        }
+    }
+
+    /// Territories' example numbers, written as a person or an app would (E.164 and national; for
+    /// some, behind the international call prefixes of Germany and the US), give the same
+    /// forms from the small database as from phonenumber's whole one.
+    #[test]
+    fn phone_forms_from_the_codes_a_number_can_have_equal_those_from_the_whole_database() {
+        let full = &*phonenumber::metadata::DATABASE;
+        let mut checked = 0;
+        // A quarter of the territories, whose order is the database's: checking all of them took
+        // half a minute in a debug build (every check builds and runs regular expressions).
+        for (n, meta) in full.iter().enumerate().filter(|(n, _)| n % 4 == 0) {
+            let d = meta.descriptors();
+            let code = meta.country_code();
+            let Some(example) = d.mobile().or(d.fixed_line()).and_then(|x| x.example()) else {
+                continue;
+            };
+            let id = meta.id();
+            let mut cases = vec![(format!("+{code} {example}"), id), (example.to_owned(), id)];
+            // Behind other countries' international call prefixes, for fewer still.
+            if n % 20 == 0 {
+                cases.push((format!("+{code}{example}"), "IN"));
+                cases.push((format!("00{code}{example}"), "DE"));
+                cases.push((format!("011 {code} {example}"), "US"));
+            }
+            for (value, home) in cases {
+                let small = super::super::phone_metadata::database_for(&value, home)
+                    .expect("small database");
+                assert_eq!(
+                    phone_forms_with(&small, &value, home),
+                    phone_forms_with(full, &value, home),
+                    "{value} at home in {home}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 120, "{checked}");
+        for (value, home) in [
+            ("not a number", "IN"),
+            ("", "XX"),
+            ("+", "IN"),
+            ("+999 1234", "ZZ"),
+        ] {
+            assert_eq!(
+                super::super::phone_metadata::database_for(value, home)
+                    .and_then(|small| phone_forms_with(&small, value, home)),
+                phone_forms_with(full, value, home),
+                "{value:?} at home in {home}"
+            );
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use simple_dns::{Packet, rdata::RData};
+use simple_dns::{Name, Packet, rdata::RData};
 
 /// Most names taken from one message.
 pub const DNS_NAMES_MAX: usize = 256;
@@ -21,12 +21,12 @@ pub struct DnsMessage {
 pub fn parse(data: &[u8]) -> Option<DnsMessage> {
     let packet = Packet::parse(data).ok()?;
     let mut message = DnsMessage::default();
-    let asked = packet.questions.first().map(|q| q.qname.to_string());
+    let asked = packet.questions.first().map(|q| name_text(&q.qname));
     for question in packet.questions.iter().take(DNS_NAMES_MAX) {
-        message.names.push(question.qname.to_string());
+        message.names.push(name_text(&question.qname));
     }
     for record in packet.answers.iter().take(DNS_NAMES_MAX) {
-        let name = record.name.to_string();
+        let name = name_text(&record.name);
         let host = asked.clone().unwrap_or_else(|| name.clone());
         match &record.rdata {
             RData::A(a) => message
@@ -35,7 +35,7 @@ pub fn parse(data: &[u8]) -> Option<DnsMessage> {
             RData::AAAA(aaaa) => message
                 .answers
                 .push((IpAddr::V6(Ipv6Addr::from(aaaa.address)), host)),
-            RData::CNAME(cname) => message.names.push(cname.0.to_string()),
+            RData::CNAME(cname) => message.names.push(name_text(&cname.0)),
             _ => {}
         }
         if !message.names.contains(&name) && message.names.len() < DNS_NAMES_MAX {
@@ -43,6 +43,27 @@ pub fn parse(data: &[u8]) -> Option<DnsMessage> {
         }
     }
     Some(message)
+}
+
+/// A name as text, as simple-dns displays it (labels joined by dots, a dot or backslash inside a
+/// label escaped, bytes that are not UTF-8 replaced) without formatting it a character at a time:
+/// every phone's connection starts with a lookup, so this is on the reader's path for each flow.
+fn name_text(name: &Name<'_>) -> String {
+    let mut text = String::new();
+    for (i, label) in name.get_labels().iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        let bytes: &[u8] = label.as_ref();
+        match std::str::from_utf8(bytes) {
+            Ok(plain) if !plain.contains(['.', '\\']) => text.push_str(plain),
+            _ => {
+                use std::fmt::Write;
+                let _ = write!(text, "{label}");
+            }
+        }
+    }
+    text
 }
 
 /// DNS over TCP: messages prefixed by a two-byte length.
@@ -62,6 +83,26 @@ pub fn parse_tcp_stream(mut data: &[u8]) -> Vec<DnsMessage> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_read_as_simple_dns_displays_them() {
+        let labels: [&[u8]; 6] = [
+            b"api",
+            b"phone-7",
+            b"a.b",
+            b"back\\slash",
+            b"\xff\xfeok",
+            "\u{00e9}t\u{00e9}".as_bytes(),
+        ];
+        for pair in labels.windows(2) {
+            let name = Name::new_with_labels(&[
+                simple_dns::Label::new(pair[0]).unwrap(),
+                simple_dns::Label::new(pair[1]).unwrap(),
+            ]);
+            assert_eq!(name_text(&name), name.to_string(), "{pair:?}");
+        }
+        assert_eq!(name_text(&Name::new_with_labels(&[])), "");
+    }
 
     #[test]
     fn dns_names_max_bounds_the_names_taken_from_one_message() {

@@ -1,0 +1,43 @@
+//! A phonenumber database of only the calling codes a number can have.
+//!
+//! phonenumber's own database ([`phonenumber::metadata::DATABASE`]) checks the syntax of every
+//! regular expression of every territory when first used: 0.12 s, most of a small scan. build.rs
+//! writes phonenumber's metadata split by calling code; [`database_for`] builds a database of
+//! the few codes a number can start with. Parsing and formatting with it give what the whole
+//! database gives (a test compares them): a number can only be of a code among its first digits
+//! (after any international call prefix) or of the home country's.
+
+use phonenumber::metadata::{Database, loader};
+
+include!(concat!(env!("OUT_DIR"), "/phone_metadata.rs"));
+
+/// Digits skipped at most before a calling code: an international call prefix (`00`, `011`,
+/// `0011`, `810`…) or a carrier selection code in front of it.
+const CALL_PREFIX_DIGITS_MAX: usize = 5;
+
+/// The database for parsing `value` with `home_country` (an ISO 3166 id) as the default, or `None`
+/// when it cannot be built (then use the whole one).
+pub fn database_for(value: &str, home_country: &str) -> Option<Database> {
+    let digits: Vec<u8> = value.bytes().filter(u8::is_ascii_digit).collect();
+    let mut codes: Vec<u16> = Vec::new();
+    if let Ok(at) = CODE_OF.binary_search_by(|(id, _)| (*id).cmp(home_country)) {
+        codes.push(CODE_OF[at].1);
+    }
+    for skip in 0..=CALL_PREFIX_DIGITS_MAX.min(digits.len()) {
+        let mut code = 0_u16;
+        // Calling codes have one to three digits.
+        for &d in digits[skip..].iter().take(3) {
+            code = code * 10 + u16::from(d - b'0');
+            codes.push(code);
+        }
+    }
+    codes.sort_unstable();
+    codes.dedup();
+    let mut territories: Vec<loader::Metadata> = Vec::new();
+    for code in codes {
+        if let Ok(at) = BY_CODE.binary_search_by_key(&code, |(c, _)| *c) {
+            territories.extend(serde_json::from_str::<Vec<loader::Metadata>>(BY_CODE[at].1).ok()?);
+        }
+    }
+    Database::from(territories).ok()
+}
