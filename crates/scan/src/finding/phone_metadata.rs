@@ -5,7 +5,7 @@
 //! writes phonenumber's metadata split by calling code; [`database_for`] builds a database of
 //! the few codes a number can start with. Parsing and formatting with it give what the whole
 //! database gives (a test compares them): a number can only be of a code among its first digits
-//! (after any international call prefix) or of the home country's.
+//! (right after a `+`, else after any international call prefix) or of the home country's.
 
 use phonenumber::metadata::{Database, loader};
 
@@ -23,7 +23,13 @@ pub fn database_for(value: &str, home_country: &str) -> Option<Database> {
     if let Ok(at) = CODE_OF.binary_search_by(|(id, _)| (*id).cmp(home_country)) {
         codes.push(CODE_OF[at].1);
     }
-    for skip in 0..=CALL_PREFIX_DIGITS_MAX.min(digits.len()) {
+    // After a `+` the code comes first; otherwise it may follow a call prefix.
+    let skips = if value.trim_start().starts_with('+') {
+        0
+    } else {
+        CALL_PREFIX_DIGITS_MAX
+    };
+    for skip in 0..=skips.min(digits.len()) {
         let mut code = 0_u16;
         // Calling codes have one to three digits.
         for &d in digits[skip..].iter().take(3) {
