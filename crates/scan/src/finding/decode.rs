@@ -298,8 +298,29 @@ pub fn decompress(coding: &str, data: &[u8]) -> (Vec<u8>, Option<String>) {
 /// not verified: we search what we can decode, and checking cost a tenth of inflating. Writing
 /// straight into `out`'s spare capacity also saves zeroing it first, as `read_to_end` does.
 fn inflate_raw(data: &[u8], out: &mut Vec<u8>, limit: usize) -> std::io::Result<usize> {
-    use flate2::{Decompress, FlushDecompress, Status};
-    let mut inflater = Decompress::new(false);
+    use flate2::Decompress;
+    thread_local! {
+        // One inflater per thread, reset for each body: setting up a new one (allocating and
+        // zeroing its window) cost as much as inflating a phone's small gzip bodies.
+        static INFLATER: std::cell::RefCell<Decompress> = std::cell::RefCell::new(Decompress::new(false));
+    }
+    INFLATER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut inflater) => {
+            inflater.reset(false);
+            inflate_with(&mut inflater, data, out, limit)
+        }
+        // Not reentrant today; a fresh one if that ever changes.
+        Err(_) => inflate_with(&mut Decompress::new(false), data, out, limit),
+    })
+}
+
+fn inflate_with(
+    inflater: &mut flate2::Decompress,
+    data: &[u8],
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> std::io::Result<usize> {
+    use flate2::{FlushDecompress, Status};
     loop {
         let room = limit.saturating_sub(out.len());
         if room == 0 {
