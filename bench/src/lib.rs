@@ -1,5 +1,7 @@
 //! Shared helpers for Sovereign's whole-program benchmarks (see `bench/*.sh`).
 
+pub mod delay_proxy;
+
 use anyhow::Context;
 use serde_json::{Value, json};
 
