@@ -239,10 +239,7 @@ async fn serve(listener: TcpListener, route: Route) -> std::io::Result<()> {
         let (route, up, down) = (route.clone(), up.clone(), down.clone());
         tokio::spawn(async move {
             if let Err(error) = forward(client, &route, up, down).await {
-                eprintln!(
-                    "delay-proxy: {} -> {}: {error}",
-                    route.listen, route.target
-                );
+                eprintln!("delay-proxy: {} -> {}: {error}", route.listen, route.target);
             }
         });
     }
@@ -362,8 +359,8 @@ mod tests {
     #[tokio::test]
     async fn several_connections_share_a_route() {
         let echo = echo_server().await;
-        let route = Route::parse(&format!("listen=127.0.0.1:0 target={echo} rtt_ms=0"))
-            .expect("route");
+        let route =
+            Route::parse(&format!("listen=127.0.0.1:0 target={echo} rtt_ms=0")).expect("route");
         let (addr, _task) = bind(route).await.expect("bind proxy");
         let mut tasks = Vec::new();
         for n in 0..4u8 {
@@ -384,8 +381,9 @@ mod tests {
 
     #[test]
     fn a_good_route_parses() {
-        let route = Route::parse("target=10.0.0.2:8441 rtt_ms=180 listen=10.0.0.1:8441 rate_mbit=20")
-            .expect("route");
+        let route =
+            Route::parse("target=10.0.0.2:8441 rtt_ms=180 listen=10.0.0.1:8441 rate_mbit=20")
+                .expect("route");
         assert_eq!(route.listen, "10.0.0.1:8441".parse().expect("addr"));
         assert_eq!(route.target, "10.0.0.2:8441".parse().expect("addr"));
         assert_eq!(route.rtt, Duration::from_millis(180));
@@ -398,14 +396,23 @@ mod tests {
     fn a_bad_route_is_a_clear_error() {
         let ok = "listen=127.0.0.1:1 target=127.0.0.1:2";
         let cases: Vec<(String, RouteError)> = vec![
-            ("target=127.0.0.1:2 rtt_ms=1".into(), RouteError::Missing("listen")),
-            ("listen=127.0.0.1:1 rtt_ms=1".into(), RouteError::Missing("target")),
+            (
+                "target=127.0.0.1:2 rtt_ms=1".into(),
+                RouteError::Missing("listen"),
+            ),
+            (
+                "listen=127.0.0.1:1 rtt_ms=1".into(),
+                RouteError::Missing("target"),
+            ),
             (ok.into(), RouteError::Missing("rtt_ms")),
             (
                 format!("{ok} rtt_ms=1 delay=3"),
                 RouteError::UnknownField("delay".into()),
             ),
-            (format!("{ok} rtt_ms"), RouteError::UnknownField("rtt_ms".into())),
+            (
+                format!("{ok} rtt_ms"),
+                RouteError::UnknownField("rtt_ms".into()),
+            ),
             (
                 "listen=localhost:1 target=127.0.0.1:2 rtt_ms=1".into(),
                 RouteError::BadValue {
@@ -414,7 +421,10 @@ mod tests {
                     reason: "not an IP address and port".into(),
                 },
             ),
-            (format!("{ok} rtt_ms=1 rtt_ms=2"), RouteError::Repeated("rtt_ms")),
+            (
+                format!("{ok} rtt_ms=1 rtt_ms=2"),
+                RouteError::Repeated("rtt_ms"),
+            ),
             (
                 format!("{ok} rtt_ms={}", RTT_MS_MAX + 1),
                 RouteError::RttTooLong(RTT_MS_MAX + 1),
@@ -438,7 +448,10 @@ mod tests {
         let error = Route::parse(&format!("{ok} rtt_ms=-5")).expect_err("negative");
         assert!(error.to_string().starts_with("rtt_ms=\"-5\": "), "{error}");
         // The longest round trip allowed is accepted.
-        assert_eq!(Route::parse(&format!("{ok} rtt_ms={RTT_MS_MAX}")).map(|r| r.rtt.as_millis()), Ok(u128::from(RTT_MS_MAX)));
+        assert_eq!(
+            Route::parse(&format!("{ok} rtt_ms={RTT_MS_MAX}")).map(|r| r.rtt.as_millis()),
+            Ok(u128::from(RTT_MS_MAX))
+        );
     }
 
     #[test]
@@ -448,10 +461,15 @@ mod tests {
         assert_eq!(Route::parse_file(&good).map(|r| r.len()), Ok(2));
         let error = Route::parse_file(&format!("{}\nlisten=1 target=2 rtt_ms=3\n", line(1)))
             .expect_err("bad line");
-        assert!(error.to_string().starts_with("line 3: listen=\"1\""), "{error}");
+        assert!(
+            error.to_string().starts_with("line 3: listen=\"1\""),
+            "{error}"
+        );
         assert_eq!(
             Route::parse_file(&format!("{}{}", line(1), line(1))),
-            Err(RouteError::DuplicateListen("127.0.0.1:1".parse().expect("addr")))
+            Err(RouteError::DuplicateListen(
+                "127.0.0.1:1".parse().expect("addr")
+            ))
         );
         assert_eq!(Route::parse_file("# nothing\n"), Err(RouteError::Empty));
         let full: String = (1..=ROUTES_MAX as u32).map(line).collect();

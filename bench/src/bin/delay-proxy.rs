@@ -32,7 +32,10 @@ async fn main() -> anyhow::Result<()> {
                 rtt.as_millis(),
                 rate * 8.0 / 1e6
             ),
-            None => println!("delay-proxy: {addr} -> {target}: rtt {} ms", rtt.as_millis()),
+            None => println!(
+                "delay-proxy: {addr} -> {target}: rtt {} ms",
+                rtt.as_millis()
+            ),
         }
         tasks.push(task);
     }

@@ -70,6 +70,14 @@ pub struct RunArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// The user already has an account (sovereign): sign-in signs in without signing up, and
+    /// --sms-outbox is not needed.
+    #[arg(long)]
+    existing_account: bool,
+    /// Write each request's method, path, status and milliseconds (to the answer's headers)
+    /// here as a JSON array, for `bench/latency.sh`.
+    #[arg(long, value_name = "FILE")]
+    timings: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -149,6 +157,7 @@ async fn run_phone(args: RunArgs) -> anyhow::Result<ExitCode> {
     options.backup = parse_backup(&args.backup)?;
     options.key_log = args.keylog.clone();
     options.sms_outbox = args.sms_outbox.clone();
+    options.existing_account = args.existing_account;
     options.legacy = parse_legacy(&args.legacy, args.legacy_ca.as_ref())?;
     if let Some(url) = &args.cloud {
         let ca = args
@@ -186,6 +195,26 @@ async fn run_phone(args: RunArgs) -> anyhow::Result<ExitCode> {
         steps.push(report);
     }
     let report = phone.report(steps);
+    if let Some(path) = &args.timings {
+        let timings: Vec<serde_json::Value> = report
+            .steps
+            .iter()
+            .flat_map(|step| step.requests.iter().map(move |r| (step, r)))
+            .map(|(step, r)| {
+                let path = url_path(&r.url);
+                serde_json::json!({
+                    "step": step.step,
+                    "method": r.method,
+                    "host": r.host,
+                    "path": path,
+                    "status": r.status,
+                    "ms": r.elapsed_ms,
+                })
+            })
+            .collect();
+        std::fs::write(path, serde_json::to_vec_pretty(&timings)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     if text {
         write!(stdout, "{}", render_footer(&report))?;
     } else {
@@ -193,6 +222,12 @@ async fn run_phone(args: RunArgs) -> anyhow::Result<ExitCode> {
         writeln!(stdout)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The path (and query) of `url`: what follows `scheme://host:port`.
+fn url_path(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.find('/').map_or("/", |i| &rest[i..])
 }
 
 async fn legacy_endpoint(args: LegacyArgs) -> anyhow::Result<ExitCode> {

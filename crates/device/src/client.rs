@@ -415,9 +415,11 @@ impl CloudClient {
                 ),
                 tls: url.scheme() == "https",
                 status: None,
+                elapsed_ms: None,
                 identifiers: self.needles.find(&sent),
                 sent,
             };
+            let started = std::time::Instant::now();
             let response = match request.send().await {
                 Ok(response) => response,
                 Err(error) => {
@@ -427,6 +429,7 @@ impl CloudClient {
             };
             let status = response.status();
             record.status = Some(status.as_u16());
+            record.elapsed_ms = Some(started.elapsed().as_secs_f64() * 1e3);
             self.journal.push(record);
             let location = response
                 .headers()

@@ -54,6 +54,10 @@ pub struct RequestRecord {
     /// The HTTP status of the answer; absent when there was none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    /// Milliseconds from sending the request to its answer's headers; absent without an answer.
+    /// Kept for `device run --timings`; not part of the printed report.
+    #[serde(skip)]
+    pub elapsed_ms: Option<f64>,
     /// The profile's identifiers this request carried (URL, headers and body), by encoding.
     pub identifiers: Vec<Carried>,
     /// The request's URL, headers the phone set, and body, exactly as sent (the bearer token
@@ -277,6 +281,7 @@ mod tests {
             connect: "x:443".into(),
             tls: true,
             status: None,
+            elapsed_ms: None,
             identifiers: Vec::new(),
             sent: Vec::new(),
         };

@@ -311,6 +311,7 @@ impl LegacyClient {
             connect: addr.to_string(),
             tls,
             status: None,
+            elapsed_ms: None,
             identifiers: self.needles.find(&sent),
             sent,
         };

@@ -171,6 +171,9 @@ pub struct PhoneOptions {
     /// SMS only when asked for.
     pub backup: BTreeSet<BackupKind>,
     pub password: String,
+    /// The user already has an account (the phone ran before): `sign-in` only signs in, with
+    /// no sign-up and no code, so no SMS gateway is needed.
+    pub existing_account: bool,
 }
 
 impl PhoneOptions {
@@ -183,6 +186,7 @@ impl PhoneOptions {
             legacy: None,
             backup: BTreeSet::from([BackupKind::Photos]),
             password: PASSWORD_DEFAULT.to_owned(),
+            existing_account: false,
         }
     }
 }
@@ -328,13 +332,16 @@ impl Phone {
                     behaviour: "sovereign",
                     what: "the cloud's URL and CA (--cloud, --ca)",
                 })?;
-                let outbox = options
-                    .sms_outbox
-                    .clone()
-                    .ok_or(DeviceError::MissingInput {
-                        behaviour: "sovereign",
-                        what: "the cloud's SMS outbox file for the sign-up code (--sms-outbox)",
-                    })?;
+                let outbox = match (&options.sms_outbox, options.existing_account) {
+                    (Some(path), _) => Some(path.clone()),
+                    (None, true) => None,
+                    (None, false) => {
+                        return Err(DeviceError::MissingInput {
+                            behaviour: "sovereign",
+                            what: "the cloud's SMS outbox file for the sign-up code (--sms-outbox)",
+                        });
+                    }
+                };
                 let tls = TlsSettings {
                     ca_pem: cloud.ca_pem.clone(),
                     ca_origin: cloud.ca_origin.clone(),
@@ -346,6 +353,7 @@ impl Phone {
                     client,
                     owner: profile.owner_data(),
                     outbox,
+                    existing_account: options.existing_account,
                     password: options.password.clone(),
                     backup: options.backup.clone(),
                     session: None,
@@ -738,7 +746,9 @@ impl LegacySystem {
 struct SovereignSystem {
     client: CloudClient,
     owner: OwnerData,
-    outbox: PathBuf,
+    /// `None` only with `existing_account`.
+    outbox: Option<PathBuf>,
+    existing_account: bool,
     password: String,
     backup: BTreeSet<BackupKind>,
     session: Option<Session>,
@@ -828,13 +838,18 @@ impl SovereignSystem {
     /// there, then opens a session.
     async fn sign_in(&mut self) -> Result<String, DeviceError> {
         let phone = self.owner.phone.clone();
-        let outbox_start = std::fs::metadata(&self.outbox).map_or(0, |m| m.len());
-        let started = self.client.sign_up(&phone, &self.password).await?;
-        let code = read_code(&self.outbox, outbox_start, &phone)?;
-        let (account, created) = match self.client.verify(&started.verification_id, &code).await {
-            Ok(account) => (Some(account), true),
-            Err(e) if e.api_code() == Some("phone_taken") => (None, false),
-            Err(e) => return Err(e),
+        let (account, created) = match &self.outbox {
+            Some(outbox) if !self.existing_account => {
+                let outbox_start = std::fs::metadata(outbox).map_or(0, |m| m.len());
+                let started = self.client.sign_up(&phone, &self.password).await?;
+                let code = read_code(outbox, outbox_start, &phone)?;
+                match self.client.verify(&started.verification_id, &code).await {
+                    Ok(account) => (Some(account), true),
+                    Err(e) if e.api_code() == Some("phone_taken") => (None, false),
+                    Err(e) => return Err(e),
+                }
+            }
+            _ => (None, false),
         };
         let session = self
             .client

@@ -272,3 +272,35 @@ async fn opted_in_contacts_and_sms_go_to_the_home_region_only() {
         );
     }
 }
+
+/// Issue 10, item 5: `bench/latency.sh` runs the procedure again for a user who already has an
+/// account (after each migration) and reads each request's time.
+#[tokio::test]
+async fn a_phone_with_an_account_only_signs_in_and_every_request_is_timed_issue_10() {
+    let cloud = spawn_cloud().await;
+    run(profile(), cloud.options("in-mumbai")).await.unwrap();
+    let mut options = cloud.options("in-mumbai");
+    options.existing_account = true;
+    let report = run(profile(), options.clone()).await.unwrap();
+    let requests: Vec<_> = report.requests().collect();
+    assert!(!requests.is_empty());
+    assert!(
+        requests
+            .iter()
+            .all(|r| !r.url.ends_with("/v1/accounts") && !r.url.ends_with("/v1/accounts/verify")),
+        "signed up again"
+    );
+    assert_eq!(
+        requests[0].url,
+        format!("{}/v1/sessions", cloud.url("in-mumbai"))
+    );
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.elapsed_ms.is_some_and(|ms| ms >= 0.0))
+    );
+    assert_eq!(cloud.users_in("in-mumbai"), 1);
+    // Nor does it need the SMS gateway.
+    options.sms_outbox = None;
+    run(profile(), options).await.unwrap();
+}
