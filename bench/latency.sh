@@ -25,6 +25,7 @@ PHOTOS=${PHOTOS:-200}           # photos per camera roll
 PHOTO_MIN_BYTES=${PHOTO_MIN_BYTES:-2097152}
 PHOTO_MAX_BYTES=${PHOTO_MAX_BYTES:-5242880}
 PHOTO_PARALLEL=${PHOTO_PARALLEL:-4}
+RUNS=${RUNS:-5}                 # procedure runs per stage
 RATE_KUL_BJS_MBIT=${RATE_KUL_BJS_MBIT:-20}   # assumption: Malaysia to Beijing, per user
 RATE_KUL_SIN_MBIT=${RATE_KUL_SIN_MBIT:-50}   # assumption: Malaysia to Singapore, per user
 RTT_LOCAL=${RTT_LOCAL:-2}                    # two hosts in one city
@@ -170,10 +171,10 @@ for region in "${REGIONS[@]}"; do
 done
 for region in "${REGIONS[@]}"; do
   for _ in $(seq 100); do
-    in_ns phone-in curl -sf --cacert "$DIR/ca.pem" "https://$(host "$region"):${PORT[$region]}/healthz" >/dev/null && break
+    in_ns phone-in curl -sf --cacert "$DIR/sites/$region/tls/ca.pem" "https://$(host "$region"):${PORT[$region]}/healthz" >/dev/null && break
     sleep 0.3
   done
-  in_ns phone-in curl -sf --cacert "$DIR/ca.pem" "https://$(host "$region"):${PORT[$region]}/healthz" >/dev/null \
+  in_ns phone-in curl -sf --cacert "$DIR/sites/$region/tls/ca.pem" "https://$(host "$region"):${PORT[$region]}/healthz" >/dev/null \
     || { echo "$region did not start; see $DIR/$region.log" >&2; cat "$DIR/$region.log" >&2; exit 1; }
 done
 echo "five sites up; the proxy's routes are in $ROUTES" >&2
@@ -187,13 +188,20 @@ migrate() { # migrate FROM TO USERS_FILE
       --users "$3" --directory "$(directory "$2")" ${services:+--services "$services"} >&2
   done
 }
-device_run() { # device_run STAGE REGION [flags]
+device_run() { # device_run STAGE REGION [flags]: RUNS runs of the procedure, a fresh phone each
   local stage=$1 region=$2; shift 2
-  local t0; t0=$(now)
-  in_ns phone-in "$SOV" device run --profile config/phone.toml --behaviour sovereign \
-    --cloud "$(url "$region")" --ca "$DIR/ca.pem" --timings "$DIR/timings-$stage.json" \
-    --format json "$@" > "$DIR/device-$stage.json"
-  awk -v a="$(now)" -v b="$t0" 'BEGIN { printf "%.3f\n", a - b }' > "$DIR/secs-$stage"
+  local runs=$RUNS t0
+  [[ $stage == signup ]] && runs=1
+  STAGE_TIMINGS=""; STAGE_SECS=""
+  for run in $(seq "$runs"); do
+    t0=$(now)
+    in_ns phone-in "$SOV" device run --profile config/phone.toml --behaviour sovereign \
+      --cloud "$(url "$region")" --ca "$DIR/ca.pem" --timings "$DIR/timings-$stage-$run.json" \
+      --format json "$@" > "$DIR/device-$stage-$run.json"
+    STAGE_TIMINGS+="$DIR/timings-$stage-$run.json,"
+    STAGE_SECS+="$(awk -v a="$(now)" -v b="$t0" 'BEGIN { printf "%.3f", a - b }'),"
+  done
+  echo "${STAGE_TIMINGS%,}:${STAGE_SECS%,}" > "$DIR/stage-$stage"
 }
 phone_loop_start() { # phone_loop_start STAGE REGION
   rm -f "$DIR/stop-$1"
@@ -240,7 +248,7 @@ echo
 echo "RTT ms: Mumbai-Beijing $(rtt MUM BJS), Mumbai-Singapore $(rtt MUM SIN), Mumbai-Oregon $(rtt MUM PDX), Mumbai-São Paulo $(rtt MUM GRU), Mumbai-Mumbai $(rtt MUM MUM), Beijing-Singapore $(rtt BJS SIN), Kuala Lumpur-Beijing $(rtt KUL BJS), Kuala Lumpur-Singapore $(rtt KUL SIN); Malaysian phone to Beijing $RATE_KUL_BJS_MBIT Mbit/s, to Singapore $RATE_KUL_SIN_MBIT Mbit/s; build $PROFILE"
 echo
 "$BIN/latency" report \
-  --stage "homed in cn-beijing=$DIR/timings-beijing.json:$(cat "$DIR/secs-beijing")" \
-  --stage "homed in sg-singapore=$DIR/timings-singapore.json:$(cat "$DIR/secs-singapore"):$DIR/loop-singapore.json" \
-  --stage "homed in in-mumbai=$DIR/timings-mumbai.json:$(cat "$DIR/secs-mumbai"):$DIR/loop-mumbai.json" \
+  --stage "homed in cn-beijing=$(cat "$DIR/stage-beijing")" \
+  --stage "homed in sg-singapore=$(cat "$DIR/stage-singapore"):$DIR/loop-singapore.json" \
+  --stage "homed in in-mumbai=$(cat "$DIR/stage-mumbai"):$DIR/loop-mumbai.json" \
   --photos "cn-beijing=$DIR/photos-beijing.json" --photos "sg-singapore=$DIR/photos-singapore.json"

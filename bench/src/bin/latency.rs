@@ -98,7 +98,8 @@ struct PhotoArgs {
 
 #[derive(clap::Args)]
 struct ReportArgs {
-    /// A stage as NAME=TIMINGS.json:SECONDS[:LOOP.json], in order; the first is the baseline.
+    /// A stage as NAME=TIMINGS.json[,TIMINGS.json...]:SECONDS[,SECONDS...][:LOOP.json], one
+    /// timings file and procedure time per run, in order; the first stage is the baseline.
     #[arg(long, required = true)]
     stage: Vec<String>,
     /// Photo syncs as NAME=RESULT.json, in order; the first is the baseline.
@@ -326,6 +327,8 @@ struct Stage {
     name: String,
     ms: Vec<f64>,
     requests: usize,
+    runs: usize,
+    /// The median of the runs' procedure times.
     secs: f64,
     loop_result: Option<Value>,
 }
@@ -342,60 +345,81 @@ fn report(args: &ReportArgs) -> anyhow::Result<()> {
             .split_once('=')
             .with_context(|| format!("--stage {spec}: expected NAME=TIMINGS:SECONDS[:LOOP]"))?;
         let mut parts = rest.split(':');
-        let timings = read_json(parts.next().unwrap_or_default())?;
-        let secs: f64 = parts
+        let mut ms: Vec<f64> = Vec::new();
+        for path in parts.next().unwrap_or_default().split(',') {
+            let timings = read_json(path)?;
+            ms.extend(
+                timings
+                    .as_array()
+                    .with_context(|| format!("{path}: not an array"))?
+                    .iter()
+                    .filter_map(|r| r["ms"].as_f64()),
+            );
+        }
+        let mut secs: Vec<f64> = parts
             .next()
             .context("--stage: no SECONDS")?
-            .parse()
-            .context("--stage: SECONDS")?;
+            .split(',')
+            .map(|s| s.parse::<f64>().context("--stage: SECONDS"))
+            .collect::<anyhow::Result<_>>()?;
+        secs.sort_by(f64::total_cmp);
         let loop_result = parts.next().map(read_json).transpose()?;
-        let mut ms: Vec<f64> = timings
-            .as_array()
-            .context("timings: not an array")?
-            .iter()
-            .filter_map(|r| r["ms"].as_f64())
-            .collect();
         ms.sort_by(f64::total_cmp);
         stages.push(Stage {
             name: name.to_owned(),
             requests: ms.len(),
             ms,
-            secs,
+            runs: secs.len(),
+            secs: percentile(&secs, 0.5),
             loop_result,
         });
     }
     let base = stages.first().context("no stage")?;
-    let (base_p50, base_p99) = (percentile(&base.ms, 0.5), percentile(&base.ms, 0.99));
+    let base_p50 = percentile(&base.ms, 0.5);
     let base_mean = base.ms.iter().sum::<f64>() / base.ms.len().max(1) as f64;
-    println!("| stage | requests | p50 ms | p99 ms | whole procedure s | saving per request vs {} (p50 / mean) |", base.name);
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| stage | runs | requests | p50 ms | p99 ms | mean ms | whole procedure s (median) | saving per request vs {} (p50 / mean) |",
+        base.name
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for stage in &stages {
         let (p50, p99) = (percentile(&stage.ms, 0.5), percentile(&stage.ms, 0.99));
         let mean = stage.ms.iter().sum::<f64>() / stage.ms.len().max(1) as f64;
         println!(
-            "| {} | {} | {p50:.0} | {p99:.0} | {:.1} | {:.0} / {:.0} ms |",
+            "| {} | {} | {} | {p50:.0} | {p99:.0} | {mean:.0} | {:.2} | {:.0} / {:.0} ms |",
             stage.name,
+            stage.runs,
             stage.requests,
             stage.secs,
             base_p50 - p50,
             base_mean - mean
         );
     }
-    let _ = base_p99;
     let loops: Vec<&Stage> = stages.iter().filter(|s| s.loop_result.is_some()).collect();
     if !loops.is_empty() {
         println!();
-        println!("| phone during the move into | requests | ok | fenced (503, retried) | errors |");
-        println!("|---|---:|---:|---:|---:|");
+        println!(
+            "| phone during the move into | requests | ok | fenced (503, retried) | errors | regions it talked to, in order |"
+        );
+        println!("|---|---:|---:|---:|---:|---|");
         for stage in loops {
             let l = stage.loop_result.as_ref().unwrap_or(&Value::Null);
+            let regions: Vec<&str> = l["regions_in_order"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
             println!(
-                "| {} | {} | {} | {} | {} |",
-                stage.name, l["requests"], l["ok"], l["fenced_503_retried"], l["errors"]
+                "| {} | {} | {} | {} | {} | {} |",
+                stage.name,
+                l["requests"],
+                l["ok"],
+                l["fenced_503_retried"],
+                l["errors"],
+                regions.join(" → ")
             );
             if let Some(samples) = l["error_samples"].as_array() {
                 for s in samples.iter().take(3) {
-                    println!("|   error: {} | | | | |", s.as_str().unwrap_or_default());
+                    println!("|   error: {} | | | | | |", s.as_str().unwrap_or_default());
                 }
             }
         }
