@@ -62,11 +62,42 @@ async fn device_run_sovereign_reports_every_step_as_json() {
         .arg(dir.path().join("sms-outbox.jsonl"))
         .arg("--keylog")
         .arg(&key_log)
-        .args(["--backup", "photos,contacts"]);
+        .args(["--backup", "photos,contacts"])
+        .arg("--timings")
+        .arg(dir.path().join("timings.json"));
     let output = run_async(command).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    // Issue 10, item 5: one timing per request, in order, for bench/latency.sh.
+    let timings: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("timings.json")).unwrap()).unwrap();
+    let requests: Vec<&Value> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["requests"].as_array().unwrap())
+        .collect();
+    let timings = timings.as_array().unwrap();
+    assert_eq!(timings.len(), requests.len());
+    for (timing, request) in timings.iter().zip(&requests) {
+        assert_eq!(timing["method"], request["method"]);
+        assert!(
+            request["url"]
+                .as_str()
+                .unwrap()
+                .ends_with(timing["path"].as_str().unwrap())
+        );
+        assert!(
+            timing["path"].as_str().unwrap().starts_with("/v1/"),
+            "{timing}"
+        );
+        assert_eq!(timing["status"], request["status"]);
+        assert!(
+            timing["ms"].as_f64().is_some_and(|ms| ms >= 0.0),
+            "{timing}"
+        );
+    }
     assert_eq!(report["behaviour"], "sovereign");
     assert_eq!(report["region"], "in-mumbai");
     assert_eq!(report["backup"], serde_json::json!(["contacts", "photos"]));
