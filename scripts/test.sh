@@ -37,6 +37,9 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "bash -n bench/*.sh (the benchmarks are not run in CI, but must parse)"
+for script in bench/*.sh; do bash -n "$script"; done
+
 step "cargo test"
 cargo test --workspace --locked
 
