@@ -97,7 +97,15 @@ pub fn load_or_create_for(data_dir: &Path, names: &[&str]) -> anyhow::Result<Ser
         LocalCa::from_pem(&cert, &key)
             .with_context(|| format!("loading CA {}", ca_path.display()))?
     } else {
-        let (ca, files) = LocalCa::generate("Sovereign local CA")?;
+        // A name of its own per site: OpenSSL looks a certificate's issuer up in a CA bundle by
+        // name, and with every site's CA called alike it picked the wrong one for all but the
+        // first site of `DIR/tls/ca.pem`.
+        let site = data_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tag = sovereign_crypto::hex(&sovereign_crypto::random_bytes::<4>()?);
+        let (ca, files) = LocalCa::generate(&format!("Sovereign local CA {site} {tag}"))?;
         write_private(&ca_key_path, files.key_pem.as_bytes())?;
         std::fs::write(&ca_path, files.cert_pem.as_bytes())?;
         ca

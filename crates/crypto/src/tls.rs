@@ -81,6 +81,9 @@ impl LocalCa {
             names.first().copied().unwrap_or("localhost"),
         );
         params.distinguished_name = dn;
+        // Names the CA key that signed it, so that a client given several sites' CAs in one
+        // bundle (OpenSSL, curl) picks the right one even where their names are alike.
+        params.use_authority_key_identifier_extension = true;
         for name in names {
             let san = match name.parse::<std::net::IpAddr>() {
                 Ok(ip) => SanType::IpAddress(ip),
