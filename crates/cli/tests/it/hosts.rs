@@ -429,6 +429,105 @@ impl World {
     }
 }
 
+impl World {
+    /// Takes sg-singapore off the network and puts the rogue at its address, answering session
+    /// questions; `vouch` maps tokens to the user the rogue claims they belong to.
+    fn rogue_in_place_of_singapore(&mut self, vouch: &[(&str, &str)], hang: &[&str]) -> PathBuf {
+        let singapore = self.site("sg-singapore");
+        let (sg_ns, sg_addr, sg_ca) = (
+            singapore.ns.clone(),
+            singapore.addr.clone(),
+            singapore.dir.join("tls/ca.pem"),
+        );
+        ip(&["-n", &sg_ns, "link", "set", "eth0", "down"]);
+        ip(&[
+            "-n",
+            &self.rogue_ns,
+            "addr",
+            "add",
+            &format!("{sg_addr}/24"),
+            "dev",
+            "eth0",
+        ]);
+        self.forget_neighbours();
+        let asked = self.root.path().join("rogue-asked.json");
+        let job = self.root.path().join("rogue-serve.json");
+        let vouch: serde_json::Map<String, Value> = vouch
+            .iter()
+            .map(|(token, user)| (digest(token), json!(user)))
+            .collect();
+        let spec = json!({
+            "site_dir": self.root.path().join("rogue"),
+            "federation": self.root.path().join("federation.toml"),
+            "ca_bundle": self.phone.ca_bundle,
+            "serve": {
+                "listen": format!("{sg_addr}:{SITE_PORT}"),
+                "vouch": vouch,
+                "hang": hang.iter().map(|t| digest(t)).collect::<Vec<_>>(),
+                "asked": asked,
+            },
+        });
+        std::fs::write(&job, spec.to_string()).unwrap();
+        let mut command = Net::command(
+            &self.rogue_ns,
+            &std::env::current_exe().unwrap().to_string_lossy(),
+        );
+        command
+            .args([
+                "--exact",
+                "hosts::rogue_role",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(ROGUE_JOB_ENV, &job);
+        let log = self.root.path().join("rogue-serve.log");
+        self.net.spawn("rogue", command, &log);
+        for _ in 0..HEALTH_CHECKS_MAX {
+            let up = Net::command(&self.phone.ns, "curl")
+                .args(["-s", "--max-time", "2", "--cacert"])
+                .arg(&sg_ca)
+                .arg(format!("https://{sg_addr}:{SITE_PORT}/"))
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if up {
+                return asked;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "the rogue did not come up: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// Every host forgets which link address answered for which IP address, as it would
+    /// after a while; the rogue has taken an address, or given it back.
+    fn forget_neighbours(&self) {
+        for ns in self.net.hosts.iter() {
+            ip(&["-n", ns, "neigh", "flush", "all"]);
+        }
+    }
+
+    /// Stops the rogue and puts sg-singapore back on the network.
+    fn singapore_back(&mut self) {
+        self.net.kill("rogue");
+        let singapore = self.site("sg-singapore");
+        let (sg_ns, sg_addr) = (singapore.ns.clone(), singapore.addr.clone());
+        ip(&[
+            "-n",
+            &self.rogue_ns,
+            "addr",
+            "del",
+            &format!("{sg_addr}/24"),
+            "dev",
+            "eth0",
+        ]);
+        ip(&["-n", &sg_ns, "link", "set", "eth0", "up"]);
+        self.forget_neighbours();
+    }
+}
+
 /// One thing the rogue tries against a site.
 struct Attempt {
     /// Which site the rogue claims to be (its key is always the stolen sg-singapore key).
@@ -488,6 +587,10 @@ fn rogue_role() {
     // The stolen identity: sg-singapore's federation key from (a copy of) its data directory.
     let stolen = load_or_create_identity(&site_dir, &region("sg-singapore")).unwrap();
     let peers = Arc::new(file.peer_table());
+    if let Some(serve) = job.get("serve") {
+        serve_in_place(&site_dir, stolen, peers, serve);
+        return;
+    }
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&bundle).unwrap())
         .timeout(Duration::from_secs(20))
@@ -549,6 +652,82 @@ fn rogue_role() {
         Value::Array(answers).to_string(),
     )
     .unwrap();
+}
+
+/// The rogue answering "whose session is this token?" in sg-singapore's place, at its address,
+/// with its TLS certificate and its answers signed with its key: "it is this user's" for the
+/// digests in `vouch`, never anything for those in `hang`, "not mine" for the rest. Counts
+/// how often each digest was asked in the file `asked`. Runs until killed.
+fn serve_in_place(
+    site_dir: &Path,
+    stolen: sovereign_crypto::PeerIdentity,
+    peers: Arc<sovereign_cloud::federation::PeerTable>,
+    serve: &Value,
+) {
+    use axum::routing::post;
+    let federation = Arc::new(Federation::new(region("sg-singapore"), stolen, peers, b"").unwrap());
+    let tls = sovereign_cloud::tls::load_or_create(site_dir).unwrap();
+    let vouch = serve["vouch"].clone();
+    let hang: Vec<Value> = serve["hang"].as_array().unwrap().clone();
+    let asked_file = PathBuf::from(serve["asked"].as_str().unwrap());
+    let asked = Arc::new(std::sync::Mutex::new(serde_json::Map::new()));
+    let app = axum::Router::new()
+        .route(
+            sovereign_cloud::placement::SESSION_VERIFY_PATH,
+            post(move |body: axum::Json<Value>| {
+                let (vouch, hang, asked, asked_file) = (
+                    vouch.clone(),
+                    hang.clone(),
+                    asked.clone(),
+                    asked_file.clone(),
+                );
+                async move {
+                    let digest = body["token_digest"].as_str().unwrap_or("").to_owned();
+                    {
+                        let mut asked = asked.lock().unwrap();
+                        let count = asked.get(&digest).and_then(Value::as_u64).unwrap_or(0);
+                        asked.insert(digest.clone(), json!(count + 1));
+                        std::fs::write(&asked_file, Value::Object(asked.clone()).to_string())
+                            .unwrap();
+                    }
+                    if hang.contains(&json!(digest)) {
+                        std::future::pending::<()>().await;
+                    }
+                    match vouch.get(&digest) {
+                        Some(user) => (
+                            axum::http::StatusCode::OK,
+                            axum::Json(json!({"user_id": user, "expires_at_ms": i64::MAX / 2})),
+                        ),
+                        None => (axum::http::StatusCode::NOT_FOUND, axum::Json(json!({}))),
+                    }
+                }
+            }),
+        )
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let federation = federation.clone();
+                async move {
+                    sovereign_cloud::federation::sign_answers_as(&federation, request, next).await
+                }
+            },
+        ));
+    let listener = std::net::TcpListener::bind(serve["listen"].as_str().unwrap()).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(
+            tls.server_config().unwrap(),
+        ));
+        axum_server::from_tcp_rustls(listener, config)
+            .unwrap()
+            .serve(app.into_make_service())
+            .await
+            .unwrap();
+    });
+}
+
+fn digest(token: &str) -> String {
+    sovereign_crypto::hex(&sovereign_crypto::token_digest(token))
 }
 
 fn start_world() -> World {
@@ -739,7 +918,9 @@ fn steal(from: &Path, to: &Path) {
 }
 
 fn step(name: &str) {
-    eprintln!("==> {name}");
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let since = START.get_or_init(Instant::now).elapsed();
+    eprintln!("==> [{:>5.1} s] {name}", since.as_secs_f64());
 }
 
 #[test]
@@ -750,6 +931,7 @@ fn hostile_sites_on_separate_hosts() {
         eprintln!("hosts: runs once, with the default backend");
         return;
     }
+    step("start the hosts");
     let mut world = start_world();
 
     step("each region serves its own users on its own host");
@@ -929,6 +1111,87 @@ fn hostile_sites_on_separate_hosts() {
             .inbox("in-mumbai", &carol)
             .iter()
             .any(|(_, b)| b == "bob's own")
+    );
+
+    step("the rogue answers in sg-singapore's place: its word opens no account elsewhere");
+    let dave_id = {
+        let me = world.call("sg-singapore", "GET", "/v1/me", Some(&dave), None);
+        me.body["user_id"].as_str().unwrap().to_owned()
+    };
+    let (forged, forged_old, forged_dave) = (
+        "sv1.sg-singapore.forged-for-bob",
+        "forged-old-format-token",
+        "sv1.sg-singapore.forged-for-dave",
+    );
+    let (unknown, slow, mumbai_own, oregon_own) = (
+        "sv1.sg-singapore.unknown",
+        "sv1.sg-singapore.never-answered",
+        "sv1.in-mumbai.mine-but-unknown",
+        "sv1.us-oregon.unknown-there",
+    );
+    let asked = world.rogue_in_place_of_singapore(
+        &[
+            (forged, &bob_id),
+            (forged_old, &bob_id),
+            (forged_dave, &dave_id),
+        ],
+        &[slow],
+    );
+    // Finding 1: "that token is Bob's" from a site that is not Bob's home opens nothing.
+    for token in [forged, forged_old] {
+        for path in ["/v1/me", "/v1/messages", "/v1/me/export"] {
+            let reply = world.call("in-mumbai", "GET", path, Some(token), None);
+            assert_eq!(reply.status, 401, "{path}: {reply:?}");
+            assert!(!reply.body.to_string().contains(&BOB[3..]), "{reply:?}");
+        }
+    }
+    // Nor for Dave, who is Singapore's, for a service path: Dave has nothing in Mumbai, so
+    // Mumbai serves nothing and at most points at his home, which the rogue claims to be.
+    let reply = world.call("in-mumbai", "GET", "/v1/messages", Some(forged_dave), None);
+    assert!(
+        reply.status == 401 || (reply.status == 307 && reply.code() == "wrong_region"),
+        "{reply:?}"
+    );
+    assert!(reply.body.get("messages").is_none(), "{reply:?}");
+    // Finding 4: a token is asked of the site it names only, once per miss; one that names
+    // no other site is asked of nobody; an issuer that never answers costs one deadline.
+    for _ in 0..3 {
+        let reply = world.call("in-mumbai", "GET", "/v1/messages", Some(unknown), None);
+        assert_eq!(reply.status, 401, "{reply:?}");
+    }
+    for token in ["old-format-token", mumbai_own, oregon_own] {
+        let reply = world.call("in-mumbai", "GET", "/v1/messages", Some(token), None);
+        assert_eq!(reply.status, 401, "{reply:?}");
+    }
+    let reply = world.call("in-mumbai", "GET", "/v1/messages", Some(slow), None);
+    assert_eq!(reply.status, 503, "{reply:?}");
+    assert_eq!(reply.code(), "region_unavailable");
+    assert!(
+        reply.took <= PEER_CALL_TIMEOUT + DEAD_SITE_MARGIN,
+        "took {:?}",
+        reply.took
+    );
+    let counts: Value =
+        serde_json::from_slice(&std::fs::read(&asked).unwrap_or_else(|_| b"{}".to_vec())).unwrap();
+    assert_eq!(counts[digest(unknown)], 1, "{counts}");
+    for token in [forged_old, "old-format-token", mumbai_own, oregon_own] {
+        assert!(counts.get(digest(token)).is_none(), "{token}: {counts}");
+    }
+    world.singapore_back();
+    // The real sg-singapore is back: Mumbai reaches it again.
+    let back = world.call(
+        "in-mumbai",
+        "POST",
+        "/v1/messages",
+        Some(&bob),
+        Some(json!({"to": DAVE, "body": "welcome back"})),
+    );
+    assert_eq!(back.status, 202, "{back:?}");
+    assert_eq!(
+        world
+            .call("in-mumbai", "GET", "/v1/me", Some(&bob), None)
+            .status,
+        200
     );
 
     step("sign-in does not tell whether a number is registered");
