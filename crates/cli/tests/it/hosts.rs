@@ -111,6 +111,74 @@ fn require_hosts() {
     }
 }
 
+/// The root password of the directory's etcd.
+const ETCD_ROOT_PASSWORD: &str = "root-hosts-password";
+
+/// A site's etcd password (each site has its own user, `site-<region>`).
+fn etcd_password(region: &str) -> String {
+    format!("pw-{region}")
+}
+
+/// `etcdctl` run on host `ns` against `endpoints`, as `user` (`name:password`) when given.
+fn etcdctl(ns: &str, endpoints: &str, user: Option<&str>, args: &[&str]) -> std::process::Output {
+    let mut command = Net::command(ns, "etcdctl");
+    command
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg("--command-timeout=5s");
+    if let Some(user) = user {
+        command.arg(format!("--user={user}"));
+    }
+    command.args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+/// As [`etcdctl`], as root, panicking when it fails.
+fn etcd_root(ns: &str, endpoints: &str, args: &[&str]) -> String {
+    let root = format!("root:{ETCD_ROOT_PASSWORD}");
+    let out = etcdctl(ns, endpoints, Some(&root), args);
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Users and roles as README gives them: each site reads `/sovereign/dir/` and writes only
+/// `/sovereign/dir/<its region>/`; then auth on.
+fn grant_site_roles(ns: &str, endpoints: &str, regions: &[&str]) {
+    let ctl = |args: &[&str]| {
+        let out = etcdctl(ns, endpoints, None, args);
+        assert!(out.status.success(), "etcdctl {args:?}: {out:?}");
+    };
+    for region in regions {
+        let name = format!("site-{region}");
+        ctl(&["role", "add", &name]);
+        ctl(&[
+            "role",
+            "grant-permission",
+            &name,
+            "--prefix=true",
+            "read",
+            "/sovereign/dir/",
+        ]);
+        let own = format!("/sovereign/dir/{region}/");
+        ctl(&[
+            "role",
+            "grant-permission",
+            &name,
+            "--prefix=true",
+            "readwrite",
+            &own,
+        ]);
+        ctl(&["user", "add", &format!("{name}:{}", etcd_password(region))]);
+        ctl(&["user", "grant-role", &name, &name]);
+    }
+    ctl(&["user", "add", &format!("root:{ETCD_ROOT_PASSWORD}")]);
+    ctl(&["auth", "enable"]);
+}
+
 /// One run's network: a hub namespace holding the bridge, and one namespace per host with a
 /// veth pair to it. Dropping it ends every process started in it and deletes the namespaces;
 /// a watchdog does the same if this process dies first.
@@ -797,6 +865,11 @@ fn start_world() -> World {
 
     // Each site: its own host, its own data directory, published by the README's procedure.
     let regions = [("in-mumbai", 21u8), ("sg-singapore", 22), ("us-oregon", 23)];
+    grant_site_roles(
+        &phone_ns,
+        &endpoints.join(","),
+        &regions.map(|(name, _)| name),
+    );
     let mut file = String::new();
     let mut bundle = String::new();
     let mut sites = Vec::new();
@@ -832,13 +905,11 @@ fn start_world() -> World {
     std::fs::write(&federation, &file).unwrap();
     let ca_bundle = root.path().join("ca-bundle.pem");
     std::fs::write(&ca_bundle, &bundle).unwrap();
-    let directory = format!(
-        "etcd://{}/sovereign",
-        etcd.iter()
-            .map(|a| format!("{a}:2379"))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let members = etcd
+        .iter()
+        .map(|a| format!("{a}:2379"))
+        .collect::<Vec<_>>()
+        .join(",");
     for site in &sites {
         let mut command = Net::command(&site.ns, env!("CARGO_BIN_EXE_sovereign"));
         command
@@ -848,7 +919,9 @@ fn start_world() -> World {
             .arg(&site.dir)
             .arg("--federation")
             .arg(&federation)
-            .args(["--directory", &directory]);
+            .arg("--directory")
+            .arg(format!("etcd://site-{}@{members}/sovereign", site.region))
+            .env("SOVEREIGN_DIRECTORY_PASSWORD", etcd_password(site.region));
         net.spawn(site.region, command, &site.dir.join("serve.log"));
     }
     let phone = Phone {
@@ -1187,6 +1260,46 @@ fn hostile_sites_on_separate_hosts() {
         Some(json!({"to": DAVE, "body": "welcome back"})),
     );
     assert_eq!(back.status, 202, "{back:?}");
+    assert_eq!(
+        world
+            .call("in-mumbai", "GET", "/v1/me", Some(&bob), None)
+            .status,
+        200
+    );
+
+    step("the rogue uses sg-singapore's etcd credentials outside its role");
+    let endpoints = world.etcd_endpoints();
+    let bob_key = format!("/sovereign/dir/in-mumbai/user/{bob_id}");
+    let before = etcd_root(&world.phone.ns, &endpoints, &["get", &bob_key]);
+    assert!(before.contains(&bob_key), "{before}");
+    let stolen = format!("site-sg-singapore:{}", etcd_password("sg-singapore"));
+    let taken = format!("/sovereign/dir/in-mumbai/phone/{}", "ab".repeat(32));
+    for args in [
+        vec!["put", bob_key.as_str(), "{}"],
+        vec!["del", bob_key.as_str()],
+        vec!["put", taken.as_str(), "{}"],
+        vec!["put", "/sovereign/journal/m", "{}"],
+    ] {
+        let out = etcdctl(&world.rogue_ns, &endpoints, Some(&stolen), &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("permission denied"),
+            "{args:?}: {out:?}"
+        );
+    }
+    // What the role does allow: reading the routing keys (that keeps reads local).
+    let own = etcdctl(
+        &world.rogue_ns,
+        &endpoints,
+        Some(&stolen),
+        &["get", &bob_key],
+    );
+    assert!(own.status.success(), "{own:?}");
+    assert_eq!(
+        etcd_root(&world.phone.ns, &endpoints, &["get", &bob_key]),
+        before
+    );
+    assert!(etcd_root(&world.phone.ns, &endpoints, &["get", &taken]).is_empty());
     assert_eq!(
         world
             .call("in-mumbai", "GET", "/v1/me", Some(&bob), None)
