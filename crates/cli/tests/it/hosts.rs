@@ -1306,6 +1306,31 @@ fn hostile_sites_on_separate_hosts() {
             .status,
         200
     );
+    // Inside its role it can claim Bob's number again, under its own region: every cache
+    // keeps the oldest claim, so a message to Bob still reaches the real Bob in Mumbai.
+    let bob_hash = before.lines().nth(1).unwrap().trim().to_owned();
+    let fake = "rogue-claimed-bob";
+    for (key, value) in [
+        (format!("/sovereign/dir/sg-singapore/phone/{bob_hash}"), fake.to_owned()),
+        (format!("/sovereign/dir/sg-singapore/user/{fake}"), bob_hash.clone()),
+    ] {
+        let out = etcdctl(&world.rogue_ns, &endpoints, Some(&stolen), &["put", &key, &value]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let to_bob = world.call(
+        "sg-singapore",
+        "POST",
+        "/v1/messages",
+        Some(&dave),
+        Some(json!({"to": BOB, "body": "after the second claim"})),
+    );
+    assert_eq!(to_bob.status, 202, "{to_bob:?}");
+    assert!(
+        world
+            .inbox("in-mumbai", &bob)
+            .contains(&(DAVE.to_owned(), "after the second claim".to_owned()))
+    );
+    let _ = world.sign_in("in-mumbai", BOB);
 
     step("sign-in does not tell whether a number is registered");
     let wrong_password = json!({"phone": BOB, "password": "not bob's", "device_name": "x"});
