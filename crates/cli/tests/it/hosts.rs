@@ -37,6 +37,9 @@ const HEALTH_CHECKS_MAX: usize = 300;
 /// caller's own work and the phone's connection, not a second deadline.
 const DEAD_SITE_MARGIN: Duration = Duration::from_secs(3);
 const PASSWORD: &str = "correct horse battery";
+/// How long the sites stay idle to show their directory watch survives: longer than etcd
+/// takes to close a connection that pings too often (three pings at the old 2 s, then 8 s).
+const IDLE_WATCH: Duration = Duration::from_secs(10);
 
 const BOB: &str = "+919876543210";
 const CAROL: &str = "+919811122233";
@@ -1378,6 +1381,29 @@ fn hostile_sites_on_separate_hosts() {
     let b = world.call("in-mumbai", "POST", "/v1/sessions", None, Some(unknown));
     assert_eq!(a.status, 401, "{a:?}");
     assert_eq!((a.status, a.code()), (b.status, b.code()), "{a:?} {b:?}");
+
+    step("an idle site keeps its watch on the directory");
+    // etcd closes a connection whose keep-alive pings come more often than its
+    // --grpc-keepalive-min-time (5 s by default) once a few have come while no data flowed:
+    // the watch then broke every 8 s and each site re-read the whole prefix. Idle long
+    // enough for that to happen (this waits for idleness; it measures nothing).
+    let broken = |world: &World| -> Vec<usize> {
+        ["in-mumbai", "us-oregon"]
+            .iter()
+            .map(|region| {
+                let log = std::fs::read_to_string(world.site(region).dir.join("serve.log"))
+                    .unwrap_or_default();
+                log.matches("directory watch broke").count()
+            })
+            .collect()
+    };
+    let before = broken(&world);
+    std::thread::sleep(IDLE_WATCH);
+    assert_eq!(
+        broken(&world),
+        before,
+        "a watch broke while the site was idle"
+    );
 
     step("the etcd leader dies: the directory keeps working");
     let leader = world.etcd_leader();
