@@ -213,8 +213,10 @@ impl Net {
              ip netns pids $ns | xargs -r kill -9; ip netns del $ns; done",
             pid = std::process::id(),
         );
-        Command::new("sh")
-            .args(["-c", &script])
+        // In a session of its own, so a signal to the test's process group (a timeout, ^C)
+        // does not take the watchdog with it.
+        Command::new("setsid")
+            .args(["sh", "-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
