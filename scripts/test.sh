@@ -16,9 +16,11 @@ export RUST_BACKTRACE=1
 # (command to look for, Debian package that provides it)
 missing=()
 # etcd 3.4 (server and etcdctl) for the directory's tests, which start a three-member cluster
-# of their own on loopback; protoc because the etcd client compiles etcd's protocol files.
+# of their own on loopback; protoc because the etcd client compiles etcd's protocol files;
+# iproute2 and curl for the separate-hosts suite (crates/cli/tests/it/hosts.rs), which puts each
+# site in a network namespace of its own (it needs root, as CI has) and talks to it with curl.
 for pair in chromium:chromium chromedriver:chromium-driver tcpdump:tcpdump etcd:etcd-server \
-    etcdctl:etcd-client protoc:protobuf-compiler; do
+    etcdctl:etcd-client protoc:protobuf-compiler ip:iproute2 curl:curl; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)

@@ -4,6 +4,7 @@ mod demo;
 mod device;
 #[path = "../../../cloud/tests/it/etcd_cluster.rs"]
 mod etcd_cluster;
+mod hosts;
 mod migrate;
 mod ops;
 #[path = "../../../cloud/tests/it/pg_cluster.rs"]

@@ -41,6 +41,13 @@ use crate::store::StoreError;
 pub const ETCD_REQUEST_TIMEOUT_MS: u64 = 3_000;
 /// How long connecting to one member may take.
 pub const ETCD_CONNECT_TIMEOUT_MS: u64 = 2_000;
+/// How often the connection to a member is pinged, to notice a member that went silent. etcd
+/// closes (`too_many_pings`) a connection pinged more often than its
+/// `--grpc-keepalive-min-time`, 5 s by default, while no data flows: at 2 s an idle watch broke
+/// every 8 s and the site re-read the whole prefix each time.
+pub const ETCD_KEEPALIVE_INTERVAL_MS: u64 = 6_000;
+/// How long a ping may go unanswered before the connection counts as dead.
+pub const ETCD_KEEPALIVE_TIMEOUT_MS: u64 = 3_000;
 /// How long a write waits for its own change to reach this site's cache, so that the request
 /// after it sees it; past that the write still stands and the cache catches up later.
 pub const ETCD_CATCHUP_TIMEOUT_MS: u64 = 2_000;
@@ -401,7 +408,10 @@ impl EtcdDirectory {
         let mut connect = ConnectOptions::new()
             .with_timeout(Duration::from_millis(ETCD_REQUEST_TIMEOUT_MS))
             .with_connect_timeout(Duration::from_millis(ETCD_CONNECT_TIMEOUT_MS))
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_keep_alive(
+                Duration::from_millis(ETCD_KEEPALIVE_INTERVAL_MS),
+                Duration::from_millis(ETCD_KEEPALIVE_TIMEOUT_MS),
+            )
             // A member cut off from the others must not serve its old view as current.
             .with_require_leader(true);
         if let Some(user) = &location.user {
