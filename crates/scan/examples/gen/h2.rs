@@ -276,7 +276,7 @@ fn connection(tls: &Tls, n: u64, rng: &mut Rng, requests: &mut u64) -> Vec<(bool
         } else {
             format!("/v1/sync/{r}?t={}", rng.hex(8))
         };
-        let gzipped = r % 2 == 0;
+        let gzipped = r.is_multiple_of(2);
         let mut json = format!("{{\"event\":\"sync\",\"seq\":{r},\"payload\":\"{}\"", {
             let len = 2000 + rng.below(10_000) as usize;
             rng.hex(len)
