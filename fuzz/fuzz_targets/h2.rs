@@ -1,18 +1,27 @@
 //! HTTP/2 frames and HPACK: the input is split in two (client and server bytes) and read by one
 //! connection, so both dynamic tables and the authority map see hostile data; and the whole
-//! input is also decoded as one header block. Any input: streams and warnings, never a panic.
+//! input is also decoded as one header block. A stream opened by extended CONNECT has its DATA
+//! read as WebSocket frames, as the engine does. Any input: streams and warnings, never a panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sovereign_scan::protocols::{grpc, h2, hpack};
+use sovereign_scan::protocols::{grpc, h2, hpack, websocket};
 
 fuzz_target!(|data: &[u8]| {
     let cut = data.first().map_or(0, |&b| usize::from(b)).min(data.len());
     let (client, server) = data.split_at(cut);
     let mut conn = h2::Connection::default();
     for _ in 0..2 {
-        let _ = conn.read(true, client, 0);
-        let _ = conn.read(false, server, 0);
+        for to_server in [true, false] {
+            let parsed = conn.read(to_server, if to_server { client } else { server }, 0);
+            for stream in parsed.streams {
+                if let Some(ws) = conn.websocket(stream.stream) {
+                    let ext = websocket::Extensions::parse(ws.offer.as_deref().unwrap_or(""));
+                    let _ =
+                        websocket::Direction::new(ext.deflate_for(to_server)).parse(&stream.body);
+                }
+            }
+        }
     }
     let mut headers = Vec::new();
     let _ = hpack::Decoder::default().decode(data, &mut headers);

@@ -4,12 +4,28 @@
 //!
 //! Kinds: `phone` (many short connections shaped like a phone's traffic, see
 //! `sovereign_scan::phone_traffic`), `matches` (HTTP POSTs whose bodies are dense with one
-//! identifier: the many-matches case, linear only if the matcher's bookkeeping is). The long
+//! identifier: the many-matches case, linear only if the matcher's bookkeeping is), `h2`
+//! (HTTP/2 inside TLS 1.3, see gen/h2.rs) and `quic` (QUIC v1 with HTTP/3, see gen/quic.rs); for
+//! these two the key log is written beside the capture, to `OUT.pcap.keys`. The long
 //! keep-alive flows are gen_bench_capture's.
 
 use std::io::{BufWriter, Write};
 
 use sovereign_scan::synth::{self, PcapWriter};
+
+#[path = "gen/h2.rs"]
+mod h2;
+#[path = "gen/quic.rs"]
+mod quic;
+
+/// Writes a capture of `kind` and its key log to `OUT.keys`.
+fn with_keys(kind: &str, out: &str, file: impl Write, bytes: u64) -> std::io::Result<()> {
+    let keylog = match kind {
+        "h2" => h2::write(file, bytes, 7)?,
+        _ => quic::write(file, bytes, 7)?,
+    };
+    std::fs::write(format!("{out}.keys"), keylog)
+}
 
 fn matches(out: impl Write, bytes: u64) -> std::io::Result<()> {
     let mut w = PcapWriter::new(out, sovereign_scan::network::packet::LinkType::ETHERNET)?;
@@ -43,7 +59,7 @@ fn matches(out: impl Write, bytes: u64) -> std::io::Result<()> {
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [kind, out, bytes] = args.as_slice() else {
-        eprintln!("usage: gen_capture phone|matches OUT.pcap BYTES");
+        eprintln!("usage: gen_capture phone|matches|h2|quic OUT.pcap BYTES");
         return std::process::ExitCode::from(2);
     };
     let Ok(bytes) = bytes.parse::<u64>() else {
@@ -60,8 +76,9 @@ fn main() -> std::process::ExitCode {
     let result = match kind.as_str() {
         "phone" => sovereign_scan::phone_traffic::write(file, bytes, 11).map(|_| ()),
         "matches" => matches(file, bytes),
+        "h2" | "quic" => with_keys(kind, out, file, bytes),
         other => {
-            eprintln!("gen_capture: unknown kind {other:?} (phone, matches)");
+            eprintln!("gen_capture: unknown kind {other:?} (phone, matches, h2, quic)");
             return std::process::ExitCode::from(2);
         }
     };

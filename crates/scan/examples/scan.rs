@@ -18,7 +18,12 @@ fn main() -> std::process::ExitCode {
         sites: sovereign_scan::Sites::default(),
         inputs: Inputs::Scan(args.map(Into::into).collect()),
         format: OutputFormat::Json,
-        keylogs: Vec::new(),
+        // KEYLOG=PATH gives a key log, as `--keylog PATH` does.
+        keylogs: std::env::var_os("KEYLOG")
+            .filter(|k| !k.is_empty())
+            .map(Into::into)
+            .into_iter()
+            .collect(),
         // THREADS=N picks the worker threads, as `--threads N` does.
         threads: std::env::var("THREADS").ok().and_then(|t| t.parse().ok()),
     };

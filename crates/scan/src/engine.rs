@@ -1129,8 +1129,22 @@ impl<'a> Session<'a> {
             ));
         }
         let place = self.place(flow, "websocket", to_server, true, None);
-        for message in &parsed.messages {
-            let mut layers: Vec<&str> = vec!["websocket"];
+        self.websocket_messages(&parsed.messages, &[], base, &place, Timing::Marks(marks));
+    }
+
+    /// Searches WebSocket messages, their layers after `outer` (`h2` for extended CONNECT);
+    /// a message's offset is counted from `base`.
+    fn websocket_messages(
+        &mut self,
+        messages: &[websocket::Message],
+        outer: &[&'static str],
+        base: usize,
+        place: &Place,
+        timing: Timing<'_>,
+    ) {
+        for message in messages {
+            let mut layers: Vec<&str> = outer.to_vec();
+            layers.push("websocket");
             if message.compressed {
                 layers.push("deflate");
             }
@@ -1146,13 +1160,7 @@ impl<'a> Session<'a> {
                     body = std::borrow::Cow::Owned(decode::json_unescape(&body));
                 }
             }
-            self.search(
-                &body,
-                &layers,
-                base + message.offset,
-                &place,
-                Timing::Marks(marks),
-            );
+            self.search(&body, &layers, base + message.offset, place, timing);
         }
     }
 

@@ -1,15 +1,16 @@
 //! HTTP/2 and gRPC inside the scan: where a flow turns to HTTP/2 (preface, `Upgrade: h2c`),
-//! each stream's headers and body searched like an HTTP/1.x message's, and gRPC messages
-//! walked as protobuf.
+//! each stream's headers and body searched like an HTTP/1.x message's, gRPC messages walked
+//! as protobuf, and a stream opened by extended CONNECT (RFC 8441) read as WebSocket frames.
 
 use std::net::SocketAddr;
 
 use super::{BodyParts, Flow, Place, Session, Timing};
 use crate::finding::decode;
 use crate::protocols::grpc::{self, Kind};
-use crate::protocols::h2::{Connection, PREFACE, StreamData};
+use crate::protocols::h2::{Connection, PREFACE, StreamData, WebSocketStream};
 use crate::protocols::http::{Direction, Message};
 use crate::protocols::protobuf::{self, Value};
+use crate::protocols::websocket::{self, Deflate, Extensions};
 use crate::transport::reassembly::Run;
 
 /// How a gRPC body is framed and compressed.
@@ -104,6 +105,12 @@ impl Session<'_> {
             .iter()
             .map(|s| conn.authority(s.stream).map(str::to_owned))
             .collect();
+        let websockets: Vec<Option<WebSocketStream>> = parsed
+            .streams
+            .iter()
+            .map(|s| conn.websocket(s.stream).cloned())
+            .collect();
+        let connect_protocol_enabled = conn.connect_protocol_enabled;
         let (src, dst) = if to_server {
             (flow.client, flow.server)
         } else {
@@ -114,11 +121,66 @@ impl Session<'_> {
                 .warnings
                 .push(format!("{}: {src} → {dst}: {warning}", self.label));
         }
-        for (stream, authority) in parsed.streams.iter().zip(authorities) {
-            let mut place = self.place(flow, "h2c", to_server, true, authority);
+        for ((stream, authority), ws) in parsed.streams.iter().zip(authorities).zip(websockets) {
+            let mut place = self.place(flow, "h2c", to_server, true, authority.clone());
             place.stream = Some(stream.stream);
-            self.h2_stream(stream, &place, timing, (src, dst));
+            let Some(ws) = ws else {
+                self.h2_stream(stream, &place, timing, (src, dst));
+                continue;
+            };
+            self.h2_headers(stream, &place, timing);
+            if !to_server && !connect_protocol_enabled {
+                self.tally.warnings.push(format!(
+                    "{}: {src} → {dst}: http/2 stream {} opened a websocket by extended CONNECT, but the server did not send SETTINGS_ENABLE_CONNECT_PROTOCOL; its frames are read as websocket anyway",
+                    self.label, stream.stream
+                ));
+            }
+            let mut place = self.place(flow, "websocket", to_server, true, authority);
+            place.stream = Some(stream.stream);
+            self.h2_websocket(stream, &ws, to_server, &place, timing, (src, dst));
         }
+    }
+
+    /// The DATA of a stream opened by extended CONNECT (RFC 8441), one direction, read as
+    /// WebSocket frames. The client's direction is scanned before the server's answer is
+    /// read, so its compression follows its own offer: a client sets RSV1 only once
+    /// permessage-deflate was agreed, and an inflater that keeps its window between messages
+    /// also reads messages compressed without context takeover. The server's follows its
+    /// response's `sec-websocket-extensions` (or, if the capture missed it, the offer).
+    fn h2_websocket(
+        &mut self,
+        stream: &StreamData,
+        ws: &WebSocketStream,
+        to_server: bool,
+        place: &Place,
+        timing: Timing<'_>,
+        (src, dst): (SocketAddr, SocketAddr),
+    ) {
+        if stream.body.is_empty() {
+            return;
+        }
+        let answer = (!to_server)
+            .then(|| stream.header("sec-websocket-extensions"))
+            .flatten()
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        let deflate = match answer.or_else(|| ws.offer.clone()) {
+            Some(ext) if to_server => match Extensions::parse(&ext).deflate_for(true) {
+                Deflate::On { .. } => Deflate::On {
+                    no_context_takeover: false,
+                },
+                Deflate::Off => Deflate::Off,
+            },
+            Some(ext) => Extensions::parse(&ext).deflate_for(false),
+            None => Deflate::Off,
+        };
+        let parsed = websocket::Direction::new(deflate).parse(&stream.body);
+        for problem in parsed.problems {
+            self.tally.warnings.push(format!(
+                "{}: websocket {src} → {dst} (http/2 stream {}): {problem}",
+                self.label, stream.stream
+            ));
+        }
+        self.websocket_messages(&parsed.messages, &["h2"], stream.body_offset, place, timing);
     }
 
     fn h2_stream(
@@ -128,6 +190,12 @@ impl Session<'_> {
         timing: Timing<'_>,
         ends: (SocketAddr, SocketAddr),
     ) {
+        self.h2_headers(stream, place, timing);
+        self.h2_body(stream, place, timing, ends);
+    }
+
+    /// Searches a stream's header blocks: `:path` URL-decoded, the rest as header lines.
+    fn h2_headers(&mut self, stream: &StreamData, place: &Place, timing: Timing<'_>) {
         for block in &stream.headers {
             let mut lines = Vec::new();
             for field in &block.fields {
@@ -148,6 +216,16 @@ impl Session<'_> {
             }
             self.search(&lines, &["h2", "header"], block.offset, place, timing);
         }
+    }
+
+    /// Searches a stream's DATA as an HTTP body, decoded by its content coding.
+    fn h2_body(
+        &mut self,
+        stream: &StreamData,
+        place: &Place,
+        timing: Timing<'_>,
+        ends: (SocketAddr, SocketAddr),
+    ) {
         if stream.body.is_empty() {
             return;
         }

@@ -6,6 +6,11 @@
 //! over from one request to the next, and the request's `:authority` names the host of its
 //! response.
 //!
+//! A stream the client opens with `:method CONNECT` and `:protocol websocket` (extended
+//! CONNECT, RFC 8441) is remembered with the permessage-deflate offer it made
+//! ([`Connection::websocket`]): its DATA, each direction, is WebSocket frames, which the engine
+//! hands to [`crate::protocols::websocket`].
+//!
 //! ```
 //! use sovereign_scan::protocols::h2::{Connection, PREFACE};
 //! let mut conn = Connection::default();
@@ -32,6 +37,9 @@ pub const STREAM_BODY_BYTES_MAX: usize = 64 << 20;
 pub const HEADER_BLOCK_BYTES_MAX: usize = 1 << 20;
 /// Most `:authority` values remembered per connection (one per request stream).
 pub const AUTHORITIES_MAX: usize = 100_000;
+/// Most extended-CONNECT WebSocket streams remembered per connection; past this a stream's
+/// DATA is searched as an HTTP/2 body, with a warning.
+pub const WEBSOCKET_STREAMS_MAX: usize = 10_000;
 
 const STREAMS_WARNING: &str = "http/2 streams open at once";
 const FRAME_HEADER_BYTES: usize = 9;
@@ -46,6 +54,7 @@ const END_HEADERS: u8 = 0x4;
 const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
 const SETTINGS_HEADER_TABLE_SIZE: u16 = 1;
+const SETTINGS_ENABLE_CONNECT_PROTOCOL: u16 = 8;
 
 /// One decoded header block.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +119,18 @@ pub struct Connection {
     server: Side,
     /// `:authority` (or the upgraded request's Host) per stream, for its response.
     authorities: HashMap<u32, String>,
+    /// Streams opened by extended CONNECT with `:protocol websocket`, up to
+    /// [`WEBSOCKET_STREAMS_MAX`].
+    websockets: HashMap<u32, WebSocketStream>,
+    /// The server sent SETTINGS_ENABLE_CONNECT_PROTOCOL = 1 (RFC 8441 section 3).
+    pub connect_protocol_enabled: bool,
+}
+
+/// A stream opened as a WebSocket by extended CONNECT (RFC 8441 section 4).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebSocketStream {
+    /// The client's `sec-websocket-extensions` offer, if it made one.
+    pub offer: Option<String>,
 }
 
 impl Connection {
@@ -123,6 +144,21 @@ impl Connection {
     /// The `:authority` a request on `stream` gave.
     pub fn authority(&self, stream: u32) -> Option<&str> {
         self.authorities.get(&stream).map(String::as_str)
+    }
+
+    /// Whether the client opened `stream` as a WebSocket (extended CONNECT), and its offer.
+    pub fn websocket(&self, stream: u32) -> Option<&WebSocketStream> {
+        self.websockets.get(&stream)
+    }
+
+    /// Remembers a WebSocket stream; `false` when [`WEBSOCKET_STREAMS_MAX`] are already.
+    fn note_websocket(&mut self, stream: u32, ws: WebSocketStream) -> bool {
+        if self.websockets.len() >= WEBSOCKET_STREAMS_MAX && !self.websockets.contains_key(&stream)
+        {
+            return false;
+        }
+        self.websockets.insert(stream, ws);
+        true
     }
 
     /// Reads frames of one direction (`to_server`: from the client, after its preface) from
@@ -252,9 +288,13 @@ impl Connection {
                 RST_STREAM => finish(&mut open, &mut index, stream, &mut parsed),
                 SETTINGS if flags & 0x1 == 0 => {
                     for pair in payload.chunks_exact(6) {
-                        if u16::from_be_bytes([pair[0], pair[1]]) == SETTINGS_HEADER_TABLE_SIZE {
-                            announced =
-                                Some(u32::from_be_bytes([pair[2], pair[3], pair[4], pair[5]]));
+                        let value = u32::from_be_bytes([pair[2], pair[3], pair[4], pair[5]]);
+                        match u16::from_be_bytes([pair[0], pair[1]]) {
+                            SETTINGS_HEADER_TABLE_SIZE => announced = Some(value),
+                            SETTINGS_ENABLE_CONNECT_PROTOCOL if !to_server => {
+                                self.connect_protocol_enabled = value == 1;
+                            }
+                            _ => {}
                         }
                     }
                     if announced.is_some() {
@@ -338,6 +378,18 @@ impl Connection {
                 self.set_authority(target, authority);
             }
         }
+        if to_server && promised.is_none() && is_websocket_connect(&fields) {
+            let offer = fields
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case(b"sec-websocket-extensions"))
+                .map(|h| String::from_utf8_lossy(&h.value).into_owned())
+                .reduce(|a, b| format!("{a}, {b}"));
+            if !self.note_websocket(stream, WebSocketStream { offer }) {
+                parsed.warnings.push(format!(
+                    "more than {WEBSOCKET_STREAMS_MAX} websocket streams on one http/2 connection; stream {stream} is searched as an http/2 body"
+                ));
+            }
+        }
         if let Some(s) = slot(open, index, target, &mut parsed.warnings) {
             s.headers.push(HeaderBlock {
                 offset,
@@ -349,6 +401,13 @@ impl Connection {
             finish(open, index, stream, parsed);
         }
     }
+}
+
+/// A request header block that opens a WebSocket: `:method CONNECT` with `:protocol websocket`.
+fn is_websocket_connect(fields: &[Header]) -> bool {
+    let value = |name: &[u8]| fields.iter().find(|h| h.name == name).map(|h| &h.value[..]);
+    value(b":method") == Some(b"CONNECT")
+        && value(b":protocol").is_some_and(|p| p.eq_ignore_ascii_case(b"websocket"))
 }
 
 /// The payload of a PADDED frame without its pad length byte and padding.
@@ -540,6 +599,55 @@ mod tests {
             let _ = conn.read(round % 3 == 0, &data, 0);
             let _ = conn.read(round % 3 != 0, &data, 0);
         }
+    }
+
+    #[test]
+    fn extended_connect_marks_a_websocket_stream_with_its_offer() {
+        // SETTINGS_ENABLE_CONNECT_PROTOCOL from the server.
+        let mut conn = Connection::default();
+        conn.read(false, &frame(SETTINGS, 0, 0, &[0, 8, 0, 0, 0, 1]), 0);
+        assert!(conn.connect_protocol_enabled);
+        // :method CONNECT (literal, indexed name 2), :protocol websocket (literal name),
+        // sec-websocket-extensions permessage-deflate (literal name).
+        let mut block = vec![0x02, 7];
+        block.extend_from_slice(b"CONNECT");
+        for (name, value) in [
+            (&b":protocol"[..], &b"websocket"[..]),
+            (b"sec-websocket-extensions", b"permessage-deflate"),
+        ] {
+            block.extend_from_slice(&[0x00, name.len() as u8]);
+            block.extend_from_slice(name);
+            block.push(value.len() as u8);
+            block.extend_from_slice(value);
+        }
+        let mut wire = frame(HEADERS, END_HEADERS, 1, &block);
+        // A plain CONNECT (no :protocol) is not a WebSocket.
+        wire.extend(frame(
+            HEADERS,
+            END_HEADERS,
+            3,
+            &[0x02, 7, b'C', b'O', b'N', b'N', b'E', b'C', b'T'],
+        ));
+        let parsed = conn.read(true, &wire, 0);
+        assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+        assert_eq!(
+            conn.websocket(1).and_then(|w| w.offer.as_deref()),
+            Some("permessage-deflate")
+        );
+        assert!(conn.websocket(3).is_none());
+    }
+
+    #[test]
+    fn websocket_streams_past_the_limit_are_not_remembered() {
+        let mut conn = Connection::default();
+        for i in 0..WEBSOCKET_STREAMS_MAX as u32 {
+            assert!(conn.note_websocket(2 * i + 1, WebSocketStream::default()));
+        }
+        assert!(!conn.note_websocket(
+            2 * WEBSOCKET_STREAMS_MAX as u32 + 1,
+            WebSocketStream::default()
+        ));
+        assert!(conn.note_websocket(1, WebSocketStream::default()));
     }
 
     #[test]

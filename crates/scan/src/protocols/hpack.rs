@@ -314,6 +314,32 @@ pub fn huffman_decode(raw: &[u8]) -> Result<Vec<u8>, HpackError> {
 }
 
 /// RFC 7541 Appendix A.
+/// Huffman-codes a string (RFC 7541 5.2) with the canonical code rebuilt from `CODE_LENGTHS`:
+/// for captures made up by the benchmark and tests, and the round-trip test of the decoder.
+pub fn huffman_encode(text: &[u8]) -> Vec<u8> {
+    let mut bits: u64 = 0;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for &b in text {
+        let len = CODE_LENGTHS[usize::from(b)] as usize;
+        let rank = CANONICAL.symbols[usize::from(CANONICAL.start[len])..]
+            .iter()
+            .position(|&s| s == u16::from(b))
+            .unwrap_or(0);
+        let code = CANONICAL.first[len] + rank as u32;
+        bits = bits << len | u64::from(code);
+        n += len;
+        while n >= 8 {
+            out.push((bits >> (n - 8)) as u8);
+            n -= 8;
+        }
+    }
+    if n > 0 {
+        out.push(((bits << (8 - n)) as u8) | ((1u8 << (8 - n)) - 1));
+    }
+    out
+}
+
 const STATIC_TABLE: [(&str, &str); 61] = [
     (":authority", ""),
     (":method", "GET"),
@@ -530,31 +556,6 @@ mod tests {
         assert_eq!(second[0], (":status".into(), "307".into()));
         assert_eq!(second[1], ("cache-control".into(), "private".into()));
         assert_eq!(d.table_bytes(), 222);
-    }
-
-    /// Encodes with the canonical code rebuilt from `CODE_LENGTHS`, to round-trip.
-    fn huffman_encode(text: &[u8]) -> Vec<u8> {
-        let mut bits: u64 = 0;
-        let mut n = 0;
-        let mut out = Vec::new();
-        for &b in text {
-            let len = CODE_LENGTHS[usize::from(b)] as usize;
-            let rank = CANONICAL.symbols[usize::from(CANONICAL.start[len])..]
-                .iter()
-                .position(|&s| s == u16::from(b))
-                .unwrap();
-            let code = CANONICAL.first[len] + rank as u32;
-            bits = bits << len | u64::from(code);
-            n += len;
-            while n >= 8 {
-                out.push((bits >> (n - 8)) as u8);
-                n -= 8;
-            }
-        }
-        if n > 0 {
-            out.push(((bits << (8 - n)) as u8) | ((1u8 << (8 - n)) - 1));
-        }
-        out
     }
 
     #[test]

@@ -254,3 +254,58 @@ fn one_identifier_on_many_streams_is_one_finding() {
     assert_eq!(imsi[0].stream, Some(1));
     assert_eq!(imsi[0].chain, ["h2", "header", "plain"]);
 }
+
+/// WebSocket over HTTP/2 extended CONNECT (RFC 8441) inside TLS: Python's h2 on both ends
+/// (tests/fixtures/record-h2-websocket.sh), frames from the `websockets` library. Stream 1
+/// negotiated permessage-deflate, stream 3 did not.
+#[test]
+fn websocket_over_h2_extended_connect_masked_fragmented_and_deflated() {
+    let report = scan_fixture("h2-websocket.pcap", Some("h2-websocket.keys"));
+    for (stream, deflate) in [(1, "deflate > "), (3, "")] {
+        assert_has(
+            &report,
+            K::Imei,
+            &format!("tls > h2 > websocket > {deflate}json > plain"),
+            "wss",
+            stream,
+        );
+        // Three fragments, the first masked and compressed, joined before inflating.
+        assert_has(
+            &report,
+            K::Phone,
+            &format!("tls > h2 > websocket > {deflate}json > e164"),
+            "wss",
+            stream,
+        );
+        // The server's answers, unmasked, compressed on stream 1.
+        assert_has(
+            &report,
+            K::Email,
+            &format!("tls > h2 > websocket > {deflate}json > plain"),
+            "wss",
+            stream,
+        );
+        let imsi = rows(&report)
+            .into_iter()
+            .filter(|(k, c, _, s, _)| {
+                *k == K::Imsi
+                    && *s == Some(stream)
+                    && c.starts_with(&format!("tls > h2 > websocket > {deflate}base64"))
+            })
+            .count();
+        assert_eq!(imsi, 1, "{}", describe(&report));
+    }
+    // A ping's payload, on both streams: control frames are never compressed (one finding,
+    // named by the first stream it was seen on).
+    assert_has(&report, K::Serial, "tls > h2 > websocket > plain", "wss", 1);
+    assert_eq!(find(&report, K::Serial)[0].count, 2);
+    // Nothing is searched as a raw HTTP/2 body: the frames are read as WebSocket.
+    assert!(
+        rows(&report)
+            .iter()
+            .all(|(_, c, _, _, _)| !c.contains("http-body")),
+        "{}",
+        describe(&report)
+    );
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+}

@@ -2,6 +2,7 @@
 //! recorded on loopback (tests/fixtures).
 
 mod attribution;
+mod bench_captures;
 mod captures;
 mod encodings;
 mod fixtures;

@@ -113,6 +113,7 @@ fn issue11_four_threads_report_exactly_what_one_thread_does() {
         "quic-h3-v2.keys",
         "tls-suites.keys",
         "h2-tls.keys",
+        "h2-websocket.keys",
     ] {
         keys.add_text(&std::fs::read_to_string(fixture(name)).unwrap(), name)
             .unwrap();
@@ -124,6 +125,7 @@ fn issue11_four_threads_report_exactly_what_one_thread_does() {
         fixture("tls-suites.pcap"),
         fixture("h2-tls.pcap"),
         fixture("grpc.pcap"),
+        fixture("h2-websocket.pcap"),
     ];
     let json = |threads| {
         scanner()
@@ -138,6 +140,7 @@ fn issue11_four_threads_report_exactly_what_one_thread_does() {
     assert!(one.contains("\"quic\""), "{one}");
     assert!(one.contains("h3"), "{one}");
     assert!(one.contains("DTLS"), "{one}");
+    assert!(one.contains("\"wss\""), "{one}");
     assert!(one.contains("\"h2\""), "{one}");
     assert!(one.contains("protobuf"), "{one}");
     assert_eq!(one, json(4));
