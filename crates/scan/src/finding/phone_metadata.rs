@@ -39,11 +39,23 @@ pub fn database_for(value: &str, home_country: &str) -> Option<Database> {
     }
     codes.sort_unstable();
     codes.dedup();
+    codes.retain(|code| BY_CODE.binary_search_by_key(code, |(c, _)| *c).is_ok());
+    // A profile's numbers and contacts mostly share a code: build each set's database once
+    // (a clone shares its territories).
+    static BUILT: std::sync::Mutex<Vec<(Vec<u16>, Database)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, database)) = built.iter().find(|(c, _)| *c == codes) {
+        return Some(database.clone());
+    }
     let mut territories: Vec<loader::Metadata> = Vec::new();
-    for code in codes {
-        if let Ok(at) = BY_CODE.binary_search_by_key(&code, |(c, _)| *c) {
+    for code in &codes {
+        if let Ok(at) = BY_CODE.binary_search_by_key(code, |(c, _)| *c) {
             territories.extend(serde_json::from_str::<Vec<loader::Metadata>>(BY_CODE[at].1).ok()?);
         }
     }
-    Database::from(territories).ok()
+    let database = Database::from(territories).ok()?;
+    built.push((codes, database.clone()));
+    Some(database)
 }
