@@ -6,7 +6,10 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use sovereign_crypto::{DataKey, KEY_BYTES, KeyEncryptionKey, KeyedHasher, random_bytes};
+use sovereign_crypto::{
+    DataKey, KEY_BYTES, KeyEncryptionKey, KeyedHasher, MOVE_PUBLIC_KEY_BYTES, SealedForMove,
+    random_bytes,
+};
 use sovereign_model::RegionId;
 
 use crate::domain::{PhoneNumber, UserId};
@@ -52,6 +55,26 @@ impl RegionKeys {
     /// When the wrapped key was not wrapped by this region for this user.
     pub fn unwrap(&self, wrapped: &[u8], user: &UserId) -> anyhow::Result<DataKey> {
         Ok(self.kek.unwrap(wrapped, user.as_str().as_bytes())?)
+    }
+
+    /// The public key this region publishes for a user moving in: the source seals the user's
+    /// data key to it ([`sovereign_crypto::seal_for_move`]).
+    ///
+    /// # Errors
+    /// Never for a loaded key; kept for the derivation's error path.
+    pub fn move_public_key(&self, user: &UserId) -> anyhow::Result<[u8; MOVE_PUBLIC_KEY_BYTES]> {
+        Ok(sovereign_crypto::move_public_key(
+            &self.kek,
+            user.as_str().as_bytes(),
+        )?)
+    }
+
+    /// Opens a data key a source region sealed to [`RegionKeys::move_public_key`].
+    ///
+    /// # Errors
+    /// When it was sealed for another region or user, or tampered with.
+    pub fn open_move(&self, sealed: &SealedForMove, user: &UserId) -> anyhow::Result<DataKey> {
+        Ok(self.kek.open_move(sealed, user.as_str().as_bytes())?)
     }
 }
 

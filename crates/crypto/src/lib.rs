@@ -8,6 +8,8 @@
 //! - **Keyed hashes** ([`KeyedHasher`], HMAC-SHA-256) to look records up by a phone number without
 //!   storing the number.
 //! - **Passwords** with Argon2id, **bearer tokens** stored as SHA-256 digests, one-time codes.
+//! - **Key hand-over between regions** ([`seal_for_move`]): a moving user's data key sealed to
+//!   the target region's X25519 key for that user, so only that region can open it.
 //! - **A local certificate authority** for TLS on every listener.
 //! - **Ed25519 signatures** over a [`canonical`] encoding, for operators' approvals and the
 //!   region's access ledger, and the ledger's **Merkle tree** (RFC 6962) and hash chain.
@@ -32,6 +34,7 @@ mod peer;
 mod secret;
 mod signing;
 mod tls;
+mod transfer;
 
 pub use aead::{DataKey, KEY_BYTES, KeyEncryptionKey, SEALED_OVERHEAD_BYTES};
 pub use error::CryptoError;
@@ -49,3 +52,4 @@ pub use signing::{
     verify_signature,
 };
 pub use tls::{IssuedCertificate, LocalCa};
+pub use transfer::{MOVE_PUBLIC_KEY_BYTES, SealedForMove, move_public_key, seal_for_move};
