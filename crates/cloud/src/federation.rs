@@ -294,6 +294,23 @@ impl Federation {
         body: &serde_json::Value,
         now_ms: i64,
     ) -> Result<(u16, serde_json::Value), ApiError> {
+        self.post_within(to, path, body, now_ms, PEER_CALL_TIMEOUT)
+            .await
+    }
+
+    /// [`Federation::post`] with another deadline than [`PEER_CALL_TIMEOUT`]: for the calls of a
+    /// move, which carry a user's data (a photo can take longer than 5 s on a slow WAN link).
+    ///
+    /// # Errors
+    /// As [`Federation::post`].
+    pub async fn post_within(
+        &self,
+        to: &RegionId,
+        path: &str,
+        body: &serde_json::Value,
+        now_ms: i64,
+        deadline: Duration,
+    ) -> Result<(u16, serde_json::Value), ApiError> {
         let unavailable = || ApiError::RegionUnavailable(to.to_string());
         let peer = self.peers.get(to).ok_or_else(unavailable)?;
         let (Some(public_key), Some(client)) = (peer.public_key.as_deref(), self.clients.get(to))
@@ -306,6 +323,7 @@ impl Federation {
         let call = async {
             let response = client
                 .post(format!("{}{path}", peer.url))
+                .timeout(deadline)
                 .header("content-type", "application/json")
                 .headers(headers)
                 .body(bytes)
@@ -328,7 +346,7 @@ impl Federation {
         };
         // reqwest's own timeout covers the same ground; this one also bounds anything it might
         // not (a body that trickles in), so the deadline holds whatever the peer does.
-        let outcome = tokio::time::timeout(PEER_CALL_TIMEOUT, call).await;
+        let outcome = tokio::time::timeout(deadline, call).await;
         let (status, signature, answer) = match outcome {
             Ok(Ok(answer)) => answer,
             Ok(Err(error)) => {

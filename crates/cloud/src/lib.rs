@@ -78,6 +78,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::ops::router())
         .merge(routes::dashboard::router())
         .merge(routes::internal::router())
+        .merge(routes::moves::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async {
             ApiError::invalid("method", "this path does not accept this method")

@@ -15,6 +15,15 @@
 //!
 //! Every step is idempotent, so repeating one after a crash does no harm.
 //!
+//! The target is either opened in the same process ([`migrate`], the one-machine layout, where
+//! `sovereign migrate` holds both sites' data directories) or another site reached over the
+//! federation ([`migrate_to_site`], for sites on separate hosts: the tool runs on the source's
+//! host with only the source's data and keys). The target then does its side itself, asked by
+//! signed peer requests ([`MOVE_PREPARE_PATH`] and the others, answered in
+//! [`crate::routes::moves`]): it takes a user only from the site the directory says holds what
+//! moves, decides residency by its own policy, derives the key the user's data key is sealed to
+//! ([`sovereign_crypto::seal_for_move`]), wraps it under its own key, and computes its own digest.
+//!
 //! A move of some services only (`--services messaging`) takes the same steps for just those
 //! services: the copy carries their rows and blobs and, if the user is new at the target, a
 //! 'service' row (sealed phone, data key re-wrapped, a mirror of the consents, no password and
@@ -25,8 +34,10 @@
 use std::collections::BTreeSet;
 
 use anyhow::{Context, bail};
+use base64::Engine;
 use futures_util::StreamExt;
 use serde::Deserialize;
+use serde_json::json;
 use sovereign_crypto::{DataKey, digest_sha256, hex};
 use sovereign_model::{CountryCode, RegionId};
 
@@ -41,6 +52,42 @@ pub const MIGRATION_USERS_MAX: usize = 1_000_000;
 pub const MIGRATION_USERS_IN_FLIGHT_MAX: usize = 16;
 /// Catch-up rounds before the user is fenced, however much still changes.
 pub const CATCH_UP_ROUNDS_MAX: usize = 3;
+/// How long one call of a move to the target site may take (it may carry a photo over a slow
+/// WAN link); other peer calls keep [`crate::federation::PEER_CALL_TIMEOUT`].
+pub const MOVE_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+/// Most bytes of one user's rows (blobs apart) a move sends to another site in one request.
+pub const MOVE_SNAPSHOT_BYTES_MAX: usize = 32 << 20;
+
+/// The target's side of a move, asked by the source site (see [`crate::routes::moves`]):
+/// which blobs it lacks, and the public key to seal the user's data key to.
+pub const MOVE_PREPARE_PATH: &str = "/internal/v1/moves/prepare";
+/// One sealed blob for the target.
+pub const MOVE_BLOB_PATH: &str = "/internal/v1/moves/blob";
+/// The user's rows and sealed data key; the target installs them, still invisible.
+pub const MOVE_INSTALL_PATH: &str = "/internal/v1/moves/install";
+/// The digest of the target's copy, decrypted with its own copy of the key.
+pub const MOVE_DIGEST_PATH: &str = "/internal/v1/moves/digest";
+/// Makes the copy live at the target, just before the directory sends the user there.
+pub const MOVE_ACTIVATE_PATH: &str = "/internal/v1/moves/activate";
+/// Drops a copy that never went live, of a user deleted while moving.
+pub const MOVE_ABANDON_PATH: &str = "/internal/v1/moves/abandon";
+
+/// Where a move's target is.
+pub enum Target<'a> {
+    /// Opened in this process (the one-machine layout).
+    Local(&'a AppState),
+    /// Another site, called over the federation as the source.
+    Site(RegionId),
+}
+
+impl Target<'_> {
+    pub fn region(&self) -> &RegionId {
+        match self {
+            Target::Local(state) => &state.region.id,
+            Target::Site(region) => region,
+        }
+    }
+}
 
 /// Which users a migration moves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,9 +247,39 @@ pub async fn migrate(
     spec: &MigrationSpec,
     source: &AppState,
     target: &AppState,
+    on_event: impl FnMut(&MigrationEvent),
+) -> anyhow::Result<MigrationReport> {
+    run(spec, source, &Target::Local(target), on_event).await
+}
+
+/// Runs (or resumes) a migration from the region opened in this process to another site, which
+/// must be running and listed in the source's federation file.
+///
+/// # Errors
+/// As [`migrate`]; a target that does not answer stops the users in flight (skipped, to be
+/// resumed by running the migration again).
+pub async fn migrate_to_site(
+    spec: &MigrationSpec,
+    source: &AppState,
+    on_event: impl FnMut(&MigrationEvent),
+) -> anyhow::Result<MigrationReport> {
+    if source.federation.url_of(&spec.to).is_none() {
+        bail!(
+            "site {} is not in {}'s federation file: nothing to move users to",
+            spec.to,
+            spec.from
+        );
+    }
+    run(spec, source, &Target::Site(spec.to.clone()), on_event).await
+}
+
+async fn run(
+    spec: &MigrationSpec,
+    source: &AppState,
+    target: &Target<'_>,
     mut on_event: impl FnMut(&MigrationEvent),
 ) -> anyhow::Result<MigrationReport> {
-    if source.region.id != spec.from || target.region.id != spec.to {
+    if source.region.id != spec.from || *target.region() != spec.to {
         bail!(
             "the opened regions do not match the migration {}",
             spec.describe()
@@ -346,7 +423,7 @@ async fn move_user(
     step: &str,
     services: &[Service],
     source: &AppState,
-    target: &AppState,
+    target: &Target<'_>,
 ) -> anyhow::Result<u64> {
     let user = UserId::from_stored(user_id.to_owned());
     let whole = services.is_empty();
@@ -367,7 +444,7 @@ async fn move_user(
                     .service_region(user_id.to_owned(), *service)
                     .await?
                     .with_context(|| format!("user {user_id} is not in the directory"))?;
-                if at != target.region.id {
+                if at != *target.region() {
                     bail!(
                         "the {service} of user {user_id} is in {at}, not in {}",
                         source.region.id
@@ -384,7 +461,7 @@ async fn move_user(
         else {
             if whole
                 && source.directory.home_of(user_id.to_owned()).await?
-                    == Some(target.region.id.clone())
+                    == Some(target.region().clone())
             {
                 journal("done").await?;
                 return Ok(0);
@@ -399,7 +476,10 @@ async fn move_user(
         }
         let key = source.keys.unwrap(&snapshot.user.wrapped_key, &user)?;
         let country = phone_of(&key, &user, &snapshot.user.phone_sealed)?.country();
-        if !target.policies.residency.allows(country, &target.region.id) {
+        // A site on another host decides by its own policy when the rows arrive.
+        if let Target::Local(target) = target
+            && !target.policies.residency.allows(country, &target.region.id)
+        {
             bail!(
                 "the residency policy does not allow region {} to hold users from {country}",
                 target.region.id
@@ -441,6 +521,13 @@ async fn move_user(
         journal("fenced").await?;
         step = "fenced".into();
     }
+    if step == "fenced" && flipped_already(user_id, scope, source, target).await? {
+        // Killed between the directory's flip and its journal entry: the flip is the move's
+        // commit point, so the move goes on from there (checking the copy again would compare
+        // it with a target that already serves the user).
+        journal("flipped").await?;
+        step = "flipped".into();
+    }
     if step == "fenced" {
         if let Some(snapshot) = source
             .store
@@ -449,12 +536,9 @@ async fn move_user(
         {
             bytes += copy(&snapshot, scope, &user, source, target).await?;
             let at_source = digest(&snapshot, scope, &user, source).await?;
-            let copied = target
-                .store
-                .snapshot_user(user_id.to_owned(), scope)
+            let at_target = target_digest(user_id, scope, source, target)
                 .await?
                 .context("the copy vanished from the target")?;
-            let at_target = digest(&copied, scope, &user, target).await?;
             if at_source != at_target {
                 if whole {
                     source.store.unfence_user(user_id.to_owned()).await?;
@@ -472,18 +556,11 @@ async fn move_user(
             }
         }
         // Live at the target before the directory sends anyone there.
-        target
-            .store
-            .activate_user(user_id.to_owned(), whole)
-            .await?;
+        activate(user_id, scope, source, target).await?;
         let flipped = if whole {
             source
                 .directory
-                .move_home(
-                    user_id.to_owned(),
-                    target.region.id.clone(),
-                    source.now_ms(),
-                )
+                .move_home(user_id.to_owned(), target.region().clone(), source.now_ms())
                 .await
         } else {
             source
@@ -491,7 +568,7 @@ async fn move_user(
                 .place(
                     user_id.to_owned(),
                     scope.services(),
-                    target.region.id.clone(),
+                    target.region().clone(),
                     source.now_ms(),
                 )
                 .await
@@ -501,9 +578,7 @@ async fn move_user(
             Err(StoreError::NotFound) => {
                 // The account was deleted while it moved: its deletion could not know of the
                 // copy at the target, so the copy goes here.
-                let _ = target.store.shred_user(user_id.to_owned()).await;
-                target.blobs.delete_user(user_id).await;
-                target.store.purge_user(user_id.to_owned()).await?;
+                abandon(user_id, source, target).await?;
                 journal("done").await?;
                 bail!("user {user_id} was deleted during the move");
             }
@@ -518,7 +593,7 @@ async fn move_user(
                 .store
                 .finish_move(
                     user_id.to_owned(),
-                    target.region.id.to_string(),
+                    target.region().to_string(),
                     source.now_ms(),
                 )
                 .await?;
@@ -588,8 +663,12 @@ async fn copy(
     scope: MoveScope,
     user: &UserId,
     source: &AppState,
-    target: &AppState,
+    target: &Target<'_>,
 ) -> anyhow::Result<u64> {
+    let target = match target {
+        Target::Local(target) => *target,
+        Target::Site(to) => return copy_to_site(snapshot, scope, user, source, to).await,
+    };
     let mut bytes = snapshot.sealed_bytes() as u64;
     for path in snapshot.blob_paths() {
         if !target.blobs.exists(path).await {
@@ -618,6 +697,233 @@ async fn copy(
         target.blobs.delete(&path).await;
     }
     Ok(bytes)
+}
+
+/// [`copy`] to a site on another host: the target says which blobs it lacks and which public
+/// key the user's data key is sealed to; the blobs go one per request, then the rows.
+async fn copy_to_site(
+    snapshot: &UserSnapshot,
+    scope: MoveScope,
+    user: &UserId,
+    source: &AppState,
+    to: &RegionId,
+) -> anyhow::Result<u64> {
+    let paths: Vec<&str> = snapshot.blob_paths().collect();
+    let prepared = call_site(
+        source,
+        to,
+        MOVE_PREPARE_PATH,
+        &json!({ "user_id": user.as_str(), "scope": scope, "blob_paths": paths }),
+    )
+    .await?;
+    let prepared: Prepared =
+        serde_json::from_value(prepared).context("the target's answer to prepare")?;
+    let mut bytes = snapshot.sealed_bytes() as u64;
+    for path in &prepared.missing {
+        if !paths.contains(&path.as_str()) {
+            bail!("site {to} asked for blob {path}, which is not the user's");
+        }
+        let sealed = source
+            .blobs
+            .get(path)
+            .await
+            .with_context(|| format!("reading blob {path}"))?;
+        bytes += sealed.len() as u64;
+        call_site(
+            source,
+            to,
+            MOVE_BLOB_PATH,
+            &json!({
+                "user_id": user.as_str(),
+                "scope": scope,
+                "path": path,
+                "sealed": base64::engine::general_purpose::STANDARD.encode(&sealed),
+            }),
+        )
+        .await?;
+    }
+    let public = base64::engine::general_purpose::STANDARD
+        .decode(prepared.move_public_key.as_bytes())
+        .context("the target's move key is not base64")?;
+    let key = source.keys.unwrap(&snapshot.user.wrapped_key, user)?;
+    let sealed = sovereign_crypto::seal_for_move(&key, &public, user.as_str().as_bytes())?;
+    let mut rows = snapshot.clone();
+    // The source's wrapping is of no use to the target, which wraps the key under its own.
+    rows.user.wrapped_key.clear();
+    let body = json!({
+        "scope": scope,
+        "snapshot": rows,
+        "sealed_key": {
+            "ephemeral_public": base64::engine::general_purpose::STANDARD.encode(sealed.ephemeral_public),
+            "wrapped": base64::engine::general_purpose::STANDARD.encode(&sealed.wrapped),
+        },
+    });
+    let length = serde_json::to_vec(&body)?.len();
+    if length > MOVE_SNAPSHOT_BYTES_MAX {
+        bail!(
+            "user {user}'s rows are {length} bytes, more than one move request carries ({MOVE_SNAPSHOT_BYTES_MAX})"
+        );
+    }
+    call_site(source, to, MOVE_INSTALL_PATH, &body).await?;
+    Ok(bytes)
+}
+
+#[derive(Deserialize)]
+struct Prepared {
+    missing: Vec<String>,
+    move_public_key: String,
+}
+
+/// One signed call of a move to the target site; anything but `200` is an error naming the
+/// site's problem code and detail.
+async fn call_site(
+    source: &AppState,
+    to: &RegionId,
+    path: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let (status, answer) = source
+        .federation
+        .post_within(to, path, body, source.now_ms(), MOVE_CALL_TIMEOUT)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if status != 200 {
+        bail!(
+            "site {to} refused {path} ({status} {}): {}",
+            answer["code"].as_str().unwrap_or("?"),
+            answer["detail"].as_str().unwrap_or("no detail")
+        );
+    }
+    Ok(answer)
+}
+
+/// Whether the directory already places what this move carries at the target.
+async fn flipped_already(
+    user_id: &str,
+    scope: MoveScope,
+    source: &AppState,
+    target: &Target<'_>,
+) -> anyhow::Result<bool> {
+    let to = Some(target.region().clone());
+    if scope.account {
+        return Ok(source.directory.home_of(user_id.to_owned()).await? == to);
+    }
+    let services = scope.services();
+    for service in &services {
+        if source
+            .directory
+            .service_region(user_id.to_owned(), *service)
+            .await?
+            != to
+        {
+            return Ok(false);
+        }
+    }
+    Ok(!services.is_empty())
+}
+
+/// The digest of the target's copy ([`digest`]), `None` when it has none.
+async fn target_digest(
+    user_id: &str,
+    scope: MoveScope,
+    source: &AppState,
+    target: &Target<'_>,
+) -> anyhow::Result<Option<[u8; 32]>> {
+    match target {
+        Target::Local(target) => {
+            let Some(copied) = target
+                .store
+                .snapshot_user(user_id.to_owned(), scope)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let user = UserId::from_stored(user_id.to_owned());
+            Ok(Some(digest(&copied, scope, &user, target).await?))
+        }
+        Target::Site(to) => {
+            let answer = call_site(
+                source,
+                to,
+                MOVE_DIGEST_PATH,
+                &json!({ "user_id": user_id, "scope": scope }),
+            )
+            .await?;
+            match answer["digest"].as_str() {
+                None => Ok(None),
+                Some(text) => {
+                    let bytes = crate::routes::internal::parse_digest(text).with_context(|| {
+                        format!("site {to}'s digest {text:?} is not 32 bytes of hex")
+                    })?;
+                    Ok(Some(bytes))
+                }
+            }
+        }
+    }
+}
+
+async fn activate(
+    user_id: &str,
+    scope: MoveScope,
+    source: &AppState,
+    target: &Target<'_>,
+) -> anyhow::Result<()> {
+    match target {
+        Target::Local(target) => {
+            target
+                .store
+                .activate_user(user_id.to_owned(), scope.account)
+                .await?;
+        }
+        Target::Site(to) => {
+            call_site(
+                source,
+                to,
+                MOVE_ACTIVATE_PATH,
+                &json!({ "user_id": user_id, "scope": scope }),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Drops the target's copy of a user deleted while moving: their deletion could not know of it.
+async fn abandon(user_id: &str, source: &AppState, target: &Target<'_>) -> anyhow::Result<()> {
+    match target {
+        Target::Local(target) => abandon_copy(target, user_id).await?,
+        Target::Site(to) => {
+            call_site(
+                source,
+                to,
+                MOVE_ABANDON_PATH,
+                &json!({ "user_id": user_id }),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the copy of a user the directory no longer knows (deleted while moving here).
+///
+/// # Errors
+/// [`StoreError::Conflict`] while the directory still knows the user (their copy stays);
+/// when the directory or the store fails.
+pub async fn abandon_copy(region: &AppState, user_id: &str) -> Result<(), StoreError> {
+    if region
+        .directory
+        .home_of(user_id.to_owned())
+        .await?
+        .is_some()
+    {
+        return Err(StoreError::Conflict(format!(
+            "user {user_id} is still in the directory: their copy stays"
+        )));
+    }
+    let _ = region.store.shred_user(user_id.to_owned()).await;
+    region.blobs.delete_user(user_id).await;
+    region.store.purge_user(user_id.to_owned()).await
 }
 
 /// A digest of everything a user has in a region, decrypted with that region's copy of the key:

@@ -56,7 +56,8 @@ async fn from_home(state: &AppState, from: &RegionId, user_id: &str) -> Result<(
     }
 }
 
-fn parse_digest(text: &str) -> Option<[u8; 32]> {
+/// 64 hex digits as 32 bytes.
+pub(crate) fn parse_digest(text: &str) -> Option<[u8; 32]> {
     if text.len() != 64 || !text.is_ascii() {
         return None;
     }

@@ -8,6 +8,7 @@ pub mod health;
 pub mod internal;
 pub mod me;
 pub mod messages;
+pub mod moves;
 pub mod ops;
 
 use utoipa::OpenApi;

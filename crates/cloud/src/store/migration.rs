@@ -3,6 +3,8 @@
 //! Sealed values are copied as they are: they are bound to the user and record, not the region,
 //! so only the wrapped data key changes on the way.
 
+use serde::{Deserialize, Serialize};
+
 use super::db::{Connection, Dialect, OptionalExtension, params};
 
 use super::{Store, StoreError};
@@ -12,7 +14,8 @@ use crate::domain::Service;
 /// What one move carries: the account (phone, password, sessions, consent history) and which
 /// services' data. A whole-user move carries the account and the services the source holds;
 /// a service move carries only its services (and the consent mirror they need).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MoveScope {
     pub account: bool,
     pub messaging: bool,
@@ -48,12 +51,16 @@ impl MoveScope {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SnapshotUser {
     pub id: String,
+    #[serde(with = "b64")]
     pub phone_index: Vec<u8>,
+    #[serde(with = "b64")]
     pub phone_sealed: Vec<u8>,
     pub password_hash: String,
+    #[serde(with = "b64")]
     pub wrapped_key: Vec<u8>,
     pub created_at: UnixMs,
     /// "account" or "service" (see schema_v4.sql).
@@ -63,23 +70,28 @@ pub struct SnapshotUser {
     pub consent_version: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SnapshotSession {
+    #[serde(with = "b64")]
     pub token_digest: Vec<u8>,
     pub id: String,
+    #[serde(with = "b64")]
     pub device_sealed: Vec<u8>,
     pub created_at: UnixMs,
     pub expires_at: UnixMs,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SnapshotConsent {
     pub scope: String,
     pub notice_version: i64,
     pub granted_at: UnixMs,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SnapshotConsentEvent {
     pub scope: String,
     pub action: String,
@@ -87,23 +99,28 @@ pub struct SnapshotConsentEvent {
     pub at: UnixMs,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SnapshotMessage {
     pub id: String,
     pub box_name: String,
+    #[serde(with = "b64")]
     pub peer_sealed: Vec<u8>,
+    #[serde(with = "b64")]
     pub body_sealed: Vec<u8>,
     pub created_at: UnixMs,
     pub delivered_at: Option<UnixMs>,
     pub expires_at: UnixMs,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SnapshotBackup {
     pub kind: String,
     pub item_id: String,
     pub version: i64,
     pub deleted: bool,
+    #[serde(with = "b64_option")]
     pub data_sealed: Option<Vec<u8>>,
     pub blob_path: Option<String>,
     pub content_type: Option<String>,
@@ -111,8 +128,45 @@ pub struct SnapshotBackup {
     pub updated_at: UnixMs,
 }
 
+/// Bytes as base64 in a snapshot sent between regions (JSON arrays of numbers would be four times
+/// longer).
+mod b64 {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        STANDARD
+            .decode(text.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+mod b64_option {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(bytes) => super::b64::serialize(bytes, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrapped(#[serde(with = "super::b64")] Vec<u8>);
+        Ok(Option::<Wrapped>::deserialize(d)?.map(|w| w.0))
+    }
+}
+
 /// Everything one user has in one region, sealed as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UserSnapshot {
     pub user: SnapshotUser,
     pub sessions: Vec<SnapshotSession>,

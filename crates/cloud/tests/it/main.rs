@@ -12,6 +12,7 @@ mod etcd_cluster;
 mod input;
 mod messaging;
 mod migration;
+mod moves;
 mod ops;
 mod pg_cluster;
 mod postgres;

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use sovereign_cloud::migration::{MigrationSpec, Selector, migrate};
+use sovereign_cloud::migration::{MigrationSpec, Selector, migrate, migrate_to_site};
 use sovereign_model::{CountryCode, RegionId, ResidencyPolicy};
 
 use crate::support::*;
@@ -141,7 +141,45 @@ async fn a_migration_under_concurrent_writes_loses_and_duplicates_nothing() {
     let cloud = Arc::new(
         spawn_regions_with(&["in-mumbai", "sg-singapore"], india_may_move_to_singapore).await,
     );
-    migrate_under_concurrent_writes(cloud).await;
+    migrate_under_concurrent_writes(cloud, Via::OneMachine).await;
+}
+
+/// Issue 10: the same move with the target reached only over the federation, as between sites
+/// on separate hosts: the migration holds the source's store and keys and nothing of the
+/// target's; the target installs, re-wraps, verifies and goes live when asked by signed
+/// requests. A photo's blob goes along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_to_a_site_reached_over_the_federation_loses_and_duplicates_nothing() {
+    let cloud = Arc::new(
+        spawn_regions_with(&["in-mumbai", "sg-singapore"], india_may_move_to_singapore).await,
+    );
+    migrate_under_concurrent_writes(cloud, Via::Federation).await;
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// Both sites opened in this process.
+    OneMachine,
+    /// The target called over the federation.
+    Federation,
+}
+
+async fn run_migration(
+    cloud: &TestCloud,
+    spec: &MigrationSpec,
+    via: Via,
+) -> sovereign_cloud::migration::MigrationReport {
+    let source = cloud
+        .cloud
+        .region(spec.from.as_str())
+        .unwrap()
+        .state
+        .clone();
+    let target = cloud.cloud.region(spec.to.as_str()).unwrap().state.clone();
+    match via {
+        Via::OneMachine => migrate(spec, &source, &target, |_| {}).await.unwrap(),
+        Via::Federation => migrate_to_site(spec, &source, |_| {}).await.unwrap(),
+    }
 }
 
 /// Issue 4: users move between a region on SQLite and one on PostgreSQL, under the same
@@ -164,10 +202,10 @@ async fn a_migration_between_sqlite_and_postgres_loses_and_duplicates_nothing_is
         .await,
     );
     assert_eq!(cloud.databases.len(), 1);
-    migrate_under_concurrent_writes(cloud).await;
+    migrate_under_concurrent_writes(cloud, Via::OneMachine).await;
 }
 
-async fn migrate_under_concurrent_writes(cloud: Arc<TestCloud>) {
+async fn migrate_under_concurrent_writes(cloud: Arc<TestCloud>, via: Via) {
     const USERS: usize = 6;
     let mut tokens = Vec::new();
     for i in 0..USERS {
@@ -184,6 +222,30 @@ async fn migrate_under_concurrent_writes(cloud: Arc<TestCloud>) {
         assert_eq!(grant.status, StatusCode::OK);
         tokens.push(token);
     }
+    let photo: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let grant = cloud
+        .call(
+            "in-mumbai",
+            Method::PUT,
+            "/v1/consents/backup.photos",
+            Some(&tokens[0]),
+            Some(json!({"notice_version": 1})),
+        )
+        .await;
+    assert_eq!(grant.status, StatusCode::OK);
+    let put = cloud
+        .client
+        .put(format!(
+            "{}/v1/backup/photos/IMG_0001.jpg",
+            cloud.url("in-mumbai")
+        ))
+        .bearer_auth(&tokens[0])
+        .header("content-type", "image/jpeg")
+        .body(photo.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED);
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = tokens
         .iter()
@@ -194,11 +256,7 @@ async fn migrate_under_concurrent_writes(cloud: Arc<TestCloud>) {
         .collect();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 
-    let source = cloud.cloud.region("in-mumbai").unwrap().state.clone();
-    let target = cloud.cloud.region("sg-singapore").unwrap().state.clone();
-    let report = migrate(&india_to_singapore(), &source, &target, |_| {})
-        .await
-        .unwrap();
+    let report = run_migration(&cloud, &india_to_singapore(), via).await;
     assert_eq!(report.moved, USERS, "{report:?}");
     assert!(report.skipped.is_empty(), "{report:?}");
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -215,7 +273,7 @@ async fn migrate_under_concurrent_writes(cloud: Arc<TestCloud>) {
     let target_db = cloud.db("sg-singapore");
     let contacts: i64 = target_db
         .query_row(
-            "SELECT count(*) FROM backup_items WHERE deleted = 0",
+            "SELECT count(*) FROM backup_items WHERE deleted = 0 AND kind = 'contacts'",
             &[],
             |r| r.get(0),
         )
@@ -284,6 +342,18 @@ async fn migrate_under_concurrent_writes(cloud: Arc<TestCloud>) {
     assert_eq!(export.status, StatusCode::OK);
     assert_eq!(export.body["account"]["region"], "sg-singapore");
     assert_eq!(export.body["account"]["phone"], phone(0).as_str());
+    let got = cloud
+        .client
+        .get(format!(
+            "{}/v1/backup/photos/IMG_0001.jpg",
+            cloud.url("sg-singapore")
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.bytes().await.unwrap().to_vec(), photo);
     // The old region sends clients on.
     let stale = cloud
         .call("in-mumbai", Method::GET, "/v1/me", Some(token), None)
@@ -307,9 +377,7 @@ async fn migrate_under_concurrent_writes(cloud: Arc<TestCloud>) {
     assert_eq!(moved.body, unknown.body);
     assert!(moved.headers.get("location").is_none());
     // Running the migration again finds nothing left to do.
-    let again = migrate(&india_to_singapore(), &source, &target, |_| {})
-        .await
-        .unwrap();
+    let again = run_migration(&cloud, &india_to_singapore(), via).await;
     assert_eq!(again.moved, 0);
 }
 

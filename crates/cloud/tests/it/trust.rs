@@ -45,7 +45,7 @@ fn stolen_federation_at(root: &Path, me: &str) -> Federation {
     Federation::new(region(me), identity, Arc::new(file.peer_table()), b"").unwrap()
 }
 
-fn stolen_federation(cloud: &TestCloud, me: &str) -> Federation {
+pub(crate) fn stolen_federation(cloud: &TestCloud, me: &str) -> Federation {
     stolen_federation_at(cloud.dir.path(), me)
 }
 
