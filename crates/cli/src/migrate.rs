@@ -9,16 +9,33 @@ use anyhow::{Context, bail};
 use sovereign_cloud::clock::SystemClock;
 use sovereign_cloud::directory::Directory;
 use sovereign_cloud::migration::{
-    MigrationEvent, MigrationSpec, Plan, Selector, check_services, migrate,
+    MigrationEvent, MigrationSpec, Plan, Selector, check_services, migrate, migrate_to_site,
 };
 use sovereign_cloud::{Policies, RegionOptions, RegionState};
 use sovereign_model::{CountryCode, RegionId};
 
 #[derive(clap::Args)]
 pub struct MigrateArgs {
-    /// The data directory the regions run from (as given to `sovereign serve`).
+    /// The data directory the regions run from (as given to `sovereign serve`), or with
+    /// --region the data directory of that one site (as given to `sovereign serve --region`).
     #[arg(long, value_name = "DIR", default_value = "./sovereign-data")]
     data_dir: PathBuf,
+
+    /// Run on the host of this site, the source of every move (--from, or each phase's `from`):
+    /// open only its store and keys, and reach the target site, which must be running, through
+    /// the federation file. The target does its side itself (it installs, re-wraps the data key
+    /// sealed to it, checks its own residency policy and verifies); nothing of the target's disk
+    /// is needed. Without --region both sites are opened from --data-dir (one machine).
+    #[arg(long, value_name = "ID")]
+    region: Option<String>,
+
+    /// The federation file, with --region (default DIR/federation.toml), as for `sovereign serve`.
+    #[arg(long, value_name = "FILE", requires = "region")]
+    federation: Option<PathBuf>,
+
+    /// CA certificates (PEM) trusted for sites whose federation entry pins no CA, with --region.
+    #[arg(long, value_name = "FILE", requires = "region")]
+    ca_bundle: Option<PathBuf>,
 
     /// Policy files replacing the built-in defaults (as for `sovereign serve`). The residency
     /// policy must allow the target region to hold the users moved there.
@@ -90,6 +107,23 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
         }
         None => vec![("migration".to_owned(), spec_from_flags(&args, services)?)],
     };
+    let site = match &args.region {
+        Some(id) => {
+            let id = RegionId::parse(id).context("--region")?;
+            for (name, spec) in &phases {
+                if spec.from != id {
+                    bail!(
+                        "{name} moves users out of {}, not {id}: run it on {}'s host with --region {}",
+                        spec.from,
+                        spec.from,
+                        spec.from
+                    );
+                }
+            }
+            Some(id)
+        }
+        None => None,
+    };
     if args.directory.is_none() && !args.data_dir.join("directory.sqlite").exists() {
         bail!(
             "{} holds no regions (no directory.sqlite): give the --data-dir of `sovereign serve`",
@@ -106,8 +140,23 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
         )
         .await?;
         // The one-machine layout: each region is a site under DIR/sites/, and what one knows of
-        // the others is DIR/federation.toml.
-        let federation_file = args.data_dir.join(sovereign_cloud::sites::FEDERATION_FILE);
+        // the others is DIR/federation.toml; a site on its own host has its own file.
+        let federation_file = args
+            .federation
+            .clone()
+            .unwrap_or_else(|| args.data_dir.join(sovereign_cloud::sites::FEDERATION_FILE));
+        if site.is_some() && !federation_file.exists() {
+            bail!(
+                "{} does not exist: a site reaches the target only through its federation file (--federation)",
+                federation_file.display()
+            );
+        }
+        let ca_bundle = match &args.ca_bundle {
+            Some(path) => {
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+            }
+            None => Vec::new(),
+        };
         let peers = if federation_file.exists() {
             Some(Arc::new(
                 sovereign_cloud::sites::FederationFile::read(&federation_file)?.peer_table(),
@@ -123,17 +172,27 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             let open = |region: &RegionId| {
-                let site = sovereign_cloud::sites::resolve_site_dir(&args.data_dir, region);
-                let mut options = RegionOptions::new(site, region.clone(), policies.clone());
+                let dir = if site.is_some() {
+                    args.data_dir.clone()
+                } else {
+                    sovereign_cloud::sites::resolve_site_dir(&args.data_dir, region)
+                };
+                let mut options = RegionOptions::new(dir, region.clone(), policies.clone());
                 options.peers = peers.clone();
-                options.sms_outbox = Some(args.data_dir.join("sms-outbox.jsonl"));
+                options.peer_ca_bundle = ca_bundle.clone();
+                if site.is_none() {
+                    options.sms_outbox = Some(args.data_dir.join("sms-outbox.jsonl"));
+                }
                 options.clock = Arc::new(SystemClock);
                 options.directory = Some(directory.clone());
                 options.database = databases.get(region).cloned();
                 RegionState::open(options)
             };
             let source = open(&spec.from).await?;
-            let target = open(&spec.to).await?;
+            let target = match site {
+                Some(_) => None,
+                None => Some(open(&spec.to).await?),
+            };
             eprintln!("sovereign: {name}: {}", spec.describe());
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
@@ -141,7 +200,7 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
                     .context("progress style")?,
             );
             let started = Instant::now();
-            let report = migrate(&spec, &source, &target, |event| match event {
+            let on_event = |event: &MigrationEvent| match event {
                 MigrationEvent::Selected { users, already_done } => {
                     bar.set_length(*users as u64);
                     bar.set_position(*already_done as u64);
@@ -151,8 +210,11 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
                     bar.inc(1);
                     bar.println(format!("skipped {user_id}: {reason}"));
                 }
-            })
-            .await?;
+            };
+            let report = match &target {
+                Some(target) => migrate(&spec, &source, target, on_event).await?,
+                None => migrate_to_site(&spec, &source, on_event).await?,
+            };
             bar.finish_and_clear();
             let seconds = started.elapsed().as_secs_f64().max(1e-9);
             let what = if spec.services.is_empty() {

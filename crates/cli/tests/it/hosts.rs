@@ -49,6 +49,9 @@ const DAVE: &str = "+6591234567";
 const MEI: &str = "+6598765432";
 const OLIVIA: &str = "+15035550123";
 const NOBODY: &str = "+919800000001";
+const ASHA: &str = "+919844455566";
+/// The etcd password of the operator's migration user (README: moves write both homes' keys).
+const MIGRATOR_PASSWORD: &str = "pw-migrator";
 
 fn region(id: &str) -> RegionId {
     RegionId::parse(id).unwrap()
@@ -178,6 +181,19 @@ fn grant_site_roles(ns: &str, endpoints: &str, regions: &[&str]) {
         ctl(&["user", "add", &format!("{name}:{}", etcd_password(region))]);
         ctl(&["user", "grant-role", &name, &name]);
     }
+    // The operator's migration user: a move rewrites the user's keys from the old home's
+    // prefix to the new one's, and keeps its journal beside them.
+    ctl(&["role", "add", "migrator"]);
+    ctl(&[
+        "role",
+        "grant-permission",
+        "migrator",
+        "--prefix=true",
+        "readwrite",
+        "/sovereign/",
+    ]);
+    ctl(&["user", "add", &format!("migrator:{MIGRATOR_PASSWORD}")]);
+    ctl(&["user", "grant-role", "migrator", "migrator"]);
     ctl(&["user", "add", &format!("root:{ETCD_ROOT_PASSWORD}")]);
     ctl(&["auth", "enable"]);
 }
@@ -930,6 +946,20 @@ fn start_world() -> World {
     }
     let federation = root.path().join("federation.toml");
     std::fs::write(&federation, &file).unwrap();
+    // Every site's policies: the defaults, except that Indian users may also live in Singapore
+    // (a move there is tried below). Their home stays Mumbai, listed first.
+    let config = root.path().join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    let residency = include_str!("../../../../config/residency.toml");
+    assert!(residency.contains("\nIN = [\"in-mumbai\"]\n"));
+    std::fs::write(
+        config.join("residency.toml"),
+        residency.replace(
+            "\nIN = [\"in-mumbai\"]\n",
+            "\nIN = [\"in-mumbai\", \"sg-singapore\"]\n",
+        ),
+    )
+    .unwrap();
     let ca_bundle = root.path().join("ca-bundle.pem");
     std::fs::write(&ca_bundle, &bundle).unwrap();
     let members = etcd
@@ -946,6 +976,8 @@ fn start_world() -> World {
             .arg(&site.dir)
             .arg("--federation")
             .arg(&federation)
+            .arg("--config")
+            .arg(&config)
             .arg("--directory")
             .arg(format!("etcd://site-{}@{members}/sovereign", site.region))
             .env("SOVEREIGN_DIRECTORY_PASSWORD", etcd_password(site.region));
@@ -1406,6 +1438,57 @@ fn hostile_sites_on_separate_hosts() {
         before,
         "a watch broke while the site was idle"
     );
+
+    step("a user moves between hosts: migrate runs on the source's host only");
+    let asha = world.user("in-mumbai", ASHA);
+    let to_asha = world.call(
+        "in-mumbai",
+        "POST",
+        "/v1/messages",
+        Some(&bob),
+        Some(json!({"to": ASHA, "body": "before the move"})),
+    );
+    assert_eq!(to_asha.status, 202, "{to_asha:?}");
+    let users = world.root.path().join("move-users.txt");
+    std::fs::write(&users, format!("{ASHA}\n")).unwrap();
+    let members = world
+        .etcd
+        .iter()
+        .map(|a| format!("{a}:2379"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mumbai = world.site("in-mumbai");
+    // Only Mumbai's data directory: Singapore does its side itself, asked over the federation.
+    let moved = Net::command(&mumbai.ns, env!("CARGO_BIN_EXE_sovereign"))
+        .args(["migrate", "--region", "in-mumbai", "--from", "in-mumbai"])
+        .args(["--to", "sg-singapore", "--users"])
+        .arg(&users)
+        .arg("--data-dir")
+        .arg(&mumbai.dir)
+        .arg("--federation")
+        .arg(world.root.path().join("federation.toml"))
+        .arg("--config")
+        .arg(world.root.path().join("config"))
+        .arg("--directory")
+        .arg(format!("etcd://migrator@{members}/sovereign"))
+        .env("SOVEREIGN_DIRECTORY_PASSWORD", MIGRATOR_PASSWORD)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&moved.stdout);
+    assert!(
+        moved.status.success() && report.contains("moved 1 users"),
+        "{report}{}",
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    // Her token works at her new home, her message went with her, Mumbai sends her on.
+    assert_eq!(
+        world.inbox("sg-singapore", &asha),
+        vec![(BOB.to_owned(), "before the move".to_owned())]
+    );
+    let stale = world.call("in-mumbai", "GET", "/v1/me", Some(&asha), None);
+    assert_eq!(stale.status, 307, "{stale:?}");
+    let moved_back = world.call("sg-singapore", "GET", "/v1/me", Some(&asha), None);
+    assert_eq!(moved_back.status, 200, "{moved_back:?}");
 
     step("the etcd leader dies: the directory keeps working");
     let leader = world.etcd_leader();
