@@ -181,11 +181,13 @@ echo "five sites up; the proxy's routes are in $ROUTES" >&2
 
 url() { echo "https://$(host "$1"):${PORT[$1]}"; }
 now() { date +%s.%N; }
-# The operator runs `sovereign migrate` from the target site's host.
+# The operator runs `sovereign migrate` on the source site's host, with only that site's data
+# directory: the copy goes to the target over the federation, through the WAN between them.
 migrate() { # migrate FROM TO USERS_FILE
   for services in messaging backup ""; do
-    in_ns "$2" "$SOV" migrate --data-dir "$DIR" --config "$CONFIG" --from "$1" --to "$2" \
-      --users "$3" --directory "$(directory "$2")" ${services:+--services "$services"} >&2
+    in_ns "$1" "$SOV" migrate --region "$1" --data-dir "$DIR/sites/$1" \
+      --federation "$DIR/federation.toml" --config "$CONFIG" --from "$1" --to "$2" \
+      --users "$3" --directory "$(directory "$1")" ${services:+--services "$services"} >&2
   done
 }
 device_run() { # device_run STAGE REGION [flags]: RUNS runs of the procedure, a fresh phone each
