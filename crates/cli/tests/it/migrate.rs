@@ -313,6 +313,129 @@ async fn a_migration_killed_at_random_points_resumes_and_ends_correct() {
     cloud.shutdown(Duration::from_secs(5)).await;
 }
 
+/// Issue 10: the same move between sites on separate hosts. `sovereign migrate --region` runs
+/// with only Mumbai's data directory and reaches Singapore, which keeps running (as does
+/// Mumbai), through the federation file; killed at random points and resumed, it ends with every
+/// user in Singapore exactly as they were and nothing left in Mumbai.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_to_a_running_site_killed_at_random_points_resumes_and_ends_correct() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let data = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    write_config(config.path());
+    let databases = test_databases();
+    let cloud = start(data.path(), config.path(), &databases).await;
+    let mumbai = cloud.region("in-mumbai").unwrap().url.clone();
+    let singapore = cloud.region("sg-singapore").unwrap().url.clone();
+    let tokens = populate(data.path(), &mumbai).await;
+    let client = client(data.path());
+    let mut before = Vec::new();
+    for token in &tokens {
+        let (status, export) = call(
+            &client,
+            reqwest::Method::GET,
+            format!("{mumbai}/v1/me/export"),
+            Some(token),
+            Value::Null,
+        )
+        .await;
+        assert_eq!(status, 200);
+        before.push(comparable(export));
+    }
+
+    let (root, config_dir) = (data.path().to_path_buf(), config.path().to_path_buf());
+    let migrate = {
+        let databases = databases.clone();
+        move || {
+            let mut command = sovereign();
+            command
+                .args(["migrate", "--region", "in-mumbai", "--from", "in-mumbai"])
+                .args(["--to", "sg-singapore", "--jurisdiction", "IN", "--data-dir"])
+                .arg(root.join("sites/in-mumbai"))
+                .arg("--federation")
+                .arg(root.join("federation.toml"))
+                .arg("--directory")
+                .arg(root.join("directory.sqlite"))
+                .arg("--config")
+                .arg(&config_dir)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            for (region, url) in &databases {
+                command.arg("--database").arg(format!("{region}={url}"));
+            }
+            command
+        }
+    };
+    let root = data.path().to_path_buf();
+    let report = tokio::task::spawn_blocking(move || kill_and_resume(&root, migrate))
+        .await
+        .unwrap();
+    println!("last run: {report}");
+
+    for (i, token) in tokens.iter().enumerate() {
+        let (status, export) = call(
+            &client,
+            reqwest::Method::GET,
+            format!("{singapore}/v1/me/export"),
+            Some(token),
+            Value::Null,
+        )
+        .await;
+        assert_eq!(status, 200, "user {i}");
+        assert_eq!(export["account"]["region"], "sg-singapore");
+        assert_eq!(
+            comparable(export),
+            before[i],
+            "user {i}'s data changed in the move"
+        );
+    }
+    for table in [
+        "users",
+        "messages",
+        "backup_items",
+        "sessions",
+        "consent_state",
+        "consent_events",
+    ] {
+        let n = count_rows(data.path(), &databases, "in-mumbai", table);
+        assert_eq!(n, 0, "{table} left in Mumbai");
+    }
+    cloud.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Bad uses of `migrate --region` are refused before anything is opened.
+#[test]
+fn migrate_on_a_sites_host_refuses_what_it_cannot_do() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("directory.sqlite"), b"").unwrap();
+    for (args, expected) in [
+        (
+            vec!["--region", "sg-singapore", "--from", "in-mumbai"],
+            "run it on in-mumbai's host with --region in-mumbai",
+        ),
+        (
+            vec!["--region", "in-mumbai", "--from", "in-mumbai"],
+            "federation.toml does not exist",
+        ),
+        (
+            vec!["--region", "IN MUMBAI", "--from", "in-mumbai"],
+            "--region",
+        ),
+    ] {
+        let out = sovereign()
+            .arg("migrate")
+            .args(&args)
+            .args(["--to", "sg-singapore", "--jurisdiction", "IN", "--data-dir"])
+            .arg(data.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
 /// Runs `migrate()` six times, killing it (SIGKILL) at pseudo-random moments, then once to the
 /// end; returns the last run's report. The seed is printed so that a failure can be replayed.
 fn kill_and_resume(data: &std::path::Path, migrate: impl Fn() -> Command) -> String {
