@@ -79,6 +79,11 @@ pub struct MigrateArgs {
     /// SOVEREIGN_DIRECTORY_PASSWORD. On etcd the migration journal lives there too.
     #[arg(long, value_name = "LOCATION")]
     directory: Option<String>,
+
+    /// The CA certificates (PEM) of the etcd members' TLS certificates, for a directory given
+    /// as etcds://HOST:PORT[,...]/PREFIX (etcd with --cert-file/--key-file).
+    #[arg(long, value_name = "FILE", requires = "directory")]
+    directory_ca: Option<PathBuf>,
 }
 
 pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
@@ -130,12 +135,19 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
             args.data_dir.display()
         );
     }
+    let directory_ca = match &args.directory_ca {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+        }
+        None => None,
+    };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let directory = Directory::at(
             args.directory.as_deref(),
             &args.data_dir.join("directory.sqlite"),
             std::env::var("SOVEREIGN_DIRECTORY_PASSWORD").ok(),
+            directory_ca,
             policies.regions.regions.iter().map(|r| r.id.clone()).collect(),
         )
         .await?;

@@ -46,10 +46,15 @@ pub struct ServeArgs {
 
     /// Where the directory (phone hash → user and home region) lives: the path of its SQLite
     /// file (default DIR/directory.sqlite), or for sites on several hosts etcd, as
-    /// etcd://[USER@]HOST:PORT[,HOST:PORT...]/PREFIX, the user's password in the environment
+    /// etcd://[USER@]HOST:PORT[,HOST:PORT...]/PREFIX (etcds:// over TLS), the user's password in the environment
     /// variable SOVEREIGN_DIRECTORY_PASSWORD.
     #[arg(long, value_name = "LOCATION")]
     directory: Option<String>,
+
+    /// The CA certificates (PEM) of the etcd members' TLS certificates, for a directory given
+    /// as etcds://HOST:PORT[,...]/PREFIX (etcd with --cert-file/--key-file).
+    #[arg(long, value_name = "FILE", requires = "directory")]
+    directory_ca: Option<PathBuf>,
 
     /// The site's TLS certificate chain (PEM), with --region and --tls-key, instead of the local
     /// CA's certificate.
@@ -150,6 +155,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     {
         anyhow::bail!("{flag} needs --region: it configures one site");
     }
+    let directory_ca = match &args.directory_ca {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+        }
+        None => None,
+    };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         // The directory: an SQLite file (default DIR/directory.sqlite, the one-machine
@@ -161,6 +172,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     Some(location),
                     &sovereign_cloud::sites::directory_path(&args.data_dir),
                     std::env::var("SOVEREIGN_DIRECTORY_PASSWORD").ok(),
+                    directory_ca,
                     policies
                         .regions
                         .regions

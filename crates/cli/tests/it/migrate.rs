@@ -726,7 +726,7 @@ async fn a_migration_runs_with_the_directory_and_journal_on_etcd() {
         .map(|id| RegionId::parse(id).unwrap())
         .collect();
     let sqlite = data.path().join("directory.sqlite");
-    let open_directory = || Directory::at(Some(&location), &sqlite, None, regions.clone());
+    let open_directory = || Directory::at(Some(&location), &sqlite, None, None, regions.clone());
     let start_on_etcd = |directory: Directory| {
         let mut policies = Policies::from_dir(config.path()).unwrap();
         policies.limits.signups_per_minute = 10_000;

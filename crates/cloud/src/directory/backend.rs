@@ -47,7 +47,8 @@ impl Directory {
     }
 
     /// The directory a site is given: `None` is the SQLite file `sqlite_path` (the embedded
-    /// default); `etcd://[USER@]HOST:PORT[,...]/PREFIX` is etcd, as `USER` with `password`;
+    /// default); `etcd://[USER@]HOST:PORT[,...]/PREFIX` is etcd, as `USER` with `password`
+    /// (`etcds://` over TLS, trusting `ca_pem`);
     /// any other location without a `scheme://` is the path of an SQLite file.
     ///
     /// # Errors
@@ -56,6 +57,7 @@ impl Directory {
         location: Option<&str>,
         sqlite_path: &Path,
         password: Option<String>,
+        ca_pem: Option<Vec<u8>>,
         regions: Vec<RegionId>,
     ) -> anyhow::Result<Directory> {
         use anyhow::Context;
@@ -68,10 +70,20 @@ impl Directory {
             }
         };
         let parsed = super::etcd::EtcdLocation::parse(location)?;
+        match (parsed.tls, ca_pem.is_some()) {
+            (true, false) => anyhow::bail!(
+                "{location}: an etcds:// directory needs the CA of its members' certificates (--directory-ca FILE)"
+            ),
+            (false, true) => anyhow::bail!(
+                "--directory-ca is for a directory reached over TLS: write the location as etcds://"
+            ),
+            _ => {}
+        }
         let shown = format!("{} at {}", parsed.prefix, parsed.endpoints.join(","));
         Directory::connect_etcd(EtcdOptions {
             location: parsed,
             password,
+            ca_pem,
             regions,
         })
         .await

@@ -68,11 +68,14 @@ pub const ETCD_CAS_ATTEMPTS_MAX: usize = 5;
 /// Endpoints one `etcd://` location may name.
 pub const ETCD_ENDPOINTS_MAX: usize = 16;
 
-/// Where the etcd directory is: `etcd://[USER@]HOST:PORT[,HOST:PORT...]/PREFIX`.
+/// Where the etcd directory is: `etcd://[USER@]HOST:PORT[,HOST:PORT...]/PREFIX`, or
+/// `etcds://...` for members that speak TLS (their CA is given separately).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdLocation {
-    /// `http://host:port` for each member.
+    /// `http://host:port` (`https://` with TLS) for each member.
     pub endpoints: Vec<String>,
+    /// Whether the members are reached over TLS (`etcds://`).
+    pub tls: bool,
     /// Key prefix, without a trailing slash, e.g. `/sovereign`.
     pub prefix: String,
     /// The etcd user to authenticate as (its password comes separately).
@@ -81,7 +84,9 @@ pub struct EtcdLocation {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LocationError {
-    #[error("{0:?} is not an etcd location (expected etcd://host:port[,host:port...]/prefix)")]
+    #[error(
+        "{0:?} is not an etcd location (expected etcd://host:port[,host:port...]/prefix, or etcds:// for TLS)"
+    )]
     NotEtcd(String),
     #[error("an etcd location names no member")]
     NoEndpoint,
@@ -99,9 +104,12 @@ impl EtcdLocation {
     /// # Errors
     /// When `text` is not an `etcd://` location with at least one `host:port` and a prefix.
     pub fn parse(text: &str) -> Result<EtcdLocation, LocationError> {
-        let rest = text
-            .strip_prefix("etcd://")
-            .ok_or_else(|| LocationError::NotEtcd(text.to_owned()))?;
+        let (tls, rest) = match (text.strip_prefix("etcds://"), text.strip_prefix("etcd://")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            (None, None) => return Err(LocationError::NotEtcd(text.to_owned())),
+        };
+        let scheme = if tls { "https" } else { "http" };
         let (authority, prefix) = rest.split_once('/').ok_or(LocationError::NoPrefix)?;
         let (user, hosts) = match authority.rsplit_once('@') {
             Some((user, hosts)) if !user.is_empty() => (Some(user.to_owned()), hosts),
@@ -129,13 +137,14 @@ impl EtcdLocation {
             if !port_ok {
                 return Err(LocationError::BadEndpoint(host.to_owned()));
             }
-            endpoints.push(format!("http://{host}"));
+            endpoints.push(format!("{scheme}://{host}"));
         }
         if endpoints.is_empty() {
             return Err(LocationError::NoEndpoint);
         }
         Ok(EtcdLocation {
             endpoints,
+            tls,
             prefix: format!("/{}", prefix.trim_start_matches('/')),
             user,
         })
@@ -147,6 +156,8 @@ pub struct EtcdOptions {
     pub location: EtcdLocation,
     /// The password of `location.user`.
     pub password: Option<String>,
+    /// The CA certificates (PEM) the members' TLS certificates must chain to, for `etcds://`.
+    pub ca_pem: Option<Vec<u8>>,
     /// Every configured region: a claim checks that no region holds the number yet.
     pub regions: Vec<RegionId>,
 }
@@ -403,6 +414,7 @@ impl EtcdDirectory {
         let EtcdOptions {
             location,
             password,
+            ca_pem,
             regions,
         } = options;
         let mut connect = ConnectOptions::new()
@@ -416,6 +428,24 @@ impl EtcdDirectory {
             .with_require_leader(true);
         if let Some(user) = &location.user {
             connect = connect.with_user(user.clone(), password.unwrap_or_default());
+        }
+        match (location.tls, ca_pem) {
+            (true, Some(pem)) => {
+                let tls = etcd_client::TlsOptions::new()
+                    .ca_certificate(etcd_client::Certificate::from_pem(pem));
+                connect = connect.with_tls(tls);
+            }
+            (true, None) => {
+                return Err(StoreError::DirectoryUnavailable(
+                    "an etcds:// directory needs the CA of its members' certificates".to_owned(),
+                ));
+            }
+            (false, Some(_)) => {
+                return Err(StoreError::DirectoryUnavailable(
+                    "a CA for the directory's members was given, but the location is etcd:// (plain); use etcds://".to_owned(),
+                ));
+            }
+            (false, None) => {}
         }
         let client = Client::connect(&location.endpoints, Some(connect))
             .await
@@ -1093,6 +1123,11 @@ mod tests {
         assert_eq!(location.endpoints, ["http://a:2379", "http://b:2380"]);
         assert_eq!(location.prefix, "/sovereign/prod");
         assert_eq!(location.user.as_deref(), Some("dir"));
+        assert!(!location.tls);
+        let tls = EtcdLocation::parse("etcds://10.0.0.1:2379/s").unwrap();
+        assert_eq!(tls.endpoints, ["https://10.0.0.1:2379"]);
+        assert!(tls.tls);
+        assert!(EtcdLocation::parse("etcdss://a:1/p").is_err());
         assert_eq!(
             EtcdLocation::parse("postgres://x/y"),
             Err(LocationError::NotEtcd("postgres://x/y".into()))

@@ -140,7 +140,7 @@ async fn prepare(State(state): State<AppState>, request: Request) -> Result<Json
     if body.blob_paths.len() > MOVE_BLOB_PATHS_MAX {
         return Err(ApiError::invalid(
             "blob_paths",
-            &format!("at most {MOVE_BLOB_PATHS_MAX}"),
+            format!("at most {MOVE_BLOB_PATHS_MAX}"),
         ));
     }
     from_holder(&state, &from, &body.user_id, body.scope).await?;

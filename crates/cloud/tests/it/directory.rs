@@ -41,6 +41,7 @@ async fn connect(
     Directory::connect_etcd(EtcdOptions {
         location,
         password: user.map(|u| u.1.to_owned()),
+        ca_pem: None,
         regions: all_regions(),
     })
     .await
@@ -312,6 +313,55 @@ async fn the_directory_answers_alike_on_etcd_and_other_sites_follow_by_watch() {
     let dump = cluster.ctl(&["get", "--prefix", "/t/"]);
     assert!(dump.contains(&sovereign_crypto::hex(&[2u8; 32])));
     assert!(!dump.contains("+91"));
+}
+
+/// Sites on several hosts reach etcd across the WAN: `etcds://` speaks TLS to the members and
+/// trusts only the CA given for them; a plain location, another CA, or no CA is refused.
+#[tokio::test]
+async fn the_directory_on_etcd_over_tls_trusts_only_the_given_ca() {
+    let (cluster, ca_pem) = EtcdCluster::start_tls();
+    let location = cluster.location(None, "tls");
+    assert!(location.starts_with("etcds://"), "{location}");
+    let nowhere = std::path::Path::new("/nonexistent/directory.sqlite");
+    let open = |location: String, ca: Option<Vec<u8>>| async move {
+        Directory::at(Some(&location), nowhere, None, ca, all_regions()).await
+    };
+    let site = open(location.clone(), Some(ca_pem.clone().into_bytes()))
+        .await
+        .unwrap();
+    exercise(&site).await;
+    assert!(site.status().unwrap().connected);
+    let keys = cluster.ctl(&["get", "--prefix", "--keys-only", "/tls/dir/"]);
+    assert!(keys.contains("/tls/dir/in-mumbai/"), "{keys}");
+
+    let Err(no_ca) = open(location.clone(), None).await else {
+        panic!("etcds:// without a CA was accepted")
+    };
+    assert!(format!("{no_ca:#}").contains("--directory-ca"), "{no_ca:#}");
+    let Err(plain_with_ca) = open(
+        location.replacen("etcds://", "etcd://", 1),
+        Some(ca_pem.into_bytes()),
+    )
+    .await
+    else {
+        panic!("a CA with a plain etcd:// location was accepted")
+    };
+    assert!(
+        format!("{plain_with_ca:#}").contains("etcds://"),
+        "{plain_with_ca:#}"
+    );
+    let (other_ca, _) = sovereign_crypto::LocalCa::generate("another CA").unwrap();
+    let wrong = open(
+        location.clone(),
+        Some(other_ca.cert_pem().as_bytes().to_vec()),
+    )
+    .await;
+    assert!(
+        wrong.is_err(),
+        "a member with a certificate of another CA was trusted"
+    );
+    let plain = open(location.replacen("etcds://", "etcd://", 1), None).await;
+    assert!(plain.is_err(), "plain gRPC to a TLS member worked");
 }
 
 #[tokio::test]

@@ -26,6 +26,8 @@ pub struct EtcdCluster {
     dir: PathBuf,
     /// Whether auth is on (then etcdctl runs as root).
     auth: bool,
+    /// With TLS on the client port: the CA file etcdctl trusts.
+    ca_file: Option<PathBuf>,
 }
 
 fn free_port() -> u16 {
@@ -47,15 +49,51 @@ fn require_etcd() {
 
 impl EtcdCluster {
     /// Starts three members and waits until every one is healthy.
+    pub fn start() -> EtcdCluster {
+        EtcdCluster::start_with(None)
+    }
+
+    /// Starts three members that speak TLS to clients with a certificate for 127.0.0.1 issued
+    /// by a fresh CA (peers still talk plain among themselves on loopback). Returns the CA's
+    /// PEM.
+    pub fn start_tls() -> (EtcdCluster, String) {
+        let (ca, _) = sovereign_crypto::LocalCa::generate("etcd test CA").unwrap();
+        let cert = ca.issue_server_cert(&["127.0.0.1"]).unwrap();
+        (
+            EtcdCluster::start_with(Some((ca.cert_pem().to_owned(), cert))),
+            ca.cert_pem().to_owned(),
+        )
+    }
+
     // The watchdog is never waited for on purpose: it must outlive this process.
     #[allow(clippy::zombie_processes)]
-    pub fn start() -> EtcdCluster {
+    fn start_with(tls: Option<(String, sovereign_crypto::IssuedCertificate)>) -> EtcdCluster {
         require_etcd();
         let dir = tempfile::Builder::new()
             .prefix("sovereign-etcd-")
             .tempdir()
             .unwrap()
             .keep();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut ca_file = None;
+        let mut tls_args = Vec::new();
+        if let Some((ca_pem, cert)) = &tls {
+            let (ca, cert_file, key_file) = (
+                dir.join("ca.pem"),
+                dir.join("server.pem"),
+                dir.join("server.key"),
+            );
+            std::fs::write(&ca, ca_pem).unwrap();
+            std::fs::write(&cert_file, &cert.cert_pem).unwrap();
+            std::fs::write(&key_file, &cert.key_pem).unwrap();
+            tls_args = vec![
+                "--cert-file".to_owned(),
+                cert_file.display().to_string(),
+                "--key-file".to_owned(),
+                key_file.display().to_string(),
+            ];
+            ca_file = Some(ca);
+        }
         let names = ["m0", "m1", "m2"];
         let ports: Vec<(u16, u16)> = names.iter().map(|_| (free_port(), free_port())).collect();
         let initial: Vec<String> = names
@@ -67,7 +105,7 @@ impl EtcdCluster {
         let token = format!("sovereign-test-{}", uuid::Uuid::new_v4().simple());
         let mut members = Vec::new();
         for (name, (client, peer)) in names.iter().zip(&ports) {
-            let client_url = format!("http://127.0.0.1:{client}");
+            let client_url = format!("{scheme}://127.0.0.1:{client}");
             let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
             let child = Command::new(ETCD_BIN)
                 .args(["--name", name])
@@ -84,6 +122,7 @@ impl EtcdCluster {
                 .args(["--initial-cluster-state", "new"])
                 .args(["--initial-cluster-token", &token])
                 .args(["--logger", "zap"])
+                .args(&tls_args)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
@@ -117,6 +156,7 @@ impl EtcdCluster {
             members,
             dir,
             auth: false,
+            ca_file,
         };
         cluster.wait_healthy();
         cluster
@@ -127,10 +167,19 @@ impl EtcdCluster {
         let hosts: Vec<&str> = self
             .members
             .iter()
-            .map(|m| m.client_url.trim_start_matches("http://"))
+            .map(|m| {
+                m.client_url
+                    .trim_start_matches("http://")
+                    .trim_start_matches("https://")
+            })
             .collect();
         let user = user.map(|u| format!("{u}@")).unwrap_or_default();
-        format!("etcd://{user}{}/{prefix}", hosts.join(","))
+        let scheme = if self.ca_file.is_some() {
+            "etcds"
+        } else {
+            "etcd"
+        };
+        format!("{scheme}://{user}{}/{prefix}", hosts.join(","))
     }
 
     fn wait_healthy(&self) {
@@ -169,6 +218,9 @@ impl EtcdCluster {
             .arg("--command-timeout=5s");
         if self.auth {
             command.arg(format!("--user=root:{ROOT_PASSWORD}"));
+        }
+        if let Some(ca) = &self.ca_file {
+            command.arg(format!("--cacert={}", ca.display()));
         }
         command.args(args).stdin(Stdio::null()).output()
     }
