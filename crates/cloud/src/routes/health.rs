@@ -16,10 +16,24 @@ pub fn router() -> Router<AppState> {
         .route("/v1/openapi.json", get(openapi))
 }
 
-/// Answers when the region's server is up.
-#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "{\"status\": \"ok\", \"region\": ...}")))]
+/// Answers when the region's server is up, with the state of its copy of the directory: on
+/// etcd, whether it follows etcd (`following`) and the revision it reflects. A site whose copy
+/// is stale stays up (it serves its signed-in users), so this is still `200`.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "{\"status\": \"ok\", \"region\": ..., \"directory\": {\"backend\", \"following\", \"revision\"}}")))]
 pub async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok", "region": state.region.id.as_str() }))
+    let directory = match state.directory.status() {
+        None => serde_json::json!({ "backend": "sqlite", "following": true }),
+        Some(status) => serde_json::json!({
+            "backend": "etcd",
+            "following": status.connected,
+            "revision": status.revision,
+        }),
+    };
+    Json(serde_json::json!({
+        "status": "ok",
+        "region": state.region.id.as_str(),
+        "directory": directory,
+    }))
 }
 
 /// Prometheus text exposition.

@@ -471,11 +471,31 @@ async fn without_etcd_a_site_serves_its_signed_in_users_and_refuses_the_rest_wit
         .call("in-mumbai", Method::GET, "/v1/me", Some(&token), None)
         .await;
     assert_eq!(before.status, StatusCode::OK, "{:?}", before.body);
+    let health = cloud
+        .call("in-mumbai", Method::GET, "/healthz", None, None)
+        .await;
+    assert_eq!(
+        health.body["directory"]["backend"], "etcd",
+        "{:?}",
+        health.body
+    );
+    assert_eq!(health.body["directory"]["following"], true);
 
     cluster.kill_all();
     assert!(
         eventually(|| async { !directory.status().unwrap().connected }).await,
         "the cache never noticed that etcd is gone"
+    );
+    // The operator on call sees it; the site stays up (it still serves its users).
+    let health = cloud
+        .call("in-mumbai", Method::GET, "/healthz", None, None)
+        .await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.body["status"], "ok");
+    assert_eq!(
+        health.body["directory"]["following"], false,
+        "{:?}",
+        health.body
     );
     // The signed-in user's own account is served from the region and the cached directory.
     let me = cloud
