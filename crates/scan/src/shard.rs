@@ -77,7 +77,7 @@ enum Work {
         src: IpAddr,
         dst: IpAddr,
         protocol: u8,
-        bytes: Range<usize>,
+        bytes: Bytes,
         dns_hint: Option<Option<String>>,
     },
     Evict {
@@ -87,23 +87,61 @@ enum Work {
     Secrets {
         frame: u64,
         kind: u32,
-        bytes: Range<usize>,
+        bytes: Bytes,
     },
 }
 
+/// Where a payload of a batch is.
+enum Bytes {
+    /// In the read buffer the batch holds: most payloads, not copied.
+    Shared(Range<usize>),
+    /// In the batch's own bytes: what the reader put together itself (a reassembled IP
+    /// datagram).
+    Owned(Range<usize>),
+}
+
 struct Batch {
-    data: Vec<u8>,
+    /// The read buffer the `Shared` payloads are in; a batch holds payloads of one buffer.
+    shared: Option<capture::SharedBuffer>,
+    /// Bytes of `Shared` payloads, towards [`BATCH_BYTES_MAX`].
+    shared_bytes: usize,
+    owned: Vec<u8>,
     work: Vec<Work>,
 }
 
 impl Batch {
-    /// Room for a full batch from the start: growing by doubling copied every payload again.
     fn new() -> Self {
         Batch {
-            data: Vec::with_capacity(BATCH_BYTES_MAX + (1 << 16)),
+            shared: None,
+            shared_bytes: 0,
+            owned: Vec::new(),
             work: Vec::with_capacity(BATCH_ITEMS_MAX),
         }
     }
+
+    fn bytes(&self, bytes: Range<usize>, shared: bool) -> &[u8] {
+        let data = if shared {
+            self.shared.as_deref().map_or(&[][..], Vec::as_slice)
+        } else {
+            self.owned.as_slice()
+        };
+        data.get(bytes).unwrap_or_default()
+    }
+
+    fn get(&self, bytes: &Bytes) -> &[u8] {
+        match bytes {
+            Bytes::Shared(range) => self.bytes(range.clone(), true),
+            Bytes::Owned(range) => self.bytes(range.clone(), false),
+        }
+    }
+}
+
+/// Where `part` lies in `whole`, if it is a slice of it.
+fn range_in(whole: &[u8], part: &[u8]) -> Option<Range<usize>> {
+    // Addresses compared, not dereferenced.
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (end <= whole.len()).then_some(start..end)
 }
 
 /// The reader's picture of one open TCP flow.
@@ -123,10 +161,11 @@ struct Outbox {
 }
 
 impl Outbox {
-    fn push(&mut self, work: Work, bytes: &[u8]) -> Result<(), ()> {
-        self.batch.data.extend_from_slice(bytes);
+    fn push(&mut self, work: Work) -> Result<(), ()> {
         self.batch.work.push(work);
-        if self.batch.data.len() >= BATCH_BYTES_MAX || self.batch.work.len() >= BATCH_ITEMS_MAX {
+        if self.batch.shared_bytes + self.batch.owned.len() >= BATCH_BYTES_MAX
+            || self.batch.work.len() >= BATCH_ITEMS_MAX
+        {
             self.flush()?;
         }
         Ok(())
@@ -142,10 +181,38 @@ impl Outbox {
         self.send.send(full).map_err(|_| ())
     }
 
-    /// Appends `work` whose payload is `bytes`, the range filled in here.
-    fn payload(&mut self, make: impl FnOnce(Range<usize>) -> Work, bytes: &[u8]) {
-        let at = self.batch.data.len();
-        let _ = self.push(make(at..at + bytes.len()), bytes);
+    /// Appends `work` whose payload is `bytes`, the place filled in here: a range of `shared`
+    /// when `bytes` lies in it, else a copy.
+    fn payload(
+        &mut self,
+        make: impl FnOnce(Bytes) -> Work,
+        bytes: &[u8],
+        shared: &capture::SharedBuffer,
+    ) {
+        let place = match range_in(shared, bytes) {
+            Some(range) => {
+                let same = self
+                    .batch
+                    .shared
+                    .as_ref()
+                    .is_some_and(|b| std::sync::Arc::ptr_eq(b, shared));
+                if !same {
+                    // A batch holds one read buffer: the one it has goes with it.
+                    if self.batch.shared.is_some() && self.flush().is_err() {
+                        return;
+                    }
+                    self.batch.shared = Some(shared.clone());
+                }
+                self.batch.shared_bytes += bytes.len();
+                Bytes::Shared(range)
+            }
+            None => {
+                let at = self.batch.owned.len();
+                self.batch.owned.extend_from_slice(bytes);
+                Bytes::Owned(at..at + bytes.len())
+            }
+        };
+        let _ = self.push(make(place));
     }
 }
 
@@ -158,6 +225,8 @@ fn dns_udp(a: u16, b: u16) -> bool {
 
 struct Dispatcher {
     outboxes: Vec<Outbox>,
+    /// The read buffer the frame being read is in.
+    shared: capture::SharedBuffer,
     open: HashMap<FlowKey, OpenFlow, rustc_hash::FxBuildHasher>,
     open_order: VecDeque<(FlowKey, u64)>,
     hasher: rustc_hash::FxBuildHasher,
@@ -270,6 +339,7 @@ impl Dispatcher {
                         dns_hint,
                     },
                     payload,
+                    &self.shared,
                 );
             }
         }
@@ -291,7 +361,7 @@ impl Dispatcher {
                         stamps.note(local.tally(), (0, frame, 0));
                     }
                     Some(shard) => {
-                        let _ = self.outboxes[shard].push(Work::Evict { frame, key }, &[]);
+                        let _ = self.outboxes[shard].push(Work::Evict { frame, key });
                     }
                 }
             }
@@ -324,7 +394,8 @@ fn shard_main(
         session.buffered_bytes_share = Some(share);
         session.set_keys(&scanner.keys);
         for mut batch in inbox {
-            for work in batch.work.drain(..) {
+            let mut works = std::mem::take(&mut batch.work);
+            for work in works.drain(..) {
                 match work {
                     Work::Payload {
                         frame,
@@ -335,7 +406,7 @@ fn shard_main(
                         bytes,
                         dns_hint,
                     } => {
-                        let payload = batch.data.get(bytes).unwrap_or_default();
+                        let payload = batch.get(&bytes);
                         session
                             .shard_payload(frame, src, dst, protocol, payload, time_us, dns_hint);
                         stamps.note(session.tally(), (0, frame, 1));
@@ -351,7 +422,7 @@ fn shard_main(
                             session.tally().warnings.list.len(),
                             session.tally().warnings.dropped,
                         );
-                        session.secrets(kind, batch.data.get(bytes).unwrap_or_default());
+                        session.secrets(kind, batch.get(&bytes));
                         let warnings = &mut session.tally_mut().warnings;
                         warnings.list.truncate(before.0);
                         warnings.dropped = before.1;
@@ -359,7 +430,11 @@ fn shard_main(
                     }
                 }
             }
-            batch.data.clear();
+            batch.work = works;
+            batch.owned.clear();
+            batch.shared_bytes = 0;
+            // Handing the read buffer back: it is reused once no shard holds it.
+            batch.shared = None;
             // The reader may be gone already (the capture ended): then the batch is dropped.
             let _ = recycle.send(batch);
         }
@@ -418,6 +493,7 @@ pub(crate) fn scan_capture(
             open: HashMap::default(),
             open_order: VecDeque::new(),
             hasher: rustc_hash::FxBuildHasher,
+            shared: capture::SharedBuffer::default(),
         };
         let mut local_tally = Tally::default();
         let mut stamps = Stamps::default();
@@ -428,10 +504,13 @@ pub(crate) fn scan_capture(
             local.set_keys(&scanner.keys);
             let mut warnings = Vec::new();
             let mut next_update = progress_step_bytes;
-            let read = capture::read_items(
+            let read = capture::read_items_shared(
                 path,
                 file,
-                |item, done| {
+                |item, done, shared| {
+                    if !std::sync::Arc::ptr_eq(&dispatcher.shared, shared) {
+                        dispatcher.shared = shared.clone();
+                    }
                     match item {
                         capture::Item::Frame(frame) => {
                             local.frame_to(
@@ -457,7 +536,11 @@ pub(crate) fn scan_capture(
                             local.secrets(kind, data);
                             stamps.note(local.tally(), (0, frame, 2));
                             for outbox in &mut dispatcher.outboxes {
-                                outbox.payload(|bytes| Work::Secrets { frame, kind, bytes }, data);
+                                outbox.payload(
+                                    |bytes| Work::Secrets { frame, kind, bytes },
+                                    data,
+                                    shared,
+                                );
                             }
                         }
                     }

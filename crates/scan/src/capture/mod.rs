@@ -2,15 +2,18 @@
 
 pub mod har;
 
+use std::collections::VecDeque;
 use std::io::Read;
 use std::path::Path;
+use std::sync::Arc;
 
-use pcap_parser::{PcapBlockOwned, PcapError, pcapng::Block};
+use pcap_parser::nom;
+use pcap_parser::{LegacyPcapBlock, PcapBlockOwned, PcapError, pcap, pcapng, pcapng::Block};
 
 use crate::ScanError;
 use crate::network::packet::LinkType;
 
-/// Bytes the pcap reader buffers; it grows up to [`READ_BUFFER_BYTES_MAX`] for a larger block.
+/// Bytes of one read buffer; a larger block gets a larger one, up to [`READ_BUFFER_BYTES_MAX`].
 pub const READ_BUFFER_BYTES: usize = 1 << 20;
 /// Largest block we accept in a pcap or pcapng file (a frame plus its header).
 pub const READ_BUFFER_BYTES_MAX: usize = 64 << 20;
@@ -115,25 +118,153 @@ pub fn read_items(
     mut on_item: impl FnMut(Item<'_>, u64),
     warnings: &mut Vec<String>,
 ) -> Result<(), ScanError> {
+    read_items_shared(path, file, |item, done, _| on_item(item, done), warnings)
+}
+
+/// A read buffer that frames and secrets are borrowed from, shared with the threads that scan
+/// them (see `shard.rs`): a thread keeps it alive while it holds ranges into it.
+pub type SharedBuffer = Arc<Vec<u8>>;
+
+/// Most buffers [`read_items_shared`] keeps for reuse once nobody else holds them.
+const POOLED_READ_BUFFERS_MAX: usize = 64;
+
+/// Read buffers no longer read from here, reused once every other holder dropped them: a
+/// fresh megabyte per read costs page faults and zeroing again and again.
+#[derive(Default)]
+struct ReadBuffers {
+    retired: VecDeque<SharedBuffer>,
+}
+
+impl ReadBuffers {
+    /// A buffer of exactly `size` bytes (old contents, or zeros).
+    fn take(&mut self, size: usize) -> Vec<u8> {
+        let free = self
+            .retired
+            .iter()
+            .position(|b| b.len() == size && Arc::strong_count(b) == 1);
+        let mut buffer = free
+            .and_then(|i| self.retired.remove(i))
+            .and_then(|b| Arc::try_unwrap(b).ok())
+            .unwrap_or_default();
+        buffer.resize(size, 0);
+        buffer
+    }
+
+    fn retire(&mut self, buffer: SharedBuffer) {
+        if self.retired.len() >= POOLED_READ_BUFFERS_MAX {
+            self.retired.pop_front();
+        }
+        self.retired.push_back(buffer);
+    }
+}
+
+/// Fills `buffer[from..]` from `file` as far as it goes: the end of the filled part, which is
+/// short of the buffer's end only at the end of the file.
+fn fill(file: &mut impl Read, buffer: &mut [u8], mut from: usize) -> std::io::Result<usize> {
+    while from < buffer.len() {
+        match file.read(&mut buffer[from..]) {
+            Ok(0) => break,
+            Ok(n) => from += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(from)
+}
+
+/// How the blocks of the file are parsed, from its header.
+enum Blocks {
+    Legacy(fn(&[u8]) -> nom::IResult<&[u8], LegacyPcapBlock<'_>, PcapError<&[u8]>>),
+    Ng { big_endian: bool },
+}
+
+/// As [`read_items`], and also hands over the buffer each item is borrowed from, so that a
+/// caller can keep ranges of it instead of copying them. The file is read in buffers of
+/// [`READ_BUFFER_BYTES`] (larger, up to [`READ_BUFFER_BYTES_MAX`], for a larger block); a block
+/// cut by the end of a buffer is copied to the start of the next.
+///
+/// # Errors
+/// As [`read_frames`].
+pub fn read_items_shared(
+    path: &Path,
+    mut file: impl Read + Send,
+    mut on_item: impl FnMut(Item<'_>, u64, &SharedBuffer),
+    warnings: &mut Vec<String>,
+) -> Result<(), ScanError> {
     let fail = |message: String| ScanError::Capture {
         path: path.to_owned(),
         message,
     };
-    let mut reader =
-        pcap_parser::create_reader(READ_BUFFER_BYTES, file).map_err(|e| fail(describe(&e)))?;
-    let mut buffer_bytes = READ_BUFFER_BYTES;
+    let read_error = |e: std::io::Error| fail(format!("read error: {e}"));
+    let mut buffers = ReadBuffers::default();
+    let mut first = buffers.take(READ_BUFFER_BYTES);
+    let mut filled = fill(&mut file, &mut first, 0).map_err(read_error)?;
+    let mut eof = filled < first.len();
+    let mut buffer: SharedBuffer = Arc::new(first);
+    if filled == 0 {
+        return Err(fail(describe(&PcapError::<&[u8]>::Eof)));
+    }
+    // The file's offset of `buffer[0]`, and where the next block starts in `buffer`.
+    let mut base: u64 = 0;
+    let mut pos = 0;
     let mut legacy_link = LinkType::ETHERNET;
     let mut legacy_nanos = false;
+    let mut blocks = if pcapng::parse_sectionheaderblock(&buffer[..filled]).is_ok() {
+        Blocks::Ng { big_endian: false }
+    } else {
+        match pcap::parse_pcap_header(&buffer[..filled]) {
+            Ok((rest, header)) => {
+                legacy_link = LinkType(u32::try_from(header.network.0).unwrap_or(u32::MAX));
+                legacy_nanos = header.is_nanosecond_precision();
+                pos = filled - rest.len();
+                Blocks::Legacy(if header.is_modified_format() {
+                    pcap::parse_pcap_frame_modified
+                } else if header.is_bigendian() {
+                    pcap::parse_pcap_frame_be
+                } else {
+                    pcap::parse_pcap_frame
+                })
+            }
+            Err(nom::Err::Incomplete(needed)) => {
+                let n = match needed {
+                    nom::Needed::Size(n) => n.get(),
+                    nom::Needed::Unknown => 0,
+                };
+                return Err(fail(describe(&PcapError::<&[u8]>::Incomplete(n))));
+            }
+            Err(_) => return Err(fail(describe(&PcapError::<&[u8]>::HeaderNotRecognized))),
+        }
+    };
     let mut interfaces: Vec<Interface> = Vec::new();
     loop {
-        let consumed = reader.consumed() as u64;
-        match reader.next() {
-            Ok((length, block)) => {
-                match block {
-                    PcapBlockOwned::LegacyHeader(header) => {
-                        legacy_link = LinkType(u32::try_from(header.network.0).unwrap_or(u32::MAX));
-                        legacy_nanos = header.is_nanosecond_precision();
+        let data = &buffer[pos..filled];
+        if data.is_empty() && eof {
+            return Ok(());
+        }
+        let consumed = base + pos as u64;
+        let parsed = match &mut blocks {
+            Blocks::Legacy(parse) => {
+                parse(data).map(|(rest, b)| (data.len() - rest.len(), PcapBlockOwned::from(b)))
+            }
+            Blocks::Ng { big_endian } => {
+                let parse = if *big_endian {
+                    pcapng::parse_block_be
+                } else {
+                    pcapng::parse_block_le
+                };
+                parse(data).map(|(rest, b)| {
+                    if let Block::SectionHeader(shb) = &b {
+                        *big_endian = shb.big_endian();
                     }
+                    (data.len() - rest.len(), PcapBlockOwned::from(b))
+                })
+            }
+        };
+        let needed = match parsed {
+            Ok((length, block)) => {
+                let done = consumed + length as u64;
+                match block {
+                    PcapBlockOwned::LegacyHeader(_) => {}
                     PcapBlockOwned::Legacy(packet) => {
                         let fraction = i64::from(packet.ts_usec);
                         let micros = if legacy_nanos {
@@ -145,14 +276,12 @@ pub fn read_items(
                             .data
                             .get(..packet.caplen as usize)
                             .unwrap_or(packet.data);
-                        on_item(
-                            Item::Frame(Frame {
-                                link: legacy_link,
-                                time_us: i64::from(packet.ts_sec) * 1_000_000 + micros,
-                                data,
-                            }),
-                            consumed + length as u64,
-                        );
+                        let frame = Frame {
+                            link: legacy_link,
+                            time_us: i64::from(packet.ts_sec) * 1_000_000 + micros,
+                            data,
+                        };
+                        on_item(Item::Frame(frame), done, &buffer);
                     }
                     PcapBlockOwned::NG(Block::SectionHeader(_)) => interfaces.clear(),
                     PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
@@ -182,86 +311,82 @@ pub fn read_items(
                                 .saturating_mul(1_000_000)
                                 .saturating_add(micros as i64);
                             let data = epb.data.get(..epb.caplen as usize).unwrap_or(epb.data);
-                            on_item(
-                                Item::Frame(Frame {
-                                    link: interface.link,
-                                    time_us,
-                                    data,
-                                }),
-                                consumed + length as u64,
-                            );
+                            let frame = Frame {
+                                link: interface.link,
+                                time_us,
+                                data,
+                            };
+                            on_item(Item::Frame(frame), done, &buffer);
                         }
                     }
                     PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
                         if let Some(interface) = interfaces.first() {
                             let data = spb.data.get(..spb.origlen as usize).unwrap_or(spb.data);
-                            on_item(
-                                Item::Frame(Frame {
-                                    link: interface.link,
-                                    time_us: 0,
-                                    data,
-                                }),
-                                consumed + length as u64,
-                            );
+                            let frame = Frame {
+                                link: interface.link,
+                                time_us: 0,
+                                data,
+                            };
+                            on_item(Item::Frame(frame), done, &buffer);
                         }
                     }
                     PcapBlockOwned::NG(Block::DecryptionSecrets(dsb)) => {
                         let len = usize::try_from(dsb.secrets_len).unwrap_or(usize::MAX);
                         let data = dsb.data.get(..len).unwrap_or(dsb.data);
-                        on_item(
-                            Item::Secrets {
-                                kind: dsb.secrets_type.0,
-                                data,
-                            },
-                            consumed + length as u64,
-                        );
+                        let item = Item::Secrets {
+                            kind: dsb.secrets_type.0,
+                            data,
+                        };
+                        on_item(item, done, &buffer);
                     }
                     PcapBlockOwned::NG(_) => {}
                 }
-                // `consume` would move the unread rest of the buffer to its start every time
-                // half of it is read, copying most of the file a second time; `refill` shifts
-                // anyway, and only a few bytes are left unread when it is called.
-                reader.consume_noshift(length);
+                // A parser that took nothing would loop forever; none does.
+                pos += length.max(1);
+                continue;
             }
-            Err(PcapError::Eof) => return Ok(()),
-            Err(PcapError::Incomplete(_)) => {
-                reader.refill().map_err(|e| fail(describe(&e)))?;
-            }
-            Err(PcapError::BufferTooSmall) => {
-                if buffer_bytes >= READ_BUFFER_BYTES_MAX {
+            Err(nom::Err::Incomplete(nom::Needed::Size(n))) => n.get(),
+            Err(nom::Err::Incomplete(nom::Needed::Unknown)) => 1,
+            Err(nom::Err::Error(e) | nom::Err::Failure(e)) => match e {
+                PcapError::Eof => return Ok(()),
+                PcapError::Incomplete(n) => n.max(1),
+                PcapError::UnexpectedEof => 0,
+                PcapError::ReadError => return Err(fail(format!("read error at byte {consumed}"))),
+                e => {
                     warnings.push(format!(
-                        "{}: a block at byte {consumed} is larger than {READ_BUFFER_BYTES_MAX} bytes; the rest of the capture is skipped",
-                        path.display()
+                        "{}: capture is malformed at byte {consumed} ({}); findings are from the packets before it",
+                        path.display(),
+                        describe(&e)
                     ));
                     return Ok(());
                 }
-                buffer_bytes *= 2;
-                if !reader.grow(buffer_bytes) {
-                    return Err(fail(format!(
-                        "cannot grow the read buffer to {buffer_bytes} bytes"
-                    )));
-                }
-                reader.refill().map_err(|e| fail(describe(&e)))?;
-            }
-            Err(PcapError::UnexpectedEof) => {
-                warnings.push(format!(
-                    "{}: capture ends inside a block at byte {consumed}; findings are from the packets before it",
-                    path.display()
-                ));
-                return Ok(());
-            }
-            Err(PcapError::ReadError) => {
-                return Err(fail(format!("read error at byte {consumed}")));
-            }
-            Err(e) => {
-                warnings.push(format!(
-                    "{}: capture is malformed at byte {consumed} ({}); findings are from the packets before it",
-                    path.display(),
-                    describe(&e)
-                ));
-                return Ok(());
-            }
+            },
+        };
+        if eof || needed == 0 {
+            warnings.push(format!(
+                "{}: capture ends inside a block at byte {consumed}; findings are from the packets before it",
+                path.display()
+            ));
+            return Ok(());
         }
+        // The block goes past the end of this buffer: it starts the next one.
+        let have = filled - pos;
+        let need = have.saturating_add(needed);
+        if need >= READ_BUFFER_BYTES_MAX {
+            warnings.push(format!(
+                "{}: a block at byte {consumed} is larger than {READ_BUFFER_BYTES_MAX} bytes; the rest of the capture is skipped",
+                path.display()
+            ));
+            return Ok(());
+        }
+        let size = need.next_power_of_two().clamp(READ_BUFFER_BYTES, READ_BUFFER_BYTES_MAX);
+        let mut next = buffers.take(size);
+        next[..have].copy_from_slice(&buffer[pos..filled]);
+        filled = fill(&mut file, &mut next, have).map_err(read_error)?;
+        eof = filled < next.len();
+        buffers.retire(std::mem::replace(&mut buffer, Arc::new(next)));
+        base += pos as u64;
+        pos = 0;
     }
 }
 
