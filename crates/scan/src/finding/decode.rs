@@ -56,16 +56,18 @@ impl<'m> Searcher<'m> {
     /// Searches `data` found under `layers` (e.g. `["http-body"]`); `offset` is where `data`
     /// starts in its stream.
     pub fn search(&mut self, data: &[u8], layers: &[&str], offset: usize, sink: &mut dyn Sink) {
-        let mut chain: Vec<String> = layers.iter().map(|s| (*s).to_owned()).collect();
+        // Borrowed: owned names only for a match (a phone's short flows searched many small
+        // buffers, each paying for a vector of strings).
+        let mut chain: Vec<&str> = layers.to_vec();
         self.search_at(data, &mut chain, 0, Some(offset), 0, sink);
     }
 
     /// `origin`: when `Some`, `data` is the outermost buffer and matches report their own
     /// offset plus it; when `None`, matches report `blob_offset`, where the blob started.
-    fn search_at(
+    fn search_at<'l>(
         &mut self,
         data: &[u8],
-        chain: &mut Vec<String>,
+        chain: &mut Vec<&'l str>,
         depth: usize,
         origin: Option<usize>,
         blob_offset: usize,
@@ -86,7 +88,7 @@ impl<'m> Searcher<'m> {
                     ));
                 }
                 if !decoded.is_empty() {
-                    chain.push(coding.to_owned());
+                    chain.push(coding);
                     let at = origin.unwrap_or(blob_offset);
                     self.search_at(&decoded, chain, depth + 1, None, at, sink);
                     chain.pop();
@@ -95,7 +97,7 @@ impl<'m> Searcher<'m> {
             }
             if has_json_escape(data) {
                 let unescaped = json_unescape(data);
-                chain.push("json".to_owned());
+                chain.push("json");
                 let at = origin.unwrap_or(blob_offset);
                 self.search_at(&unescaped, chain, depth + 1, None, at, sink);
                 chain.pop();
@@ -147,7 +149,7 @@ impl<'m> Searcher<'m> {
                 continue;
             }
             last = Some((target, m.end));
-            let mut full = chain.clone();
+            let mut full: Vec<String> = chain.iter().map(|s| (*s).to_owned()).collect();
             full.push(encoding.to_owned());
             sink.found(Found {
                 target,
@@ -181,7 +183,7 @@ impl<'m> Searcher<'m> {
                 let Some(decoded) = base64_decode(&data[start..end]) else {
                     continue;
                 };
-                chain.push("base64".to_owned());
+                chain.push("base64");
                 let at = origin.map_or(blob_offset, |o| o + start);
                 self.search_at(&decoded, chain, depth + 1, None, at, sink);
                 chain.pop();
@@ -200,7 +202,7 @@ impl<'m> Searcher<'m> {
                 if compression_magic(&decoded).is_none() {
                     continue;
                 }
-                chain.push("base64".to_owned());
+                chain.push("base64");
                 let at = origin.map_or(blob_offset, |o| o + start);
                 self.search_at(&decoded, chain, depth + 1, None, at, sink);
                 chain.pop();
@@ -210,7 +212,7 @@ impl<'m> Searcher<'m> {
     }
 }
 
-fn too_deep(what: &str, chain: &[String]) -> String {
+fn too_deep(what: &str, chain: &[&str]) -> String {
     format!(
         "{what} data under {} is nested deeper than {DECODE_DEPTH_MAX} layers; it is not decoded further",
         chain.join("/")

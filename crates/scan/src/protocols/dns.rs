@@ -49,7 +49,9 @@ pub fn parse(data: &[u8]) -> Option<DnsMessage> {
 /// label escaped, bytes that are not UTF-8 replaced) without formatting it a character at a time:
 /// every phone's connection starts with a lookup, so this is on the reader's path for each flow.
 fn name_text(name: &Name<'_>) -> String {
-    let mut text = String::new();
+    // Sized once: pushing label by label grew it several times per name.
+    let bytes = name.get_labels().iter().map(|l| l.len() + 1).sum();
+    let mut text = String::with_capacity(bytes);
     for (i, label) in name.get_labels().iter().enumerate() {
         if i > 0 {
             text.push('.');
