@@ -216,6 +216,19 @@ impl Outbox {
     }
 }
 
+/// Notes a FIN or RST of `segment`, sent by `sender`: whether the flow is over (the engine's
+/// rule: a reset, or a FIN each way).
+fn mark_closing(flow: &mut OpenFlow, segment: &packet::TcpSegment<'_>, sender: SocketAddr) -> bool {
+    if segment.flags & TCP_FIN != 0 {
+        if sender == flow.client {
+            flow.fin_to_server = true;
+        } else {
+            flow.fin_to_client = true;
+        }
+    }
+    segment.flags & TCP_RST != 0 || (flow.fin_to_server && flow.fin_to_client)
+}
+
 /// Whether DNS on these ports is scanned by the reader's session (the engine's own rules: UDP
 /// on 53, 5353, 5355; TCP to or from 53).
 fn dns_udp(a: u16, b: u16) -> bool {
@@ -263,7 +276,21 @@ impl Dispatcher {
                 );
                 let key = engine::flow_key(src_sock, dst_sock);
                 let mut dns_hint = None;
-                if !self.open.contains_key(&key) {
+                // One lookup for a frame of an open flow, the common case.
+                if let Some(flow) = self.open.get_mut(&key) {
+                    let shard = flow.shard;
+                    if mark_closing(flow, &s, src_sock) {
+                        self.forget(&key);
+                    }
+                    return self.send(
+                        local,
+                        stamps,
+                        (src, dst, protocol, payload, time_us),
+                        shard,
+                        None,
+                    );
+                }
+                {
                     if s.flags & TCP_RST != 0 && s.payload.is_empty() {
                         return;
                     }
@@ -287,19 +314,9 @@ impl Dispatcher {
                 }
                 // Invariant: inserted above when missing.
                 let flow = self.open.get_mut(&key).expect("open flow");
-                if s.flags & TCP_FIN != 0 {
-                    if src_sock == flow.client {
-                        flow.fin_to_server = true;
-                    } else {
-                        flow.fin_to_client = true;
-                    }
-                }
                 let shard = flow.shard;
-                if s.flags & TCP_RST != 0 || (flow.fin_to_server && flow.fin_to_client) {
-                    self.open.remove(&key);
-                    if self.open.is_empty() {
-                        self.open_order.clear();
-                    }
+                if mark_closing(flow, &s, src_sock) {
+                    self.forget(&key);
                 }
                 (shard, dns_hint)
             }
@@ -322,6 +339,33 @@ impl Dispatcher {
             }
             _ => return,
         };
+        self.send(
+            local,
+            stamps,
+            (src, dst, protocol, payload, time_us),
+            shard,
+            dns_hint,
+        );
+    }
+
+    /// A flow the reader no longer follows.
+    fn forget(&mut self, key: &FlowKey) {
+        self.open.remove(key);
+        if self.open.is_empty() {
+            self.open_order.clear();
+        }
+    }
+
+    /// Scans a payload here (`shard` `None`) or sends it to its shard.
+    fn send(
+        &mut self,
+        local: &mut Session<'_>,
+        stamps: &mut Stamps,
+        (src, dst, protocol, payload, time_us): (IpAddr, IpAddr, u8, &[u8], i64),
+        shard: Option<usize>,
+        dns_hint: Option<Option<String>>,
+    ) {
+        let frame = local.frame_number();
         match shard {
             None => {
                 local.transport(src, dst, protocol, payload, time_us);

@@ -379,7 +379,9 @@ pub fn read_items_shared(
             ));
             return Ok(());
         }
-        let size = need.next_power_of_two().clamp(READ_BUFFER_BYTES, READ_BUFFER_BYTES_MAX);
+        let size = need
+            .next_power_of_two()
+            .clamp(READ_BUFFER_BYTES, READ_BUFFER_BYTES_MAX);
         let mut next = buffers.take(size);
         next[..have].copy_from_slice(&buffer[pos..filled]);
         filled = fill(&mut file, &mut next, have).map_err(read_error)?;
