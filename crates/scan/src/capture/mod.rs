@@ -172,9 +172,12 @@ fn fill(file: &mut impl Read, buffer: &mut [u8], mut from: usize) -> std::io::Re
     Ok(from)
 }
 
+/// pcap-parser's parser of one legacy pcap record, of the file's byte order and format.
+type LegacyParse = fn(&[u8]) -> nom::IResult<&[u8], LegacyPcapBlock<'_>, PcapError<&[u8]>>;
+
 /// How the blocks of the file are parsed, from its header.
 enum Blocks {
-    Legacy(fn(&[u8]) -> nom::IResult<&[u8], LegacyPcapBlock<'_>, PcapError<&[u8]>>),
+    Legacy(LegacyParse),
     Ng { big_endian: bool },
 }
 

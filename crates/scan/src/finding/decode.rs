@@ -64,10 +64,10 @@ impl<'m> Searcher<'m> {
 
     /// `origin`: when `Some`, `data` is the outermost buffer and matches report their own
     /// offset plus it; when `None`, matches report `blob_offset`, where the blob started.
-    fn search_at<'l>(
+    fn search_at(
         &mut self,
         data: &[u8],
-        chain: &mut Vec<&'l str>,
+        chain: &mut Vec<&str>,
         depth: usize,
         origin: Option<usize>,
         blob_offset: usize,
