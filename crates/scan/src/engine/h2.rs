@@ -214,7 +214,8 @@ impl Session<'_> {
                 lines.extend_from_slice(&field.value);
                 lines.extend_from_slice(b"\r\n");
             }
-            self.search(&lines, &["h2", "header"], block.offset, place, timing);
+            // `http-header`, as for HTTP/1.1 and HTTP/3, so one request reads alike on each.
+            self.search(&lines, &["h2", "http-header"], block.offset, place, timing);
         }
     }
 

@@ -53,7 +53,7 @@ fn assert_has(report: &Report, kind: K, chain: &str, protocol: &str, stream: u32
 fn h2_inside_tls_curl_to_nghttpd_path_header_and_gzip_body() {
     let report = scan_fixture("h2-tls.pcap", Some("h2-tls.keys"));
     assert_has(&report, K::Imei, "tls > h2 > http-uri > plain", "h2", 1);
-    assert_has(&report, K::Imsi, "tls > h2 > header > plain", "h2", 1);
+    assert_has(&report, K::Imsi, "tls > h2 > http-header > plain", "h2", 1);
     assert_has(
         &report,
         K::Email,
@@ -82,7 +82,7 @@ fn h2_inside_tls_curl_to_nghttpd_path_header_and_gzip_body() {
 fn h2c_prior_knowledge_curl_to_nghttpd() {
     let report = scan_fixture("h2c-prior.pcap", None);
     assert_has(&report, K::Imei, "h2 > http-uri > plain", "h2c", 1);
-    assert_has(&report, K::Imsi, "h2 > header > plain", "h2c", 1);
+    assert_has(&report, K::Imsi, "h2 > http-header > plain", "h2c", 1);
     assert_has(
         &report,
         K::Email,
@@ -252,7 +252,7 @@ fn one_identifier_on_many_streams_is_one_finding() {
     assert_eq!(imsi.len(), 1, "{}", describe(&report));
     assert_eq!(imsi[0].count, 2);
     assert_eq!(imsi[0].stream, Some(1));
-    assert_eq!(imsi[0].chain, ["h2", "header", "plain"]);
+    assert_eq!(imsi[0].chain, ["h2", "http-header", "plain"]);
 }
 
 /// WebSocket over HTTP/2 extended CONNECT (RFC 8441) inside TLS: Python's h2 on both ends
