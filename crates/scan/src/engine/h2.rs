@@ -99,7 +99,11 @@ impl Session<'_> {
         timing: Timing<'_>,
     ) {
         let conn: &mut Connection = flow.h2.get_or_insert_with(Box::default);
-        let parsed = conn.read(to_server, data, base);
+        let parsed = if self.in_piece {
+            conn.read_more(to_server, data, base)
+        } else {
+            conn.read(to_server, data, base)
+        };
         let authorities: Vec<Option<String>> = parsed
             .streams
             .iter()
