@@ -309,3 +309,38 @@ fn websocket_over_h2_extended_connect_masked_fragmented_and_deflated() {
     );
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
 }
+
+/// proto3 packs repeated numbers: the IMEI among packed int64s (field 4) and as a packed
+/// fixed64 (field 5) is found, named by its field.
+#[test]
+fn packed_repeated_numbers_in_a_grpc_web_message_issue_11() {
+    let mut packed = Vec::new();
+    for v in [3u64, 356_938_035_643_809, 12] {
+        varint(v, &mut packed);
+    }
+    let mut msg = vec![0x22, packed.len() as u8];
+    msg.extend_from_slice(&packed);
+    let fixed = [1u64, 356_938_035_643_809].map(u64::to_le_bytes).concat();
+    msg.extend_from_slice(&[0x2a, fixed.len() as u8]);
+    msg.extend_from_slice(&fixed);
+    let mut body = vec![0, 0, 0, 0, msg.len() as u8];
+    body.extend_from_slice(&msg);
+    let request = post("api.example.cn", "application/grpc-web+proto", "", &body);
+    let report = scan(&exchange_pcap(SERVER_CN, &request, OK));
+    let mut chains: Vec<String> = report
+        .findings
+        .iter()
+        .filter(|f| f.identifier == K::Imei)
+        .map(|f| f.chain.join(" > "))
+        .collect();
+    chains.sort();
+    assert_eq!(
+        chains,
+        [
+            "http-body > grpc-web > protobuf > field 4 > plain",
+            "http-body > grpc-web > protobuf > field 5 > plain"
+        ],
+        "{:#?}",
+        rows(&report)
+    );
+}
