@@ -157,7 +157,7 @@ fn walk<'a>(fields: &[(u32, Raw<'a>)], path: &mut Vec<u32>, depth: usize, out: &
 /// and fixed32 when they are a whole number of elements. Without the schema the reading is
 /// not known, so each is searched; a wrong one only gives numbers no identifier matches.
 fn walk_packed<'a>(bytes: &'a [u8], path: &[u32], out: &mut Vec<Leaf<'a>>) {
-    let mut push = |value: Value<'a>, out: &mut Vec<Leaf<'a>>| {
+    let push = |value: Value<'a>, out: &mut Vec<Leaf<'a>>| {
         if out.len() >= PROTOBUF_FIELDS_MAX {
             return false;
         }

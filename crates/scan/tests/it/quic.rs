@@ -362,3 +362,74 @@ fn http2_and_http3_report_the_same_sightings_for_the_same_request_issue_11() {
         "{over_h3:?}"
     );
 }
+
+/// The server's Initial (its ServerHello, which gives the suite, and its connection ID) is
+/// captured after the client's first 1-RTT packets, as reordering on the path or a capture
+/// that merges two interfaces gives: those packets are kept until their keys are known, then
+/// opened.
+#[test]
+fn packets_before_their_keys_are_kept_and_opened_later_issue_11() {
+    let built =
+        quic_synth::connection(&quic_packet::V1, "edge.example.cn", 5, &[exchange()]).unwrap();
+    let mut datagrams = built.datagrams.clone();
+    let server_initial = datagrams.remove(1);
+    // After every client datagram of the request.
+    let at = datagrams
+        .iter()
+        .position(|(from_client, _)| !from_client)
+        .unwrap_or(datagrams.len());
+    datagrams.insert(at, server_initial);
+    let pcap = synth::pcap(&udp_packets("10.0.0.2:50000", "223.5.5.5:443", &datagrams));
+    let mut keys = KeyLog::default();
+    keys.add_text(&built.keylog, "made up").unwrap();
+    let report = scanner()
+        .with_keys(keys)
+        .scan_bytes("t.pcap", &pcap)
+        .unwrap();
+    assert!(
+        quic_flows(&report)[0].decrypted,
+        "{:?}",
+        quic_flows(&report)[0].note
+    );
+    assert_eq!(
+        chains(&report, K::Imei),
+        ["quic>h3>http-header>plain"],
+        "{}",
+        describe(&report)
+    );
+    assert_eq!(chains(&report, K::Imsi), ["quic>h3>http-body>json>plain"]);
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+}
+
+/// Past [`QUIC_EARLY_PACKETS_MAX`] packets waiting for their keys, later ones are counted and
+/// a warning says so; the connection is still listed.
+#[test]
+fn quic_early_packets_max_is_enforced_issue_11() {
+    use sovereign_scan::quic::conn::QUIC_EARLY_PACKETS_MAX;
+    let many: Vec<_> = (0..QUIC_EARLY_PACKETS_MAX + 2)
+        .map(|i| quic_synth::Exchange {
+            path: format!("/v1/{i}"),
+            ..exchange()
+        })
+        .collect();
+    let built = quic_synth::connection(&quic_packet::V1, "edge.example.cn", 6, &many).unwrap();
+    let mut datagrams = built.datagrams.clone();
+    let server_initial = datagrams.remove(1);
+    datagrams.push(server_initial);
+    let pcap = synth::pcap(&udp_packets("10.0.0.2:50000", "223.5.5.5:443", &datagrams));
+    let mut keys = KeyLog::default();
+    keys.add_text(&built.keylog, "made up").unwrap();
+    let report = scanner()
+        .with_keys(keys)
+        .scan_bytes("t.pcap", &pcap)
+        .unwrap();
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains(&format!("more than {QUIC_EARLY_PACKETS_MAX} packets"))),
+        "{:?}",
+        report.warnings
+    );
+    assert!(quic_flows(&report)[0].decrypted);
+}
