@@ -183,7 +183,7 @@ fn walk_packed<'a>(bytes: &'a [u8], path: &[u32], out: &mut Vec<Leaf<'a>>) {
             return;
         }
     }
-    if bytes.len() % 8 == 0 {
+    if bytes.len().is_multiple_of(8) {
         for chunk in bytes.chunks_exact(8) {
             let v = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
             if !push(Value::Fixed64(v), out) {
@@ -191,7 +191,7 @@ fn walk_packed<'a>(bytes: &'a [u8], path: &[u32], out: &mut Vec<Leaf<'a>>) {
             }
         }
     }
-    if bytes.len() % 4 == 0 {
+    if bytes.len().is_multiple_of(4) {
         for chunk in bytes.chunks_exact(4) {
             let v = u32::from_le_bytes(chunk.try_into().unwrap_or_default());
             if !push(Value::Fixed32(v), out) {
