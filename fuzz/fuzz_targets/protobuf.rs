@@ -7,7 +7,11 @@ use sovereign_scan::protocols::{grpc, protobuf};
 
 fuzz_target!(|data: &[u8]| {
     if let Some(leaves) = protobuf::leaves(data) {
-        assert!(leaves.iter().all(|l| l.path.len() <= protobuf::PROTOBUF_DEPTH_MAX));
+        assert!(
+            leaves
+                .iter()
+                .all(|l| l.path.len() <= protobuf::PROTOBUF_DEPTH_MAX)
+        );
         assert!(leaves.len() <= protobuf::PROTOBUF_FIELDS_MAX);
     }
     for frame in grpc::messages(data).0 {

@@ -29,6 +29,20 @@ fuzz_target!(|data: &[u8]| {
             assert!(message.offset < stream.len());
         }
     }
+    // As a flow scanned in pieces: the stream cut at every 7th byte but the last piece.
+    let mut direction = Direction::new(deflate);
+    let mut pieces = stream.chunks(7).peekable();
+    while let Some(piece) = pieces.next() {
+        let parsed = if pieces.peek().is_some() {
+            direction.parse_more(piece)
+        } else {
+            direction.parse(piece)
+        };
+        for message in &parsed.messages {
+            assert!(message.data.len() <= websocket::MESSAGE_BYTES_MAX);
+            assert!(message.offset <= piece.len());
+        }
+    }
     let _ = websocket::accepted_upgrade(stream, stream);
     let _ = websocket::Extensions::parse(&String::from_utf8_lossy(stream));
     for protocol in [packet::PROTO_IPIP, packet::PROTO_IPV6, packet::PROTO_GRE] {

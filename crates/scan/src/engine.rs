@@ -187,6 +187,9 @@ struct Flow {
     /// The client's bytes after a WebSocket upgrade request, held until the server's `101`
     /// says which extensions apply (the client's direction is scanned first).
     websocket_client: Option<Box<WebSocketPending>>,
+    /// After a WebSocket handshake: each direction's frame reader (client, server), kept
+    /// from one piece of a flow scanned in pieces to the next.
+    websocket: Option<Box<[Option<websocket::Direction>; 2]>>,
 }
 
 #[derive(Debug)]
@@ -196,6 +199,8 @@ struct WebSocketPending {
     base: usize,
     marks: Vec<Mark>,
     inside_tls: bool,
+    /// The request's `Sec-WebSocket-Extensions`.
+    offer: Option<String>,
 }
 
 impl Flow {
@@ -293,6 +298,9 @@ pub struct Session<'a> {
     /// In a shard: its share of [`crate::Limits::buffered_bytes_max`], so that all shards
     /// together hold no more than the bound.
     pub(crate) buffered_bytes_share: Option<usize>,
+    /// Set while a flow is scanned in pieces (not at its end): HTTP/2 and WebSocket readers
+    /// keep what a piece ends inside of for the next.
+    in_piece: bool,
 }
 
 /// Whether [`packet::parse_link`] reads this link type.
@@ -332,6 +340,7 @@ impl<'a> Session<'a> {
             dns_hint: None,
             buffered_bytes_share: None,
             dtls: HashMap::default(),
+            in_piece: false,
         }
     }
 
@@ -738,6 +747,7 @@ impl<'a> Session<'a> {
                 order: self.next_order,
                 tls: None,
                 websocket_client: None,
+                websocket: None,
                 h2: None,
             };
             self.flow_order.push_back((key, self.next_order));
@@ -810,7 +820,9 @@ impl<'a> Session<'a> {
                 self.label, self.limits.buffered_bytes_max, key.0, key.1
             ));
             if let Some(mut flow) = self.flows.remove(&key) {
+                self.in_piece = true;
                 self.scan_flow(&mut flow);
+                self.in_piece = false;
                 self.flows.insert(key, flow);
             }
         }
@@ -874,9 +886,29 @@ impl<'a> Session<'a> {
         self.scan_direction(flow, false, &client_runs, &client_marks);
         if let Some(pending) = flow.websocket_client.take() {
             // No `101` came back (or the capture missed it): read the frames as uncompressed.
+            // In a piece the `101` may still come: the client's frames are read from here on
+            // as its offer says (it sets RSV1 only once deflate was agreed; an inflater that
+            // keeps its window also reads messages compressed without context takeover).
             let inside_tls = std::mem::replace(&mut self.inside_tls, pending.inside_tls);
-            let ext = websocket::Extensions::default();
-            self.websocket(flow, true, &pending.data, pending.base, &pending.marks, ext);
+            let deflate = match &pending.offer {
+                Some(offer) if self.in_piece => {
+                    match websocket::Extensions::parse(offer).deflate_for(true) {
+                        websocket::Deflate::Off => websocket::Deflate::Off,
+                        websocket::Deflate::On { .. } => websocket::Deflate::On {
+                            no_context_takeover: false,
+                        },
+                    }
+                }
+                _ => websocket::Deflate::Off,
+            };
+            self.websocket(
+                flow,
+                true,
+                &pending.data,
+                pending.base,
+                &pending.marks,
+                deflate,
+            );
             self.inside_tls = inside_tls;
         }
         runs.into_iter().for_each(|r| self.buffers.give(r.data));
@@ -1039,6 +1071,15 @@ impl<'a> Session<'a> {
                 }
                 continue;
             }
+            if flow
+                .websocket
+                .as_ref()
+                .is_some_and(|w| w[usize::from(!to_server)].is_some())
+            {
+                let off = websocket::Deflate::Off;
+                self.websocket(flow, to_server, data, base, marks, off);
+                continue;
+            }
             if let Some(start) = self.h2_start(flow, to_server, run) {
                 self.h2_frames(flow, to_server, &data[start..], base + start, timing);
                 continue;
@@ -1082,13 +1123,15 @@ impl<'a> Session<'a> {
                         base: base + at,
                         marks: marks.to_vec(),
                         inside_tls: self.inside_tls,
+                        offer: websocket::header_value(message.head, "sec-websocket-extensions"),
                     }));
                     break;
                 }
                 if message.direction == Direction::Response
                     && let Some(ext) = websocket::accepted_upgrade(message.target, message.head)
                 {
-                    self.websocket(flow, false, &data[at..], base + at, marks, ext);
+                    let deflate = ext.deflate_for(false);
+                    self.websocket(flow, false, &data[at..], base + at, marks, deflate);
                     if let Some(pending) = flow.websocket_client.take() {
                         self.websocket(
                             flow,
@@ -1096,7 +1139,7 @@ impl<'a> Session<'a> {
                             &pending.data,
                             pending.base,
                             &pending.marks,
-                            ext,
+                            ext.deflate_for(true),
                         );
                     }
                     break;
@@ -1106,17 +1149,25 @@ impl<'a> Session<'a> {
     }
 
     /// Scans the WebSocket messages of one direction: `data` starts at stream offset `base`.
+    /// The direction's reader is made with `deflate` the first time, then kept for the next
+    /// piece of a flow scanned in pieces.
     fn websocket(
         &mut self,
-        flow: &Flow,
+        flow: &mut Flow,
         to_server: bool,
         data: &[u8],
         base: usize,
         marks: &[Mark],
-        ext: websocket::Extensions,
+        deflate: websocket::Deflate,
     ) {
-        let mut direction = websocket::Direction::new(ext.deflate_for(to_server));
-        let parsed = direction.parse(data);
+        let sides = flow.websocket.get_or_insert_with(Box::default);
+        let direction = sides[usize::from(!to_server)]
+            .get_or_insert_with(|| websocket::Direction::new(deflate));
+        let parsed = if self.in_piece {
+            direction.parse_more(data)
+        } else {
+            direction.parse(data)
+        };
         let (src, dst) = if to_server {
             (flow.client, flow.server)
         } else {

@@ -99,7 +99,11 @@ impl Session<'_> {
         timing: Timing<'_>,
     ) {
         let conn: &mut Connection = flow.h2.get_or_insert_with(Box::default);
-        let parsed = conn.read(to_server, data, base);
+        let parsed = if self.in_piece {
+            conn.read_more(to_server, data, base)
+        } else {
+            conn.read(to_server, data, base)
+        };
         let authorities: Vec<Option<String>> = parsed
             .streams
             .iter()
@@ -214,7 +218,8 @@ impl Session<'_> {
                 lines.extend_from_slice(&field.value);
                 lines.extend_from_slice(b"\r\n");
             }
-            self.search(&lines, &["h2", "header"], block.offset, place, timing);
+            // `http-header`, as for HTTP/1.1 and HTTP/3, so one request reads alike on each.
+            self.search(&lines, &["h2", "http-header"], block.offset, place, timing);
         }
     }
 

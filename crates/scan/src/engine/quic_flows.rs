@@ -211,8 +211,10 @@ impl Session<'_> {
         let mut place = self.quic_place(c, "http3", outbound, message.field(":authority"));
         // HTTP/3 stream ids are QUIC stream ids (62 bits); the report names streams as u32.
         place.stream = u32::try_from(id).ok();
+        // `:path` is searched once, as the URI below, as HTTP/2 and HTTP/1.1 do (their
+        // request line is not part of the header lines either).
         let mut head = Vec::new();
-        for (name, value) in &message.fields {
+        for (name, value) in message.fields.iter().filter(|(n, _)| n != b":path") {
             head.extend_from_slice(name);
             head.extend_from_slice(b": ");
             head.extend_from_slice(value);

@@ -3,7 +3,10 @@
 //! when it reads as text, a nested message when it parses as one, else raw bytes.
 //!
 //! Numbers become their decimal text so that an identifier sent as an integer field (an IMEI
-//! as `int64`) is found like one sent as a string.
+//! as `int64`) is found like one sent as a string. A length-delimited field that is neither
+//! text nor a message may be a packed repeated field (proto3's default for repeated
+//! scalars): its elements are leaves too, read as varints, fixed64 and fixed32 where the
+//! bytes allow.
 //!
 //! ```
 //! use sovereign_scan::protocols::protobuf::{leaves, Value};
@@ -29,7 +32,8 @@ pub enum Value<'a> {
     Fixed32(u32),
     /// A length-delimited field that reads as UTF-8 text.
     Text(&'a [u8]),
-    /// A length-delimited field that is neither text nor a message (packed numbers, bytes).
+    /// A length-delimited field that is neither text nor a message (bytes, or packed numbers:
+    /// their elements follow as leaves of the same field).
     Bytes(&'a [u8]),
 }
 
@@ -131,12 +135,69 @@ fn walk<'a>(fields: &[(u32, Raw<'a>)], path: &mut Vec<u32>, depth: usize, out: &
             },
         };
         if let Some(value) = value {
+            // Past the depth bound the bytes are a message not walked, not packed numbers.
+            let packed = match value {
+                Value::Bytes(bytes) if depth + 1 < PROTOBUF_DEPTH_MAX => Some(bytes),
+                _ => None,
+            };
             out.push(Leaf {
                 path: path.clone(),
                 value,
             });
+            if let Some(bytes) = packed {
+                walk_packed(bytes, path, out);
+            }
         }
         path.pop();
+    }
+}
+
+/// The elements of a packed repeated field (proto3 packs repeated scalars by default), as
+/// each reading the length allows: varints when the bytes are a whole run of them, fixed64
+/// and fixed32 when they are a whole number of elements. Without the schema the reading is
+/// not known, so each is searched; a wrong one only gives numbers no identifier matches.
+fn walk_packed<'a>(bytes: &'a [u8], path: &[u32], out: &mut Vec<Leaf<'a>>) {
+    let push = |value: Value<'a>, out: &mut Vec<Leaf<'a>>| {
+        if out.len() >= PROTOBUF_FIELDS_MAX {
+            return false;
+        }
+        out.push(Leaf {
+            path: path.to_vec(),
+            value,
+        });
+        true
+    };
+    let mut at = 0;
+    let mut numbers = Vec::new();
+    while at < bytes.len() {
+        match varint(bytes, &mut at) {
+            Some(v) => numbers.push(v),
+            None => {
+                numbers.clear();
+                break;
+            }
+        }
+    }
+    for v in numbers {
+        if !push(Value::Number(v), out) {
+            return;
+        }
+    }
+    if bytes.len().is_multiple_of(8) {
+        for chunk in bytes.chunks_exact(8) {
+            let v = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+            if !push(Value::Fixed64(v), out) {
+                return;
+            }
+        }
+    }
+    if bytes.len().is_multiple_of(4) {
+        for chunk in bytes.chunks_exact(4) {
+            let v = u32::from_le_bytes(chunk.try_into().unwrap_or_default());
+            if !push(Value::Fixed32(v), out) {
+                return;
+            }
+        }
     }
 }
 
@@ -214,6 +275,42 @@ mod tests {
                 ("field 7".into(), Value::Bytes(&[0x00, 0xff])),
             ]
         );
+    }
+
+    /// proto3 packs repeated numbers into one length-delimited field: each element is a leaf
+    /// of that field, read as varints, as fixed64 and as fixed32 where the length allows.
+    #[test]
+    fn packed_repeated_numbers_are_read() {
+        let mut varints = Vec::new();
+        encode_varint(356_938_035_643_809, &mut varints);
+        encode_varint(919_876_543_210, &mut varints);
+        let mut msg = vec![0x22, varints.len() as u8];
+        msg.extend_from_slice(&varints);
+        let mut fixed = 356_938_035_643_809u64.to_le_bytes().to_vec();
+        fixed.extend_from_slice(&7u64.to_le_bytes());
+        msg.extend_from_slice(&[0x2a, fixed.len() as u8]);
+        msg.extend_from_slice(&fixed);
+        let l = leaves(&msg).unwrap();
+        let has = |label: &str, value: Value<'_>| {
+            l.iter().any(|f| f.label() == label && f.value == value)
+        };
+        assert!(has("field 4", Value::Number(356_938_035_643_809)), "{l:?}");
+        assert!(has("field 4", Value::Number(919_876_543_210)), "{l:?}");
+        assert!(has("field 5", Value::Fixed64(356_938_035_643_809)), "{l:?}");
+        assert!(has("field 5", Value::Fixed64(7)), "{l:?}");
+        assert!(has("field 5", Value::Fixed32(7)), "{l:?}");
+        // The raw bytes are still a leaf (an identifier as text inside binary).
+        assert!(has("field 5", Value::Bytes(&fixed)), "{l:?}");
+        // Not a whole number of elements: no fixed reading; a cut varint: no varint one.
+        let l = leaves(&[0x2a, 3, 0x80, 0x80, 0x80]).unwrap();
+        assert_eq!(l.len(), 1, "{l:?}");
+        // The bound on leaves holds for packed elements too.
+        let mut many = vec![0x22];
+        let elements = vec![0x01u8; PROTOBUF_FIELDS_MAX + 5];
+        encode_varint(elements.len() as u64, &mut many);
+        many.extend_from_slice(&elements);
+        let l = leaves(&many).unwrap();
+        assert_eq!(l.len(), PROTOBUF_FIELDS_MAX);
     }
 
     #[test]

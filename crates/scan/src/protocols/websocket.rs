@@ -6,7 +6,9 @@
 //! handshake and the deflate settings the handshake negotiated ([`Extensions::parse`] reads the
 //! server's `Sec-WebSocket-Extensions`). Each direction is parsed on its own
 //! ([`Direction::parse`]): the client's frames are masked, the server's are not, and each sender
-//! has its own compression context.
+//! has its own compression context. A flow scanned in pieces gives each piece but the last to
+//! [`Direction::parse_more`], which keeps a frame cut at the end and a message still missing
+//! fragments for the next piece.
 //!
 //! ```
 //! use sovereign_scan::protocols::websocket::{Direction, Extensions};
@@ -28,6 +30,11 @@ pub const MESSAGE_BYTES_MAX: usize = 16 << 20;
 pub const FRAMES_MAX: usize = 1 << 20;
 /// Most fragments (continuation frames) one message may have.
 pub const FRAGMENTS_MAX: usize = 1 << 16;
+
+/// Most bytes of a frame cut at the end of one piece of a flow scanned in pieces
+/// ([`Direction::parse_more`]) kept to be completed by the next; the rest of a longer one is
+/// not scanned (a problem says so) and the frames after it are read.
+pub const FRAME_CARRY_BYTES_MAX: usize = 1 << 20;
 
 const _: () = assert!(FRAGMENTS_MAX <= FRAMES_MAX);
 
@@ -192,6 +199,17 @@ pub struct Direction {
     /// The inflater failed and context takeover is on: what follows cannot be inflated.
     inflater_broken: bool,
     frames: usize,
+    /// What [`Direction::parse_more`] left for the next piece.
+    carry: Option<Box<Carried>>,
+}
+
+/// A frame cut at the end of a piece, the message being joined, and how many bytes of a frame
+/// too long to carry the next piece starts with.
+#[derive(Default)]
+struct Carried {
+    frame: Vec<u8>,
+    pending: Option<Pending>,
+    skip: u64,
 }
 
 impl std::fmt::Debug for Direction {
@@ -254,6 +272,13 @@ fn frame(data: &[u8]) -> Option<Frame<'_>> {
     })
 }
 
+/// The whole length (header and payload) of the frame `bytes` starts with, once its header
+/// is there.
+fn frame_total(bytes: &[u8]) -> Option<usize> {
+    let f = frame(bytes)?;
+    usize::try_from(f.declared).ok()?.checked_add(f.header_len)
+}
+
 /// Appends `payload` unmasked to `out`, keeping `out` within [`MESSAGE_BYTES_MAX`]; the key
 /// position continues from `start` (a frame's payload bytes already unmasked).
 fn unmask_into(out: &mut Vec<u8>, payload: &[u8], mask: Option<[u8; 4]>) -> bool {
@@ -287,6 +312,7 @@ impl Direction {
             inflater: None,
             inflater_broken: false,
             frames: 0,
+            carry: None,
         }
     }
 
@@ -294,8 +320,97 @@ impl Direction {
     /// messages. A message whose last fragment is missing (the stream ends first) is returned
     /// as far as it goes. Never panics, whatever the bytes.
     pub fn parse(&mut self, data: &[u8]) -> Parsed {
+        self.read(data, false)
+    }
+
+    /// Parses one piece of a direction that more will follow: a frame cut at its end (up to
+    /// [`FRAME_CARRY_BYTES_MAX`]) and a message still missing fragments wait for the next
+    /// piece (given to `parse_more` again, or `parse` for the last). Offsets are in each
+    /// piece's bytes; what was carried over is at 0.
+    pub fn parse_more(&mut self, data: &[u8]) -> Parsed {
+        self.read(data, true)
+    }
+
+    fn read(&mut self, data: &[u8], more: bool) -> Parsed {
         let mut parsed = Parsed::default();
-        let mut pending: Option<Pending> = None;
+        let Carried {
+            frame: carried,
+            mut pending,
+            skip,
+        } = self.carry.take().map(|c| *c).unwrap_or_default();
+        if let Some(p) = pending.as_mut() {
+            p.offset = 0;
+        }
+        let mut at = usize::try_from(skip).unwrap_or(usize::MAX).min(data.len());
+        let skip = skip - at as u64;
+        if skip > 0 && !more {
+            parsed.problems.push(format!(
+                "the stream ends inside a websocket frame: its last {skip} bytes were not captured"
+            ));
+        }
+        if !carried.is_empty() {
+            // Complete the frame the last piece ended inside: header first, then payload.
+            let mut frame = carried;
+            loop {
+                let total = frame_total(&frame);
+                if total.is_some_and(|t| t > FRAME_CARRY_BYTES_MAX) {
+                    break;
+                }
+                let want = total.unwrap_or(frame.len() + 1);
+                let take = want.saturating_sub(frame.len()).min(data.len() - at);
+                if take == 0 {
+                    break;
+                }
+                frame.extend_from_slice(&data[at..at + take]);
+                at += take;
+            }
+            let total = frame_total(&frame);
+            let whole = total.is_some_and(|t| frame.len() >= t);
+            let too_long = total.is_some_and(|t| t > FRAME_CARRY_BYTES_MAX);
+            if more && !whole && !too_long {
+                self.carry = Some(Box::new(Carried {
+                    frame,
+                    pending,
+                    skip: 0,
+                }));
+                return parsed;
+            }
+            // A frame too long to carry: the part read is scanned, the rest skipped.
+            self.frames(&frame, 0, &mut pending, &mut parsed, too_long);
+            if let Some(c) = self.carry.as_mut() {
+                let n = usize::try_from(c.skip)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len() - at);
+                at += n;
+                c.skip -= n as u64;
+            }
+        }
+        if at < data.len() {
+            self.frames(&data[at..], at, &mut pending, &mut parsed, more);
+        }
+        if more {
+            let carry = self.carry.get_or_insert_with(Box::default);
+            carry.pending = pending;
+            carry.skip += skip;
+        } else {
+            self.carry = None;
+            if let Some(p) = pending.take() {
+                self.finish(p, &mut parsed);
+            }
+        }
+        parsed
+    }
+
+    /// Reads the frames of `data` (at `base` in the piece); with `more`, a frame cut at the
+    /// end is carried, or the rest of it skipped when it is too long to carry.
+    fn frames(
+        &mut self,
+        data: &[u8],
+        base: usize,
+        pending: &mut Option<Pending>,
+        parsed: &mut Parsed,
+        more: bool,
+    ) {
         let mut at = 0_usize;
         while at < data.len() {
             if self.frames >= FRAMES_MAX {
@@ -305,18 +420,37 @@ impl Direction {
                 break;
             }
             let Some(f) = frame(&data[at..]) else {
+                if more {
+                    self.carry_frame(&data[at..]);
+                    break;
+                }
                 parsed.problems.push(format!(
-                    "the stream ends inside a websocket frame header at byte {at}"
+                    "the stream ends inside a websocket frame header at byte {}",
+                    base + at
                 ));
                 break;
             };
-            self.frames += 1;
             let whole = f.payload.len() as u64 == f.declared;
-            let offset = at;
+            if more && !whole {
+                let total = f.declared.saturating_add(f.header_len as u64);
+                if total <= FRAME_CARRY_BYTES_MAX as u64 {
+                    self.carry_frame(&data[at..]);
+                    break;
+                }
+                let rest = f.declared - f.payload.len() as u64;
+                self.carry.get_or_insert_with(Box::default).skip = rest;
+                parsed.problems.push(format!(
+                    "a websocket frame of {} bytes at byte {} is cut between two pieces of a flow scanned in pieces, longer than {FRAME_CARRY_BYTES_MAX}: its last {rest} bytes are not scanned",
+                    f.declared,
+                    base + at
+                ));
+            }
+            self.frames += 1;
+            let offset = base + at;
             at += f.header_len + f.payload.len();
             if whole {
-                parsed.consumed = at;
-            } else {
+                parsed.consumed = base + at;
+            } else if !more {
                 parsed.problems.push(format!(
                     "the stream ends inside a websocket frame of {} bytes at byte {offset}; the part captured is scanned",
                     f.declared
@@ -370,7 +504,7 @@ impl Direction {
                         "a websocket message at byte {} ends without its final fragment",
                         p.offset
                     ));
-                    self.finish(p, &mut parsed);
+                    self.finish(p, parsed);
                 }
                 let mut p = Pending {
                     opcode: f.opcode,
@@ -386,18 +520,18 @@ impl Direction {
                         "a websocket message at byte {offset} is longer than {MESSAGE_BYTES_MAX} bytes; the rest is not scanned"
                     ));
                 }
-                pending = Some(p);
+                *pending = Some(p);
             }
             if f.fin
                 && let Some(p) = pending.take()
             {
-                self.finish(p, &mut parsed);
+                self.finish(p, parsed);
             }
         }
-        if let Some(p) = pending.take() {
-            self.finish(p, &mut parsed);
-        }
-        parsed
+    }
+
+    fn carry_frame(&mut self, bytes: &[u8]) {
+        self.carry.get_or_insert_with(Box::default).frame = bytes.to_vec();
     }
 
     /// Inflates a joined message if it was compressed and hands it over.
@@ -580,6 +714,87 @@ mod tests {
         assert_eq!(parsed.messages[1].opcode, Opcode::TEXT);
         assert_eq!(parsed.messages[1].data, b"{\"imei\":\"356938035643809\"}");
         assert_eq!(parsed.messages[1].offset, 0);
+    }
+
+    /// `data` cut into pieces of the sizes in `sizes` (cycled), each but the last given to
+    /// `parse_more`: the messages (opcode, data) and whether any problem was recorded.
+    fn in_pieces(
+        deflate: Deflate,
+        data: &[u8],
+        sizes: &[usize],
+    ) -> (Vec<(Opcode, Vec<u8>)>, Vec<String>) {
+        let mut d = Direction::new(deflate);
+        let (mut messages, mut problems) = (Vec::new(), Vec::new());
+        let mut at = 0;
+        for size in sizes.iter().cycle() {
+            let end = (at + size).min(data.len());
+            let parsed = if end == data.len() {
+                d.parse(&data[at..end])
+            } else {
+                d.parse_more(&data[at..end])
+            };
+            messages.extend(parsed.messages.into_iter().map(|m| (m.opcode, m.data)));
+            problems.extend(parsed.problems);
+            at = end;
+            if at == data.len() {
+                break;
+            }
+        }
+        (messages, problems)
+    }
+
+    /// A stream cut anywhere into pieces reads as it does whole: frames completed across the
+    /// cut, fragments joined, the deflate context kept.
+    #[test]
+    fn a_stream_in_pieces_reads_as_it_does_whole() {
+        let key = Some([9, 8, 7, 6]);
+        let mut c = flate2::Compress::new(flate2::Compression::default(), false);
+        let first = compress(&mut c, b"{\"imei\":\"356938035643809\"}");
+        let (a, b) = first.split_at(first.len() / 2);
+        let mut data = frame_bytes(false, true, 1, a, key);
+        data.extend(frame_bytes(true, false, 9, b"ping", key));
+        data.extend(frame_bytes(true, false, 0, b, key));
+        let long: Vec<u8> = (0..70_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        data.extend(frame_bytes(true, true, 2, &compress(&mut c, &long), key));
+        data.extend(frame_bytes(
+            true,
+            true,
+            1,
+            &compress(&mut c, b"imsi 404450123456789"),
+            key,
+        ));
+        let deflate = Deflate::On {
+            no_context_takeover: false,
+        };
+        let whole = in_pieces(deflate, &data, &[data.len()]);
+        assert_eq!(whole.1, Vec::<String>::new());
+        assert_eq!(whole.0.len(), 4);
+        assert_eq!(whole.0[1].1, b"{\"imei\":\"356938035643809\"}");
+        for sizes in [&[1][..], &[2, 3], &[5, 1000, 1], &[13, 40_000, 7], &[100]] {
+            assert_eq!(in_pieces(deflate, &data, sizes), whole, "{sizes:?}");
+        }
+    }
+
+    /// A frame longer than [`FRAME_CARRY_BYTES_MAX`] cut between pieces: its first part is
+    /// scanned, its rest skipped with a problem, the frames after it still read.
+    #[test]
+    fn a_frame_too_long_to_carry_is_skipped_and_the_next_read() {
+        let long = vec![b'x'; FRAME_CARRY_BYTES_MAX + 10];
+        let mut data = frame_bytes(true, false, 2, &long, None);
+        data.extend(frame_bytes(true, false, 1, b"imsi 404450123456789", None));
+        for sizes in [&[1000][..], &[3, FRAME_CARRY_BYTES_MAX]] {
+            let (messages, problems) = in_pieces(Deflate::Off, &data, sizes);
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.contains("cut between two pieces")),
+                "{problems:?}"
+            );
+            assert_eq!(
+                messages.last().map(|m| &m.1[..]),
+                Some(&b"imsi 404450123456789"[..])
+            );
+        }
     }
 
     #[test]

@@ -6,6 +6,13 @@
 //! every connection gets its ClientHello read (SNI, ALPN, versions). With the TLS 1.3 secrets
 //! of its client random (from a key log), Handshake, 0-RTT and 1-RTT packets open too, and
 //! their STREAM frames are kept for HTTP/3.
+//!
+//! A packet can come before its keys can be known: reordered ahead of the server's Initial
+//! (whose ServerHello gives the suite, and whose Source Connection ID names the client's short
+//! packets), or coalesced after the first Initial of a ClientHello too long for one (post-
+//! quantum key shares) whose random finds the secrets. Such packets are kept, bounded by
+//! [`QUIC_EARLY_PACKETS_MAX`] and [`QUIC_EARLY_BYTES_MAX`], and opened once the hellos are in;
+//! without a key log nothing is kept past the ClientHello.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,6 +37,12 @@ pub const QUIC_CRYPTO_BYTES_MAX: usize = 64 << 10;
 pub const QUIC_CIDS_MAX: usize = 64;
 /// Most warnings one connection keeps.
 pub const QUIC_WARNINGS_MAX: usize = 8;
+/// Most Handshake, 0-RTT and 1-RTT packets kept per connection that came before the keys to
+/// open them could be known (reordered ahead of the ServerHello, or coalesced after the first
+/// part of a ClientHello that takes two Initial packets); they are opened once the keys are.
+pub const QUIC_EARLY_PACKETS_MAX: usize = 64;
+/// Most bytes of such packets kept per connection.
+pub const QUIC_EARLY_BYTES_MAX: usize = 128 << 10;
 
 const _: () = assert!(QUIC_STREAM_BYTES_MAX <= QUIC_CONNECTION_BYTES_MAX);
 
@@ -217,10 +230,23 @@ pub struct Connection {
     pub failed: u64,
     /// Handshake, 0-RTT and 1-RTT packets seen without their keys.
     pub unkeyed: u64,
+    /// Packets that came before their keys could be known, kept to be opened once they are.
+    early: Vec<Early>,
+    early_bytes: usize,
     pub close_reason: Option<String>,
     pub warnings: Vec<String>,
     /// The server's name from a DNS answer seen before the connection began.
     pub dns_host: Option<String>,
+}
+
+/// A packet kept until its keys are known.
+#[derive(Debug, Clone)]
+struct Early {
+    side: usize,
+    long: bool,
+    data: Vec<u8>,
+    frame: u64,
+    time_us: i64,
 }
 
 impl std::fmt::Debug for Connection {
@@ -282,6 +308,8 @@ impl Connection {
             opened: [0; 3],
             failed: 0,
             unkeyed: 0,
+            early: Vec::new(),
+            early_bytes: 0,
             close_reason: None,
             warnings: Vec::new(),
             dns_host: None,
@@ -398,7 +426,7 @@ impl Connection {
             self.keys[space][side].as_mut()
         };
         let Some(keys) = keys else {
-            self.unkeyed += 1;
+            self.keep_early(side, true, data, frame, time_us);
             return;
         };
         let Some(opened) = packet::open(keys, data, header.pn_offset, self.largest[space][side])
@@ -419,11 +447,11 @@ impl Connection {
             .map(Vec::len)
             .max()
         else {
-            self.unkeyed += 1;
+            self.keep_early(side, false, data, frame, time_us);
             return;
         };
         let Some(keys) = self.keys[APPLICATION][side].as_mut() else {
-            self.unkeyed += 1;
+            self.keep_early(side, false, data, frame, time_us);
             return;
         };
         let Some(opened) = packet::open(keys, data, 1 + cid_len, self.largest[APPLICATION][side])
@@ -480,6 +508,7 @@ impl Connection {
                 self.crypto[side].write(offset, data, QUIC_CRYPTO_BYTES_MAX, frame, time_us);
             }
             self.read_hellos(lookup);
+            self.open_early(lookup);
         }
         for (id, offset, data, fin) in streams {
             self.stream(side, id, offset, data, fin, frame, time_us);
@@ -517,6 +546,62 @@ impl Connection {
                 "stream {id} is longer than {QUIC_STREAM_BYTES_MAX} bytes (or the connection's \
                  streams than {QUIC_CONNECTION_BYTES_MAX}); the rest is not kept"
             ));
+        }
+    }
+
+    /// Whether keys not known yet may still come: the ClientHello (whose random finds the
+    /// secrets) or, with secrets, the ServerHello (whose suite derives the keys) is missing.
+    fn keys_may_come(&self) -> bool {
+        !self.secrets_looked_up || (self.secrets.is_some() && self.cipher_suite.is_none())
+    }
+
+    /// A packet that did not find its keys (or, short, its connection ID): kept while they may
+    /// still come, within [`QUIC_EARLY_PACKETS_MAX`] and [`QUIC_EARLY_BYTES_MAX`].
+    fn keep_early(&mut self, side: usize, long: bool, data: &[u8], frame: u64, time_us: i64) {
+        if !self.keys_may_come() {
+            self.unkeyed += 1;
+            return;
+        }
+        if self.early.len() >= QUIC_EARLY_PACKETS_MAX
+            || self.early_bytes + data.len() > QUIC_EARLY_BYTES_MAX
+        {
+            self.unkeyed += 1;
+            self.warn(format!(
+                "more than {QUIC_EARLY_PACKETS_MAX} packets ({QUIC_EARLY_BYTES_MAX} bytes) came before their keys could be known; later ones are not opened"
+            ));
+            return;
+        }
+        self.early_bytes += data.len();
+        self.early.push(Early {
+            side,
+            long,
+            data: data.to_vec(),
+            frame,
+            time_us,
+        });
+    }
+
+    /// Opens the packets kept for their keys, now that the hellos may have brought them; what
+    /// still has no keys is kept again while they may come.
+    fn open_early(&mut self, lookup: &dyn Fn(&[u8; CLIENT_RANDOM_BYTES]) -> Option<Secrets>) {
+        if self.early.is_empty() {
+            return;
+        }
+        let ready = self.keys[HANDSHAKE].iter().any(Option::is_some)
+            || self.keys[APPLICATION].iter().any(Option::is_some)
+            || self.zero_rtt.is_some();
+        if !ready && self.keys_may_come() {
+            return;
+        }
+        let early = std::mem::take(&mut self.early);
+        self.early_bytes = 0;
+        for e in early {
+            if !e.long {
+                self.short_packet(e.side, &e.data, e.frame, e.time_us);
+            } else if let Ok(header) = packet::parse_long(&e.data) {
+                // Only Handshake and 0-RTT packets are kept: their opening reads no hello.
+                self.long_packet(e.side, &e.data, &header, e.frame, e.time_us, lookup);
+            }
         }
     }
 

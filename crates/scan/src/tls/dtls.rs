@@ -2,8 +2,11 @@
 //!
 //! Each datagram holds whole records: type, version (0xfeff, 0xfefd), a 16-bit epoch, a 48-bit
 //! sequence number and a length. Handshake messages carry 12-byte headers (type, length,
-//! message sequence, fragment offset and length); the hellos we need are read when they come
-//! in one fragment (real ones do: they are far below any MTU). A ClientHello answered by a
+//! message sequence, fragment offset and length). The hellos we need come in one fragment on
+//! most paths, but a small MTU (OpenSSL's `-mtu`, a VPN, a phone's tunnel) splits them: the
+//! fragments of one message are joined, in any order, repeated or overlapping, up to
+//! [`DTLS_HANDSHAKE_BYTES_MAX`]. Several handshake messages may share one record. A
+//! ClientHello answered by a
 //! HelloVerifyRequest is sent again with the cookie, under the same random: the last one read
 //! counts. Once both hellos are in, the master secret gives the keys (TLS 1.1's record
 //! protection for DTLS 1.0, TLS 1.2's for 1.2); records of epoch 1 are opened with the epoch
@@ -23,6 +26,10 @@ pub const DTLS_HEADER_BYTES: usize = 13;
 const HANDSHAKE_HEADER_BYTES: usize = 12;
 /// Longest DTLS record body we accept (as TLS: 2^14 plus 2048 of expansion).
 pub const DTLS_RECORD_BYTES_MAX: usize = (1 << 14) + 2048;
+/// Longest hello joined from handshake fragments; a longer one is not read (with a warning).
+pub const DTLS_HANDSHAKE_BYTES_MAX: usize = 1 << 16;
+/// Most distinct fragments of one hello kept while it is joined.
+pub const DTLS_FRAGMENTS_MAX: usize = 256;
 
 const CONTENT_HANDSHAKE: u8 = 22;
 const CONTENT_APPLICATION_DATA: u8 = 23;
@@ -81,6 +88,34 @@ fn parse_dtls_client_hello(body: &[u8]) -> Option<ClientHello> {
     parse_client_hello(&tls)
 }
 
+/// A hello being joined from its fragments.
+struct Joining {
+    kind: u8,
+    message_seq: u16,
+    data: Vec<u8>,
+    /// The byte ranges received so far, sorted and merged.
+    covered: Vec<(usize, usize)>,
+}
+
+impl Joining {
+    /// Adds `fragment` at `offset`; the whole message once every byte is there.
+    fn add(&mut self, offset: usize, fragment: &[u8]) -> Option<&[u8]> {
+        let end = offset.checked_add(fragment.len())?;
+        self.data.get_mut(offset..end)?.copy_from_slice(fragment);
+        self.covered.push((offset, end));
+        self.covered.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(self.covered.len());
+        for &(a, b) in &self.covered {
+            match merged.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        self.covered = merged;
+        (self.covered == [(0, self.data.len())]).then_some(&self.data[..])
+    }
+}
+
 /// One direction of a DTLS flow.
 #[derive(Default)]
 struct Side {
@@ -89,6 +124,8 @@ struct Side {
     records_opened: u64,
     bytes: u64,
     scratch: Vec<u8>,
+    /// This side's hello being joined from fragments.
+    joining: Option<Joining>,
 }
 
 /// The DTLS state of one UDP flow.
@@ -133,7 +170,7 @@ impl DtlsFlow {
         for record in records(data) {
             if record.epoch == 0 {
                 if record.content_type == CONTENT_HANDSHAKE {
-                    self.handshake(to_server, &record);
+                    self.handshake(to_server, &mut side, &record);
                 }
                 continue;
             }
@@ -186,40 +223,79 @@ impl DtlsFlow {
         out
     }
 
-    fn handshake(&mut self, to_server: bool, record: &DtlsRecord<'_>) {
-        let Some(header) = record.body.get(..HANDSHAKE_HEADER_BYTES) else {
-            return;
-        };
+    /// Reads the handshake messages of a record of epoch 0 (`side` is the sender's).
+    fn handshake(&mut self, to_server: bool, side: &mut Side, record: &DtlsRecord<'_>) {
         let len = |b: &[u8]| usize::from(b[0]) << 16 | usize::from(b[1]) << 8 | usize::from(b[2]);
-        let (kind, length, offset, fragment) = (
-            header[0],
-            len(&header[1..4]),
-            len(&header[6..9]),
-            len(&header[9..12]),
-        );
-        // Only a hello in one fragment; a fragmented one is left unread.
-        if offset != 0 || fragment != length {
-            return;
+        let mut rest = record.body;
+        while let Some(header) = rest.get(..HANDSHAKE_HEADER_BYTES) {
+            let (kind, length, message_seq, offset, fragment_len) = (
+                header[0],
+                len(&header[1..4]),
+                u16::from_be_bytes([header[4], header[5]]),
+                len(&header[6..9]),
+                len(&header[9..12]),
+            );
+            let Some(fragment) =
+                rest.get(HANDSHAKE_HEADER_BYTES..HANDSHAKE_HEADER_BYTES + fragment_len)
+            else {
+                return;
+            };
+            rest = &rest[HANDSHAKE_HEADER_BYTES + fragment_len..];
+            // Only the hellos are read: the client's from the client, the server's from it.
+            if (to_server, kind) != (true, 1) && (to_server, kind) != (false, 2) {
+                continue;
+            }
+            if offset == 0 && fragment_len == length {
+                side.joining = None;
+                self.hello(to_server, fragment);
+                continue;
+            }
+            if length > DTLS_HANDSHAKE_BYTES_MAX {
+                self.warn(format!(
+                    "a dtls hello in fragments is {length} bytes, more than {DTLS_HANDSHAKE_BYTES_MAX}: it is not read"
+                ));
+                continue;
+            }
+            // A fragment of another message (a ClientHello sent again with its cookie) starts
+            // the joining again.
+            let same = side.joining.as_ref().is_some_and(|j| {
+                j.kind == kind && j.message_seq == message_seq && j.data.len() == length
+            });
+            if !same {
+                side.joining = Some(Joining {
+                    kind,
+                    message_seq,
+                    data: vec![0; length],
+                    covered: Vec::new(),
+                });
+            }
+            let Some(joining) = side.joining.as_mut() else {
+                continue;
+            };
+            if joining.covered.len() >= DTLS_FRAGMENTS_MAX {
+                self.warn(format!(
+                    "a dtls hello comes in more than {DTLS_FRAGMENTS_MAX} pieces: it is not read"
+                ));
+                side.joining = None;
+                continue;
+            }
+            let Some(whole) = joining.add(offset, fragment) else {
+                continue;
+            };
+            let whole = whole.to_vec();
+            side.joining = None;
+            self.hello(to_server, &whole);
         }
-        let Some(body) = record
-            .body
-            .get(HANDSHAKE_HEADER_BYTES..HANDSHAKE_HEADER_BYTES + length)
-        else {
-            return;
-        };
-        match (to_server, kind) {
-            (true, 1) => {
-                if let Some(hello) = parse_dtls_client_hello(body) {
-                    self.client_hello = Some(hello);
-                }
+    }
+
+    fn hello(&mut self, to_server: bool, body: &[u8]) {
+        if to_server {
+            if let Some(hello) = parse_dtls_client_hello(body) {
+                self.client_hello = Some(hello);
             }
-            (false, 2) => {
-                if let Some(hello) = parse_server_hello(body) {
-                    self.version = hello.version;
-                    self.server_hello = Some(hello);
-                }
-            }
-            _ => {}
+        } else if let Some(hello) = parse_server_hello(body) {
+            self.version = hello.version;
+            self.server_hello = Some(hello);
         }
     }
 
@@ -297,5 +373,110 @@ impl DtlsFlow {
 
     pub fn cipher_suite(&self) -> Option<u16> {
         self.server_hello.as_ref().map(|h| h.cipher_suite)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A DTLS 1.2 ClientHello body naming `sni`, padded by a made-up extension to `pad` bytes.
+    fn client_hello(sni: &str, pad: usize) -> Vec<u8> {
+        let mut b = vec![0xfe, 0xfd];
+        b.extend_from_slice(&[7; 32]);
+        b.extend_from_slice(&[0, 0]); // no session id, no cookie
+        b.extend_from_slice(&[0, 2, 0xc0, 0x2b, 1, 0]);
+        let name = sni.as_bytes();
+        let mut ext = vec![0, 0];
+        let list = name.len() + 3;
+        ext.extend_from_slice(&((list + 2) as u16).to_be_bytes());
+        ext.extend_from_slice(&(list as u16).to_be_bytes());
+        ext.push(0);
+        ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        ext.extend_from_slice(name);
+        ext.extend_from_slice(&[0xff, 0x01, 0, 1, 0]); // renegotiation_info
+        ext.extend_from_slice(&[0x44, 0x44]);
+        ext.extend_from_slice(&(pad as u16).to_be_bytes());
+        ext.resize(ext.len() + pad, 0);
+        b.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+        b.extend_from_slice(&ext);
+        b
+    }
+
+    /// A handshake record (epoch 0) holding fragments (message seq, offset, bytes) of one
+    /// message of `length` bytes.
+    fn record(length: usize, fragments: &[(u16, usize, &[u8])]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (seq, offset, bytes) in fragments {
+            body.push(1);
+            body.extend_from_slice(&(length as u32).to_be_bytes()[1..]);
+            body.extend_from_slice(&seq.to_be_bytes());
+            body.extend_from_slice(&(*offset as u32).to_be_bytes()[1..]);
+            body.extend_from_slice(&(bytes.len() as u32).to_be_bytes()[1..]);
+            body.extend_from_slice(bytes);
+        }
+        let mut r = vec![CONTENT_HANDSHAKE, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 1];
+        r.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        r.extend_from_slice(&body);
+        r
+    }
+
+    fn read(datagrams: &[Vec<u8>]) -> DtlsFlow {
+        let mut flow = DtlsFlow::default();
+        for d in datagrams {
+            flow.datagram(true, d, 0, &|_| None);
+        }
+        flow
+    }
+
+    fn sni(flow: &DtlsFlow) -> Option<&str> {
+        flow.client_hello
+            .as_ref()
+            .and_then(|h| h.server_name.as_deref())
+    }
+
+    #[test]
+    fn fragments_in_any_order_repeated_or_overlapping_are_joined() {
+        let hello = client_hello("api.example.cn", 300);
+        let n = hello.len();
+        let (a, b, c) = (&hello[..100], &hello[100..250], &hello[250..]);
+        // Last first, a repeat, an overlap, and two fragments in one record.
+        let datagrams = [
+            record(n, &[(0, 250, c)]),
+            record(n, &[(0, 250, c)]),
+            record(n, &[(0, 90, &hello[90..200]), (0, 0, a)]),
+        ];
+        assert_eq!(sni(&read(&datagrams)), None, "a hole at 200..250");
+        let mut all = datagrams.to_vec();
+        all.push(record(n, &[(0, 100, b)]));
+        let flow = read(&all);
+        assert_eq!(sni(&flow), Some("api.example.cn"));
+        assert!(flow.warnings.is_empty(), "{:?}", flow.warnings);
+        // A fragment of the next ClientHello (with its cookie: message seq 1) starts again.
+        let mut flow = read(&[
+            record(n, &[(0, 0, a)]),
+            record(n, &[(1, 100, &hello[100..])]),
+        ]);
+        assert_eq!(sni(&flow), None);
+        flow.datagram(true, &record(n, &[(1, 0, a)]), 0, &|_| None);
+        assert_eq!(sni(&flow), Some("api.example.cn"));
+    }
+
+    #[test]
+    fn hellos_past_the_limits_are_not_read_with_a_warning() {
+        let long = client_hello("api.example.cn", DTLS_HANDSHAKE_BYTES_MAX);
+        let flow = read(&[record(long.len(), &[(0, 0, &long[..1000])])]);
+        assert!(
+            flow.warnings[0].contains("more than 65536"),
+            "{:?}",
+            flow.warnings
+        );
+        let hello = client_hello("api.example.cn", 2000);
+        let pieces: Vec<Vec<u8>> = (0..=DTLS_FRAGMENTS_MAX)
+            .map(|i| record(hello.len(), &[(0, 2 * i, &hello[2 * i..2 * i + 1])]))
+            .collect();
+        let flow = read(&pieces);
+        assert!(flow.warnings[0].contains("pieces"), "{:?}", flow.warnings);
+        assert_eq!(sni(&flow), None);
     }
 }

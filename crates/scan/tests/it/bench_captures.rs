@@ -45,7 +45,7 @@ fn the_h2_bench_capture_decrypts_and_every_planted_identifier_is_found() {
         report.tls_flows
     );
     // Sent on every request, from the dynamic table after the connection's first.
-    let requests = sightings(&report, K::AndroidId, "tls > h2 > header > plain");
+    let requests = sightings(&report, K::AndroidId, "tls > h2 > http-header > plain");
     assert!(requests > 50, "{}", describe(&report));
     assert_eq!(
         sightings(&report, K::Imei, "tls > h2 > http-uri"),

@@ -53,7 +53,7 @@ fn assert_has(report: &Report, kind: K, chain: &str, protocol: &str, stream: u32
 fn h2_inside_tls_curl_to_nghttpd_path_header_and_gzip_body() {
     let report = scan_fixture("h2-tls.pcap", Some("h2-tls.keys"));
     assert_has(&report, K::Imei, "tls > h2 > http-uri > plain", "h2", 1);
-    assert_has(&report, K::Imsi, "tls > h2 > header > plain", "h2", 1);
+    assert_has(&report, K::Imsi, "tls > h2 > http-header > plain", "h2", 1);
     assert_has(
         &report,
         K::Email,
@@ -82,7 +82,7 @@ fn h2_inside_tls_curl_to_nghttpd_path_header_and_gzip_body() {
 fn h2c_prior_knowledge_curl_to_nghttpd() {
     let report = scan_fixture("h2c-prior.pcap", None);
     assert_has(&report, K::Imei, "h2 > http-uri > plain", "h2c", 1);
-    assert_has(&report, K::Imsi, "h2 > header > plain", "h2c", 1);
+    assert_has(&report, K::Imsi, "h2 > http-header > plain", "h2c", 1);
     assert_has(
         &report,
         K::Email,
@@ -252,7 +252,7 @@ fn one_identifier_on_many_streams_is_one_finding() {
     assert_eq!(imsi.len(), 1, "{}", describe(&report));
     assert_eq!(imsi[0].count, 2);
     assert_eq!(imsi[0].stream, Some(1));
-    assert_eq!(imsi[0].chain, ["h2", "header", "plain"]);
+    assert_eq!(imsi[0].chain, ["h2", "http-header", "plain"]);
 }
 
 /// WebSocket over HTTP/2 extended CONNECT (RFC 8441) inside TLS: Python's h2 on both ends
@@ -308,4 +308,39 @@ fn websocket_over_h2_extended_connect_masked_fragmented_and_deflated() {
         describe(&report)
     );
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+}
+
+/// proto3 packs repeated numbers: the IMEI among packed int64s (field 4) and as a packed
+/// fixed64 (field 5) is found, named by its field.
+#[test]
+fn packed_repeated_numbers_in_a_grpc_web_message_issue_11() {
+    let mut packed = Vec::new();
+    for v in [3u64, 356_938_035_643_809, 12] {
+        varint(v, &mut packed);
+    }
+    let mut msg = vec![0x22, packed.len() as u8];
+    msg.extend_from_slice(&packed);
+    let fixed = [1u64, 356_938_035_643_809].map(u64::to_le_bytes).concat();
+    msg.extend_from_slice(&[0x2a, fixed.len() as u8]);
+    msg.extend_from_slice(&fixed);
+    let mut body = vec![0, 0, 0, 0, msg.len() as u8];
+    body.extend_from_slice(&msg);
+    let request = post("api.example.cn", "application/grpc-web+proto", "", &body);
+    let report = scan(&exchange_pcap(SERVER_CN, &request, OK));
+    let mut chains: Vec<String> = report
+        .findings
+        .iter()
+        .filter(|f| f.identifier == K::Imei)
+        .map(|f| f.chain.join(" > "))
+        .collect();
+    chains.sort();
+    assert_eq!(
+        chains,
+        [
+            "http-body > grpc-web > protobuf > field 4 > plain",
+            "http-body > grpc-web > protobuf > field 5 > plain"
+        ],
+        "{:#?}",
+        rows(&report)
+    );
 }

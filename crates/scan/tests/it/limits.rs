@@ -343,3 +343,124 @@ fn read_buffer_bytes_max_stops_at_a_larger_block_and_keeps_what_came_before() {
     assert_eq!(find(&report, K::Imei).len(), 1);
     assert!(find(&report, K::Imsi).is_empty());
 }
+
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Letters that do not compress away, so that a body spans pieces even gzipped.
+fn noise(bytes: usize) -> String {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    (0..bytes)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            char::from(b'a' + (seed % 26) as u8)
+        })
+        .collect()
+}
+
+/// An h2c flow and a WebSocket flow longer than `buffered_bytes_max`, scanned in pieces that
+/// cut frames anywhere: the HPACK table, a gzip body split over pieces and a masked message
+/// fragmented over pieces lose nothing.
+#[test]
+fn http2_and_websocket_flows_scanned_in_pieces_lose_nothing_issue_11() {
+    use std::io::Write;
+    // HTTP/2: stream 1 adds x-imsi to the dynamic table and sends a gzip JSON body with the
+    // e-mail at its end; stream 3, in a later piece, names x-imsi by its index only.
+    let mut block = vec![0x83, 0x86, 0x84, 0x40, 6];
+    block.extend_from_slice(b"x-imsi");
+    block.push(15);
+    block.extend_from_slice(b"404450123456789");
+    block.extend_from_slice(&[0x00, 16]);
+    block.extend_from_slice(b"content-encoding");
+    block.extend_from_slice(&[4]);
+    block.extend_from_slice(b"gzip");
+    block.extend_from_slice(&[0x00, 12]);
+    block.extend_from_slice(b"content-type");
+    block.extend_from_slice(&[16]);
+    block.extend_from_slice(b"application/json");
+    let json = format!(
+        r#"{{"pad":"{}","email":"asha.rao@example.in"}}"#,
+        noise(30_000)
+    );
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(json.as_bytes()).unwrap();
+    let body = gz.finish().unwrap();
+    let mut client = sovereign_scan::protocols::h2::PREFACE.to_vec();
+    client.extend(h2_frame(4, 0, 0, &[]));
+    client.extend(h2_frame(1, 0x4, 1, &block));
+    for (i, chunk) in body.chunks(16_000).enumerate() {
+        let last = (i + 1) * 16_000 >= body.len();
+        client.extend(h2_frame(0, u8::from(last), 1, chunk));
+    }
+    client.extend(h2_frame(1, 0x5, 3, &[0x82, 0x86, 0x84, 0xbe]));
+    let mut packets = synth::tcp_conversation(
+        addr("10.0.0.2:40001"),
+        addr(SERVER_CN),
+        &client,
+        &h2_frame(4, 0, 0, &[]),
+        700,
+    );
+    // WebSocket: the IMEI in a masked text message whose two fragments span pieces.
+    let mut request = b"GET /s HTTP/1.1\r\nHost: ws.example.cn\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".to_vec();
+    let message = format!("{} imei 356938035643809", noise(20_000));
+    let key = [0x55, 0xaa, 1, 2];
+    let (a, b) = message.as_bytes().split_at(12_000);
+    for (opcode, part) in [(0x01u8, a), (0x80, b)] {
+        request.extend_from_slice(&[opcode, 0x80 | 126]);
+        request.extend_from_slice(&(part.len() as u16).to_be_bytes());
+        request.extend_from_slice(&key);
+        request.extend(part.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    }
+    packets.extend(synth::tcp_conversation(
+        addr("10.0.0.2:40002"),
+        addr("223.5.5.5:8080"),
+        &request,
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        700,
+    ));
+    let capture = synth::pcap(&packets);
+    for limit in [usize::MAX, 5_000, 9_999] {
+        let limits = Limits {
+            buffered_bytes_max: limit,
+            ..Limits::default()
+        };
+        let report = scanner()
+            .with_limits(limits)
+            .scan_bytes("t.pcap", &capture)
+            .unwrap();
+        let what = format!(
+            "limit {limit}:\n{}\n{:?}",
+            describe(&report),
+            report.warnings
+        );
+        assert_eq!(
+            limit != usize::MAX,
+            has_warning(&report, "in pieces"),
+            "{what}"
+        );
+        let imsi = find(&report, K::Imsi);
+        assert_eq!(imsi.len(), 1, "{what}");
+        assert_eq!(imsi[0].count, 2, "both streams: {what}");
+        assert_eq!(imsi[0].chain, ["h2", "http-header", "plain"], "{what}");
+        let email = find(&report, K::Email);
+        assert_eq!(
+            email.iter().map(|f| f.chain.join(">")).collect::<Vec<_>>(),
+            ["h2>http-body>gzip>json>plain"],
+            "{what}"
+        );
+        let imei = find(&report, K::Imei);
+        assert_eq!(imei.len(), 1, "{what}");
+        assert_eq!(imei[0].chain, ["websocket", "plain"], "{what}");
+        assert!(
+            !report.warnings.iter().any(|w| !w.contains("in pieces")),
+            "{what}"
+        );
+    }
+}

@@ -62,6 +62,13 @@ fn http3_over_quic_v1_and_v2_is_decrypted_with_the_key_log_issue_11() {
                 .any(|c| c.starts_with("quic>h3>http-uri")),
             "{name}:\n{all}"
         );
+        // Once, as the URI: not again as a header line.
+        assert!(
+            chains(&report, K::Imei)
+                .iter()
+                .all(|c| c.starts_with("quic>h3>http-uri")),
+            "{name}:\n{all}"
+        );
         assert!(
             chains(&report, K::AndroidId).contains(&"quic>h3>http-header>plain".to_owned()),
             "{name}:\n{all}"
@@ -254,4 +261,175 @@ fn initial_packets_protected_by_rustls_open_for_v1_v2_and_draft_29_issue_11() {
         assert_eq!(read.name, name);
         assert_eq!(id, dcid);
     }
+}
+
+/// An HPACK literal field without indexing, new name, no Huffman (lengths under 127).
+fn hpack_literal(name: &str, value: &str, out: &mut Vec<u8>) {
+    out.push(0x00);
+    out.push(name.len() as u8);
+    out.extend_from_slice(name.as_bytes());
+    out.push(value.len() as u8);
+    out.extend_from_slice(value.as_bytes());
+}
+
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// (identifier, chain without the transport's layers, count) of every finding.
+fn sightings(report: &Report, prefix: &[&str]) -> Vec<(K, String, u64)> {
+    let mut out: Vec<(K, String, u64)> = report
+        .findings
+        .iter()
+        .map(|f| {
+            assert!(
+                f.chain.iter().zip(prefix).all(|(a, b)| a == b),
+                "{:?} does not start with {prefix:?}",
+                f.chain
+            );
+            (f.identifier, f.chain[prefix.len()..].join(">"), f.count)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The same request over HTTP/2 and over HTTP/3 gives the same sightings: the IMEI in
+/// `:path` once, as the URI (not a second time as a header line), the header and the body
+/// under the same layers as HTTP/1.1's.
+#[test]
+fn http2_and_http3_report_the_same_sightings_for_the_same_request_issue_11() {
+    let mut ask = exchange();
+    ask.path = "/v1/ping?imei=356938035643809".into();
+    ask.headers = vec![("x-imsi".into(), "404450123456789".into())];
+    ask.body = br#"{"email":"asha.rao@example.in"}"#.to_vec();
+    ask.response_headers = vec![];
+    ask.response_body = b"ok".to_vec();
+    let built =
+        quic_synth::connection(&quic_packet::V1, "edge.example.cn", 11, &[ask.clone()]).unwrap();
+    let mut keys = KeyLog::default();
+    keys.add_text(&built.keylog, "made up").unwrap();
+    let h3 = scanner()
+        .with_keys(keys)
+        .scan_bytes(
+            "h3.pcap",
+            &synth::pcap(&udp_packets(
+                "10.0.0.2:50000",
+                "223.5.5.5:443",
+                &built.datagrams,
+            )),
+        )
+        .unwrap();
+
+    let mut block = Vec::new();
+    for (name, value) in [
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":authority", "edge.example.cn"),
+        (":path", ask.path.as_str()),
+        ("x-imsi", "404450123456789"),
+    ] {
+        hpack_literal(name, value, &mut block);
+    }
+    let mut client = sovereign_scan::protocols::h2::PREFACE.to_vec();
+    client.extend(h2_frame(4, 0, 0, &[]));
+    client.extend(h2_frame(1, 0x4, 1, &block));
+    client.extend(h2_frame(0, 0x1, 1, &ask.body));
+    let mut server = h2_frame(4, 0, 0, &[]);
+    server.extend(h2_frame(1, 0x4, 1, &[0x88]));
+    server.extend(h2_frame(0, 0x1, 1, b"ok"));
+    let h2 = scan(&exchange_pcap(SERVER_CN, &client, &server));
+
+    let over_h3 = sightings(&h3, &["quic", "h3"]);
+    assert_eq!(
+        over_h3,
+        sightings(&h2, &["h2"]),
+        "h3:\n{}\nh2:\n{}",
+        describe(&h3),
+        describe(&h2)
+    );
+    assert_eq!(
+        over_h3.iter().filter(|s| s.0 == K::Imei).count(),
+        1,
+        "{over_h3:?}"
+    );
+    assert!(
+        over_h3.contains(&(K::Imsi, "http-header>plain".into(), 1)),
+        "{over_h3:?}"
+    );
+}
+
+/// The server's Initial (its ServerHello, which gives the suite, and its connection ID) is
+/// captured after the client's first 1-RTT packets, as reordering on the path or a capture
+/// that merges two interfaces gives: those packets are kept until their keys are known, then
+/// opened.
+#[test]
+fn packets_before_their_keys_are_kept_and_opened_later_issue_11() {
+    let built =
+        quic_synth::connection(&quic_packet::V1, "edge.example.cn", 5, &[exchange()]).unwrap();
+    let mut datagrams = built.datagrams.clone();
+    let server_initial = datagrams.remove(1);
+    // After every client datagram of the request.
+    let at = datagrams
+        .iter()
+        .position(|(from_client, _)| !from_client)
+        .unwrap_or(datagrams.len());
+    datagrams.insert(at, server_initial);
+    let pcap = synth::pcap(&udp_packets("10.0.0.2:50000", "223.5.5.5:443", &datagrams));
+    let mut keys = KeyLog::default();
+    keys.add_text(&built.keylog, "made up").unwrap();
+    let report = scanner()
+        .with_keys(keys)
+        .scan_bytes("t.pcap", &pcap)
+        .unwrap();
+    assert!(
+        quic_flows(&report)[0].decrypted,
+        "{:?}",
+        quic_flows(&report)[0].note
+    );
+    assert_eq!(
+        chains(&report, K::Imei),
+        ["quic>h3>http-header>plain"],
+        "{}",
+        describe(&report)
+    );
+    assert_eq!(chains(&report, K::Imsi), ["quic>h3>http-body>json>plain"]);
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+}
+
+/// Past [`QUIC_EARLY_PACKETS_MAX`] packets waiting for their keys, later ones are counted and
+/// a warning says so; the connection is still listed.
+#[test]
+fn quic_early_packets_max_is_enforced_issue_11() {
+    use sovereign_scan::quic::conn::QUIC_EARLY_PACKETS_MAX;
+    let many: Vec<_> = (0..QUIC_EARLY_PACKETS_MAX + 2)
+        .map(|i| quic_synth::Exchange {
+            path: format!("/v1/{i}"),
+            ..exchange()
+        })
+        .collect();
+    let built = quic_synth::connection(&quic_packet::V1, "edge.example.cn", 6, &many).unwrap();
+    let mut datagrams = built.datagrams.clone();
+    let server_initial = datagrams.remove(1);
+    datagrams.push(server_initial);
+    let pcap = synth::pcap(&udp_packets("10.0.0.2:50000", "223.5.5.5:443", &datagrams));
+    let mut keys = KeyLog::default();
+    keys.add_text(&built.keylog, "made up").unwrap();
+    let report = scanner()
+        .with_keys(keys)
+        .scan_bytes("t.pcap", &pcap)
+        .unwrap();
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains(&format!("more than {QUIC_EARLY_PACKETS_MAX} packets"))),
+        "{:?}",
+        report.warnings
+    );
+    assert!(quic_flows(&report)[0].decrypted);
 }

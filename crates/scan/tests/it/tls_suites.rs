@@ -122,3 +122,36 @@ fn dtls_12_and_10_over_udp() {
         (5023, "DTLS 1.0", "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA"),
     ]);
 }
+
+/// DTLS 1.2 over a 256-byte MTU (tests/fixtures/dtls-fragments.pcap, made by
+/// `record-dtls-fragments.sh`): OpenSSL splits its ClientHello (both, before and after the
+/// cookie) over two handshake fragments in two datagrams. The fragments are joined, so the SNI
+/// and the client's offer are read and the flow is decrypted.
+#[test]
+fn a_dtls_client_hello_in_fragments_is_joined_issue_11() {
+    let mut keys = KeyLog::default();
+    let text = std::fs::read_to_string(fixture("dtls-fragments.keys")).unwrap();
+    keys.add_text(&text, "dtls-fragments.keys").unwrap();
+    let report = scanner()
+        .with_keys(keys)
+        .scan_paths(
+            &[fixture("dtls-fragments.pcap")],
+            &mut sovereign_scan::progress::NoProgress,
+        )
+        .unwrap();
+    let flow = report
+        .tls_flows
+        .iter()
+        .find(|f| f.dst == "127.0.0.1:5031")
+        .unwrap_or_else(|| panic!("not listed: {:#?}", report.tls_flows));
+    assert_eq!(flow.sni.as_deref(), Some("api.example.cn"), "{flow:#?}");
+    assert_eq!(flow.version.as_deref(), Some("DTLS 1.2"));
+    assert!(flow.decrypted, "{:?}", flow.note);
+    let imei = find(&report, K::Imei);
+    assert!(
+        imei.iter().any(|f| f.chain[0] == "dtls"),
+        "{}",
+        describe(&report)
+    );
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+}
