@@ -53,7 +53,40 @@ CREATE TABLE IF NOT EXISTS placements (
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (user_id, service)
 ) STRICT;
-CREATE INDEX IF NOT EXISTS placements_by_region ON placements(region);";
+CREATE INDEX IF NOT EXISTS placements_by_region ON placements(region);
+CREATE TABLE IF NOT EXISTS former_regions (
+    user_id TEXT NOT NULL,
+    region  TEXT NOT NULL,
+    left_at INTEGER NOT NULL,
+    PRIMARY KEY (user_id, region)
+) STRICT;";
+
+/// Most regions the directory remembers as having held a user's account or services; past
+/// it the region left longest ago is forgotten (a federation of a few regions never gets
+/// there: each region is remembered once, however often the user comes and goes).
+pub const FORMER_REGIONS_MAX: usize = 16;
+
+/// Remembers, in the transaction `tx` of a move, that `user_id`'s data left `region`, keeping
+/// at most [`FORMER_REGIONS_MAX`] regions.
+fn remember_left(
+    tx: &rusqlite::Transaction<'_>,
+    user_id: &str,
+    region: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO former_regions (user_id, region, left_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (user_id, region) DO UPDATE SET left_at = excluded.left_at",
+        params![user_id, region, now],
+    )?;
+    tx.execute(
+        "DELETE FROM former_regions WHERE user_id = ?1 AND region NOT IN \
+         (SELECT region FROM former_regions WHERE user_id = ?1 \
+          ORDER BY left_at DESC, rowid DESC LIMIT ?2)",
+        params![user_id, FORMER_REGIONS_MAX as i64],
+    )?;
+    Ok(())
+}
 
 impl SqliteDirectory {
     /// # Errors
@@ -154,7 +187,8 @@ impl SqliteDirectory {
     }
 
     /// Points a user at a new home region (the last step of a migration). A service placed in
-    /// the new home is with the account again, so its placement goes in the same commit.
+    /// the new home is with the account again, so its placement goes in the same commit, as
+    /// does the old home's place among the user's former regions.
     pub async fn move_home(
         &self,
         user_id: String,
@@ -163,12 +197,20 @@ impl SqliteDirectory {
     ) -> Result<(), StoreError> {
         self.run(move |conn| {
             let tx = conn.unchecked_transaction()?;
-            let changed = tx.execute(
+            let old: Option<String> = tx
+                .query_row(
+                    "SELECT home_region FROM directory WHERE user_id = ?1",
+                    params![user_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let old = old.ok_or(StoreError::NotFound)?;
+            tx.execute(
                 "UPDATE directory SET home_region = ?2, updated_at = ?3 WHERE user_id = ?1",
                 params![user_id, home.as_str(), now],
             )?;
-            if changed == 0 {
-                return Err(StoreError::NotFound);
+            if old != home.as_str() {
+                remember_left(&tx, &user_id, &old, now)?;
             }
             tx.execute(
                 "DELETE FROM placements WHERE user_id = ?1 AND region = ?2",
@@ -249,7 +291,9 @@ impl SqliteDirectory {
     }
 
     /// Places a user's services in `region` (the flip of a service move). Placing a service in
-    /// the home region removes its placement. [`StoreError::NotFound`] for an unknown user.
+    /// the home region removes its placement. The region each service leaves is remembered
+    /// among the user's former regions in the same commit. [`StoreError::NotFound`] for an
+    /// unknown user.
     pub async fn place(
         &self,
         user_id: String,
@@ -268,6 +312,17 @@ impl SqliteDirectory {
                 .optional()?;
             let home = home.ok_or(StoreError::NotFound)?;
             for service in services {
+                let was: Option<String> = tx
+                    .query_row(
+                        "SELECT region FROM placements WHERE user_id = ?1 AND service = ?2",
+                        params![user_id, service.as_str()],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let was = was.unwrap_or_else(|| home.clone());
+                if was != region.as_str() {
+                    remember_left(&tx, &user_id, &was, now)?;
+                }
                 if home == region.as_str() {
                     tx.execute(
                         "DELETE FROM placements WHERE user_id = ?1 AND service = ?2",
@@ -322,11 +377,36 @@ impl SqliteDirectory {
         .await
     }
 
+    /// The regions that have held the user's account or one of their services and that the
+    /// data left since, the most recently left first. Where the user is now may be among them
+    /// (a user who came back); callers leave out what they already ask.
+    pub async fn former_regions(&self, user_id: String) -> Result<Vec<RegionId>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT f.region FROM former_regions f JOIN directory d ON d.user_id = f.user_id \
+                 WHERE f.user_id = ?1 ORDER BY f.left_at DESC, f.rowid DESC",
+            )?;
+            let rows = stmt.query_map(params![user_id], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for row in rows {
+                if let Ok(region) = RegionId::parse(&row?) {
+                    out.push(region);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     pub async fn remove(&self, user_id: String) -> Result<(), StoreError> {
         self.run(move |conn| {
             let tx = conn.unchecked_transaction()?;
             tx.execute(
                 "DELETE FROM placements WHERE user_id = ?1",
+                params![user_id],
+            )?;
+            tx.execute(
+                "DELETE FROM former_regions WHERE user_id = ?1",
                 params![user_id],
             )?;
             tx.execute("DELETE FROM directory WHERE user_id = ?1", params![user_id])?;
@@ -405,5 +485,42 @@ impl SqliteDirectory {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn former_regions_stay_within_their_bound_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let directory = SqliteDirectory::open(&dir.path().join("directory.sqlite")).unwrap();
+        let region = |i: usize| RegionId::parse(&format!("r-{i}")).unwrap();
+        directory
+            .claim([1; 32], "u".into(), region(0), 0)
+            .await
+            .unwrap();
+        // Moving on from region 0 to region MAX+1 leaves MAX+1 regions behind.
+        for i in 1..=FORMER_REGIONS_MAX + 1 {
+            directory
+                .move_home("u".into(), region(i), i as i64)
+                .await
+                .unwrap();
+        }
+        let former = directory.former_regions("u".into()).await.unwrap();
+        assert_eq!(former.len(), FORMER_REGIONS_MAX);
+        assert_eq!(former[0], region(FORMER_REGIONS_MAX));
+        assert!(!former.contains(&region(0)), "the oldest is forgotten");
+        assert!(
+            !former.contains(&region(FORMER_REGIONS_MAX + 1)),
+            "home now"
+        );
+        // Moving to where the user already is leaves nothing.
+        directory
+            .move_home("u".into(), region(FORMER_REGIONS_MAX + 1), 100)
+            .await
+            .unwrap();
+        assert_eq!(directory.former_regions("u".into()).await.unwrap(), former);
     }
 }

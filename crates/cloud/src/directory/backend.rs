@@ -185,6 +185,13 @@ impl Directory {
         either!(self, d => d.home_of(user_id).await)
     }
 
+    /// The regions that have held the user's account or one of their services and that the
+    /// data has left, the most recently left first (at most
+    /// [`super::FORMER_REGIONS_MAX`]); may include where the user is again now.
+    pub async fn former_regions(&self, user_id: String) -> Result<Vec<RegionId>, StoreError> {
+        either!(self, d => d.former_regions(user_id).await)
+    }
+
     pub async fn remove(&self, user_id: String) -> Result<(), StoreError> {
         either!(self, d => d.remove(user_id).await)
     }

@@ -16,6 +16,8 @@
 //! P/dir/<home>/phone/<hex phone index>     = user id
 //! P/dir/<home>/user/<user id>              = hex phone index
 //! P/dir/<home>/place/<user id>/<service>   = region holding that service
+//! P/dir/<home>/former/<user id>            = regions the user's data left, newest first,
+//!                                            comma-separated (at most FORMER_REGIONS_MAX)
 //! P/journal/<migration id>                 = the migration's description
 //! P/journal/<migration id>/selected        = number of pages of selected users (written last)
 //! P/journal/<migration id>/page/<n>        = JSON list of user ids
@@ -33,7 +35,7 @@ use etcd_client::{
 };
 use sovereign_model::RegionId;
 
-use super::DirectoryEntry;
+use super::{DirectoryEntry, FORMER_REGIONS_MAX};
 use crate::domain::Service;
 use crate::store::StoreError;
 
@@ -187,6 +189,8 @@ struct Cache {
     users: HashMap<String, Vec<UserRow>>,
     /// (home, user) → the services placed away from that home.
     placements: HashMap<(RegionId, String), Vec<(Service, RegionId)>>,
+    /// (home, user) → the regions the user's data left, newest first.
+    formers: HashMap<(RegionId, String), Vec<RegionId>>,
     revision: i64,
 }
 
@@ -205,6 +209,41 @@ enum DirKey {
         user: String,
         service: Service,
     },
+    Former {
+        home: RegionId,
+        user: String,
+    },
+}
+
+/// A `former` value: region ids, comma-separated, newest first. A malformed id is skipped,
+/// a repeated one counted once, and at most [`FORMER_REGIONS_MAX`] are kept.
+fn parse_former(value: &str) -> Vec<RegionId> {
+    let mut out: Vec<RegionId> = Vec::new();
+    for region in value.split(',').filter_map(|r| RegionId::parse(r).ok()) {
+        if out.len() == FORMER_REGIONS_MAX {
+            break;
+        }
+        if !out.contains(&region) {
+            out.push(region);
+        }
+    }
+    out
+}
+
+/// `left` put first among `former`, within [`FORMER_REGIONS_MAX`] (the oldest goes).
+fn with_left(former: &[RegionId], left: &RegionId) -> Vec<RegionId> {
+    std::iter::once(left.clone())
+        .chain(former.iter().filter(|r| *r != left).cloned())
+        .take(FORMER_REGIONS_MAX)
+        .collect()
+}
+
+fn former_text(former: &[RegionId]) -> String {
+    former
+        .iter()
+        .map(RegionId::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn parse_hex32(text: &str) -> Option<[u8; 32]> {
@@ -247,6 +286,10 @@ impl DirKey {
                     service: Service::parse(service)?,
                 })
             }
+            "former" if !rest.is_empty() => Some(DirKey::Former {
+                home,
+                user: rest.to_owned(),
+            }),
             _ => None,
         }
     }
@@ -295,6 +338,9 @@ impl Cache {
                 placed.push((service, region));
                 placed.sort_by_key(|(s, _)| *s);
             }
+            DirKey::Former { home, user } => {
+                self.formers.insert((home, user), parse_former(value));
+            }
         }
     }
 
@@ -328,6 +374,9 @@ impl Cache {
                         self.placements.remove(&key);
                     }
                 }
+            }
+            Some(DirKey::Former { home, user }) => {
+                self.formers.remove(&(home, user));
             }
             None => {}
         }
@@ -525,6 +574,31 @@ impl EtcdDirectory {
 
     fn place_prefix(&self, home: &RegionId, user_id: &str) -> String {
         format!("{}/dir/{home}/place/{user_id}/", self.prefix)
+    }
+
+    fn former_key(&self, home: &RegionId, user_id: &str) -> String {
+        format!("{}/dir/{home}/former/{user_id}", self.prefix)
+    }
+
+    /// Values and modification revisions (0 for an absent key) of `keys`, in one read.
+    async fn values_now(&self, keys: &[String]) -> Result<Vec<(Option<String>, i64)>, StoreError> {
+        let gets: Vec<TxnOp> = keys.iter().map(|k| TxnOp::get(k.clone(), None)).collect();
+        let (_, _, responses) = self.txn(Txn::new().and_then(gets)).await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for response in responses {
+            let found = match response {
+                TxnOpResponse::Get(get) => get
+                    .kvs()
+                    .first()
+                    .map(|kv| (kv.value_str().ok().map(str::to_owned), kv.mod_revision())),
+                _ => None,
+            };
+            out.push(found.unwrap_or((None, 0)));
+        }
+        if out.len() != keys.len() {
+            return Err(unavailable("etcd answered a read with missing parts"));
+        }
+        Ok(out)
     }
 
     fn journal_key(&self, id: &str) -> String {
@@ -729,6 +803,25 @@ impl EtcdDirectory {
             )];
             let mut ops = Vec::new();
             if old != home {
+                // The old home joins the former regions, which move with the user's keys.
+                let old_former = self.former_key(&old, &user_id);
+                let [(former, former_rev)]: [(Option<String>, i64); 1] = self
+                    .values_now(std::slice::from_ref(&old_former))
+                    .await?
+                    .try_into()
+                    .map_err(|_| unavailable("etcd answered a read with missing parts"))?;
+                let former = with_left(&parse_former(former.as_deref().unwrap_or("")), &old);
+                when.push(Compare::mod_revision(
+                    old_former.clone(),
+                    CompareOp::Equal,
+                    former_rev,
+                ));
+                ops.push(TxnOp::delete(old_former, None));
+                ops.push(TxnOp::put(
+                    self.former_key(&home, &user_id),
+                    former_text(&former),
+                    None,
+                ));
                 ops.push(TxnOp::delete(self.phone_key(&old, &phone), None));
                 ops.push(TxnOp::delete(old_user, None));
                 ops.push(TxnOp::put(
@@ -820,21 +913,45 @@ impl EtcdDirectory {
                 return Err(StoreError::NotFound);
             };
             let prefix = self.place_prefix(&home, &user_id);
-            let ops: Vec<TxnOp> = services
+            let former_key = self.former_key(&home, &user_id);
+            let mut keys: Vec<String> = services
                 .iter()
-                .map(|service| {
-                    let key = format!("{prefix}{}", service.as_str());
-                    if home == region {
-                        TxnOp::delete(key, None)
-                    } else {
-                        TxnOp::put(key, region.as_str(), None)
-                    }
-                })
+                .map(|service| format!("{prefix}{}", service.as_str()))
                 .collect();
-            // Only while the user still lives where the placement is recorded.
-            let when =
-                Compare::mod_revision(self.user_key(&home, &user_id), CompareOp::Equal, user_rev);
-            let (placed, revision, _) = self.txn(Txn::new().when(vec![when]).and_then(ops)).await?;
+            keys.push(former_key.clone());
+            let now = self.values_now(&keys).await?;
+            // Only while the user still lives where the placement is recorded, and nobody
+            // moved these services or changed the former regions since they were read.
+            let mut when = vec![Compare::mod_revision(
+                self.user_key(&home, &user_id),
+                CompareOp::Equal,
+                user_rev,
+            )];
+            for (key, (_, rev)) in keys.iter().zip(&now) {
+                when.push(Compare::mod_revision(key.clone(), CompareOp::Equal, *rev));
+            }
+            let (former_now, places_now) = now.split_last().ok_or(StoreError::NotFound)?;
+            let mut former = parse_former(former_now.0.as_deref().unwrap_or(""));
+            let before = former.clone();
+            let mut ops = Vec::new();
+            for (key, (was, _)) in keys.iter().zip(places_now) {
+                let was = was
+                    .as_deref()
+                    .and_then(|r| RegionId::parse(r).ok())
+                    .unwrap_or_else(|| home.clone());
+                if was != region {
+                    former = with_left(&former, &was);
+                }
+                if home == region {
+                    ops.push(TxnOp::delete(key.clone(), None));
+                } else {
+                    ops.push(TxnOp::put(key.clone(), region.as_str(), None));
+                }
+            }
+            if former != before {
+                ops.push(TxnOp::put(former_key, former_text(&former), None));
+            }
+            let (placed, revision, _) = self.txn(Txn::new().when(when).and_then(ops)).await?;
             if placed {
                 self.catch_up(revision).await;
                 return Ok(());
@@ -864,6 +981,19 @@ impl EtcdDirectory {
         self.answer(found)
     }
 
+    pub async fn former_regions(&self, user_id: String) -> Result<Vec<RegionId>, StoreError> {
+        let found = self.read(|cache| {
+            cache.user(&user_id).map(|row| {
+                cache
+                    .formers
+                    .get(&(row.home.clone(), user_id.clone()))
+                    .cloned()
+                    .unwrap_or_default()
+            })
+        })?;
+        Ok(self.answer(found)?.unwrap_or_default())
+    }
+
     pub async fn remove(&self, user_id: String) -> Result<(), StoreError> {
         let (Some((home, phone, _)), _) = self.current_user(&user_id).await? else {
             return Ok(());
@@ -875,6 +1005,7 @@ impl EtcdDirectory {
                 self.place_prefix(&home, &user_id),
                 Some(etcd_client::DeleteOptions::new().with_prefix()),
             ),
+            TxnOp::delete(self.former_key(&home, &user_id), None),
         ];
         let (_, revision, _) = self.txn(Txn::new().and_then(ops)).await?;
         self.catch_up(revision).await;
@@ -1159,6 +1290,34 @@ mod tests {
         );
         let enough = vec!["h:1"; ETCD_ENDPOINTS_MAX].join(",");
         assert!(EtcdLocation::parse(&format!("etcd://{enough}/p")).is_ok());
+    }
+
+    #[test]
+    fn former_regions_are_parsed_leniently_and_kept_within_their_bound() {
+        let r = |id: &str| RegionId::parse(id).unwrap();
+        assert!(parse_former("").is_empty());
+        assert_eq!(
+            parse_former("cn-beijing,,NOT A REGION,cn-beijing,in-mumbai"),
+            vec![r("cn-beijing"), r("in-mumbai")]
+        );
+        let many: Vec<String> = (0..=FORMER_REGIONS_MAX).map(|i| format!("r-{i}")).collect();
+        let parsed = parse_former(&many.join(","));
+        assert_eq!(parsed.len(), FORMER_REGIONS_MAX);
+        assert_eq!(parsed[0], r("r-0"));
+        let moved = with_left(&parsed, &r("new"));
+        assert_eq!(moved.len(), FORMER_REGIONS_MAX);
+        assert_eq!(moved[0], r("new"));
+        assert!(!moved.contains(&r(&format!("r-{}", FORMER_REGIONS_MAX - 1))));
+        assert_eq!(with_left(&moved, &r("r-3"))[0], r("r-3"));
+        assert_eq!(with_left(&moved, &r("r-3")).len(), FORMER_REGIONS_MAX);
+        let mut cache = Cache::default();
+        cache.put("in-mumbai/former/", b"cn-beijing", 1);
+        cache.put("in-mumbai/former/u1", b"\xff", 1);
+        assert!(cache.formers.is_empty());
+        cache.put("in-mumbai/former/u1", b"cn-beijing", 2);
+        assert_eq!(cache.formers.len(), 1);
+        cache.delete("in-mumbai/former/u1");
+        assert!(cache.formers.is_empty());
     }
 
     #[test]

@@ -135,6 +135,18 @@ async fn exercise(directory: &Directory) {
         directory.placements("u-alice".into()).await.unwrap(),
         vec![(Service::Messaging, singapore.clone())]
     );
+    // Messaging left Beijing (where the account still is): Beijing has held it.
+    assert_eq!(
+        directory.former_regions("u-alice".into()).await.unwrap(),
+        vec![beijing.clone()]
+    );
+    assert!(
+        directory
+            .former_regions("u-nobody".into())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
         directory.homes_served_in(singapore.clone()).await.unwrap(),
         vec![beijing.clone()]
@@ -154,6 +166,11 @@ async fn exercise(directory: &Directory) {
     assert_eq!(
         directory.lookup(alice).await.unwrap(),
         entry("u-alice", &singapore)
+    );
+    assert_eq!(
+        directory.former_regions("u-alice".into()).await.unwrap(),
+        vec![beijing.clone()],
+        "the account left Beijing too; Beijing is remembered once"
     );
     assert!(
         directory
@@ -202,6 +219,12 @@ async fn exercise(directory: &Directory) {
             .unwrap()
             .is_empty()
     );
+    // Bob's backup left Mumbai (his first home) for Beijing, his account left Mumbai, then
+    // his backup left Beijing: the most recently left first.
+    assert_eq!(
+        directory.former_regions("u-bob".into()).await.unwrap(),
+        vec![beijing.clone(), mumbai.clone()]
+    );
     assert!(matches!(
         directory
             .move_home("u-nobody".into(), mumbai.clone(), 10)
@@ -225,6 +248,14 @@ async fn exercise(directory: &Directory) {
     assert_eq!(
         directory.lookup(alice).await.unwrap(),
         entry("u-alice-2", &mumbai)
+    );
+    // A removed user's former regions go with them.
+    assert!(
+        directory
+            .former_regions("u-alice".into())
+            .await
+            .unwrap()
+            .is_empty()
     );
 
     // The migration journal: opened empty, selected once, steps kept, never reselected.
