@@ -12,7 +12,10 @@
 //! - the home pushes every consent change to the service regions before it answers
 //!   ([`CONSENT_SYNC_PATH`]); a withdrawal erases the scope's data there first;
 //! - the home deletes the user in the service regions before it deletes the account
-//!   ([`USER_DELETE_PATH`]) and gathers their parts for an export ([`USER_EXPORT_PATH`]).
+//!   ([`USER_DELETE_PATH`]) and gathers their parts for an export ([`USER_EXPORT_PATH`]);
+//! - the home's access log asks the service regions, and the regions the user's data has left
+//!   (the directory's former regions), for their ledger entries about the user
+//!   ([`USER_ACCESS_PATH`]): staff reads stay visible wherever the data was.
 //!
 //! If a service region cannot be reached the request fails with `503 region_unavailable` and
 //! says nothing was done.
@@ -54,6 +57,9 @@ pub const SESSION_VERIFY_DEADLINE_MS: u64 = 2_000;
 /// Most sites one question about a token visits: its issuer, then where its user moved (the
 /// 2014 plan moves a user twice: Beijing to Singapore to Mumbai).
 pub const SESSION_HOPS_MAX: usize = 3;
+/// Longest the home waits for a former region's ledger entries; past it (or on any refusal)
+/// that region's part of the access log says it is unavailable and the rest is shown.
+pub const FORMER_LEDGER_DEADLINE_MS: u64 = 3_000;
 /// Rounds of pushing a change to the service regions: a placement may change (a service move
 /// flips) while a change is being pushed, and the new region must get it too.
 pub const PUSH_ROUNDS_MAX: usize = 4;
@@ -446,6 +452,56 @@ pub async fn access_remote(
         out.push((region, answer));
     }
     Ok(out)
+}
+
+/// The user's entries in the ledgers of the regions their data has left (the directory's
+/// former regions, less this one and those holding a service now, which [`access_remote`]
+/// asks): staff reads made there before the user or a service moved away. Asked at once, each
+/// within [`FORMER_LEDGER_DEADLINE_MS`]; a region that does not answer with its entries is
+/// `{"region", "available": false}` and hides nothing else.
+///
+/// # Errors
+/// Only when the directory cannot be read.
+pub async fn access_former(state: &AppState, user_id: &str) -> Result<Vec<Value>, ApiError> {
+    let held = service_regions(state, user_id).await?;
+    let former: Vec<RegionId> = state
+        .directory
+        .former_regions(user_id.to_owned())
+        .await?
+        .into_iter()
+        .filter(|r| *r != state.region.id && !held.contains(r))
+        .collect();
+    let body = json!({ "user_id": user_id });
+    let asks = former.into_iter().map(|region| {
+        let body = &body;
+        async move {
+            let reply = tokio::time::timeout(
+                Duration::from_millis(FORMER_LEDGER_DEADLINE_MS),
+                state
+                    .federation
+                    .post(&region, USER_ACCESS_PATH, body, state.now_ms()),
+            )
+            .await;
+            match reply {
+                Ok(Ok((200, mut part))) if part["entries"].is_array() => {
+                    // The part is signed by the region asked; it speaks for itself only.
+                    part["region"] = json!(region.as_str());
+                    part["available"] = json!(true);
+                    part
+                }
+                other => {
+                    let why = match other {
+                        Ok(Ok((status, _))) => format!("answered {status}"),
+                        Ok(Err(error)) => error.to_string(),
+                        Err(_) => "did not answer in time".to_owned(),
+                    };
+                    tracing::warn!(%region, why, "a former region's ledger could not be read");
+                    json!({ "region": region.as_str(), "available": false })
+                }
+            }
+        }
+    });
+    Ok(futures_util::future::join_all(asks).await)
 }
 
 /// Where each service of the user lives (the home for one not placed elsewhere).

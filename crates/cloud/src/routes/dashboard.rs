@@ -727,6 +727,22 @@ async fn dashboard_page(state: &AppState, session: &Session) -> Result<String, A
             entries.push((remote_ledger_row(e), Vec::new()));
         }
     }
+    // And so are reads made where the data was before the user or a service moved away.
+    for part in crate::placement::access_former(state, user.id.as_str()).await? {
+        if part["available"] == Value::Bool(true) {
+            for e in part["entries"].as_array().into_iter().flatten() {
+                entries.push((remote_ledger_row(e), Vec::new()));
+            }
+        } else if let Some(region) = part["region"].as_str() {
+            let _ = write!(
+                out,
+                "<p class=\"error\" data-unavailable=\"{r}\">Staff access in {r}, where your data \
+                 was before, could not be checked just now: that region did not answer. \
+                 Its record is kept; try again later.</p>",
+                r = esc(region),
+            );
+        }
+    }
     entries.sort_by_key(|e| std::cmp::Reverse(e.0.at));
     if entries.is_empty() {
         out.push_str("<p class=\"empty\">Nobody has asked for or had access to your data.</p>");

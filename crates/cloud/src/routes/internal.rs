@@ -282,7 +282,9 @@ async fn user_stats(
 }
 
 /// The home's access log asks for this region's ledger entries about a user whose services
-/// live here: operator reads of the data held here, and exports handed to the home.
+/// live here or whose data lived here before (the ledger outlives the purge of a user who
+/// moved away): operator reads of the data held here, and exports handed to the home. Only
+/// the user's directory home may ask, and it gets only the entries about that user.
 async fn user_access_log(
     State(state): State<AppState>,
     request: Request,

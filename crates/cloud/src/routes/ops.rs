@@ -364,7 +364,9 @@ pub async fn refuse_write() -> ApiError {
 }
 
 /// The user's own entries in the access ledger, newest first, each with an RFC 6962 inclusion
-/// proof against the region's latest signed checkpoint.
+/// proof against the region's latest signed checkpoint; `elsewhere`, the same from each region
+/// holding one of the user's services; `former`, the same from each region the user's data
+/// has left (or `{"region", "available": false}` for one that did not answer).
 #[utoipa::path(get, path = "/v1/me/access-log",
     responses((status = 200, description = "entries, inclusion proofs and the signed checkpoint"), (status = 401)),
     security(("bearer" = [])))]
@@ -380,6 +382,9 @@ pub async fn access_log(
         elsewhere.push(part);
     }
     log["elsewhere"] = Value::Array(elsewhere);
+    // Reads made where the user's data was before (a region they or a service left) are in
+    // those regions' ledgers; one that does not answer is marked, not fatal.
+    log["former"] = Value::Array(crate::placement::access_former(&state, user.id.as_str()).await?);
     Ok(Json(log))
 }
 

@@ -9,6 +9,7 @@ mod dashboard;
 mod directory;
 mod encryption;
 mod etcd_cluster;
+mod former;
 mod input;
 mod messaging;
 mod migration;
