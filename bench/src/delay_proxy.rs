@@ -40,6 +40,10 @@ pub const CHUNK_BYTES_MAX: usize = 16 * 1024;
 pub const QUEUE_CHUNKS_MAX: usize = 16;
 /// Longest round-trip time a route may have.
 pub const RTT_MS_MAX: u64 = 10_000;
+/// Slowest link a route may have (10 kbit/s: one full chunk takes 13 s on the wire).
+pub const RATE_MBIT_MIN: f64 = 0.01;
+/// Fastest link a route may have (100 Gbit/s).
+pub const RATE_MBIT_MAX: f64 = 100_000.0;
 /// Most routes one proxy serves.
 pub const ROUTES_MAX: usize = 256;
 /// Longest line of a routes file.
@@ -91,7 +95,7 @@ impl Route {
     ///
     /// # Errors
     /// A missing, repeated, unknown or unparsable field, a round trip over [`RTT_MS_MAX`], or a
-    /// rate that is not a positive number.
+    /// rate outside [`RATE_MBIT_MIN`]..=[`RATE_MBIT_MAX`].
     pub fn parse(text: &str) -> Result<Route, RouteError> {
         if text.len() > ROUTE_LINE_BYTES_MAX {
             return Err(RouteError::LineTooLong(text.len()));
@@ -138,6 +142,13 @@ impl Route {
                         .map_err(|e: std::num::ParseFloatError| bad("rate_mbit", e.to_string()))?;
                     if !(mbit.is_finite() && mbit > 0.0) {
                         return Err(bad("rate_mbit", "must be a positive number".to_owned()));
+                    }
+                    // Past these the link's schedule is no longer a finite, representable time.
+                    if !(RATE_MBIT_MIN..=RATE_MBIT_MAX).contains(&mbit) {
+                        return Err(bad(
+                            "rate_mbit",
+                            format!("must be from {RATE_MBIT_MIN} to {RATE_MBIT_MAX}"),
+                        ));
                     }
                     if rate.replace(mbit * 1e6 / 8.0).is_some() {
                         return Err(RouteError::Repeated("rate_mbit"));
@@ -452,6 +463,26 @@ mod tests {
             Route::parse(&format!("{ok} rtt_ms={RTT_MS_MAX}")).map(|r| r.rtt.as_millis()),
             Ok(u128::from(RTT_MS_MAX))
         );
+    }
+
+    #[test]
+    fn a_rate_the_link_cannot_schedule_is_refused() {
+        // Found by the fuzz target: a tiny rate made one chunk's time on the wire overflow a
+        // Duration (a panic in the proxy), a huge one rounded to an infinite rate.
+        let ok = "listen=127.0.0.1:1 target=127.0.0.1:2 rtt_ms=1";
+        for rate in ["1e-300", "0.009", "100001", "1e308", "inf", "NaN", "-1"] {
+            let parsed = Route::parse(&format!("{ok} rate_mbit={rate}"));
+            assert!(
+                matches!(parsed, Err(RouteError::BadValue { field: "rate_mbit", .. })),
+                "{rate}: {parsed:?}"
+            );
+        }
+        for rate in [RATE_MBIT_MIN, RATE_MBIT_MAX] {
+            let route = Route::parse(&format!("{ok} rate_mbit={rate}")).expect("in range");
+            let link = Link::new(route.rate_bytes_per_s);
+            let now = Instant::now();
+            assert!(link.sent_at(CHUNK_BYTES_MAX) >= now);
+        }
     }
 
     #[test]

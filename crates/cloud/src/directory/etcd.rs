@@ -1106,6 +1106,50 @@ impl EtcdDirectory {
     }
 }
 
+/// What a cache filled by [`replay_for_fuzzing`] holds.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct ReplaySummary {
+    pub users: usize,
+    pub numbers: usize,
+    /// The longest list of former regions any user has.
+    pub former_longest: usize,
+    /// The most placements any user has.
+    pub placements_most: usize,
+}
+
+/// For the fuzz target: applies `script` to an empty cache as the watch would (one event a
+/// line: `put KEY VALUE` or `del KEY`, each KEY after `P/dir/`), then asks it every question
+/// routing asks. Whatever sites wrote into etcd, malformed keys and values are ignored.
+#[doc(hidden)]
+pub fn replay_for_fuzzing(script: &str) -> ReplaySummary {
+    let mut cache = Cache::default();
+    for (revision, line) in (1..).zip(script.lines()) {
+        if let Some(rest) = line.strip_prefix("put ") {
+            let (key, value) = rest.split_once(' ').unwrap_or((rest, ""));
+            cache.put(key, value.as_bytes(), revision);
+        } else if let Some(key) = line.strip_prefix("del ") {
+            cache.delete(key);
+        }
+    }
+    for user in cache.users.keys() {
+        for service in Service::ALL {
+            let _ = cache.service_region(user, service);
+        }
+    }
+    for claims in cache.phones.values() {
+        if let Some((_, _, user)) = claims.first() {
+            let _ = cache.user(user);
+        }
+    }
+    ReplaySummary {
+        users: cache.users.len(),
+        numbers: cache.phones.len(),
+        former_longest: cache.formers.values().map(Vec::len).max().unwrap_or(0),
+        placements_most: cache.placements.values().map(Vec::len).max().unwrap_or(0),
+    }
+}
+
 /// Reads the whole directory prefix at one revision, a page at a time.
 async fn sync(client: &Client, dir_prefix: &str) -> Result<(Cache, i64), StoreError> {
     let mut kv = client.kv_client();
