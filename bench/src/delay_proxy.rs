@@ -473,7 +473,13 @@ mod tests {
         for rate in ["1e-300", "0.009", "100001", "1e308", "inf", "NaN", "-1"] {
             let parsed = Route::parse(&format!("{ok} rate_mbit={rate}"));
             assert!(
-                matches!(parsed, Err(RouteError::BadValue { field: "rate_mbit", .. })),
+                matches!(
+                    parsed,
+                    Err(RouteError::BadValue {
+                        field: "rate_mbit",
+                        ..
+                    })
+                ),
                 "{rate}: {parsed:?}"
             );
         }

@@ -32,7 +32,7 @@ fn all_regions() -> Vec<RegionId> {
         .collect()
 }
 
-async fn connect(
+pub(crate) async fn connect(
     cluster: &EtcdCluster,
     user: Option<(&str, &str)>,
     prefix: &str,
@@ -455,15 +455,26 @@ async fn the_etcd_directory_keeps_working_when_a_member_dies() {
 
 /// A cloud whose regions use `directory`.
 async fn spawn_on(ids: &[&str], directory: Directory) -> TestCloud {
+    spawn_on_with(ids, directory, |_| {}).await
+}
+
+/// A cloud whose regions use `directory`, with the policies `adjust` makes.
+pub(crate) async fn spawn_on_with(
+    ids: &[&str],
+    directory: Directory,
+    adjust: impl FnOnce(&mut Policies),
+) -> TestCloud {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(START_MS);
     let regions: Vec<RegionId> = ids.iter().map(|id| region(id)).collect();
     let databases = test_databases(&regions);
+    let mut policies = Policies::embedded().unwrap();
+    adjust(&mut policies);
     let cloud = sovereign_cloud::start_cloud_on(
         CloudOptions {
             data_dir: dir.path().to_path_buf(),
-            policies: Policies::embedded().unwrap(),
+            policies,
             regions: regions
                 .into_iter()
                 .map(|id| (id, "127.0.0.1:0".parse().unwrap()))

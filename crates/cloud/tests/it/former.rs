@@ -18,6 +18,7 @@ use sovereign_cloud::sites::{self, FederationFile};
 use sovereign_crypto::{SigningKey, from_hex, hex, leaf_hash, verify_inclusion, verify_signature};
 use sovereign_model::{ConsentScope, RegionId, ResidencyPolicy};
 
+use crate::etcd_cluster::EtcdCluster;
 use crate::support::*;
 
 const REGIONS: [&str; 3] = ["in-mumbai", "sg-singapore", "us-oregon"];
@@ -287,7 +288,23 @@ async fn dashboard(cloud: &TestCloud, at: &str) -> String {
 
 #[tokio::test]
 async fn issue10_staff_reads_in_the_region_a_user_left_follow_them_to_their_new_home() {
-    let mut cloud = spawn_regions_with(&REGIONS, india_may_move_to_singapore).await;
+    let cloud = spawn_regions_with(&REGIONS, india_may_move_to_singapore).await;
+    whole_user_moves(cloud).await;
+}
+
+#[tokio::test]
+async fn issue10_staff_reads_in_the_region_a_user_left_follow_them_with_the_directory_on_etcd() {
+    let cluster = EtcdCluster::start();
+    let directory = crate::directory::connect(&cluster, None, "t")
+        .await
+        .unwrap();
+    let cloud =
+        crate::directory::spawn_on_with(&REGIONS, directory, india_may_move_to_singapore).await;
+    whole_user_moves(cloud).await;
+}
+
+/// Staff in Mumbai read Alice's messages; then her whole account moves to Singapore.
+async fn whole_user_moves(mut cloud: TestCloud) {
     let alice = cloud.user("in-mumbai", ALICE).await;
     cloud.user("in-mumbai", BOB).await;
     let sent = cloud
