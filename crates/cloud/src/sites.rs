@@ -469,6 +469,27 @@ mod tests {
     }
 
     #[test]
+    fn deeply_nested_or_odd_toml_is_a_clear_error_not_a_crash() {
+        // Everything the TOML parser reads before the site checks: nesting as deep as the
+        // size limit allows, keys that are not `site`, sites of the wrong type.
+        let depth = FEDERATION_FILE_BYTES_MAX / 2 - 8;
+        let arrays = format!("x = {}{}", "[".repeat(depth), "]".repeat(depth));
+        let tables = format!("x = {}{}", "{a = ".repeat(depth / 5), "}".repeat(depth / 5));
+        for text in [
+            arrays,
+            tables,
+            "site = 1".to_owned(),
+            "site = [1]".to_owned(),
+            "[[site]]\n[[site]]\n".to_owned(),
+            "[[site]]\nregion = \"in-mumbai\"\nurl = \"https://\"\nfederation_key = \"\"\n"
+                .to_owned(),
+            "\u{feff}[[site]]".to_owned(),
+        ] {
+            assert!(FederationFile::parse(&text).is_err(), "{}", &text[..40.min(text.len())]);
+        }
+    }
+
+    #[test]
     fn url_hosts() {
         assert_eq!(url_host("https://a.example:1"), Some("a.example"));
         assert_eq!(url_host("https://a.example/"), Some("a.example"));

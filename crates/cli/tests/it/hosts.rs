@@ -20,7 +20,9 @@ use serde_json::{Value, json};
 use sovereign_cloud::federation::{
     Federation, PEER_CALL_TIMEOUT, PEER_REQUEST_WINDOW_MS, load_or_create_identity,
 };
-use sovereign_cloud::placement::{USER_DELETE_PATH, USER_EXPORT_PATH, USER_STATS_PATH};
+use sovereign_cloud::placement::{
+    USER_ACCESS_PATH, USER_DELETE_PATH, USER_EXPORT_PATH, USER_STATS_PATH,
+};
 use sovereign_cloud::routes::messages::FORWARD_PATH;
 use sovereign_cloud::sites::FederationFile;
 use sovereign_model::RegionId;
@@ -1153,6 +1155,9 @@ fn hostile_sites_on_separate_hosts() {
         Attempt::post("in-mumbai", USER_DELETE_PATH, json!({"user_id": bob_id})),
         Attempt::post("in-mumbai", USER_DELETE_PATH, json!({"user_id": "nobody"})),
         Attempt::post("in-mumbai", USER_STATS_PATH, json!({"user_id": bob_id})),
+        // Finding 6: the ledger entries about a user are told to that user's home alone (a
+        // region the user left answers their new home, and nobody else).
+        Attempt::post("in-mumbai", USER_ACCESS_PATH, json!({"user_id": bob_id})),
     ];
     // Finding 5: a captured signed request sent again; the same signature over another body;
     // a request signed for another site; one signed outside the window.
@@ -1216,6 +1221,7 @@ fn hostile_sites_on_separate_hosts() {
         vec![401],
         vec![401],
         vec![401],
+        vec![401],
         vec![202, 401],
         vec![401],
         vec![401],
@@ -1226,6 +1232,11 @@ fn hostile_sites_on_separate_hosts() {
     for answer in &answers[4..6] {
         assert!(answer["answer"].get("messages").is_none(), "{answer}");
     }
+    assert!(
+        answers[9]["answer"].get("entries").is_none(),
+        "{}",
+        answers[9]
+    );
     // Nothing the rogue tried was written: Bob's account, inbox (the one message Singapore may
     // send for Dave, once) and access log are as they were.
     let mut expected_inbox = hello.clone();
