@@ -485,7 +485,11 @@ mod tests {
                 .to_owned(),
             "\u{feff}[[site]]".to_owned(),
         ] {
-            assert!(FederationFile::parse(&text).is_err(), "{}", &text[..40.min(text.len())]);
+            assert!(
+                FederationFile::parse(&text).is_err(),
+                "{}",
+                &text[..40.min(text.len())]
+            );
         }
     }
 

@@ -1017,6 +1017,55 @@ fn start_world() -> World {
     }
 }
 
+/// Staff of `region` read `user`'s messages: three operators' keys made and registered on the
+/// region's host, the first asks with `reason`, the other two approve, and the first reads;
+/// every call over HTTPS from the phone's namespace, as an operator's laptop would.
+fn staff_read(world: &World, region: &str, user: &str, reason: &str) {
+    let site = world.site(region);
+    let keys = world.root.path().join(format!("operators-{region}"));
+    std::fs::create_dir_all(&keys).unwrap();
+    let key = |name: &str| keys.join(format!("{name}.key"));
+    for name in ["ana", "ben", "cat"] {
+        run(Command::new(env!("CARGO_BIN_EXE_sovereign"))
+            .args(["ops", "keygen", "--out"])
+            .arg(key(name)));
+        run(Command::new(env!("CARGO_BIN_EXE_sovereign"))
+            .args(["ops", "register", "--data-dir"])
+            .arg(&site.dir)
+            .args(["--region", region, "--name", name, "--public-key"])
+            .arg(keys.join(format!("{name}.key.pub"))));
+    }
+    let ops = |action: &str, name: &str, extra: &[&str]| {
+        run(
+            Net::command(&world.phone.ns, env!("CARGO_BIN_EXE_sovereign"))
+                .args(["ops", action, "--server", &site.url(), "--ca"])
+                .arg(site.dir.join("tls/ca.pem"))
+                .arg("--key")
+                .arg(key(name))
+                .args(["--operator", name])
+                .args(extra),
+        )
+    };
+    let requested = ops(
+        "request",
+        "ana",
+        &[
+            "--user",
+            user,
+            "--scopes",
+            "messaging",
+            "--reason",
+            reason,
+            "--duration",
+            "30m",
+        ],
+    );
+    let id = requested.split_whitespace().nth(1).unwrap().to_owned();
+    ops("approve", "ben", &["--request", &id]);
+    ops("approve", "cat", &["--request", &id]);
+    ops("read", "ana", &["--request", &id, "--scope", "messaging"]);
+}
+
 fn rand_bytes() -> [u8; 32] {
     let mut key = [0; 32];
     let a = uuid::Uuid::new_v4();
@@ -1460,6 +1509,19 @@ fn hostile_sites_on_separate_hosts() {
         Some(json!({"to": ASHA, "body": "before the move"})),
     );
     assert_eq!(to_asha.status, 202, "{to_asha:?}");
+    // Finding 6: what Mumbai's staff read before she moves stays in her log after.
+    let asha_id = world
+        .call("in-mumbai", "GET", "/v1/me", Some(&asha), None)
+        .body["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    staff_read(
+        &world,
+        "in-mumbai",
+        &asha_id,
+        "ticket 14: Mumbai staff read Asha's messages",
+    );
     let users = world.root.path().join("move-users.txt");
     std::fs::write(&users, format!("{ASHA}\n")).unwrap();
     let members = world
@@ -1500,6 +1562,31 @@ fn hostile_sites_on_separate_hosts() {
     assert_eq!(stale.status, 307, "{stale:?}");
     let moved_back = world.call("sg-singapore", "GET", "/v1/me", Some(&asha), None);
     assert_eq!(moved_back.status, 200, "{moved_back:?}");
+    // Her new home asks Mumbai, which answers it (her home now) with its ledger entries.
+    let log = world.call(
+        "sg-singapore",
+        "GET",
+        "/v1/me/access-log",
+        Some(&asha),
+        None,
+    );
+    assert_eq!(log.status, 200, "{log:?}");
+    let mumbai_part = log.body["former"]
+        .as_array()
+        .and_then(|parts| parts.iter().find(|p| p["region"] == "in-mumbai"))
+        .unwrap_or_else(|| panic!("Mumbai is not among her former regions: {log:?}"));
+    let reads: Vec<&Value> = mumbai_part["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "read")
+        .collect();
+    assert_eq!(reads.len(), 1, "{mumbai_part}");
+    assert!(
+        reads[0]["inclusion_proof"].is_array()
+            && mumbai_part["checkpoint"]["signature"].is_string(),
+        "{mumbai_part}"
+    );
 
     step("the etcd leader dies: the directory keeps working");
     let leader = world.etcd_leader();
