@@ -467,8 +467,9 @@ mod tests {
 
     #[test]
     fn a_rate_the_link_cannot_schedule_is_refused() {
-        // Found by the fuzz target: a tiny rate made one chunk's time on the wire overflow a
-        // Duration (a panic in the proxy), a huge one rounded to an infinite rate.
+        // What the fuzz target checks of every route that parses: a tiny rate made one chunk's
+        // time on the wire overflow a Duration (a panic in the proxy's writer), and a huge one
+        // gave an infinite rate.
         let ok = "listen=127.0.0.1:1 target=127.0.0.1:2 rtt_ms=1";
         for rate in ["1e-300", "0.009", "100001", "1e308", "inf", "NaN", "-1"] {
             let parsed = Route::parse(&format!("{ok} rate_mbit={rate}"));
