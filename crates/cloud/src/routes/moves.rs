@@ -352,10 +352,9 @@ async fn activate(
     .await?;
     check_user_id(&body.user_id)?;
     from_holder(&state, &from, &body.user_id, body.scope).await?;
-    if !state.store.is_moving_in(body.user_id.clone()).await? {
-        // Live already (a rerun after a crash), or never installed: nothing to do.
-        return Ok(Json(json!({ "active": false })));
-    }
+    // Always applied (it is idempotent): an account arriving where a service move left a
+    // service row is not "moving in" (that row was live already), yet must become the account.
+    // With no copy here it changes nothing; the source's digest check came first anyway.
     state
         .store
         .activate_user(body.user_id, body.scope.account)

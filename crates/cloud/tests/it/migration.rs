@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use sovereign_cloud::domain::Service;
 use sovereign_cloud::migration::{MigrationSpec, Selector, migrate, migrate_to_site};
 use sovereign_model::{CountryCode, RegionId, ResidencyPolicy};
 
@@ -379,6 +380,42 @@ async fn migrate_under_concurrent_writes(cloud: Arc<TestCloud>, via: Via) {
     // Running the migration again finds nothing left to do.
     let again = run_migration(&cloud, &india_to_singapore(), via).await;
     assert_eq!(again.moved, 0);
+}
+
+/// Issue 10: the 2014 plan's order between sites on separate hosts: messaging, then backup,
+/// then the account, each over the federation. The account that arrives last joins the service
+/// row already there and is a real account at the target: the user signs in there.
+#[tokio::test]
+async fn services_then_the_account_over_the_federation_end_as_an_account_at_the_target() {
+    let cloud =
+        spawn_regions_with(&["in-mumbai", "sg-singapore"], india_may_move_to_singapore).await;
+    cloud.user("in-mumbai", ALICE).await;
+    let source = cloud.cloud.region("in-mumbai").unwrap().state.clone();
+    for services in [vec![Service::Messaging], vec![Service::Backup], Vec::new()] {
+        let spec = MigrationSpec {
+            services,
+            ..india_to_singapore()
+        };
+        let report = migrate_to_site(&spec, &source, |_| {}).await.unwrap();
+        assert_eq!(report.moved, 1, "{}: {report:?}", spec.describe());
+    }
+    let body =
+        json!({"phone": ALICE, "password": "correct horse battery", "device_name": "new phone"});
+    let signed_in = cloud
+        .call(
+            "sg-singapore",
+            Method::POST,
+            "/v1/sessions",
+            None,
+            Some(body),
+        )
+        .await;
+    assert_eq!(
+        signed_in.status,
+        StatusCode::CREATED,
+        "{:?}",
+        signed_in.body
+    );
 }
 
 #[tokio::test]
