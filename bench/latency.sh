@@ -69,9 +69,9 @@ done
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 if [[ $PROFILE == release ]]; then
-  cargo build --quiet --release -p sovereign -p sovereign-bench --bin delay-proxy --bin latency
+  cargo build --quiet --release -p sovereign -p sovereign-bench --bin sovereign --bin delay-proxy --bin latency
 else
-  cargo build --quiet -p sovereign -p sovereign-bench --bin delay-proxy --bin latency
+  cargo build --quiet -p sovereign -p sovereign-bench --bin sovereign --bin delay-proxy --bin latency
 fi
 BIN=$CARGO_TARGET_DIR/$PROFILE
 SOV=$BIN/sovereign
