@@ -226,6 +226,64 @@ fn comparable(mut export: Value) -> Value {
     export
 }
 
+/// Each user's export at `url`, made [`comparable`].
+async fn exports_at(client: &reqwest::Client, url: &str, tokens: &[String]) -> Vec<Value> {
+    let mut exports = Vec::new();
+    for token in tokens {
+        let (status, export) = call(
+            client,
+            reqwest::Method::GET,
+            format!("{url}/v1/me/export"),
+            Some(token),
+            Value::Null,
+        )
+        .await;
+        assert_eq!(status, 200);
+        exports.push(comparable(export));
+    }
+    exports
+}
+
+/// Every user is in Singapore, readable with the tokens they already had and unchanged from
+/// `before`; nothing of theirs is left in Mumbai.
+async fn assert_all_moved_to_singapore(
+    client: &reqwest::Client,
+    singapore: &str,
+    tokens: &[String],
+    before: &[Value],
+    data: &std::path::Path,
+    databases: &BTreeMap<RegionId, String>,
+) {
+    for (i, token) in tokens.iter().enumerate() {
+        let (status, export) = call(
+            client,
+            reqwest::Method::GET,
+            format!("{singapore}/v1/me/export"),
+            Some(token),
+            Value::Null,
+        )
+        .await;
+        assert_eq!(status, 200, "user {i}");
+        assert_eq!(export["account"]["region"], "sg-singapore");
+        assert_eq!(
+            comparable(export),
+            before[i],
+            "user {i}'s data changed in the move"
+        );
+    }
+    for table in [
+        "users",
+        "messages",
+        "backup_items",
+        "sessions",
+        "consent_state",
+        "consent_events",
+    ] {
+        let n = count_rows(data, databases, "in-mumbai", table);
+        assert_eq!(n, 0, "{table} left in Mumbai");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_migration_killed_at_random_points_resumes_and_ends_correct() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -237,19 +295,7 @@ async fn a_migration_killed_at_random_points_resumes_and_ends_correct() {
     let mumbai = cloud.region("in-mumbai").unwrap().url.clone();
     let tokens = populate(data.path(), &mumbai).await;
     let client = client(data.path());
-    let mut before = Vec::new();
-    for token in &tokens {
-        let (status, export) = call(
-            &client,
-            reqwest::Method::GET,
-            format!("{mumbai}/v1/me/export"),
-            Some(token),
-            Value::Null,
-        )
-        .await;
-        assert_eq!(status, 200);
-        before.push(comparable(export));
-    }
+    let before = exports_at(&client, &mumbai, &tokens).await;
     cloud.shutdown(Duration::from_secs(5)).await;
 
     let migrate = || {
@@ -282,34 +328,15 @@ async fn a_migration_killed_at_random_points_resumes_and_ends_correct() {
     // left in Mumbai.
     let cloud = start(data.path(), config.path(), &databases).await;
     let singapore = cloud.region("sg-singapore").unwrap().url.clone();
-    for (i, token) in tokens.iter().enumerate() {
-        let (status, export) = call(
-            &client,
-            reqwest::Method::GET,
-            format!("{singapore}/v1/me/export"),
-            Some(token),
-            Value::Null,
-        )
-        .await;
-        assert_eq!(status, 200, "user {i}");
-        assert_eq!(export["account"]["region"], "sg-singapore");
-        assert_eq!(
-            comparable(export),
-            before[i],
-            "user {i}'s data changed in the move"
-        );
-    }
-    for table in [
-        "users",
-        "messages",
-        "backup_items",
-        "sessions",
-        "consent_state",
-        "consent_events",
-    ] {
-        let n = count_rows(data.path(), &databases, "in-mumbai", table);
-        assert_eq!(n, 0, "{table} left in Mumbai");
-    }
+    assert_all_moved_to_singapore(
+        &client,
+        &singapore,
+        &tokens,
+        &before,
+        data.path(),
+        &databases,
+    )
+    .await;
     cloud.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -329,19 +356,7 @@ async fn a_migration_to_a_running_site_killed_at_random_points_resumes_and_ends_
     let singapore = cloud.region("sg-singapore").unwrap().url.clone();
     let tokens = populate(data.path(), &mumbai).await;
     let client = client(data.path());
-    let mut before = Vec::new();
-    for token in &tokens {
-        let (status, export) = call(
-            &client,
-            reqwest::Method::GET,
-            format!("{mumbai}/v1/me/export"),
-            Some(token),
-            Value::Null,
-        )
-        .await;
-        assert_eq!(status, 200);
-        before.push(comparable(export));
-    }
+    let before = exports_at(&client, &mumbai, &tokens).await;
 
     let (root, config_dir) = (data.path().to_path_buf(), config.path().to_path_buf());
     let migrate = {
@@ -372,34 +387,15 @@ async fn a_migration_to_a_running_site_killed_at_random_points_resumes_and_ends_
         .unwrap();
     println!("last run: {report}");
 
-    for (i, token) in tokens.iter().enumerate() {
-        let (status, export) = call(
-            &client,
-            reqwest::Method::GET,
-            format!("{singapore}/v1/me/export"),
-            Some(token),
-            Value::Null,
-        )
-        .await;
-        assert_eq!(status, 200, "user {i}");
-        assert_eq!(export["account"]["region"], "sg-singapore");
-        assert_eq!(
-            comparable(export),
-            before[i],
-            "user {i}'s data changed in the move"
-        );
-    }
-    for table in [
-        "users",
-        "messages",
-        "backup_items",
-        "sessions",
-        "consent_state",
-        "consent_events",
-    ] {
-        let n = count_rows(data.path(), &databases, "in-mumbai", table);
-        assert_eq!(n, 0, "{table} left in Mumbai");
-    }
+    assert_all_moved_to_singapore(
+        &client,
+        &singapore,
+        &tokens,
+        &before,
+        data.path(),
+        &databases,
+    )
+    .await;
     cloud.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -526,19 +522,7 @@ async fn a_services_plan_killed_at_random_points_resumes_and_ends_correct_issue_
     let mumbai = cloud.region("in-mumbai").unwrap().url.clone();
     let tokens = populate(data.path(), &mumbai).await;
     let client = client(data.path());
-    let mut before = Vec::new();
-    for token in &tokens {
-        let (status, export) = call(
-            &client,
-            reqwest::Method::GET,
-            format!("{mumbai}/v1/me/export"),
-            Some(token),
-            Value::Null,
-        )
-        .await;
-        assert_eq!(status, 200);
-        before.push(comparable(export));
-    }
+    let before = exports_at(&client, &mumbai, &tokens).await;
     cloud.shutdown(Duration::from_secs(5)).await;
 
     let plan = config.path().join("plan.toml");

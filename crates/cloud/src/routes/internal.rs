@@ -38,9 +38,24 @@ async fn signed<T: DeserializeOwned>(
     request: Request,
     path: &str,
 ) -> Result<(RegionId, T), ApiError> {
+    signed_within(
+        state,
+        request,
+        path,
+        state.policies.limits.json_body_bytes_max,
+    )
+    .await
+}
+
+/// [`signed`] with a body of at most `limit` bytes (a move's rows and blobs are larger).
+pub(crate) async fn signed_within<T: DeserializeOwned>(
+    state: &AppState,
+    request: Request,
+    path: &str,
+    limit: usize,
+) -> Result<(RegionId, T), ApiError> {
     let headers = request.headers().clone();
-    let bytes =
-        crate::extract::read_body(request, state.policies.limits.json_body_bytes_max).await?;
+    let bytes = crate::extract::read_body(request, limit).await?;
     let from = state
         .federation
         .verify(&headers, "POST", path, &bytes, state.now_ms())?;

@@ -14,7 +14,6 @@ use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sovereign_crypto::{MOVE_PUBLIC_KEY_BYTES, SEALED_OVERHEAD_BYTES, SealedForMove, hex};
 use sovereign_model::RegionId;
@@ -26,6 +25,7 @@ use crate::migration::{
     MOVE_ABANDON_PATH, MOVE_ACTIVATE_PATH, MOVE_BLOB_PATH, MOVE_DIGEST_PATH, MOVE_INSTALL_PATH,
     MOVE_PREPARE_PATH, MOVE_SNAPSHOT_BYTES_MAX,
 };
+use crate::routes::internal::signed_within;
 use crate::state::AppState;
 use crate::store::{MoveScope, UserSnapshot};
 
@@ -42,21 +42,6 @@ pub fn router() -> Router<AppState> {
         .route(MOVE_DIGEST_PATH, post(digest))
         .route(MOVE_ACTIVATE_PATH, post(activate))
         .route(MOVE_ABANDON_PATH, post(abandon))
-}
-
-/// The body of a signed move request, at most `limit` bytes, and which site signed it.
-async fn signed<T: DeserializeOwned>(
-    state: &AppState,
-    request: Request,
-    path: &str,
-    limit: usize,
-) -> Result<(RegionId, T), ApiError> {
-    let headers = request.headers().clone();
-    let bytes = crate::extract::read_body(request, limit).await?;
-    let from = state
-        .federation
-        .verify(&headers, "POST", path, &bytes, state.now_ms())?;
-    Ok((from, crate::extract::parse_json(&bytes)?))
 }
 
 /// Refuses a move request from any site but the one that holds what moves. A user the
@@ -129,7 +114,7 @@ struct Prepare {
 
 /// Which of the user's blobs this site lacks, and the public key to seal their data key to.
 async fn prepare(State(state): State<AppState>, request: Request) -> Result<Json<Value>, ApiError> {
-    let (from, body): (_, Prepare) = signed(
+    let (from, body): (_, Prepare) = signed_within(
         &state,
         request,
         MOVE_PREPARE_PATH,
@@ -174,7 +159,7 @@ struct Blob {
 /// One of the user's sealed blobs, stored before the rows that point at it.
 async fn blob(State(state): State<AppState>, request: Request) -> Result<Json<Value>, ApiError> {
     let sealed_max = state.policies.limits.photo_bytes_max + SEALED_OVERHEAD_BYTES;
-    let (from, body): (_, Blob) = signed(
+    let (from, body): (_, Blob) = signed_within(
         &state,
         request,
         MOVE_BLOB_PATH,
@@ -221,7 +206,7 @@ struct Install {
 /// The user's rows and sealed data key: checked, re-wrapped and installed, still invisible.
 async fn install(State(state): State<AppState>, request: Request) -> Result<Json<Value>, ApiError> {
     let (from, body): (_, Install) =
-        signed(&state, request, MOVE_INSTALL_PATH, MOVE_SNAPSHOT_BYTES_MAX).await?;
+        signed_within(&state, request, MOVE_INSTALL_PATH, MOVE_SNAPSHOT_BYTES_MAX).await?;
     let Install {
         scope,
         snapshot,
@@ -308,7 +293,7 @@ struct Digest {
 
 /// The digest of this site's copy, decrypted with its own copy of the key (`null`: no copy).
 async fn digest(State(state): State<AppState>, request: Request) -> Result<Json<Value>, ApiError> {
-    let (from, body): (_, Digest) = signed(
+    let (from, body): (_, Digest) = signed_within(
         &state,
         request,
         MOVE_DIGEST_PATH,
@@ -343,7 +328,7 @@ async fn activate(
     State(state): State<AppState>,
     request: Request,
 ) -> Result<Json<Value>, ApiError> {
-    let (from, body): (_, Activate) = signed(
+    let (from, body): (_, Activate) = signed_within(
         &state,
         request,
         MOVE_ACTIVATE_PATH,
@@ -370,7 +355,7 @@ struct Abandon {
 
 /// Drops the copy of a user deleted while moving here (the directory no longer knows them).
 async fn abandon(State(state): State<AppState>, request: Request) -> Result<Json<Value>, ApiError> {
-    let (_, body): (_, Abandon) = signed(
+    let (_, body): (_, Abandon) = signed_within(
         &state,
         request,
         MOVE_ABANDON_PATH,
