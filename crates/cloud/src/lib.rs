@@ -31,6 +31,7 @@ pub mod directory;
 pub mod domain;
 pub mod error;
 pub mod extract;
+pub mod fault;
 pub mod federation;
 pub mod hub;
 pub mod keys;

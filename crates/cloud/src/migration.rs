@@ -8,12 +8,17 @@
 //! 2. **catch up** with what changed meanwhile, then **fence** the user at the source (its store
 //!    refuses every write to their data) and copy the last changes;
 //! 3. **verify** that a digest of the user's *decrypted* data at the source equals the one at
-//!    the target (which also proves the re-wrapped key opens everything);
+//!    the target (which also proves the re-wrapped key opens everything); once that is in the
+//!    journal the move only goes forward (the source is never unfenced again: see below);
 //! 4. **flip** the directory to the target and make the user live there;
 //! 5. **erase** the source: remember where the user went (clients are redirected), destroy the
 //!    wrapped key, then delete the rows and blobs.
 //!
-//! Every step is idempotent, so repeating one after a crash does no harm.
+//! Every step is idempotent, so repeating one after a crash does no harm. The target's copy goes
+//! live only after `verified` is journaled, and a mismatch un-fences the source only before that:
+//! a copy that may have served the user (a sign-in there, a session swept there) is never
+//! compared again, so a rerun cannot leave the user live in two regions. The crash tests stop
+//! the tool at each step with [`crate::fault::point`].
 //!
 //! The target is either opened in the same process ([`migrate`], the one-machine layout, where
 //! `sovereign migrate` holds both sites' data directories) or another site reached over the
@@ -487,6 +492,7 @@ async fn move_user(
         }
         bytes += copy(&snapshot, scope, &user, source, target).await?;
         journal("copied").await?;
+        crate::fault::point("migrate.copied");
         step = "copied".into();
     }
     if step == "copied" {
@@ -519,9 +525,12 @@ async fn move_user(
                 .await?;
         }
         journal("fenced").await?;
+        crate::fault::point("migrate.fenced");
         step = "fenced".into();
     }
-    if step == "fenced" && flipped_already(user_id, scope, source, target).await? {
+    if matches!(step.as_str(), "fenced" | "verified")
+        && flipped_already(user_id, scope, source, target).await?
+    {
         // Killed between the directory's flip and its journal entry: the flip is the move's
         // commit point, so the move goes on from there (checking the copy again would compare
         // it with a target that already serves the user).
@@ -540,6 +549,8 @@ async fn move_user(
                 .await?
                 .context("the copy vanished from the target")?;
             if at_source != at_target {
+                // The target's copy was never live (it is activated only once `verified` is
+                // in the journal), so the source may take the user back.
                 if whole {
                     source.store.unfence_user(user_id.to_owned()).await?;
                 } else {
@@ -555,8 +566,17 @@ async fn move_user(
                 );
             }
         }
+        // From here the move only goes forward: the source stays fenced and is never taken
+        // back, whatever happens at the target once its copy is live (a sign-in, a session
+        // swept), so no rerun can leave the user live in two regions.
+        journal("verified").await?;
+        crate::fault::point("migrate.verified");
+        step = "verified".into();
+    }
+    if step == "verified" {
         // Live at the target before the directory sends anyone there.
         activate(user_id, scope, source, target).await?;
+        crate::fault::point("migrate.activated");
         let flipped = if whole {
             source
                 .directory
@@ -584,7 +604,9 @@ async fn move_user(
             }
             Err(e) => return Err(e.into()),
         }
+        crate::fault::point("migrate.flipped-unjournaled");
         journal("flipped").await?;
+        crate::fault::point("migrate.flipped");
         step = "flipped".into();
     }
     if step == "flipped" {
@@ -597,6 +619,7 @@ async fn move_user(
                     source.now_ms(),
                 )
                 .await?;
+            crate::fault::point("migrate.finished");
             source.blobs.delete_user(user_id).await;
             source.store.purge_user(user_id.to_owned()).await?;
         } else {

@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,6 +71,56 @@ fn count_rows(
             db.query_row(&sql, [], |r| r.get(0)).unwrap()
         }
     }
+}
+
+/// Runs `sql` in a region's store, on whichever backend it is; returns the first column of
+/// each row it gives, as text.
+fn sql_at(
+    data: &std::path::Path,
+    databases: &BTreeMap<RegionId, String>,
+    region: &str,
+    sql: &str,
+) -> Vec<String> {
+    match databases.get(&RegionId::parse(region).unwrap()) {
+        Some(url) => crate::pg_cluster::off_runtime(|| {
+            let mut db = postgres::Client::connect(url, postgres::NoTls).unwrap();
+            db.query(sql, &[])
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect()
+        }),
+        None => {
+            let db = rusqlite::Connection::open(
+                data.join(format!("sites/{region}/regions/{region}/store.sqlite")),
+            )
+            .unwrap();
+            db.busy_timeout(Duration::from_secs(10)).unwrap();
+            let mut stmt = db.prepare(sql).unwrap();
+            stmt.query_map([], |r| r.get::<_, String>(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        }
+    }
+}
+
+/// The users a region serves as their account's home: active account rows that still have
+/// their key and that no move fences.
+fn live_accounts(
+    data: &std::path::Path,
+    databases: &BTreeMap<RegionId, String>,
+    region: &str,
+) -> BTreeSet<String> {
+    sql_at(
+        data,
+        databases,
+        region,
+        "SELECT id FROM users WHERE kind = 'account' AND state = 'active' AND wrapped_key IS NOT NULL \
+         AND id NOT IN (SELECT user_id FROM migration_fences)",
+    )
+    .into_iter()
+    .collect()
 }
 
 async fn start(
@@ -789,5 +839,243 @@ async fn a_migration_runs_with_the_directory_and_journal_on_etcd() {
         assert_eq!(export["account"]["region"], "sg-singapore");
     }
     assert_eq!(count_rows(data.path(), &databases, "in-mumbai", "users"), 0);
+    cloud.shutdown(Duration::from_secs(5)).await;
+}
+
+/// The steps of a move `sovereign migrate` can stop at ([`sovereign_cloud::fault`]), in order.
+const MOVE_FAULT_POINTS: [&str; 7] = [
+    "migrate.copied",
+    "migrate.fenced",
+    "migrate.verified",
+    "migrate.activated",
+    "migrate.flipped-unjournaled",
+    "migrate.flipped",
+    "migrate.finished",
+];
+
+/// What the clients of [`a_migration_stopped_at_every_step_leaves_each_user_live_in_one_region_issue_12`]
+/// had acknowledged: (user, contact id) for each contact a region answered 201 to.
+type Acknowledged = Arc<std::sync::Mutex<Vec<(usize, String)>>>;
+
+/// One client's write of a new contact for user `i`, at `url` or wherever it is redirected;
+/// recorded when a region acknowledges it.
+async fn write_contact(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    i: usize,
+    id: String,
+    acknowledged: &Acknowledged,
+) {
+    let mut url = format!("{url}/v1/backup/contacts/{id}");
+    for _ in 0..3 {
+        let Ok(response) = client
+            .put(&url)
+            .bearer_auth(token)
+            .json(&json!({"name": id, "phones": [phone(200)]}))
+            .send()
+            .await
+        else {
+            return;
+        };
+        match response.status().as_u16() {
+            200 | 201 => {
+                acknowledged.lock().unwrap().push((i, id));
+                return;
+            }
+            307 | 308 => match response.headers().get("location") {
+                Some(location) => url = location.to_str().unwrap().to_owned(),
+                None => return,
+            },
+            _ => return,
+        }
+    }
+}
+
+/// Issue 12, finding 1: `sovereign migrate` to a running site, stopped (abort, as SIGKILL) at
+/// each step of the move in turn while clients keep signing in, writing and polling, and right
+/// after the target's copy went live some users write at the target directly with the tokens
+/// they hold (what a phone that followed an early redirect, or a session swept there, would
+/// change). After the last rerun every user is live in exactly one region (the target; the
+/// source answers none of their tokens) and every write a region acknowledged is there once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_stopped_at_every_step_leaves_each_user_live_in_one_region_issue_12() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let data = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    write_config(config.path());
+    let databases = test_databases();
+    let cloud = start(data.path(), config.path(), &databases).await;
+    let mumbai = cloud.region("in-mumbai").unwrap().url.clone();
+    let singapore = cloud.region("sg-singapore").unwrap().url.clone();
+    let tokens = populate(data.path(), &mumbai).await;
+    let client = client(data.path());
+    let populated_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+
+    let (root, config_dir) = (data.path().to_path_buf(), config.path().to_path_buf());
+    let migrate = {
+        let databases = databases.clone();
+        move |fault: Option<&str>| {
+            let mut command = sovereign();
+            command
+                .args(["migrate", "--region", "in-mumbai", "--from", "in-mumbai"])
+                .args(["--to", "sg-singapore", "--jurisdiction", "IN", "--data-dir"])
+                .arg(root.join("sites/in-mumbai"))
+                .arg("--federation")
+                .arg(root.join("federation.toml"))
+                .arg("--directory")
+                .arg(root.join("directory.sqlite"))
+                .arg("--config")
+                .arg(&config_dir)
+                .env_remove(sovereign_cloud::fault::FAULT_ENV);
+            if let Some(fault) = fault {
+                command.env(sovereign_cloud::fault::FAULT_ENV, fault);
+            }
+            for (region, url) in &databases {
+                command.arg("--database").arg(format!("{region}={url}"));
+            }
+            command
+        }
+    };
+
+    // Clients: each user in turn writes a contact at Mumbai (following redirects), signs in
+    // again and polls their inbox, for as long as the migration runs.
+    let acknowledged: Acknowledged = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients = {
+        let (client, mumbai, tokens) = (client.clone(), mumbai.clone(), tokens.clone());
+        let (acknowledged, stop) = (acknowledged.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let i = n % USERS;
+                write_contact(
+                    &client,
+                    &mumbai,
+                    &tokens[i],
+                    i,
+                    format!("live{n}"),
+                    &acknowledged,
+                )
+                .await;
+                let _ = client
+                    .post(format!("{mumbai}/v1/sessions"))
+                    .json(&json!({"phone": phone(i), "password": "correct horse battery", "device_name": "again"}))
+                    .send()
+                    .await;
+                let _ = client
+                    .get(format!("{mumbai}/v1/messages?after=0"))
+                    .bearer_auth(&tokens[i])
+                    .send()
+                    .await;
+                n += 1;
+            }
+        })
+    };
+
+    for (k, point) in MOVE_FAULT_POINTS.iter().enumerate() {
+        let migrate = migrate.clone();
+        let fault = point.to_string();
+        let output = tokio::task::spawn_blocking(move || migrate(Some(&fault)).output().unwrap())
+            .await
+            .unwrap();
+        println!(
+            "stopped at {}: {:?} {}",
+            MOVE_FAULT_POINTS[k],
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        let (at_source, at_target) = (
+            live_accounts(data.path(), &databases, "in-mumbai"),
+            live_accounts(data.path(), &databases, "sg-singapore"),
+        );
+        let both: Vec<_> = at_source.intersection(&at_target).collect();
+        assert!(
+            both.is_empty(),
+            "after stopping at {point}: users live in both regions: {both:?}"
+        );
+        // The target's sweeper ends the sessions it holds of users live there (as it does
+        // when they expire): the target's copy now differs from what was copied.
+        for user in &at_target {
+            sql_at(
+                data.path(),
+                &databases,
+                "sg-singapore",
+                &format!(
+                    "DELETE FROM sessions WHERE user_id = '{user}' AND created_at > {populated_ms} RETURNING id"
+                ),
+            );
+        }
+        // Whoever's copy is live at the target now may be written there directly.
+        for (i, token) in tokens.iter().enumerate() {
+            write_contact(
+                &client,
+                &singapore,
+                token,
+                i,
+                format!("direct{k}x{i}"),
+                &acknowledged,
+            )
+            .await;
+        }
+    }
+    let finished = tokio::task::spawn_blocking(move || migrate(None).output().unwrap())
+        .await
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    clients.await.unwrap();
+    let report = String::from_utf8_lossy(&finished.stdout);
+    assert!(
+        finished.status.success(),
+        "{report} {}",
+        String::from_utf8_lossy(&finished.stderr)
+    );
+    assert!(report.contains("0 skipped"), "{report}");
+
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        acknowledged.iter().any(|(_, id)| id.starts_with("direct")),
+        "no write at the target was acknowledged: the test proves nothing"
+    );
+    for (i, token) in tokens.iter().enumerate() {
+        let (status, export) = call(
+            &client,
+            reqwest::Method::GET,
+            format!("{singapore}/v1/me/export"),
+            Some(token),
+            Value::Null,
+        )
+        .await;
+        assert_eq!(status, 200, "user {i} at the target");
+        let (status, _) = call(
+            &client,
+            reqwest::Method::GET,
+            format!("{mumbai}/v1/me/export"),
+            Some(token),
+            Value::Null,
+        )
+        .await;
+        assert_ne!(status, 200, "user {i} is still live at the source");
+        let contacts: Vec<&str> = export["backup"]["contacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap())
+            .collect();
+        for (_, id) in acknowledged.iter().filter(|(user, _)| *user == i) {
+            let copies = contacts.iter().filter(|c| **c == id.as_str()).count();
+            assert_eq!(
+                copies, 1,
+                "user {i}'s acknowledged contact {id}: {copies} copies"
+            );
+        }
+    }
+    for table in ["users", "messages", "backup_items", "sessions"] {
+        let n = count_rows(data.path(), &databases, "in-mumbai", table);
+        assert_eq!(n, 0, "{table} left in Mumbai");
+    }
     cloud.shutdown(Duration::from_secs(5)).await;
 }
