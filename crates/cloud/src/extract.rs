@@ -110,6 +110,9 @@ impl FromRequestParts<AppState> for AuthUser {
             .ok_or(ApiError::Unauthorized)?;
         let digest = token_digest(token);
         let path = parts.uri.path();
+        // Where a redirect sends the client: the same path and query (a cursor in `after=` or
+        // `since=` must reach the next region).
+        let path_and_query = parts.uri.path_and_query().map_or(path, |p| p.as_str());
         let user_id = match state.store.session_user(digest, state.now_ms()).await? {
             Some(user_id) => user_id,
             None => {
@@ -117,7 +120,7 @@ impl FromRequestParts<AppState> for AuthUser {
                 if let Some(region) = state.store.moved_token(digest, state.now_ms()).await?
                     && let Ok(region) = sovereign_model::RegionId::parse(&region)
                 {
-                    return Err(state.redirect_to(&region, path));
+                    return Err(state.redirect_to(&region, path_and_query));
                 }
                 // A user whose account is elsewhere and some of whose services are here: the
                 // token's issuer, if it is their home, says whose token it is.
@@ -133,10 +136,10 @@ impl FromRequestParts<AppState> for AuthUser {
             && Service::of_path(path).is_none()
         {
             // The user left this region while the request was on its way.
-            return Err(state.redirect_to(&region, path));
+            return Err(state.redirect_to(&region, path_and_query));
         }
         // A service's path is served where the service lives, the rest where the account is.
-        crate::placement::route(state, &user_id, row.as_ref(), path).await?;
+        crate::placement::route(state, &user_id, row.as_ref(), path, path_and_query).await?;
         let row = row.ok_or(ApiError::Unauthorized)?;
         let id = UserId::from_stored(user_id);
         let wrapped = row.wrapped_key.as_deref().ok_or(ApiError::Unauthorized)?;

@@ -310,6 +310,9 @@ pub(crate) fn serve(
             if let Err(error) = retention::sweep(&limits_state).await {
                 tracing::error!(%error, "retention sweep failed");
             }
+            if let Err(error) = placement::reconcile_consents(&limits_state).await {
+                tracing::error!(%error, "consent reconciliation failed");
+            }
         }
     });
     Ok(ServerHandle {

@@ -997,12 +997,13 @@ pub async fn digest(
         let peer = key.open(&aad("messages", user, &record, "peer"), &m.peer_sealed)?;
         let body = key.open(&aad("messages", user, &record, "body"), &m.body_sealed)?;
         lines.insert(format!(
-            "message {record} {} {} {} {:?} {}",
+            "message {record} {} {} {} {:?} {} at {}",
             hex(&peer),
             hex(&body),
             m.created_at,
             m.delivered_at,
-            m.expires_at
+            m.expires_at,
+            m.box_seq
         ));
     }
     for b in &snapshot.backup {
@@ -1024,9 +1025,13 @@ pub async fn digest(
             (None, None) => "-".to_owned(),
         };
         lines.insert(format!(
-            "backup {record} {} {} {content} {:?} {:?} {}",
-            b.version, b.deleted, b.content_type, b.size_bytes, b.updated_at
+            "backup {record} {} {} {content} {:?} {:?} {} at {}",
+            b.version, b.deleted, b.content_type, b.size_bytes, b.updated_at, b.change_seq
         ));
+    }
+    // The cursors clients hold mean the same at the target only if the counters came along.
+    for (name, value) in &snapshot.counters {
+        lines.insert(format!("counter {name} {value}"));
     }
     let text: Vec<String> = lines.into_iter().collect();
     Ok(digest_sha256(text.join("\n").as_bytes()))

@@ -208,7 +208,8 @@ async fn ask_issuer(
 }
 
 /// Sends an authenticated request to where it belongs: a service's path to the region that
-/// holds the service for this user, everything else to the home region (`307 wrong_region`).
+/// holds the service for this user, everything else to the home region (`307 wrong_region`, to
+/// `path_and_query` there: the query keeps its cursor).
 ///
 /// # Errors
 /// The redirect, or `401` when the directory no longer knows the user.
@@ -217,6 +218,7 @@ pub async fn route(
     user_id: &str,
     row: Option<&UserRow>,
     path: &str,
+    path_and_query: &str,
 ) -> Result<(), ApiError> {
     let service = Service::of_path(path);
     let region = match (service, row) {
@@ -231,7 +233,9 @@ pub async fn route(
         }
     };
     match region {
-        Some(region) if region != state.region.id => Err(state.redirect_to(&region, path)),
+        Some(region) if region != state.region.id => {
+            Err(state.redirect_to(&region, path_and_query))
+        }
         Some(_) if row.is_some() => Ok(()),
         _ => Err(ApiError::Unauthorized),
     }
@@ -260,9 +264,11 @@ pub async fn push_consents(
     user_id: &str,
     withdrawing: Option<ConsentScope>,
 ) -> Result<(), ApiError> {
+    let pushed = std::sync::atomic::AtomicI64::new(0);
     post_to_service_regions(state, user_id, CONSENT_SYNC_PATH, || async {
         // Read after the change committed here, so the newest state is what goes out.
         let mut version = state.store.consent_version(user_id.to_owned()).await?;
+        pushed.store(version, std::sync::atomic::Ordering::Relaxed);
         let consents: Vec<Value> = state
             .store
             .consents(user_id.to_owned())
@@ -283,7 +289,45 @@ pub async fn push_consents(
         }
         Ok(json!({ "user_id": user_id, "version": version, "consents": consents }))
     })
-    .await
+    .await?;
+    // A withdrawal's first push is of a state not committed yet; only a committed one clears
+    // the outbox (the withdrawal's own push after its commit does).
+    if withdrawing.is_none() {
+        let version = pushed.load(std::sync::atomic::Ordering::Relaxed);
+        state
+            .store
+            .consent_outbox_done(user_id.to_owned(), version)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Users whose consent changes one reconciliation round pushes again, at most.
+pub const CONSENT_RECONCILE_USERS_MAX: u32 = 256;
+
+/// Pushes the home's consents again for users whose last change some service region has not
+/// confirmed (the consent outbox): a push lost to an unreachable region, or a withdrawal whose
+/// final push was lost after a racing grant's older state had landed there. Run by each
+/// region's housekeeping every minute. Returns how many users are now confirmed everywhere.
+///
+/// # Errors
+/// When the store cannot be read; a region that still cannot be reached only leaves its user
+/// for the next round.
+pub async fn reconcile_consents(state: &AppState) -> Result<usize, ApiError> {
+    let mut confirmed = 0;
+    for (user_id, _) in state
+        .store
+        .consent_outbox_due(CONSENT_RECONCILE_USERS_MAX)
+        .await?
+    {
+        match push_consents(state, &user_id, None).await {
+            Ok(()) => confirmed += 1,
+            Err(error) => {
+                tracing::warn!(user = %user_id, %error, "consent push still not confirmed");
+            }
+        }
+    }
+    Ok(confirmed)
 }
 
 /// Deletes the user in every region holding one of their services (crypto-shredding there

@@ -104,6 +104,8 @@ pub struct SnapshotConsentEvent {
 pub struct SnapshotMessage {
     pub id: String,
     pub box_name: String,
+    /// Its place in the mailbox: the cursor clients hold (kept by the move).
+    pub box_seq: i64,
     #[serde(with = "b64")]
     pub peer_sealed: Vec<u8>,
     #[serde(with = "b64")]
@@ -119,6 +121,8 @@ pub struct SnapshotBackup {
     pub kind: String,
     pub item_id: String,
     pub version: i64,
+    /// The user's change counter when it last changed: the cursor clients hold (kept).
+    pub change_seq: i64,
     pub deleted: bool,
     #[serde(with = "b64_option")]
     pub data_sealed: Option<Vec<u8>>,
@@ -174,6 +178,9 @@ pub struct UserSnapshot {
     pub consent_events: Vec<SnapshotConsentEvent>,
     pub messages: Vec<SnapshotMessage>,
     pub backup: Vec<SnapshotBackup>,
+    /// The user's counters of what moves ("inbox", "sent" with messaging, "backup" with
+    /// backup): the target numbers what comes next after them, so cursors keep their meaning.
+    pub counters: Vec<(String, i64)>,
 }
 
 impl UserSnapshot {
@@ -279,8 +286,8 @@ fn snapshot(
         })?
         .collect::<Result<_, _>>()?;
     let mut stmt = conn.prepare(
-        "SELECT id, box, peer_sealed, body_sealed, created_at, delivered_at, expires_at FROM messages \
-         WHERE owner_id = ?1 ORDER BY seq",
+        "SELECT id, box, peer_sealed, body_sealed, created_at, delivered_at, expires_at, box_seq \
+         FROM messages WHERE owner_id = ?1 ORDER BY seq",
     )?;
     let messages = stmt
         .query_map(params![if scope.messaging { user_id } else { "" }], |r| {
@@ -292,12 +299,13 @@ fn snapshot(
                 created_at: r.get(4)?,
                 delivered_at: r.get(5)?,
                 expires_at: r.get(6)?,
+                box_seq: r.get(7)?,
             })
         })?
         .collect::<Result<_, _>>()?;
     let mut stmt = conn.prepare(
         "SELECT kind, item_id, version, deleted, data_sealed, blob_path, content_type, size_bytes, \
-         updated_at FROM backup_items WHERE owner_id = ?1 ORDER BY kind, item_id",
+         updated_at, change_seq FROM backup_items WHERE owner_id = ?1 ORDER BY kind, item_id",
     )?;
     let backup = stmt
         .query_map(params![if scope.backup { user_id } else { "" }], |r| {
@@ -311,9 +319,20 @@ fn snapshot(
                 content_type: r.get(6)?,
                 size_bytes: r.get(7)?,
                 updated_at: r.get(8)?,
+                change_seq: r.get(9)?,
             })
         })?
         .collect::<Result<_, _>>()?;
+    let mut stmt =
+        conn.prepare("SELECT name, value FROM user_counters WHERE user_id = ?1 ORDER BY name")?;
+    let counters = stmt
+        .query_map(params![user_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(|(name, _)| counter_moves(name, scope))
+        .collect();
     Ok(Some(UserSnapshot {
         user,
         sessions,
@@ -321,6 +340,7 @@ fn snapshot(
         consent_events,
         messages,
         backup,
+        counters,
     }))
 }
 
@@ -337,6 +357,9 @@ fn install(
     region: &str,
     now: UnixMs,
 ) -> Result<Vec<String>, StoreError> {
+    // Before anything is written: a snapshot with cursors the target cannot continue from is
+    // refused whole.
+    check_counters(snapshot, scope)?;
     let u = &snapshot.user;
     let existing: Option<(String, String, i64)> = conn
         .query_row(
@@ -426,7 +449,69 @@ fn install(
     if scope.backup {
         install_backup(conn, snapshot)?;
     }
+    for (name, value) in snapshot
+        .counters
+        .iter()
+        .filter(|(n, _)| counter_moves(n, scope))
+    {
+        // Never backwards: what this region numbered already stays below what comes next.
+        conn.execute(
+            "INSERT INTO user_counters (user_id, name, value) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (user_id, name) DO UPDATE SET value = CASE \
+             WHEN excluded.value > user_counters.value THEN excluded.value ELSE user_counters.value END",
+            params![u.id, name, value],
+        )?;
+    }
     Ok(blobs)
+}
+
+/// Highest counter value a snapshot may bring (2^48: far past any real mailbox, far below
+/// where `value + 1` could overflow an i64 in either engine).
+pub const USER_COUNTER_MAX: i64 = 1 << 48;
+
+/// Refuses a snapshot whose cursors a target could not continue from: counters out of range,
+/// or a message or backup item numbered past the counter that numbers it.
+fn check_counters(snapshot: &UserSnapshot, scope: MoveScope) -> Result<(), StoreError> {
+    let counter = |name: &str| {
+        snapshot
+            .counters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, v)| *v)
+    };
+    let bad = |what: String| Err(StoreError::Conflict(format!("the snapshot's {what}")));
+    for (name, value) in &snapshot.counters {
+        if !(0..=USER_COUNTER_MAX).contains(value) {
+            return bad(format!("counter {name} = {value} is out of range"));
+        }
+    }
+    for m in snapshot.messages.iter().filter(|_| scope.messaging) {
+        if m.box_seq < 1 || m.box_seq > counter(&m.box_name) {
+            return bad(format!(
+                "message {} is at {} past its mailbox's counter",
+                m.id, m.box_seq
+            ));
+        }
+    }
+    for b in snapshot.backup.iter().filter(|_| scope.backup) {
+        if b.change_seq < 0 || b.change_seq > counter("backup") {
+            return bad(format!(
+                "item {} changed at {} past the counter",
+                b.item_id, b.change_seq
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether the counter `name` moves with `scope` (the mailboxes with messaging, the change
+/// counter with backup).
+fn counter_moves(name: &str, scope: MoveScope) -> bool {
+    match name {
+        "inbox" | "sent" => scope.messaging,
+        "backup" => scope.backup,
+        _ => false,
+    }
 }
 
 /// Makes the user's consents here (a 'service' row's mirror) exactly `consents`, at `version`
@@ -518,10 +603,10 @@ fn install_messages(conn: &Connection, snapshot: &UserSnapshot) -> Result<(), St
     conn.execute("DELETE FROM keep", [])?;
     for m in &snapshot.messages {
         conn.execute(
-            "INSERT INTO messages (id, owner_id, box, peer_sealed, body_sealed, created_at, delivered_at, expires_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (owner_id, box, id) DO UPDATE SET \
-             delivered_at = excluded.delivered_at, expires_at = excluded.expires_at",
-            params![m.id, u.id, m.box_name, m.peer_sealed, m.body_sealed, m.created_at, m.delivered_at, m.expires_at],
+            "INSERT INTO messages (id, owner_id, box, peer_sealed, body_sealed, created_at, delivered_at, expires_at, box_seq) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (owner_id, box, id) DO UPDATE SET \
+             delivered_at = excluded.delivered_at, expires_at = excluded.expires_at, box_seq = excluded.box_seq",
+            params![m.id, u.id, m.box_name, m.peer_sealed, m.body_sealed, m.created_at, m.delivered_at, m.expires_at, m.box_seq],
         )?;
         conn.execute(
             "INSERT INTO keep (a, b) VALUES (?1, ?2)",
@@ -557,11 +642,8 @@ fn install_backup(conn: &Connection, snapshot: &UserSnapshot) -> Result<(), Stor
                 "DELETE FROM backup_items WHERE owner_id = ?1 AND kind = ?2 AND item_id = ?3",
                 params![u.id, b.kind, b.item_id],
             )?;
-            let change_seq: i64 = conn.query_row(
-                "UPDATE counters SET value = value + 1 WHERE name = 'backup_change' RETURNING value",
-                [],
-                |r| r.get(0),
-            )?;
+            // The source's number: a client's `since=` from there means the same here.
+            let change_seq = b.change_seq;
             conn.execute(
                 "INSERT INTO backup_items (owner_id, kind, item_id, version, change_seq, deleted, data_sealed, \
                  blob_path, content_type, size_bytes, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",

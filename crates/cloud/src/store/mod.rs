@@ -14,6 +14,7 @@ mod ledger;
 mod migration;
 mod ops;
 mod queries;
+mod outbox;
 mod retention;
 mod trust;
 
@@ -147,6 +148,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v2.sql"),
     include_str!("schema_v3.sql"),
     include_str!("schema_v4.sql"),
+    include_str!("schema_v5_cursors.sql"),
+    include_str!("schema_v6_consent_outbox.sql"),
 ];
 
 /// The same migrations for PostgreSQL: the same tables, and triggers that raise the same
@@ -156,8 +159,13 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("postgres/schema_v2.sql"),
     include_str!("postgres/schema_v3.sql"),
     include_str!("postgres/schema_v4.sql"),
+    include_str!("postgres/schema_v5_cursors.sql"),
+    include_str!("postgres/schema_v6_consent_outbox.sql"),
 ];
 const _: () = assert!(MIGRATIONS.len() == POSTGRES_MIGRATIONS.len());
+
+/// The schema version this program creates and reads: how many migrations there are.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// A region's store, in SQLite or PostgreSQL. Cheap to clone.
 #[derive(Clone)]

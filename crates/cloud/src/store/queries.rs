@@ -163,7 +163,8 @@ fn message_row(row: &Row) -> super::db::DbResult<MessageRow> {
     })
 }
 
-const MESSAGE_COLUMNS: &str = "seq, id, box, peer_sealed, body_sealed, created_at, delivered_at";
+const MESSAGE_COLUMNS: &str =
+    "box_seq, id, box, peer_sealed, body_sealed, created_at, delivered_at";
 
 fn backup_row(row: &Row) -> super::db::DbResult<BackupRow> {
     Ok(BackupRow {
@@ -243,12 +244,61 @@ pub(crate) fn erase_scope_data(
     Ok(blobs)
 }
 
-fn next_change_seq(conn: &Connection) -> Result<i64, StoreError> {
+/// The next value of one of the user's counters ([`USER_COUNTERS`]), which number their
+/// mailboxes and backup changes: the user's own, moved with them, so that the cursors a client
+/// holds keep their meaning in the next region (schema_v5_cursors.sql).
+pub(crate) fn next_user_counter(
+    conn: &Connection,
+    user_id: &str,
+    name: &'static str,
+) -> Result<i64, StoreError> {
+    debug_assert!(USER_COUNTERS.contains(&name));
     Ok(conn.query_row(
-        "UPDATE counters SET value = value + 1 WHERE name = 'backup_change' RETURNING value",
-        [],
+        "INSERT INTO user_counters (user_id, name, value) VALUES (?1, ?2, 1) \
+         ON CONFLICT (user_id, name) DO UPDATE SET value = user_counters.value + 1 RETURNING value",
+        params![user_id, name],
         |row| row.get(0),
     )?)
+}
+
+/// The counters of one user: the inbox's and sent box's positions, and backup changes.
+pub const USER_COUNTERS: [&str; 3] = ["inbox", "sent", "backup"];
+
+/// Stores one copy of a message in `box_name` at the next place of that mailbox, once: a copy
+/// with the same id is left as it is (a retried send).
+fn insert_message(
+    conn: &Connection,
+    copy: &MessageCopy,
+    box_name: &'static str,
+) -> Result<(), StoreError> {
+    let exists = conn
+        .query_row(
+            "SELECT 1 FROM messages WHERE owner_id = ?1 AND box = ?2 AND id = ?3",
+            params![copy.owner_id, box_name, copy.id],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if exists {
+        return Ok(());
+    }
+    let box_seq = next_user_counter(conn, &copy.owner_id, box_name)?;
+    conn.execute(
+        "INSERT INTO messages (id, owner_id, box, box_seq, peer_sealed, body_sealed, created_at, \
+         expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (owner_id, box, id) DO NOTHING",
+        params![
+            copy.id,
+            copy.owner_id,
+            box_name,
+            box_seq,
+            copy.peer_sealed,
+            copy.body_sealed,
+            copy.created_at,
+            copy.expires_at
+        ],
+    )
+    .map_err(|e| consent_error(e, ConsentScope::Messaging))?;
+    Ok(())
 }
 
 impl Store {
@@ -630,37 +680,10 @@ impl Store {
                 return Err(StoreError::NotFound);
             }
             // Idempotent: a retried send (same id) stores each copy once.
-            let insert = "INSERT INTO messages (id, owner_id, box, peer_sealed, body_sealed, \
-                          created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-                          ON CONFLICT (owner_id, box, id) DO NOTHING";
-            conn.execute(
-                insert,
-                params![
-                    sent.id,
-                    sent.owner_id,
-                    "sent",
-                    sent.peer_sealed,
-                    sent.body_sealed,
-                    sent.created_at,
-                    sent.expires_at
-                ],
-            )
-            .map_err(|e| consent_error(e, ConsentScope::Messaging))?;
-            conn.execute(
-                insert,
-                params![
-                    inbox.id,
-                    inbox.owner_id,
-                    "inbox",
-                    inbox.peer_sealed,
-                    inbox.body_sealed,
-                    inbox.created_at,
-                    inbox.expires_at
-                ],
-            )
-            .map_err(|e| consent_error(e, ConsentScope::Messaging))?;
+            insert_message(conn, &sent, "sent")?;
+            insert_message(conn, &inbox, "inbox")?;
             Ok(conn.query_row(
-                "SELECT seq FROM messages WHERE owner_id = ?1 AND box = 'inbox' AND id = ?2",
+                "SELECT box_seq FROM messages WHERE owner_id = ?1 AND box = 'inbox' AND id = ?2",
                 params![inbox.owner_id, inbox.id],
                 |r| r.get(0),
             )?)
@@ -685,22 +708,9 @@ impl Store {
                 });
             }
             // Idempotent: a forward retried after a lost answer stores the copy once.
-            conn.execute(
-                "INSERT INTO messages (id, owner_id, box, peer_sealed, body_sealed, created_at, \
-                 expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (owner_id, box, id) DO NOTHING",
-                params![
-                    copy.id,
-                    copy.owner_id,
-                    box_name,
-                    copy.peer_sealed,
-                    copy.body_sealed,
-                    copy.created_at,
-                    copy.expires_at
-                ],
-            )
-            .map_err(|e| consent_error(e, ConsentScope::Messaging))?;
+            insert_message(conn, &copy, box_name)?;
             Ok(conn.query_row(
-                "SELECT seq FROM messages WHERE owner_id = ?1 AND box = ?2 AND id = ?3",
+                "SELECT box_seq FROM messages WHERE owner_id = ?1 AND box = ?2 AND id = ?3",
                 params![copy.owner_id, box_name, copy.id],
                 |r| r.get(0),
             )?)
@@ -719,7 +729,7 @@ impl Store {
         self.read(move |conn| {
             let mut stmt = conn.prepare(&format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages WHERE owner_id = ?1 AND box = ?2 \
-                 AND seq > ?3 ORDER BY seq LIMIT ?4"
+                 AND box_seq > ?3 ORDER BY box_seq LIMIT ?4"
             ))?;
             let rows =
                 stmt.query_map(params![owner_id, box_name, after_seq, limit], message_row)?;
@@ -732,7 +742,7 @@ impl Store {
     pub async fn latest_inbox_seq(&self, owner_id: String) -> Result<i64, StoreError> {
         self.read(move |conn| {
             Ok(conn.query_row(
-                "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE owner_id = ?1 AND box = 'inbox'",
+                "SELECT COALESCE(MAX(box_seq), 0) FROM messages WHERE owner_id = ?1 AND box = 'inbox'",
                 params![owner_id],
                 |r| r.get(0),
             )?)
@@ -744,7 +754,7 @@ impl Store {
         self.read(move |conn| {
             let mut stmt = conn.prepare(&format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages WHERE owner_id = ?1 AND box = 'inbox' \
-                 AND delivered_at IS NULL ORDER BY seq LIMIT {PAGE_ROWS_MAX}"
+                 AND delivered_at IS NULL ORDER BY box_seq LIMIT {PAGE_ROWS_MAX}"
             ))?;
             let rows = stmt.query_map(params![owner_id], message_row)?;
             Ok(rows.collect::<Result<_, _>>()?)
@@ -829,7 +839,7 @@ impl Store {
                 return Err(StoreError::VersionConflict { current: live_version });
             }
             let version = current.as_ref().map_or(0, |c| c.0) + 1;
-            let change_seq = next_change_seq(conn)?;
+            let change_seq = next_user_counter(conn, &put.owner_id, "backup")?;
             conn.execute(
                 "INSERT INTO backup_items (owner_id, kind, item_id, version, change_seq, deleted, \
                  data_sealed, blob_path, content_type, size_bytes, updated_at) \
@@ -884,7 +894,7 @@ impl Store {
             {
                 return Err(StoreError::VersionConflict { current: version });
             }
-            let change_seq = next_change_seq(conn)?;
+            let change_seq = next_user_counter(conn, &owner_id, "backup")?;
             conn.execute(
                 "UPDATE backup_items SET version = ?4, change_seq = ?5, deleted = 1, \
                  data_sealed = NULL, blob_path = NULL, content_type = NULL, size_bytes = NULL, \
@@ -972,6 +982,8 @@ impl Store {
                 "DELETE FROM sessions WHERE user_id = ?1",
                 "DELETE FROM verifications WHERE user_id = ?1",
                 "DELETE FROM service_fences WHERE user_id = ?1",
+                "DELETE FROM user_counters WHERE user_id = ?1",
+                "DELETE FROM consent_outbox WHERE user_id = ?1",
                 "DELETE FROM users WHERE id = ?1 AND state = 'deleting'",
             ] {
                 conn.execute(sql, params![user_id])?;

@@ -37,7 +37,7 @@ impl Store {
         self.read(move |conn| {
             Ok(conn
                 .query_row(
-                    "SELECT seq, id, box, peer_sealed, body_sealed, created_at, delivered_at \
+                    "SELECT box_seq, id, box, peer_sealed, body_sealed, created_at, delivered_at \
                      FROM messages WHERE owner_id = ?1 AND box = ?2 AND id = ?3",
                     params![owner_id, box_name, id],
                     |r| {

@@ -446,3 +446,162 @@ async fn a_region_the_policy_does_not_allow_receives_nobody() {
         .unwrap();
     assert_eq!(users, 1);
 }
+
+/// Issue 12, finding 2: a client's sync cursors survive its move. It polled its inbox
+/// (`after=`) and its contacts (`since=`) at the source, where other users' traffic had moved
+/// the numbers along; after the move, asking the source with those cursors is redirected with
+/// the query kept, and the target answers exactly what is new: nothing missed, nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_cursors_from_the_source_mean_the_same_at_the_target_issue_12() {
+    cursors_survive_a_move(Via::OneMachine).await;
+}
+
+/// The same, with the target reached over the federation (the snapshot's cursors travel too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_cursors_survive_a_move_to_a_site_over_the_federation_issue_12() {
+    cursors_survive_a_move(Via::Federation).await;
+}
+
+async fn cursors_survive_a_move(via: Via) {
+    let cloud =
+        spawn_regions_with(&["in-mumbai", "sg-singapore"], india_may_move_to_singapore).await;
+    let asha = cloud.user("in-mumbai", &phone(70)).await;
+    let bina = cloud.user("in-mumbai", &phone(71)).await;
+    // Others' traffic at the source, erased since (they withdrew): the region's numbers ran
+    // ahead of what moves.
+    let noise = cloud.user("in-mumbai", &phone(72)).await;
+    let noise_peer = cloud.user("in-mumbai", &phone(73)).await;
+    for n in 0..12 {
+        let sent = cloud
+            .call(
+                "in-mumbai",
+                Method::POST,
+                "/v1/messages",
+                Some(&noise),
+                Some(json!({"to": phone(73), "body": format!("noise {n}")})),
+            )
+            .await;
+        assert_eq!(sent.status, StatusCode::ACCEPTED);
+    }
+    cloud.grant_at("in-mumbai", &noise, "backup.contacts").await;
+    for n in 0..12 {
+        let put = cloud
+            .call(
+                "in-mumbai",
+                Method::PUT,
+                &format!("/v1/backup/contacts/noise{n}"),
+                Some(&noise),
+                Some(json!({"name": "noise"})),
+            )
+            .await;
+        assert_eq!(put.status, StatusCode::CREATED);
+    }
+    for (token, scope) in [
+        (&noise, "messaging"),
+        (&noise, "backup.contacts"),
+        (&noise_peer, "messaging"),
+    ] {
+        let withdrawn = cloud
+            .call(
+                "in-mumbai",
+                Method::DELETE,
+                &format!("/v1/consents/{scope}"),
+                Some(token),
+                None,
+            )
+            .await;
+        assert!(withdrawn.status.is_success(), "{:?}", withdrawn.body);
+    }
+    let send = |from: &str, region: &'static str, body: &str| {
+        let (from, body) = (from.to_owned(), body.to_owned());
+        let cloud = &cloud;
+        async move {
+            let sent = cloud
+                .call(
+                    region,
+                    Method::POST,
+                    "/v1/messages",
+                    Some(&from),
+                    Some(json!({"to": phone(70), "body": body})),
+                )
+                .await;
+            assert_eq!(sent.status, StatusCode::ACCEPTED, "{:?}", sent.body);
+        }
+    };
+    for n in 0..3 {
+        send(&bina, "in-mumbai", &format!("before {n}")).await;
+    }
+    cloud.grant_at("in-mumbai", &asha, "backup.contacts").await;
+    let put_contact = |region: &'static str, id: &'static str| {
+        let cloud = &cloud;
+        let asha = asha.clone();
+        async move {
+            let put = cloud
+                .call(
+                    region,
+                    Method::PUT,
+                    &format!("/v1/backup/contacts/{id}"),
+                    Some(&asha),
+                    Some(json!({"name": id})),
+                )
+                .await;
+            assert_eq!(put.status, StatusCode::CREATED, "{:?}", put.body);
+        }
+    };
+    put_contact("in-mumbai", "k1").await;
+    put_contact("in-mumbai", "k2").await;
+    let inbox = cloud
+        .get_at("in-mumbai", "/v1/messages?after=", &asha)
+        .await;
+    assert_eq!(inbox.body["messages"].as_array().unwrap().len(), 3);
+    let after = inbox.body["cursor"].as_str().unwrap().to_owned();
+    let contacts = cloud
+        .get_at("in-mumbai", "/v1/backup/contacts?since=", &asha)
+        .await;
+    assert_eq!(contacts.body["items"].as_array().unwrap().len(), 2);
+    let since = contacts.body["cursor"].as_str().unwrap().to_owned();
+
+    let report = run_migration(&cloud, &india_to_singapore(), via).await;
+    assert_eq!(report.moved, 4, "{report:?}");
+    send(&bina, "sg-singapore", "after the move").await;
+    put_contact("sg-singapore", "k3").await;
+
+    let new = cloud
+        .get_at(
+            "sg-singapore",
+            &format!("/v1/messages?after={after}"),
+            &asha,
+        )
+        .await;
+    let bodies: Vec<&str> = new.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(bodies, ["after the move"], "after={after}");
+    let new = cloud
+        .get_at(
+            "sg-singapore",
+            &format!("/v1/backup/contacts?since={since}"),
+            &asha,
+        )
+        .await;
+    let ids: Vec<&str> = new.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["k3"], "since={since}");
+    // The source sends the client on with its cursor.
+    let moved = cloud
+        .get_at("in-mumbai", &format!("/v1/messages?after={after}"), &asha)
+        .await;
+    assert_eq!(moved.status, StatusCode::TEMPORARY_REDIRECT);
+    let location = moved.headers["location"].to_str().unwrap();
+    assert!(
+        location.ends_with(&format!("/v1/messages?after={after}")),
+        "{location}"
+    );
+}

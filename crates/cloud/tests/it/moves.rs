@@ -50,6 +50,7 @@ fn forged_install(user_id: &str, phone: &str, index: [u8; 32], public: &[u8]) ->
         consent_events: Vec::new(),
         messages: Vec::new(),
         backup: Vec::new(),
+        counters: Vec::new(),
     };
     let sealed = seal_for_move(&key, public, user_id.as_bytes()).unwrap();
     json!({

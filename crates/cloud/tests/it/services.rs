@@ -283,7 +283,7 @@ async fn moving_messaging_only_under_concurrent_writes_loses_and_duplicates_noth
     assert_eq!(at_home.status, StatusCode::TEMPORARY_REDIRECT);
     assert_eq!(
         at_home.headers["location"],
-        format!("{}/v1/messages", cloud.url("sg-singapore")).as_str()
+        format!("{}/v1/messages?box=sent", cloud.url("sg-singapore")).as_str()
     );
     let sent = cloud
         .call(

@@ -361,6 +361,22 @@ impl TestCloud {
         finish(request).await
     }
 
+    /// `GET path` at `region` with a bearer token (redirects are not followed).
+    pub async fn get_at(&self, region: &str, path: &str, token: &str) -> Reply {
+        self.call(region, Method::GET, path, Some(token), None)
+            .await
+    }
+
+    /// Grants `scope` (notice version 1) at `region`.
+    pub async fn grant_at(&self, region: &str, token: &str, scope: &str) {
+        let path = format!("/v1/consents/{scope}");
+        let body = json!({"notice_version": 1});
+        let reply = self
+            .call(region, Method::PUT, &path, Some(token), Some(body))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    }
+
     /// Signs `phone` up and in at its home region, opted in to messaging; returns the token.
     pub async fn user(&self, region: &str, phone: &str) -> String {
         let reply = self
