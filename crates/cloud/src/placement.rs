@@ -264,7 +264,8 @@ pub async fn push_consents(
     user_id: &str,
     withdrawing: Option<ConsentScope>,
 ) -> Result<(), ApiError> {
-    let pushed = std::sync::atomic::AtomicI64::new(0);
+    // The history length the last round's state was read at; -1 when no round was needed.
+    let pushed = std::sync::atomic::AtomicI64::new(-1);
     post_to_service_regions(state, user_id, CONSENT_SYNC_PATH, || async {
         // Read after the change committed here, so the newest state is what goes out.
         let mut version = state.store.consent_version(user_id.to_owned()).await?;
@@ -293,7 +294,12 @@ pub async fn push_consents(
     // A withdrawal's first push is of a state not committed yet; only a committed one clears
     // the outbox (the withdrawal's own push after its commit does).
     if withdrawing.is_none() {
-        let version = pushed.load(std::sync::atomic::Ordering::Relaxed);
+        let version = match pushed.load(std::sync::atomic::Ordering::Relaxed) {
+            // No region holds a service of the user: nothing is owed to anyone (a service
+            // placed later gets the consents with its copy).
+            -1 => state.store.consent_version(user_id.to_owned()).await?,
+            version => version,
+        };
         state
             .store
             .consent_outbox_done(user_id.to_owned(), version)

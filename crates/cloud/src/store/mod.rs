@@ -13,8 +13,8 @@ pub mod db;
 mod ledger;
 mod migration;
 mod ops;
-mod queries;
 mod outbox;
+mod queries;
 mod retention;
 mod trust;
 

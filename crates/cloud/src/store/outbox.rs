@@ -9,9 +9,8 @@ impl Store {
     /// user id, for a stable order), with the history length each must be brought to.
     pub async fn consent_outbox_due(&self, limit: u32) -> Result<Vec<(String, i64)>, StoreError> {
         self.read(move |conn| {
-            let mut stmt = conn.prepare(
-                "SELECT user_id, version FROM consent_outbox ORDER BY user_id LIMIT ?1",
-            )?;
+            let mut stmt = conn
+                .prepare("SELECT user_id, version FROM consent_outbox ORDER BY user_id LIMIT ?1")?;
             let rows = stmt.query_map(params![limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
@@ -21,7 +20,11 @@ impl Store {
     /// Every region holding one of the user's services has applied their consents as of
     /// `version` (the history's length when they were read): the row goes unless a newer
     /// change has raised it meanwhile.
-    pub async fn consent_outbox_done(&self, user_id: String, version: i64) -> Result<(), StoreError> {
+    pub async fn consent_outbox_done(
+        &self,
+        user_id: String,
+        version: i64,
+    ) -> Result<(), StoreError> {
         self.write(move |conn| {
             conn.execute(
                 "DELETE FROM consent_outbox WHERE user_id = ?1 AND version <= ?2",

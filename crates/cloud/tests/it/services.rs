@@ -1114,3 +1114,99 @@ async fn an_open_websocket_is_closed_when_messaging_moves_away_issue_4() {
         other => panic!("expected a close frame, got {other:?}"),
     }
 }
+
+/// Issue 12, finding 4: a consent change whose push to the service region is lost (its store
+/// failed for a moment) was never pushed again, so the service region's mirror stayed behind the
+/// home's for good: here a grant, and in a race with a withdrawal the same loss leaves a
+/// withdrawn grant there. The home's consent outbox remembers every change not confirmed
+/// everywhere, and reconciliation pushes the home's state until the region has it.
+#[tokio::test]
+async fn a_lost_consent_push_is_pushed_again_until_the_service_region_has_it_issue_12() {
+    let (cloud, alice, _bob) = alice_messaging_in_singapore().await;
+    let mumbai = cloud.cloud.region("in-mumbai").unwrap().state.clone();
+    let alice_id = mumbai
+        .store
+        .session_user(sovereign_crypto::token_digest(&alice), mumbai.now_ms())
+        .await
+        .unwrap()
+        .expect("Alice's session");
+    // Whatever was owed from setting up is confirmed first (Bob's changes have nowhere to go).
+    sovereign_cloud::placement::reconcile_consents(&mumbai)
+        .await
+        .unwrap();
+    let owed = mumbai.store.consent_outbox_due(10).await.unwrap();
+    assert!(owed.is_empty(), "{owed:?}");
+    let singapore = cloud.db("sg-singapore");
+    // Singapore's store refuses writes to users for a while (an outage of its database).
+    let (block, unblock) = if on_postgres() {
+        (
+            "CREATE FUNCTION outage() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN RAISE EXCEPTION 'outage'; END $$; \
+             CREATE TRIGGER outage BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION outage();",
+            "DROP TRIGGER outage ON users; DROP FUNCTION outage();",
+        )
+    } else {
+        (
+            "CREATE TRIGGER outage BEFORE UPDATE ON users BEGIN SELECT RAISE(ABORT, 'outage'); END;",
+            "DROP TRIGGER outage;",
+        )
+    };
+    singapore.execute_batch(block).unwrap();
+    let granted = cloud
+        .call(
+            "in-mumbai",
+            Method::PUT,
+            "/v1/consents/backup.sms",
+            Some(&alice),
+            Some(json!({"notice_version": 1})),
+        )
+        .await;
+    assert_eq!(
+        granted.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        granted.body
+    );
+    let mirrored = |db: &TestDb| {
+        count(
+            db,
+            "SELECT count(*) FROM consent_state WHERE user_id = ?1 AND scope = 'backup.sms'",
+            &[alice_id.as_str().into()],
+        )
+    };
+    assert_eq!(mirrored(&cloud.db("in-mumbai")), 1, "granted at home");
+    assert_eq!(mirrored(&singapore), 0, "the push was lost");
+    // Still down: the change stays owed.
+    assert_eq!(
+        sovereign_cloud::placement::reconcile_consents(&mumbai)
+            .await
+            .unwrap(),
+        0
+    );
+    singapore.execute_batch(unblock).unwrap();
+    assert_eq!(
+        sovereign_cloud::placement::reconcile_consents(&mumbai)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(mirrored(&singapore), 1, "reconciled to the home's state");
+    let home_version = count(
+        &cloud.db("in-mumbai"),
+        "SELECT count(*) FROM consent_events WHERE user_id = ?1",
+        &[alice_id.as_str().into()],
+    );
+    let mirror_version = count(
+        &singapore,
+        "SELECT consent_version FROM users WHERE id = ?1",
+        &[alice_id.as_str().into()],
+    );
+    assert_eq!(mirror_version, home_version);
+    // Nothing is owed any more.
+    assert_eq!(
+        sovereign_cloud::placement::reconcile_consents(&mumbai)
+            .await
+            .unwrap(),
+        0
+    );
+}
