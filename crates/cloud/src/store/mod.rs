@@ -74,6 +74,10 @@ pub enum StoreError {
     /// The directory's backend (etcd) cannot be reached, or cannot confirm an answer.
     #[error("the directory is unavailable: {0}")]
     DirectoryUnavailable(String),
+    /// The ledger's tables no longer extend its last signed checkpoint (or an entry's seal does
+    /// not hold): the region refuses to append to it or sign over it.
+    #[error("the ledger was changed outside the server; refusing to sign over it: {0}")]
+    LedgerRewritten(String),
 }
 
 impl From<DbError> for StoreError {
@@ -147,6 +151,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v2.sql"),
     include_str!("schema_v3.sql"),
     include_str!("schema_v4.sql"),
+    include_str!("schema_v5_c-ledger.sql"),
 ];
 
 /// The same migrations for PostgreSQL: the same tables, and triggers that raise the same
@@ -156,6 +161,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("postgres/schema_v2.sql"),
     include_str!("postgres/schema_v3.sql"),
     include_str!("postgres/schema_v4.sql"),
+    include_str!("postgres/schema_v5_c-ledger.sql"),
 ];
 const _: () = assert!(MIGRATIONS.len() == POSTGRES_MIGRATIONS.len());
 
