@@ -45,6 +45,10 @@ pub enum LedgerKind {
     Expire,
     /// A service region handed the user's data to their home, for an export the user asked for.
     Export,
+    /// An operator's key was registered (`sovereign ops register`): who may sign requests.
+    RegisterOperator,
+    /// An operator's key was revoked: nothing they signed counts from then on.
+    RevokeOperator,
 }
 
 impl LedgerKind {
@@ -58,6 +62,8 @@ impl LedgerKind {
             LedgerKind::Revoke => "revoke",
             LedgerKind::Expire => "expire",
             LedgerKind::Export => "export",
+            LedgerKind::RegisterOperator => "register_operator",
+            LedgerKind::RevokeOperator => "revoke_operator",
         }
     }
 }
@@ -720,8 +726,57 @@ mod tests {
         let (_, foreign) = ledger(&other, 6);
         assert!(matches!(
             check(&rows, &foreign),
-            LedgerFault::Checkpoint { tree_size: 1, .. }
+            LedgerFault::WrongKey { .. }
         ));
+
+        // Seals: a rewritten entry's seal fails at that entry; a removed seal is named.
+        let seals: std::collections::BTreeMap<i64, Vec<u8>> = rows
+            .iter()
+            .map(|r| (r.seq, key.sign(&seal_bytes("r1", r.seq, &r.chain_hash)).to_vec()))
+            .collect();
+        let sealed = |rows: &[LedgerRow], seals, bounds: &LagBounds| {
+            verify_sealed("r1", &key.public_key(), rows, &[], seals, bounds)
+        };
+        let summary = sealed(&rows, &seals, &LagBounds::unbounded()).unwrap();
+        assert_eq!(summary.sealed, 6);
+        assert_eq!(
+            summary.uncovered,
+            Some(Uncovered { from: 0, to: 5, oldest_at: 1000 })
+        );
+        assert_eq!(
+            sealed(&forged, &seals, &LagBounds::unbounded()).unwrap_err(),
+            LedgerFault::Seal { seq: 5 }
+        );
+        let mut fewer = seals.clone();
+        fewer.remove(&3);
+        assert_eq!(
+            sealed(&rows, &fewer, &LagBounds::unbounded()).unwrap_err(),
+            LedgerFault::Unsealed { seq: 3 }
+        );
+        // The bounds: at most 4 entries uncovered, none older than 10 s.
+        let bounds = LagBounds { entries_max: 4, secs_max: 10, now_ms: Some(1000 + 10_000) };
+        assert_eq!(
+            sealed(&rows, &seals, &bounds).unwrap_err(),
+            LedgerFault::CheckpointMissing { from: 0, to: 6, max: 4 }
+        );
+        let bounds = LagBounds { entries_max: 6, secs_max: 10, now_ms: Some(1000 + 11_000) };
+        assert!(matches!(
+            sealed(&rows, &seals, &bounds).unwrap_err(),
+            LedgerFault::TailTooOld { from: 0, to: 5, age_secs: 11, max_secs: 10 }
+        ));
+        let bounds = LagBounds { entries_max: 6, secs_max: 10, now_ms: Some(1000 + 10_999) };
+        assert!(sealed(&rows, &seals, &bounds).is_ok());
+        // Checkpoints further apart than the bound: one was removed.
+        let sparse: Vec<CheckpointRow> = checkpoints
+            .iter()
+            .filter(|c| c.tree_size != 2 && c.tree_size != 3)
+            .cloned()
+            .collect();
+        let bounds = LagBounds { entries_max: 2, secs_max: 10, now_ms: None };
+        assert_eq!(
+            verify_sealed("r1", &key.public_key(), &rows, &sparse, &seals, &bounds).unwrap_err(),
+            LedgerFault::CheckpointMissing { from: 1, to: 4, max: 2 }
+        );
 
         // Retention's erased details still verify.
         let mut r = rows.clone();

@@ -2,9 +2,10 @@
 //! outsider holding only the region's public key would check it.
 
 use reqwest::{Method, StatusCode};
+use sovereign_cloud::clock::Clock as _;
 use sovereign_cloud::ledger::expected_leaf;
 use sovereign_cloud::store::LedgerRow;
-use sovereign_crypto::{chain_hash, frontier_push};
+use sovereign_crypto::{SigningKey, chain_hash, frontier_push};
 
 use crate::ops::{data_path, open_grant, operators, setup, signed_get};
 use crate::support::*;
@@ -308,4 +309,50 @@ async fn users_get_consistency_proofs_between_heads_and_bad_requests_are_named()
         .call(Method::GET, "/v1/me/ledger/consistency?from=1", None, None)
         .await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn registering_and_revoking_operators_are_ledger_entries() {
+    let app = spawn_app().await;
+    let key = SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().unwrap()).unwrap();
+    let store = &app.state.store;
+    let now = app.clock.now_ms();
+    store
+        .register_operator_recorded(
+            app.state.ledger.clone(),
+            "dan".into(),
+            key.public_key().to_vec(),
+            now,
+        )
+        .await
+        .unwrap();
+    store
+        .revoke_operator_recorded(app.state.ledger.clone(), "dan".into(), now + 1)
+        .await
+        .unwrap();
+    let all = rows(&app.db());
+    let kinds: Vec<(&str, &str)> = all
+        .iter()
+        .map(|r| (r.kind.as_str(), r.operator.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![("register_operator", "dan"), ("revoke_operator", "dan")]
+    );
+    assert!(
+        all[0]
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains(&sovereign_crypto::hex(&key.public_key()))
+    );
+    assert_eq!(app.verify_ledger().unwrap().entries, 2);
+    // Revoking twice is refused and writes nothing.
+    assert!(
+        store
+            .revoke_operator_recorded(app.state.ledger.clone(), "dan".into(), now + 2)
+            .await
+            .is_err()
+    );
+    assert_eq!(app.db().count("SELECT count(*) FROM ledger_entries"), 2);
 }
