@@ -141,6 +141,17 @@ pub async fn consistency(
     _user: AuthUser,
     query: Result<axum::extract::Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    Ok(Json(consistency_answer(&state, query).await?))
+}
+
+/// The consistency endpoint's answer, for the API and the dashboard alike.
+///
+/// # Errors
+/// `invalid_field` naming the bad parameter.
+pub async fn consistency_answer(
+    state: &AppState,
+    query: Result<axum::extract::Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Value, ApiError> {
     let axum::extract::Query(query) =
         query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     let from = parse_tree_size(
@@ -160,7 +171,7 @@ pub async fn consistency(
     {
         return Err(ApiError::invalid("to", "must be at least `from`"));
     }
-    Ok(Json(consistency_json(&state, from, to).await?))
+    consistency_json(state, from, to).await
 }
 
 fn parse_signature(text: &str) -> Result<Vec<u8>, ApiError> {
