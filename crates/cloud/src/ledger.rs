@@ -192,6 +192,11 @@ pub enum LedgerFault {
     #[error("the ledger is not signed with this public key: its checkpoints carry key {found}")]
     WrongKey { found: String },
     #[error(
+        "no seal verifies with this public key: it is not this region's ledger key (or every \
+         entry was rewritten)"
+    )]
+    NoSealVerifies,
+    #[error(
         "entries {from} to {to} are not covered by a checkpoint and entry {from} is {age_secs} s \
          old, more than the bound of {max_secs} s (checkpoints removed, or the region stopped \
          signing; for an old copy pass the time it was taken)"
@@ -288,6 +293,26 @@ pub fn verify_sealed(
         return Err(LedgerFault::WrongKey {
             found: hex(&checkpoints[0].public_key),
         });
+    }
+    // With no checkpoint to name the key, a key under which neither the first nor the last seal
+    // holds is not this region's (or everything was rewritten): say that, not "entry 0".
+    let holds = |row: &LedgerRow| {
+        seals.get(&row.seq).is_some_and(|signature| {
+            verify_signature(
+                public_key,
+                &seal_bytes(region, row.seq, &row.chain_hash),
+                signature,
+            )
+            .is_ok()
+        })
+    };
+    let sealed_rows: Vec<&LedgerRow> = rows.iter().filter(|r| seals.contains_key(&r.seq)).collect();
+    if checkpoints.is_empty()
+        && let (Some(first), Some(last)) = (sealed_rows.first(), sealed_rows.last())
+        && !holds(first)
+        && !holds(last)
+    {
+        return Err(LedgerFault::NoSealVerifies);
     }
     let first_sealed = seals.keys().next().copied();
     let mut sealed = 0usize;
@@ -479,11 +504,13 @@ pub fn read_public_key(path: &Path) -> anyhow::Result<Vec<u8>> {
             LEDGER_PUBLIC_KEY_FILE_BYTES_MAX
         );
     }
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the public key {}", path.display()))?;
-    let key = sovereign_crypto::from_hex(text.trim()).ok().filter(|k| {
-        k.len() == sovereign_crypto::PUBLIC_KEY_BYTES
-    });
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading the public key {}", path.display()))?;
+    // A binary file (the private PKCS#8 key, say) is "not a public key" too, not a UTF-8 error.
+    let key = std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|text| sovereign_crypto::from_hex(text.trim()).ok())
+        .filter(|k| k.len() == sovereign_crypto::PUBLIC_KEY_BYTES);
     key.with_context(|| {
         format!(
             "{} is not a ledger public key: expected the 64 hex digits of the region's \
