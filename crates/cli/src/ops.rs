@@ -367,7 +367,7 @@ fn register(args: &StoreArgs, name: &str, public_key: &Path) -> anyhow::Result<E
             .register_operator_recorded(signer, owned, key, now)
             .await?)
     })
-        .with_context(|| format!("registering {name}"))?;
+    .with_context(|| format!("registering {name}"))?;
     println!("registered operator {name} in region {}", args.region);
     Ok(ExitCode::SUCCESS)
 }

@@ -178,7 +178,9 @@ pub enum LedgerFault {
     Leaf { seq: i64 },
     #[error("entry {seq}: its chain hash does not follow entry {previous}")]
     Chain { seq: i64, previous: i64 },
-    #[error("entry {seq}: its seal does not verify with the region's public key (rewritten after it was appended)")]
+    #[error(
+        "entry {seq}: its seal does not verify with the region's public key (rewritten after it was appended)"
+    )]
     Seal { seq: i64 },
     #[error("entry {seq}: it has no seal, though entries before it do (its seal was removed)")]
     Unsealed { seq: i64 },
@@ -288,7 +290,10 @@ pub fn verify_sealed(
     seals: &std::collections::BTreeMap<i64, Vec<u8>>,
     bounds: &LagBounds,
 ) -> Result<LedgerSummary, LedgerFault> {
-    if !checkpoints.is_empty() && checkpoints.iter().all(|c| c.public_key.as_slice() != public_key)
+    if !checkpoints.is_empty()
+        && checkpoints
+            .iter()
+            .all(|c| c.public_key.as_slice() != public_key)
     {
         return Err(LedgerFault::WrongKey {
             found: hex(&checkpoints[0].public_key),
@@ -504,8 +509,8 @@ pub fn read_public_key(path: &Path) -> anyhow::Result<Vec<u8>> {
             LEDGER_PUBLIC_KEY_FILE_BYTES_MAX
         );
     }
-    let bytes =
-        std::fs::read(path).with_context(|| format!("reading the public key {}", path.display()))?;
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("reading the public key {}", path.display()))?;
     // A binary file (the private PKCS#8 key, say) is "not a public key" too, not a UTF-8 error.
     let key = std::str::from_utf8(&bytes)
         .ok()
@@ -555,8 +560,10 @@ pub fn verify_store_with(
 
 /// Whether the store has the seals table (a store from before schema 5 has not).
 fn has_seals(conn: &crate::store::db::Connection) -> bool {
-    conn.query_row("SELECT count(*) FROM ledger_seals", [], |r| r.get::<_, i64>(0))
-        .is_ok()
+    conn.query_row("SELECT count(*) FROM ledger_seals", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .is_ok()
 }
 
 /// Loads the region's ledger key from `DIR/keys/<region>.ledger.p8` (PKCS#8, mode 0600),
@@ -759,7 +766,12 @@ mod tests {
         // Seals: a rewritten entry's seal fails at that entry; a removed seal is named.
         let seals: std::collections::BTreeMap<i64, Vec<u8>> = rows
             .iter()
-            .map(|r| (r.seq, key.sign(&seal_bytes("r1", r.seq, &r.chain_hash)).to_vec()))
+            .map(|r| {
+                (
+                    r.seq,
+                    key.sign(&seal_bytes("r1", r.seq, &r.chain_hash)).to_vec(),
+                )
+            })
             .collect();
         let sealed = |rows: &[LedgerRow], seals, bounds: &LagBounds| {
             verify_sealed("r1", &key.public_key(), rows, &[], seals, bounds)
@@ -768,7 +780,11 @@ mod tests {
         assert_eq!(summary.sealed, 6);
         assert_eq!(
             summary.uncovered,
-            Some(Uncovered { from: 0, to: 5, oldest_at: 1000 })
+            Some(Uncovered {
+                from: 0,
+                to: 5,
+                oldest_at: 1000
+            })
         );
         assert_eq!(
             sealed(&forged, &seals, &LagBounds::unbounded()).unwrap_err(),
@@ -781,17 +797,38 @@ mod tests {
             LedgerFault::Unsealed { seq: 3 }
         );
         // The bounds: at most 4 entries uncovered, none older than 10 s.
-        let bounds = LagBounds { entries_max: 4, secs_max: 10, now_ms: Some(1000 + 10_000) };
+        let bounds = LagBounds {
+            entries_max: 4,
+            secs_max: 10,
+            now_ms: Some(1000 + 10_000),
+        };
         assert_eq!(
             sealed(&rows, &seals, &bounds).unwrap_err(),
-            LedgerFault::CheckpointMissing { from: 0, to: 6, max: 4 }
+            LedgerFault::CheckpointMissing {
+                from: 0,
+                to: 6,
+                max: 4
+            }
         );
-        let bounds = LagBounds { entries_max: 6, secs_max: 10, now_ms: Some(1000 + 11_000) };
+        let bounds = LagBounds {
+            entries_max: 6,
+            secs_max: 10,
+            now_ms: Some(1000 + 11_000),
+        };
         assert!(matches!(
             sealed(&rows, &seals, &bounds).unwrap_err(),
-            LedgerFault::TailTooOld { from: 0, to: 5, age_secs: 11, max_secs: 10 }
+            LedgerFault::TailTooOld {
+                from: 0,
+                to: 5,
+                age_secs: 11,
+                max_secs: 10
+            }
         ));
-        let bounds = LagBounds { entries_max: 6, secs_max: 10, now_ms: Some(1000 + 10_999) };
+        let bounds = LagBounds {
+            entries_max: 6,
+            secs_max: 10,
+            now_ms: Some(1000 + 10_999),
+        };
         assert!(sealed(&rows, &seals, &bounds).is_ok());
         // Checkpoints further apart than the bound: one was removed.
         let sparse: Vec<CheckpointRow> = checkpoints
@@ -799,10 +836,18 @@ mod tests {
             .filter(|c| c.tree_size != 2 && c.tree_size != 3)
             .cloned()
             .collect();
-        let bounds = LagBounds { entries_max: 2, secs_max: 10, now_ms: None };
+        let bounds = LagBounds {
+            entries_max: 2,
+            secs_max: 10,
+            now_ms: None,
+        };
         assert_eq!(
             verify_sealed("r1", &key.public_key(), &rows, &sparse, &seals, &bounds).unwrap_err(),
-            LedgerFault::CheckpointMissing { from: 1, to: 4, max: 2 }
+            LedgerFault::CheckpointMissing {
+                from: 1,
+                to: 4,
+                max: 2
+            }
         );
 
         // Retention's erased details still verify.

@@ -305,7 +305,11 @@ pub(crate) fn serve(
     let housekeeping = tokio::spawn(async move {
         let mut every_minute = tokio::time::interval(Duration::from_secs(60));
         // The ledger's tail is signed at least every T/2, so no entry waits more than T.
-        let lag = limits_state.ledger.checkpoint_secs_max.div_ceil(2).clamp(1, 60);
+        let lag = limits_state
+            .ledger
+            .checkpoint_secs_max
+            .div_ceil(2)
+            .clamp(1, 60);
         let mut ledger_tick = tokio::time::interval(Duration::from_secs(lag));
         loop {
             tokio::select! {

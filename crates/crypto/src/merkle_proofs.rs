@@ -202,7 +202,9 @@ mod tests {
         type Error = ();
         fn subtree(&mut self, level: u32, index: u64) -> Result<[u8; 32], ()> {
             self.0 += 1;
-            Ok(leaf_hash(&[level.to_be_bytes().as_slice(), &index.to_be_bytes()].concat()))
+            Ok(leaf_hash(
+                &[level.to_be_bytes().as_slice(), &index.to_be_bytes()].concat(),
+            ))
         }
     }
 
@@ -215,9 +217,10 @@ mod tests {
         let all = leaves(70);
         for size in 1..=70usize {
             for index in 0..size {
-                let proof = inclusion_proof_from(&mut Leaves(&all[..size]), index as u64, size as u64)
-                    .unwrap()
-                    .unwrap();
+                let proof =
+                    inclusion_proof_from(&mut Leaves(&all[..size]), index as u64, size as u64)
+                        .unwrap()
+                        .unwrap();
                 assert_eq!(Some(proof.clone()), inclusion_proof(index, &all[..size]));
                 assert!(verify_inclusion(
                     index as u64,
@@ -241,7 +244,9 @@ mod tests {
         for first in 1..=40u64 {
             for second in first..=40u64 {
                 let source = &mut Leaves(&all[..second as usize]);
-                let proof = consistency_proof_from(source, first, second).unwrap().unwrap();
+                let proof = consistency_proof_from(source, first, second)
+                    .unwrap()
+                    .unwrap();
                 let (r1, r2) = (
                     merkle_root(&all[..first as usize]),
                     merkle_root(&all[..second as usize]),
@@ -257,7 +262,13 @@ mod tests {
                     consistency_proof_from(&mut Leaves(&changed[..second as usize]), first, second)
                         .unwrap()
                         .unwrap();
-                assert!(!verify_consistency(first, second, &forged_proof, &r1, &forged));
+                assert!(!verify_consistency(
+                    first,
+                    second,
+                    &forged_proof,
+                    &r1,
+                    &forged
+                ));
                 if first < second {
                     assert!(!verify_consistency(first, second, &proof, &r1, &forged));
                 }
@@ -283,10 +294,18 @@ mod tests {
             for index in [0, 1, size / 2, size - 1] {
                 let mut counting = Counting(0);
                 inclusion_proof_from(&mut counting, index.min(size - 1), size).unwrap();
-                assert!(counting.0 <= bound, "inclusion {index}/{size}: {}", counting.0);
+                assert!(
+                    counting.0 <= bound,
+                    "inclusion {index}/{size}: {}",
+                    counting.0
+                );
                 let mut counting = Counting(0);
                 consistency_proof_from(&mut counting, index.max(1), size).unwrap();
-                assert!(counting.0 <= bound, "consistency {index}/{size}: {}", counting.0);
+                assert!(
+                    counting.0 <= bound,
+                    "consistency {index}/{size}: {}",
+                    counting.0
+                );
             }
         }
     }

@@ -392,7 +392,11 @@ async fn operators_need_two_others_and_the_ledger_names_a_changed_entry() {
         );
         let nowhere = outsider("in-mumbai.ledger.pub", "nowhere");
         assert_eq!(nowhere.status.code(), Some(2));
-        assert!(stderr(&nowhere).contains("no store at"), "{}", stderr(&nowhere));
+        assert!(
+            stderr(&nowhere).contains("no store at"),
+            "{}",
+            stderr(&nowhere)
+        );
     }
 
     // Stop the server and change one byte of the request entry's detail (its JSON is the only
@@ -447,7 +451,10 @@ fn change_detail_in_postgres(url: &str) {
     crate::pg_cluster::off_runtime(|| {
         let mut db = postgres::Client::connect(url, postgres::NoTls).unwrap();
         let detail: String = db
-            .query_one("SELECT detail FROM ledger_entries WHERE kind = 'request'", &[])
+            .query_one(
+                "SELECT detail FROM ledger_entries WHERE kind = 'request'",
+                &[],
+            )
             .unwrap()
             .get(0);
         let changed = bump_digit_after_marker(detail.into_bytes());

@@ -3,8 +3,8 @@
 
 use super::db::{Connection, OptionalExtension, Row, params};
 use sovereign_crypto::{
-    SubtreeSource, chain_hash, completed_by, consistency_proof_from, digest_sha256,
-    frontier_push, frontier_root, inclusion_proof_from, leaf_hash, node_hash, verify_signature,
+    SubtreeSource, chain_hash, completed_by, consistency_proof_from, digest_sha256, frontier_push,
+    frontier_root, inclusion_proof_from, leaf_hash, node_hash, verify_signature,
 };
 
 use super::{Store, StoreError};
@@ -237,7 +237,9 @@ fn check_last_link(
             {
                 return Err(rewritten(
                     signer,
-                    format!("entry {seq}: its seal does not verify (rewritten after it was appended)"),
+                    format!(
+                        "entry {seq}: its seal does not verify (rewritten after it was appended)"
+                    ),
                 ));
             }
         }
@@ -297,9 +299,7 @@ pub(crate) fn append_ledger(
             chain
         ],
     )?;
-    let sealed = signer
-        .key
-        .sign(&seal_bytes(&signer.region, seq, &chain));
+    let sealed = signer.key.sign(&seal_bytes(&signer.region, seq, &chain));
     conn.execute(
         "INSERT INTO ledger_seals (seq, signature) VALUES (?1, ?2)",
         params![seq, sealed.to_vec()],
@@ -473,13 +473,20 @@ fn checked_root(
         if chain.as_slice() != row.chain_hash.as_slice() {
             return Err(rewritten(
                 signer,
-                format!("entry {}: its chain hash does not follow the entry before", row.seq),
+                format!(
+                    "entry {}: its chain hash does not follow the entry before",
+                    row.seq
+                ),
             ));
         }
         match seal(conn, row.seq)? {
             Some(signature) => {
-                if verify_signature(&public, &seal_bytes(&signer.region, row.seq, &chain), &signature)
-                    .is_err()
+                if verify_signature(
+                    &public,
+                    &seal_bytes(&signer.region, row.seq, &chain),
+                    &signature,
+                )
+                .is_err()
                 {
                     return Err(rewritten(
                         signer,
@@ -502,7 +509,10 @@ fn checked_root(
     if expected != size || previous.as_slice() != head {
         return Err(rewritten(
             signer,
-            format!("entry {}: the entries end differently than they did a moment ago", size - 1),
+            format!(
+                "entry {}: the entries end differently than they did a moment ago",
+                size - 1
+            ),
         ));
     }
     let root = frontier_root(&frontier);
@@ -535,7 +545,9 @@ fn stored_frontier(conn: &Connection, size: i64) -> Result<Vec<Option<[u8; 32]>>
 ///
 /// # Errors
 /// When the table cannot be read.
-pub fn load_seals(conn: &Connection) -> Result<std::collections::BTreeMap<i64, Vec<u8>>, StoreError> {
+pub fn load_seals(
+    conn: &Connection,
+) -> Result<std::collections::BTreeMap<i64, Vec<u8>>, StoreError> {
     let mut stmt = conn.prepare("SELECT seq, signature FROM ledger_seals ORDER BY seq")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
     let mut out = std::collections::BTreeMap::new();

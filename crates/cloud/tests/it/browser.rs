@@ -374,7 +374,11 @@ impl Driver {
                 .await;
             if let Some(id) = found["value"][ELEMENT].as_str() {
                 let state = self
-                    .call(Method::GET, &format!("/element/{id}/attribute/data-state"), None)
+                    .call(
+                        Method::GET,
+                        &format!("/element/{id}/attribute/data-state"),
+                        None,
+                    )
                     .await;
                 let text = self.text("#ledger-check").await;
                 return (state.as_str().unwrap_or_default().to_owned(), text);

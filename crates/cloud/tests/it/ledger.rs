@@ -196,7 +196,11 @@ async fn the_server_refuses_to_sign_over_a_rewritten_history() {
     let health = app
         .raw(app.client.get(format!("{}/healthz", app.base)))
         .await;
-    assert_eq!(health.body["ledger"]["signing"], "refused", "{:?}", health.body);
+    assert_eq!(
+        health.body["ledger"]["signing"], "refused",
+        "{:?}",
+        health.body
+    );
     assert!(
         health.body["ledger"]["fault"]
             .as_str()
@@ -301,7 +305,10 @@ async fn users_get_consistency_proofs_between_heads_and_bad_requests_are_named()
     assert_eq!(reply.body["field"], "since", "{:?}", reply.body);
     // A remembered head newer than the region's newest is said, not proven.
     let reply = app
-        .get(&format!("/v1/me/access-log?since={}", new_size + 100), &alice)
+        .get(
+            &format!("/v1/me/access-log?since={}", new_size + 100),
+            &alice,
+        )
         .await;
     assert_eq!(reply.status, StatusCode::OK);
     assert!(reply.body["consistency"]["proof"].is_null());
