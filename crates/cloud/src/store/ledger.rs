@@ -480,20 +480,20 @@ fn checked_root(
             ));
         }
         match seal(conn, row.seq)? {
-            Some(signature) => {
+            Some(signature)
                 if verify_signature(
                     &public,
                     &seal_bytes(&signer.region, row.seq, &chain),
                     &signature,
                 )
-                .is_err()
-                {
-                    return Err(rewritten(
-                        signer,
-                        format!("entry {}: its seal does not verify", row.seq),
-                    ));
-                }
+                .is_err() =>
+            {
+                return Err(rewritten(
+                    signer,
+                    format!("entry {}: its seal does not verify", row.seq),
+                ));
             }
+            Some(_) => {}
             None if first_sealed.is_some_and(|first| row.seq >= first) => {
                 return Err(rewritten(
                     signer,
