@@ -138,11 +138,12 @@ pub fn run(command: OpsCommand) -> anyhow::Result<ExitCode> {
             name,
             public_key,
         } => register(&store, &name, &public_key),
-        OpsCommand::Unregister { store, name } => {
-            let (store, now) = open_store(&store)?;
+        OpsCommand::Unregister { store: args, name } => {
+            let signer = ledger_signer(&args)?;
+            let (store, now) = open_store(&args)?;
             block_on(async move {
                 store
-                    .revoke_operator(name.clone(), now)
+                    .revoke_operator_recorded(signer, name.clone(), now)
                     .await
                     .with_context(|| format!("revoking {name}"))
             })?;
@@ -308,6 +309,27 @@ fn load_key(path: &Path) -> anyhow::Result<SigningKey> {
     SigningKey::from_pkcs8(&bytes).with_context(|| format!("key file {}", path.display()))
 }
 
+/// The region's ledger key (under the site's `keys/`, as `serve` keeps it): registering and
+/// revoking operators are ledger entries, sealed like every other.
+fn ledger_signer(
+    args: &StoreArgs,
+) -> anyhow::Result<std::sync::Arc<sovereign_cloud::ledger::LedgerSigner>> {
+    let region = sovereign_model::RegionId::parse(&args.region).context("--region")?;
+    let policies = match &args.config {
+        Some(dir) => sovereign_cloud::Policies::from_dir(dir)
+            .with_context(|| format!("loading policies from {}", dir.display()))?,
+        None => sovereign_cloud::Policies::embedded()?,
+    };
+    let site = sovereign_cloud::sites::resolve_site_dir(&args.data_dir, &region);
+    let mut signer = sovereign_cloud::ledger::load_or_create_signer(
+        &site,
+        &region,
+        policies.ops.ledger_checkpoint_entries,
+    )?;
+    signer.checkpoint_secs_max = policies.ops.ledger_checkpoint_secs_max;
+    Ok(std::sync::Arc::new(signer))
+}
+
 fn open_store(args: &StoreArgs) -> anyhow::Result<(Store, i64)> {
     let path = region_store(&args.data_dir, &args.region, args.config.as_deref())?;
     let store = match &args.database {
@@ -337,10 +359,15 @@ fn register(args: &StoreArgs, name: &str, public_key: &Path) -> anyhow::Result<E
                 public_key.display()
             )
         })?;
+    let signer = ledger_signer(args)?;
     let (store, now) = open_store(args)?;
     let owned = name.to_owned();
-    block_on(async move { Ok(store.register_operator(owned, key, now).await?) })
-        .with_context(|| format!("registering {name}"))?;
+    block_on(async move {
+        Ok(store
+            .register_operator_recorded(signer, owned, key, now)
+            .await?)
+    })
+    .with_context(|| format!("registering {name}"))?;
     println!("registered operator {name} in region {}", args.region);
     Ok(ExitCode::SUCCESS)
 }

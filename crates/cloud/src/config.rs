@@ -51,7 +51,15 @@ pub struct OpsPolicy {
     pub approvals_required: u32,
     pub grant_duration_secs_max: u64,
     pub signature_age_secs_max: u64,
+    /// N: a checkpoint is signed in the commit of every N-th entry.
     pub ledger_checkpoint_entries: u32,
+    /// T: no entry waits longer than this for a signed checkpoint.
+    #[serde(default = "default_ledger_checkpoint_secs_max")]
+    pub ledger_checkpoint_secs_max: u64,
+}
+
+fn default_ledger_checkpoint_secs_max() -> u64 {
+    crate::ledger::LEDGER_CHECKPOINT_SECS_MAX_DEFAULT
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -160,9 +168,13 @@ impl Policies {
         if ops.approvals_required == 0 {
             bail!("in ops.toml: approvals_required must be at least 1");
         }
-        if ops.grant_duration_secs_max == 0 || ops.ledger_checkpoint_entries == 0 {
+        if ops.grant_duration_secs_max == 0
+            || ops.ledger_checkpoint_entries == 0
+            || ops.ledger_checkpoint_secs_max == 0
+        {
             bail!(
-                "in ops.toml: grant_duration_secs_max and ledger_checkpoint_entries must be positive"
+                "in ops.toml: grant_duration_secs_max, ledger_checkpoint_entries and \
+                 ledger_checkpoint_secs_max must be positive"
             );
         }
         Ok(Policies {

@@ -20,10 +20,18 @@ use sovereign_crypto::{
 use sovereign_model::RegionId;
 
 use crate::clock::UnixMs;
-use crate::store::{CheckpointRow, LedgerRow, load_ledger};
+use crate::store::{CheckpointRow, LedgerRow, load_ledger, load_seals};
 
 const LEAF_DOMAIN: &str = "sovereign/ledger-entry/v1";
 const CHECKPOINT_DOMAIN: &str = "sovereign/ledger-checkpoint/v1";
+const SEAL_DOMAIN: &str = "sovereign/ledger-seal/v1";
+
+/// Default of `ledger_checkpoint_secs_max` in ops.toml: the longest an entry waits for a signed
+/// checkpoint to cover it.
+pub const LEDGER_CHECKPOINT_SECS_MAX_DEFAULT: u64 = 300;
+
+/// Most bytes of a `.ledger.pub` file (64 hex digits and a newline, with room for whitespace).
+pub const LEDGER_PUBLIC_KEY_FILE_BYTES_MAX: u64 = 256;
 
 /// What a ledger entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +45,10 @@ pub enum LedgerKind {
     Expire,
     /// A service region handed the user's data to their home, for an export the user asked for.
     Export,
+    /// An operator's key was registered (`sovereign ops register`): who may sign requests.
+    RegisterOperator,
+    /// An operator's key was revoked: nothing they signed counts from then on.
+    RevokeOperator,
 }
 
 impl LedgerKind {
@@ -50,6 +62,8 @@ impl LedgerKind {
             LedgerKind::Revoke => "revoke",
             LedgerKind::Expire => "expire",
             LedgerKind::Export => "export",
+            LedgerKind::RegisterOperator => "register_operator",
+            LedgerKind::RevokeOperator => "revoke_operator",
         }
     }
 }
@@ -59,7 +73,39 @@ impl LedgerKind {
 pub struct LedgerSigner {
     pub region: String,
     pub key: SigningKey,
+    /// A checkpoint is signed in the commit of every this-many-th entry (N).
     pub checkpoint_entries: u32,
+    /// And no entry waits longer than this for one (T): the server's timer signs the tail.
+    pub checkpoint_secs_max: u64,
+    /// Set once the tables are found not to extend the last signed checkpoint: from then on the
+    /// region signs nothing more over them, and `/healthz` says why.
+    refusal: std::sync::Mutex<Option<String>>,
+}
+
+impl LedgerSigner {
+    /// Stops all signing over this ledger, saying why (the first reason stays).
+    pub fn refuse(&self, why: &str) {
+        let mut refusal = self.refusal.lock().unwrap_or_else(|e| e.into_inner());
+        if refusal.is_none() {
+            *refusal = Some(why.to_owned());
+        }
+    }
+
+    /// Why the region refuses to sign over its ledger, if it does.
+    pub fn refusal(&self) -> Option<String> {
+        self.refusal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// The bytes an entry's seal covers: the chain hash commits to it and every entry before.
+pub fn seal_bytes(region: &str, seq: i64, chain_hash: &[u8]) -> Vec<u8> {
+    canonical(
+        SEAL_DOMAIN,
+        &[region.as_bytes(), &seq.to_be_bytes(), chain_hash],
+    )
 }
 
 /// The bytes an entry's leaf hash covers.
@@ -132,8 +178,68 @@ pub enum LedgerFault {
     Leaf { seq: i64 },
     #[error("entry {seq}: its chain hash does not follow entry {previous}")]
     Chain { seq: i64, previous: i64 },
+    #[error(
+        "entry {seq}: its seal does not verify with the region's public key (rewritten after it was appended)"
+    )]
+    Seal { seq: i64 },
+    #[error("entry {seq}: it has no seal, though entries before it do (its seal was removed)")]
+    Unsealed { seq: i64 },
     #[error("checkpoint at {tree_size} entries: {reason}")]
     Checkpoint { tree_size: i64, reason: String },
+    #[error(
+        "no checkpoint between entries {from} and {to}: checkpoints are at most {max} entries \
+         apart (a checkpoint was removed)"
+    )]
+    CheckpointMissing { from: i64, to: i64, max: i64 },
+    #[error("the ledger is not signed with this public key: its checkpoints carry key {found}")]
+    WrongKey { found: String },
+    #[error(
+        "no seal verifies with this public key: it is not this region's ledger key (or every \
+         entry was rewritten)"
+    )]
+    NoSealVerifies,
+    #[error(
+        "entries {from} to {to} are not covered by a checkpoint and entry {from} is {age_secs} s \
+         old, more than the bound of {max_secs} s (checkpoints removed, or the region stopped \
+         signing; for an old copy pass the time it was taken)"
+    )]
+    TailTooOld {
+        from: i64,
+        to: i64,
+        age_secs: i64,
+        max_secs: i64,
+    },
+}
+
+/// The bounds a region keeps between its tail and its last checkpoint, as a verifier checks them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LagBounds {
+    /// Most entries between consecutive checkpoints (and after the last): ops.toml's
+    /// `ledger_checkpoint_entries`.
+    pub entries_max: i64,
+    /// Oldest an uncovered entry may be at `now_ms`: ops.toml's `ledger_checkpoint_secs_max`.
+    pub secs_max: i64,
+    /// The time the data is judged at (now, or when the copy was taken).
+    pub now_ms: Option<UnixMs>,
+}
+
+impl LagBounds {
+    /// No bound: what the server itself checks at start (the bounds are its own to keep).
+    pub fn unbounded() -> LagBounds {
+        LagBounds {
+            entries_max: i64::MAX,
+            secs_max: i64::MAX,
+            now_ms: None,
+        }
+    }
+}
+
+/// The entries no checkpoint covers yet: not a fault while within the bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uncovered {
+    pub from: i64,
+    pub to: i64,
+    pub oldest_at: UnixMs,
 }
 
 /// What a verified ledger holds.
@@ -142,6 +248,10 @@ pub struct LedgerSummary {
     pub entries: i64,
     pub checkpoints: usize,
     pub root_hex: String,
+    /// Entries that carry a seal.
+    pub sealed: usize,
+    /// The tail after the last checkpoint, if any.
+    pub uncovered: Option<Uncovered>,
 }
 
 /// Checks every entry (detail hash, leaf hash, chain link) in order, then every checkpoint
@@ -155,6 +265,62 @@ pub fn verify_rows(
     rows: &[LedgerRow],
     checkpoints: &[CheckpointRow],
 ) -> Result<LedgerSummary, LedgerFault> {
+    verify_sealed(
+        region,
+        public_key,
+        rows,
+        checkpoints,
+        &std::collections::BTreeMap::new(),
+        &LagBounds::unbounded(),
+    )
+}
+
+/// [`verify_rows`] with each entry's seal (`seals`, by entry number) and the region's bounds
+/// between checkpoints. An entry must carry a valid seal once any entry before it does (entries
+/// from before seals were made have none); checkpoints must be at most `entries_max` apart; and
+/// the tail no checkpoint covers is reported, a fault only when older than `secs_max`.
+///
+/// # Errors
+/// The first fault found, naming the entry or checkpoint.
+pub fn verify_sealed(
+    region: &str,
+    public_key: &[u8],
+    rows: &[LedgerRow],
+    checkpoints: &[CheckpointRow],
+    seals: &std::collections::BTreeMap<i64, Vec<u8>>,
+    bounds: &LagBounds,
+) -> Result<LedgerSummary, LedgerFault> {
+    if !checkpoints.is_empty()
+        && checkpoints
+            .iter()
+            .all(|c| c.public_key.as_slice() != public_key)
+    {
+        return Err(LedgerFault::WrongKey {
+            found: hex(&checkpoints[0].public_key),
+        });
+    }
+    // With no checkpoint to name the key, a key under which neither the first nor the last seal
+    // holds is not this region's (or everything was rewritten): say that, not "entry 0".
+    let holds = |row: &LedgerRow| {
+        seals.get(&row.seq).is_some_and(|signature| {
+            verify_signature(
+                public_key,
+                &seal_bytes(region, row.seq, &row.chain_hash),
+                signature,
+            )
+            .is_ok()
+        })
+    };
+    let sealed_rows: Vec<&LedgerRow> = rows.iter().filter(|r| seals.contains_key(&r.seq)).collect();
+    if checkpoints.is_empty()
+        && let (Some(first), Some(last)) = (sealed_rows.first(), sealed_rows.last())
+        && !holds(first)
+        && !holds(last)
+    {
+        return Err(LedgerFault::NoSealVerifies);
+    }
+    let first_sealed = seals.keys().next().copied();
+    let mut sealed = 0usize;
     let mut previous = [0u8; 32];
     let mut leaves = Vec::with_capacity(rows.len());
     let mut heads = Vec::with_capacity(rows.len());
@@ -182,6 +348,20 @@ pub fn verify_rows(
                 previous: row.seq - 1,
             });
         }
+        match seals.get(&row.seq) {
+            Some(signature) => {
+                if verify_signature(public_key, &seal_bytes(region, row.seq, &chain), signature)
+                    .is_err()
+                {
+                    return Err(LedgerFault::Seal { seq: row.seq });
+                }
+                sealed += 1;
+            }
+            None if first_sealed.is_some_and(|first| row.seq > first) => {
+                return Err(LedgerFault::Unsealed { seq: row.seq });
+            }
+            None => {}
+        }
         previous = chain;
         leaves.push(leaf);
         heads.push(chain);
@@ -192,7 +372,14 @@ pub fn verify_rows(
     ordered.sort_by_key(|c| c.tree_size);
     let mut frontier = Vec::new();
     let mut covered = 0usize;
-    for checkpoint in ordered {
+    for checkpoint in ordered.iter().copied() {
+        if checkpoint.tree_size - covered as i64 > bounds.entries_max {
+            return Err(LedgerFault::CheckpointMissing {
+                from: covered as i64,
+                to: checkpoint.tree_size,
+                max: bounds.entries_max,
+            });
+        }
         let fault = |reason: &str| LedgerFault::Checkpoint {
             tree_size: checkpoint.tree_size,
             reason: reason.to_owned(),
@@ -227,6 +414,31 @@ pub fn verify_rows(
             return Err(fault("chain head does not match the entries"));
         }
     }
+    let uncovered = rows.get(covered).map(|first| Uncovered {
+        from: first.seq,
+        to: rows.len() as i64 - 1,
+        oldest_at: first.at,
+    });
+    if let Some(tail) = &uncovered {
+        if rows.len() as i64 - covered as i64 > bounds.entries_max {
+            return Err(LedgerFault::CheckpointMissing {
+                from: covered as i64,
+                to: rows.len() as i64,
+                max: bounds.entries_max,
+            });
+        }
+        if let Some(now) = bounds.now_ms {
+            let age_secs = (now - tail.oldest_at) / 1000;
+            if age_secs > bounds.secs_max {
+                return Err(LedgerFault::TailTooOld {
+                    from: tail.from,
+                    to: tail.to,
+                    age_secs,
+                    max_secs: bounds.secs_max,
+                });
+            }
+        }
+    }
     while covered < leaves.len() {
         frontier_push(&mut frontier, leaves[covered]);
         covered += 1;
@@ -235,6 +447,8 @@ pub fn verify_rows(
         entries: rows.len() as i64,
         checkpoints: checkpoints.len(),
         root_hex: hex(&frontier_root(&frontier)),
+        sealed,
+        uncovered,
     })
 }
 
@@ -271,17 +485,85 @@ pub fn verify_store(
         .with_context(|| format!("reading the ledger key {}", key_file.display()))?;
     let key = SigningKey::from_pkcs8(&pkcs8)
         .with_context(|| format!("in the ledger key {}", key_file.display()))?;
+    verify_store_with(
+        data_dir,
+        region,
+        database,
+        &key.public_key(),
+        &LagBounds::unbounded(),
+    )
+}
+
+/// Reads a region's published ledger public key (`<region>.ledger.pub`: 64 hex digits).
+///
+/// # Errors
+/// When the file cannot be read, is too large, or is not one Ed25519 public key in hex.
+pub fn read_public_key(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("reading the public key {}", path.display()))?
+        .len();
+    if size > LEDGER_PUBLIC_KEY_FILE_BYTES_MAX {
+        anyhow::bail!(
+            "{} has {size} bytes: a ledger public key file is 64 hex digits (at most {} bytes)",
+            path.display(),
+            LEDGER_PUBLIC_KEY_FILE_BYTES_MAX
+        );
+    }
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("reading the public key {}", path.display()))?;
+    // A binary file (the private PKCS#8 key, say) is "not a public key" too, not a UTF-8 error.
+    let key = std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|text| sovereign_crypto::from_hex(text.trim()).ok())
+        .filter(|k| k.len() == sovereign_crypto::PUBLIC_KEY_BYTES);
+    key.with_context(|| {
+        format!(
+            "{} is not a ledger public key: expected the 64 hex digits of the region's \
+             <region>.ledger.pub (not its private .ledger.p8)",
+            path.display()
+        )
+    })
+}
+
+/// Checks a region's ledger from its store (a copy will do) with nothing of the region's but its
+/// published public key: entries, seals, checkpoints and the bounds between them.
+///
+/// # Errors
+/// When the store cannot be opened or read (a missing or truncated copy); a ledger that does
+/// not verify is `Ok(Err(fault))`.
+pub fn verify_store_with(
+    data_dir: &Path,
+    region: &RegionId,
+    database: Option<&str>,
+    public_key: &[u8],
+    bounds: &LagBounds,
+) -> anyhow::Result<Result<LedgerSummary, LedgerFault>> {
     let location = crate::store::region_store_location(data_dir, region, database);
     let conn = crate::store::open_read_only(&location)
         .with_context(|| format!("opening {}", location.display()))?;
     let (rows, checkpoints) =
         load_ledger(&conn).with_context(|| format!("reading {}", location.display()))?;
-    Ok(verify_rows(
+    let seals = if has_seals(&conn) {
+        load_seals(&conn).with_context(|| format!("reading {}", location.display()))?
+    } else {
+        Default::default()
+    };
+    Ok(verify_sealed(
         region.as_str(),
-        &key.public_key(),
+        public_key,
         &rows,
         &checkpoints,
+        &seals,
+        bounds,
     ))
+}
+
+/// Whether the store has the seals table (a store from before schema 5 has not).
+fn has_seals(conn: &crate::store::db::Connection) -> bool {
+    conn.query_row("SELECT count(*) FROM ledger_seals", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .is_ok()
 }
 
 /// Loads the region's ledger key from `DIR/keys/<region>.ledger.p8` (PKCS#8, mode 0600),
@@ -329,6 +611,8 @@ pub fn load_or_create_signer(
         region: region.as_str().to_owned(),
         key,
         checkpoint_entries,
+        checkpoint_secs_max: LEDGER_CHECKPOINT_SECS_MAX_DEFAULT,
+        refusal: std::sync::Mutex::new(None),
     })
 }
 
@@ -476,8 +760,95 @@ mod tests {
         let (_, foreign) = ledger(&other, 6);
         assert!(matches!(
             check(&rows, &foreign),
-            LedgerFault::Checkpoint { tree_size: 1, .. }
+            LedgerFault::WrongKey { .. }
         ));
+
+        // Seals: a rewritten entry's seal fails at that entry; a removed seal is named.
+        let seals: std::collections::BTreeMap<i64, Vec<u8>> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.seq,
+                    key.sign(&seal_bytes("r1", r.seq, &r.chain_hash)).to_vec(),
+                )
+            })
+            .collect();
+        let sealed = |rows: &[LedgerRow], seals, bounds: &LagBounds| {
+            verify_sealed("r1", &key.public_key(), rows, &[], seals, bounds)
+        };
+        let summary = sealed(&rows, &seals, &LagBounds::unbounded()).unwrap();
+        assert_eq!(summary.sealed, 6);
+        assert_eq!(
+            summary.uncovered,
+            Some(Uncovered {
+                from: 0,
+                to: 5,
+                oldest_at: 1000
+            })
+        );
+        assert_eq!(
+            sealed(&forged, &seals, &LagBounds::unbounded()).unwrap_err(),
+            LedgerFault::Seal { seq: 5 }
+        );
+        let mut fewer = seals.clone();
+        fewer.remove(&3);
+        assert_eq!(
+            sealed(&rows, &fewer, &LagBounds::unbounded()).unwrap_err(),
+            LedgerFault::Unsealed { seq: 3 }
+        );
+        // The bounds: at most 4 entries uncovered, none older than 10 s.
+        let bounds = LagBounds {
+            entries_max: 4,
+            secs_max: 10,
+            now_ms: Some(1000 + 10_000),
+        };
+        assert_eq!(
+            sealed(&rows, &seals, &bounds).unwrap_err(),
+            LedgerFault::CheckpointMissing {
+                from: 0,
+                to: 6,
+                max: 4
+            }
+        );
+        let bounds = LagBounds {
+            entries_max: 6,
+            secs_max: 10,
+            now_ms: Some(1000 + 11_000),
+        };
+        assert!(matches!(
+            sealed(&rows, &seals, &bounds).unwrap_err(),
+            LedgerFault::TailTooOld {
+                from: 0,
+                to: 5,
+                age_secs: 11,
+                max_secs: 10
+            }
+        ));
+        let bounds = LagBounds {
+            entries_max: 6,
+            secs_max: 10,
+            now_ms: Some(1000 + 10_999),
+        };
+        assert!(sealed(&rows, &seals, &bounds).is_ok());
+        // Checkpoints further apart than the bound: one was removed.
+        let sparse: Vec<CheckpointRow> = checkpoints
+            .iter()
+            .filter(|c| c.tree_size != 2 && c.tree_size != 3)
+            .cloned()
+            .collect();
+        let bounds = LagBounds {
+            entries_max: 2,
+            secs_max: 10,
+            now_ms: None,
+        };
+        assert_eq!(
+            verify_sealed("r1", &key.public_key(), &rows, &sparse, &seals, &bounds).unwrap_err(),
+            LedgerFault::CheckpointMissing {
+                from: 1,
+                to: 4,
+                max: 2
+            }
+        );
 
         // Retention's erased details still verify.
         let mut r = rows.clone();

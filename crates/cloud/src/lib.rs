@@ -304,11 +304,31 @@ pub(crate) fn serve(
     let limits_state = state_for_housekeeping;
     let housekeeping = tokio::spawn(async move {
         let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+        // The ledger's tail is signed at least every T/2, so no entry waits more than T.
+        let lag = limits_state
+            .ledger
+            .checkpoint_secs_max
+            .div_ceil(2)
+            .clamp(1, 60);
+        let mut ledger_tick = tokio::time::interval(Duration::from_secs(lag));
         loop {
-            every_minute.tick().await;
-            limits_state.limits.forget_idle();
-            if let Err(error) = retention::sweep(&limits_state).await {
-                tracing::error!(%error, "retention sweep failed");
+            tokio::select! {
+                _ = every_minute.tick() => {
+                    limits_state.limits.forget_idle();
+                    if let Err(error) = retention::sweep(&limits_state).await {
+                        tracing::error!(%error, "retention sweep failed");
+                    }
+                }
+                _ = ledger_tick.tick() => {
+                    let now = limits_state.now_ms();
+                    if let Err(error) = limits_state
+                        .store
+                        .ledger_checkpoint(limits_state.ledger.clone(), now)
+                        .await
+                    {
+                        tracing::error!(%error, "signing the ledger's tail failed");
+                    }
+                }
             }
             if let Err(error) = placement::reconcile_consents(&limits_state).await {
                 tracing::error!(%error, "consent reconciliation failed");

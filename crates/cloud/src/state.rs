@@ -155,11 +155,13 @@ impl RegionState {
         }
         let federation = Federation::new(region.clone(), identity, peers, &peer_ca_bundle)?;
         let blobs = Blobs::local(&region_dir.join("blobs"))?;
-        let ledger = Arc::new(crate::ledger::load_or_create_signer(
+        let mut ledger = crate::ledger::load_or_create_signer(
             &data_dir,
             &region,
             policies.ops.ledger_checkpoint_entries,
-        )?);
+        )?;
+        ledger.checkpoint_secs_max = policies.ops.ledger_checkpoint_secs_max;
+        let ledger = Arc::new(ledger);
         let sms = Arc::new(FileOutbox::new(
             sms_outbox.unwrap_or_else(|| data_dir.join("sms-outbox.jsonl")),
         ));
@@ -185,6 +187,12 @@ impl RegionState {
             ledger,
             session_cache: Default::default(),
         });
+        // The whole ledger is recomputed once per start; from then on each checkpoint checks
+        // only what was appended since the last one (see store/ledger.rs).
+        state
+            .store
+            .ledger_startup(state.ledger.clone(), state.now_ms())
+            .await?;
         for user_id in state.store.users_being_deleted().await? {
             tracing::info!(user_id, "finishing an interrupted account deletion");
             state.blobs.delete_user(&user_id).await;

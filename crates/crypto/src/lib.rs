@@ -29,6 +29,7 @@
 mod aead;
 mod error;
 mod merkle;
+mod merkle_proofs;
 mod password;
 mod peer;
 mod secret;
@@ -41,6 +42,9 @@ pub use error::CryptoError;
 pub use merkle::{
     MerkleTree, PROOF_HASHES_MAX, chain_hash, frontier_push, frontier_root, inclusion_proof,
     leaf_hash, merkle_root, node_hash, verify_inclusion,
+};
+pub use merkle_proofs::{
+    SubtreeSource, completed_by, consistency_proof_from, inclusion_proof_from, verify_consistency,
 };
 pub use password::{hash_password, verify_password};
 pub use peer::{PEER_PUBLIC_KEY_BYTES, PEER_SIGNATURE_BYTES, PeerIdentity, peer_signature_valid};

@@ -312,10 +312,92 @@ async fn operators_need_two_others_and_the_ledger_names_a_changed_entry() {
         stderr(&verified)
     );
     assert!(
-        stdout(&verified).contains("verifies: 5 entries"),
+        stdout(&verified).contains("verifies: 8 entries"),
         "{}",
         stdout(&verified)
     );
+
+    // An outsider's check: a copy of the region's store and its published public key, nothing
+    // of the region's secrets.
+    let copy = root.join("copy");
+    std::fs::create_dir_all(copy.join("regions/in-mumbai")).unwrap();
+    for file in ["store.sqlite", "store.sqlite-wal", "store.sqlite-shm"] {
+        let from = root.join("data/regions/in-mumbai").join(file);
+        if from.exists() {
+            std::fs::copy(&from, copy.join("regions/in-mumbai").join(file)).unwrap();
+        }
+    }
+    std::fs::copy(
+        root.join("data/keys/in-mumbai.ledger.pub"),
+        root.join("in-mumbai.ledger.pub"),
+    )
+    .unwrap();
+    let outsider = |key: &str, dir: &str| {
+        run_on_store(
+            &[
+                "ledger",
+                "verify",
+                "--data-dir",
+                dir,
+                "--region",
+                "in-mumbai",
+                "--public-key",
+                key,
+            ],
+            root,
+            database,
+        )
+    };
+    let checked = outsider("in-mumbai.ledger.pub", "copy");
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        stdout(&checked),
+        stderr(&checked)
+    );
+    assert!(
+        stdout(&checked).contains("verifies: 8 entries (8 sealed)"),
+        "{}",
+        stdout(&checked)
+    );
+    // The wrong file, a key that is not the region's, a truncated copy: each said plainly.
+    let private = outsider("data/keys/in-mumbai.ledger.p8", "copy");
+    assert_eq!(private.status.code(), Some(2));
+    assert!(
+        stderr(&private).contains("is not a ledger public key"),
+        "{}",
+        stderr(&private)
+    );
+    std::fs::write(root.join("other.pub"), format!("{}\n", "ab".repeat(32))).unwrap();
+    let other = outsider("other.pub", "copy");
+    assert_eq!(other.status.code(), Some(1), "{}", stderr(&other));
+    assert!(
+        stdout(&other).contains("with this public key"),
+        "{}",
+        stdout(&other)
+    );
+    if database.is_none() {
+        let store = copy.join("regions/in-mumbai/store.sqlite");
+        for file in ["store.sqlite-wal", "store.sqlite-shm"] {
+            let _ = std::fs::remove_file(copy.join("regions/in-mumbai").join(file));
+        }
+        let bytes = std::fs::read(&store).unwrap();
+        std::fs::write(&store, &bytes[..bytes.len() / 3]).unwrap();
+        let truncated = outsider("in-mumbai.ledger.pub", "copy");
+        assert_eq!(truncated.status.code(), Some(2), "{}", stdout(&truncated));
+        assert!(
+            stderr(&truncated).contains("copy/regions/in-mumbai/store.sqlite"),
+            "{}",
+            stderr(&truncated)
+        );
+        let nowhere = outsider("in-mumbai.ledger.pub", "nowhere");
+        assert_eq!(nowhere.status.code(), Some(2));
+        assert!(
+            stderr(&nowhere).contains("no store at"),
+            "{}",
+            stderr(&nowhere)
+        );
+    }
 
     // Stop the server and change one byte of the request entry's detail (its JSON is the only
     // text that starts with {"not_after_ms":), in the store file or in the database.
@@ -339,7 +421,7 @@ async fn operators_need_two_others_and_the_ledger_names_a_changed_entry() {
     assert_eq!(broken.status.code(), Some(1));
     assert!(
         stdout(&broken)
-            .contains("does NOT verify: entry 0: its detail does not match the detail hash"),
+            .contains("does NOT verify: entry 3: its detail does not match the detail hash"),
         "{}",
         stdout(&broken)
     );
@@ -369,7 +451,10 @@ fn change_detail_in_postgres(url: &str) {
     crate::pg_cluster::off_runtime(|| {
         let mut db = postgres::Client::connect(url, postgres::NoTls).unwrap();
         let detail: String = db
-            .query_one("SELECT detail FROM ledger_entries WHERE seq = 0", &[])
+            .query_one(
+                "SELECT detail FROM ledger_entries WHERE kind = 'request'",
+                &[],
+            )
             .unwrap()
             .get(0);
         let changed = bump_digit_after_marker(detail.into_bytes());
@@ -377,7 +462,7 @@ fn change_detail_in_postgres(url: &str) {
         db.execute("ALTER TABLE ledger_entries DISABLE TRIGGER USER", &[])
             .unwrap();
         db.execute(
-            "UPDATE ledger_entries SET detail = $1 WHERE seq = 0",
+            "UPDATE ledger_entries SET detail = $1 WHERE kind = 'request'",
             &[&changed],
         )
         .unwrap();

@@ -37,7 +37,9 @@ use crate::store::SessionRow;
 
 pub const SESSION_COOKIE: &str = "__Host-sovereign-session";
 pub const CSRF_COOKIE: &str = "__Host-sovereign-csrf";
+/// Scripts only from this origin's one file (no inline script), which may fetch only from here.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
+     script-src 'self'; connect-src 'self'; \
      form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 /// The words a user types to confirm deleting the account.
 pub const DELETE_CONFIRMATION: &str = "delete my account";
@@ -48,11 +50,15 @@ pub const FORM_BODY_BYTES_MAX: usize = 8192;
 const COOKIE_BYTES_MAX: usize = 128;
 
 const STYLESHEET: &str = include_str!("dashboard.css");
+/// The page's check that the ledger's signed head extends the one the browser saw last.
+const LEDGER_SCRIPT: &str = include_str!("dashboard-ledger.js");
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(home))
         .route("/dashboard.css", get(stylesheet))
+        .route("/dashboard-ledger.js", get(ledger_script))
+        .route("/ledger/consistency", get(ledger_consistency))
         .route("/sign-in", post(sign_in))
         .route("/sign-out", post(sign_out))
         .route("/consents/{scope}", post(switch_consent))
@@ -239,6 +245,34 @@ fn form_error(rejection: FormRejection) -> Response {
         });
     }
     page_error(ApiError::invalid("form", rejection.body_text()))
+}
+
+async fn ledger_script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        LEDGER_SCRIPT,
+    )
+}
+
+/// `/v1/me/ledger/consistency` for the dashboard's script, on the session cookie.
+async fn ledger_consistency(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<
+        axum::extract::Query<crate::routes::ops::ConsistencyQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Response {
+    let answer = async {
+        if session(&state, &headers).await?.is_none() {
+            return Err(ApiError::Unauthorized);
+        }
+        crate::routes::ops::consistency_answer(&state, query).await
+    };
+    match answer.await {
+        Ok(value) => axum::Json(value).into_response(),
+        Err(error) => error.into_response(),
+    }
 }
 
 async fn stylesheet() -> impl IntoResponse {
@@ -720,6 +754,19 @@ async fn dashboard_page(state: &AppState, session: &Session) -> Result<String, A
             &hex(&l.checkpoint.root)[..16]
         ))
     );
+    // The signed head, for the page's script to check against the one this browser saw last.
+    if let Some(l) = &ledger {
+        let _ = write!(
+            out,
+            "<div id=\"ledger-head\" hidden data-region=\"{}\" data-size=\"{}\" \
+             data-root=\"{}\"></div><p id=\"ledger-check\" class=\"ledger-check\" \
+             data-state=\"pending\" aria-live=\"polite\">Checking the ledger in this browser…</p>\
+             <script src=\"/dashboard-ledger.js\" defer></script>",
+            esc(state.region.id.as_str()),
+            l.checkpoint.tree_size,
+            hex(&l.checkpoint.root),
+        );
+    }
     let mut entries = ledger.map(|l| l.entries).unwrap_or_default();
     // Reads of data held in the regions where the user's services live are in their ledgers.
     for (_, part) in crate::placement::access_remote(state, user.id.as_str()).await? {

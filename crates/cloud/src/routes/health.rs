@@ -29,10 +29,20 @@ pub async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
             "revision": status.revision,
         }),
     };
+    // A ledger found rewritten behind the server's back is not signed over; the region keeps
+    // serving its users, and says so here for the on-call operator's probe.
+    let (status, ledger) = match state.ledger.refusal() {
+        None => ("ok", serde_json::json!({ "signing": "ok" })),
+        Some(fault) => (
+            "degraded",
+            serde_json::json!({ "signing": "refused", "fault": fault }),
+        ),
+    };
     Json(serde_json::json!({
-        "status": "ok",
+        "status": status,
         "region": state.region.id.as_str(),
         "directory": directory,
+        "ledger": ledger,
     }))
 }
 

@@ -43,6 +43,7 @@ use utoipa::OpenApi;
         ops::decide,
         ops::read_data,
         ops::access_log,
+        ops::consistency,
     ),
     components(schemas(crate::config::Notice, crate::domain::ContactRecord, crate::domain::SmsRecord)),
     modifiers(&BearerAuth)

@@ -26,7 +26,7 @@ use crate::ops::{
     http_bytes, live_operator,
 };
 use crate::state::AppState;
-use crate::store::{DecisionRow, NewDecision, OpsRequestRow};
+use crate::store::{DecisionRow, NewDecision, OpsRequestRow, StoreError};
 
 pub const HEADER_OPERATOR: &str = "sovereign-operator";
 pub const HEADER_SIGNED_AT: &str = "sovereign-signed-at";
@@ -46,6 +46,132 @@ pub fn router() -> Router<AppState> {
                 .delete(refuse_write),
         )
         .route("/v1/me/access-log", get(access_log))
+        .route("/v1/me/ledger/consistency", get(consistency))
+}
+
+/// Largest tree size a proof request may name: far beyond any ledger, small enough that sizes
+/// stay exact in JavaScript's numbers (the dashboard checks proofs in the browser).
+pub const LEDGER_TREE_SIZE_MAX: i64 = (1 << 53) - 1;
+
+/// `?since=` of the access log: the head the client saw last.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogQuery {
+    /// Tree size of the last signed checkpoint the client saw: the reply then carries the
+    /// consistency proof from it to the current one.
+    since: Option<String>,
+}
+
+/// `?from=&to=` of a consistency proof.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyQuery {
+    /// Tree size of the older head (any size from 1 to `to`).
+    from: Option<String>,
+    /// Tree size of a signed checkpoint; the newest when absent.
+    to: Option<String>,
+}
+
+/// A tree size from a query string: a decimal number from 1 to [`LEDGER_TREE_SIZE_MAX`].
+fn parse_tree_size(field: &str, text: &str) -> Result<i64, ApiError> {
+    if text.is_empty() || text.len() > 16 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::invalid(
+            field,
+            format!("must be a tree size: a whole number from 1 to {LEDGER_TREE_SIZE_MAX}"),
+        ));
+    }
+    match text.parse::<i64>() {
+        Ok(size) if (1..=LEDGER_TREE_SIZE_MAX).contains(&size) => Ok(size),
+        _ => Err(ApiError::invalid(
+            field,
+            format!("must be a tree size: a whole number from 1 to {LEDGER_TREE_SIZE_MAX}"),
+        )),
+    }
+}
+
+fn checkpoint_json(c: &crate::store::CheckpointRow) -> Value {
+    json!({
+        "tree_size": c.tree_size,
+        "root": hex(&c.root),
+        "chain_head": hex(&c.chain_head),
+        "at_ms": c.at,
+        "public_key": hex(&c.public_key),
+        "signature": hex(&c.signature),
+    })
+}
+
+/// The consistency proof from the tree of `from` entries to the signed checkpoint of `to` (the
+/// newest when `None`), with that checkpoint, as JSON.
+///
+/// # Errors
+/// `invalid_field` when `from` is beyond `to` or `to` is not a signed checkpoint.
+pub async fn consistency_json(
+    state: &AppState,
+    from: i64,
+    to: Option<i64>,
+) -> Result<Value, ApiError> {
+    match state.store.ledger_consistency(from, to).await? {
+        Some((checkpoint, proof)) => Ok(json!({
+            "region": state.region.id.as_str(),
+            "from": from,
+            "to": checkpoint.tree_size,
+            "proof": proof.iter().map(|h| hex(h)).collect::<Vec<_>>(),
+            "checkpoint": checkpoint_json(&checkpoint),
+        })),
+        None if to.is_some() => Err(ApiError::invalid(
+            "to",
+            "must be the size of a signed checkpoint, at least `from`",
+        )),
+        None => Err(ApiError::invalid(
+            "from",
+            "is beyond the region's newest signed checkpoint",
+        )),
+    }
+}
+
+/// The RFC 9162 consistency proof between two heads of this region's ledger: that the signed
+/// checkpoint of `to` entries (the newest by default) extends the tree of `from` entries, so a
+/// user who remembers an older head can check that nothing before it was rewritten.
+#[utoipa::path(get, path = "/v1/me/ledger/consistency", params(ConsistencyQuery),
+    responses((status = 200, description = "{from, to, proof: [hex], checkpoint}"),
+              (status = 401), (status = 422, description = "invalid_field: from or to")),
+    security(("bearer" = [])))]
+pub async fn consistency(
+    State(state): State<AppState>,
+    _user: AuthUser,
+    query: Result<axum::extract::Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(consistency_answer(&state, query).await?))
+}
+
+/// The consistency endpoint's answer, for the API and the dashboard alike.
+///
+/// # Errors
+/// `invalid_field` naming the bad parameter.
+pub async fn consistency_answer(
+    state: &AppState,
+    query: Result<axum::extract::Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Value, ApiError> {
+    let axum::extract::Query(query) =
+        query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let from = parse_tree_size(
+        "from",
+        query
+            .from
+            .as_deref()
+            .ok_or_else(|| ApiError::invalid("from", "is required"))?,
+    )?;
+    let to = query
+        .to
+        .as_deref()
+        .map(|t| parse_tree_size("to", t))
+        .transpose()?;
+    if let Some(to) = to
+        && to < from
+    {
+        return Err(ApiError::invalid("to", "must be at least `from`"));
+    }
+    consistency_json(state, from, to).await
 }
 
 fn parse_signature(text: &str) -> Result<Vec<u8>, ApiError> {
@@ -367,14 +493,36 @@ pub async fn refuse_write() -> ApiError {
 /// proof against the region's latest signed checkpoint; `elsewhere`, the same from each region
 /// holding one of the user's services; `former`, the same from each region the user's data
 /// has left (or `{"region", "available": false}` for one that did not answer).
-#[utoipa::path(get, path = "/v1/me/access-log",
+#[utoipa::path(get, path = "/v1/me/access-log", params(AccessLogQuery),
     responses((status = 200, description = "entries, inclusion proofs and the signed checkpoint"), (status = 401)),
     security(("bearer" = [])))]
 pub async fn access_log(
     State(state): State<AppState>,
     user: AuthUser,
+    query: Result<axum::extract::Query<AccessLogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let axum::extract::Query(query) =
+        query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let since = query
+        .since
+        .as_deref()
+        .map(|t| parse_tree_size("since", t))
+        .transpose()?;
     let mut log = ledger_json(&state, user.id.as_str()).await?;
+    // The proof that today's checkpoint extends the one the client remembers. A remembered head
+    // larger than today's is no error of the client's: it is said, and the client must alarm.
+    if let Some(since) = since {
+        let to = log["checkpoint"]["tree_size"].as_i64();
+        log["consistency"] = match to {
+            Some(to) if since <= to => consistency_json(&state, since, Some(to)).await?,
+            _ => json!({
+                "from": since,
+                "to": to,
+                "proof": null,
+                "problem": "the remembered head is newer than the region's newest checkpoint",
+            }),
+        };
+    }
     // Reads of the data the user's services hold in other regions are in those regions'
     // ledgers: each says what it holds, with its own proofs and checkpoint.
     let mut elsewhere = Vec::new();
@@ -394,10 +542,16 @@ pub async fn access_log(
 /// # Errors
 /// When the store cannot be read or a checkpoint cannot be signed.
 pub async fn ledger_json(state: &AppState, user_id: &str) -> Result<Value, ApiError> {
-    state
+    match state
         .store
         .ledger_checkpoint(state.ledger.clone(), state.now_ms())
-        .await?;
+        .await
+    {
+        // A region refusing to sign over a rewritten ledger still shows the user what its last
+        // signed checkpoint proves (and /healthz says why it signs no more).
+        Ok(_) | Err(StoreError::LedgerRewritten(_)) => {}
+        Err(error) => return Err(error.into()),
+    }
     let Some(ledger) = state.store.user_ledger(user_id.to_owned()).await? else {
         return Ok(json!({
             "region": state.region.id.as_str(),
@@ -427,14 +581,7 @@ pub async fn ledger_json(state: &AppState, user_id: &str) -> Result<Value, ApiEr
         .collect();
     Ok(json!({
         "region": state.region.id.as_str(),
-        "checkpoint": {
-            "tree_size": c.tree_size,
-            "root": hex(&c.root),
-            "chain_head": hex(&c.chain_head),
-            "at_ms": c.at,
-            "public_key": hex(&c.public_key),
-            "signature": hex(&c.signature),
-        },
+        "checkpoint": checkpoint_json(c),
         "entries": entries,
     }))
 }

@@ -3,12 +3,15 @@
 
 use super::db::{Connection, OptionalExtension, Row, params};
 use sovereign_crypto::{
-    MerkleTree, chain_hash, digest_sha256, frontier_push, frontier_root, leaf_hash,
+    SubtreeSource, chain_hash, completed_by, consistency_proof_from, digest_sha256, frontier_push,
+    frontier_root, inclusion_proof_from, leaf_hash, node_hash, verify_signature,
 };
 
 use super::{Store, StoreError};
 use crate::clock::UnixMs;
-use crate::ledger::{LedgerKind, LedgerSigner, checkpoint_bytes, leaf_bytes};
+use crate::ledger::{
+    LedgerKind, LedgerSigner, checkpoint_bytes, expected_leaf, leaf_bytes, seal_bytes,
+};
 
 /// Most ledger entries one user's listing returns (newest first).
 pub const LEDGER_USER_ROWS_MAX: u32 = 500;
@@ -92,17 +95,6 @@ fn to_hash(bytes: &[u8]) -> Result<[u8; 32], StoreError> {
         .map_err(|_| StoreError::Commit(format!("stored hash has {} bytes", bytes.len())))
 }
 
-fn leaves(conn: &Connection, size: i64) -> Result<Vec<[u8; 32]>, StoreError> {
-    let mut stmt =
-        conn.prepare("SELECT leaf_hash FROM ledger_entries WHERE seq < ?1 ORDER BY seq")?;
-    let rows = stmt.query_map(params![size], |r| r.get::<_, Vec<u8>>(0))?;
-    let mut out = Vec::new();
-    for row in rows {
-        out.push(to_hash(&row?)?);
-    }
-    Ok(out)
-}
-
 fn load_frontier(conn: &Connection) -> Result<Vec<Option<[u8; 32]>>, StoreError> {
     let mut stmt = conn.prepare("SELECT height, hash FROM ledger_frontier ORDER BY height")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
@@ -139,14 +131,146 @@ fn last_entry(conn: &Connection) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
         .optional()?)
 }
 
+/// The complete perfect subtrees of the stored tree, read one indexed row at a time, counting
+/// the reads (a proof must cost O(log n) of them).
+pub(crate) struct StoredNodes<'a> {
+    conn: &'a Connection,
+    pub(crate) lookups: u64,
+}
+
+impl<'a> StoredNodes<'a> {
+    pub(crate) fn new(conn: &'a Connection) -> StoredNodes<'a> {
+        StoredNodes { conn, lookups: 0 }
+    }
+}
+
+impl SubtreeSource for StoredNodes<'_> {
+    type Error = StoreError;
+    fn subtree(&mut self, level: u32, index: u64) -> Result<[u8; 32], StoreError> {
+        self.lookups += 1;
+        let index = i64::try_from(index)
+            .map_err(|_| StoreError::Commit(format!("ledger node index {index}")))?;
+        let hash: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT hash FROM ledger_nodes WHERE level = ?1 AND idx = ?2",
+                params![i64::from(level), index],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match hash {
+            Some(hash) => to_hash(&hash),
+            None => Err(StoreError::Commit(format!(
+                "ledger node {level}/{index} is missing"
+            ))),
+        }
+    }
+}
+
+/// Stores the subtrees leaf `seq` completes (its own leaf, and each perfect subtree ending at it).
+fn store_nodes(conn: &Connection, seq: i64, leaf: [u8; 32]) -> Result<(), StoreError> {
+    let index = u64::try_from(seq).map_err(|_| StoreError::Commit(format!("ledger seq {seq}")))?;
+    let mut hash = leaf;
+    let mut nodes = StoredNodes::new(conn);
+    for (level, idx) in completed_by(index) {
+        if level > 0 {
+            // The right child is the node just stored; the left one was completed earlier.
+            let left = nodes.subtree(level - 1, 2 * idx)?;
+            hash = node_hash(&left, &hash);
+        }
+        conn.execute(
+            "INSERT INTO ledger_nodes (level, idx, hash) VALUES (?1, ?2, ?3)",
+            params![i64::from(level), idx as i64, hash],
+        )?;
+    }
+    Ok(())
+}
+
+/// Why the region will not extend or sign over its ledger as the tables hold it.
+fn rewritten(signer: &LedgerSigner, why: String) -> StoreError {
+    tracing::error!(
+        region = signer.region,
+        fault = why,
+        "the ledger was changed behind the server's back: refusing to sign over it"
+    );
+    signer.refuse(&why);
+    StoreError::LedgerRewritten(why)
+}
+
+/// The seal of entry `seq`, if it has one.
+fn seal(conn: &Connection, seq: i64) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT signature FROM ledger_seals WHERE seq = ?1",
+            params![seq],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// The newest signed checkpoint.
+fn latest_checkpoint(conn: &Connection) -> Result<Option<CheckpointRow>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!(
+                "SELECT {CHECKPOINT_COLUMNS} FROM ledger_checkpoints ORDER BY tree_size DESC LIMIT 1"
+            ),
+            [],
+            checkpoint_row,
+        )
+        .optional()?)
+}
+
+/// Before a new entry is chained onto entry `seq`: that entry's chain hash is one this region
+/// sealed (or, for an entry from before seals, the head of its last signed checkpoint).
+fn check_last_link(
+    conn: &Connection,
+    signer: &LedgerSigner,
+    seq: i64,
+    chain: &[u8],
+) -> Result<(), StoreError> {
+    let public = signer.key.public_key();
+    match seal(conn, seq)? {
+        Some(signature) => {
+            if verify_signature(&public, &seal_bytes(&signer.region, seq, chain), &signature)
+                .is_err()
+            {
+                return Err(rewritten(
+                    signer,
+                    format!(
+                        "entry {seq}: its seal does not verify (rewritten after it was appended)"
+                    ),
+                ));
+            }
+        }
+        None => {
+            let covered = latest_checkpoint(conn)?
+                .is_some_and(|c| c.tree_size == seq + 1 && c.chain_head.as_slice() == chain);
+            if !covered {
+                return Err(rewritten(
+                    signer,
+                    format!("entry {seq}: it has no seal and no checkpoint ends at it"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Appends an entry in the caller's transaction; signs a checkpoint when one is due.
 pub(crate) fn append_ledger(
     conn: &Connection,
     signer: &LedgerSigner,
     entry: &NewLedgerEntry<'_>,
 ) -> Result<i64, StoreError> {
+    if let Some(why) = signer.refusal() {
+        return Err(StoreError::LedgerRewritten(why));
+    }
     let (seq, previous) = match last_entry(conn)? {
-        Some((seq, chain)) => (seq + 1, to_hash(&chain)?),
+        Some((seq, chain)) => {
+            check_last_link(conn, signer, seq, &chain)?;
+            (seq + 1, to_hash(&chain)?)
+        }
         None => (0, [0u8; 32]),
     };
     let detail_hash = digest_sha256(entry.detail.as_bytes());
@@ -175,6 +299,12 @@ pub(crate) fn append_ledger(
             chain
         ],
     )?;
+    let sealed = signer.key.sign(&seal_bytes(&signer.region, seq, &chain));
+    conn.execute(
+        "INSERT INTO ledger_seals (seq, signature) VALUES (?1, ?2)",
+        params![seq, sealed.to_vec()],
+    )?;
+    store_nodes(conn, seq, leaf)?;
     let mut frontier = load_frontier(conn)?;
     if frontier_size(&frontier) != seq {
         return Err(StoreError::Commit(format!(
@@ -204,6 +334,11 @@ pub(crate) fn checkpoint(
     signer: &LedgerSigner,
     at: UnixMs,
 ) -> Result<Option<CheckpointRow>, StoreError> {
+    // A region that found its ledger rewritten says so at every attempt to sign, even when
+    // nothing new would be signed.
+    if let Some(why) = signer.refusal() {
+        return Err(StoreError::LedgerRewritten(why));
+    }
     let Some((last_seq, head)) = last_entry(conn)? else {
         return Ok(None);
     };
@@ -218,14 +353,7 @@ pub(crate) fn checkpoint(
     if existing.is_some() {
         return Ok(existing);
     }
-    let frontier = load_frontier(conn)?;
-    if frontier_size(&frontier) != size {
-        return Err(StoreError::Commit(format!(
-            "ledger frontier covers {} entries, the ledger has {size}",
-            frontier_size(&frontier)
-        )));
-    }
-    let root = frontier_root(&frontier);
+    let root = checked_root(conn, signer, size, &head)?;
     let signature = signer
         .key
         .sign(&checkpoint_bytes(&signer.region, size, &root, &head, at));
@@ -251,6 +379,183 @@ pub(crate) fn checkpoint(
         ],
     )?;
     Ok(Some(row))
+}
+
+/// The root to sign at `size` entries, once the tables are shown to extend the last signed
+/// checkpoint: its signature holds, the entries up to it still give its root and chain head
+/// (from the stored subtrees, O(log n), and the stored link at its end), and every entry since
+/// is recomputed from its fields (leaf, chain link, seal) and pushed onto that tree. Costs
+/// O(log n + entries since the last checkpoint); a full recomputation runs at start
+/// ([`Store::ledger_startup`]) and in `sovereign ledger verify`.
+fn checked_root(
+    conn: &Connection,
+    signer: &LedgerSigner,
+    size: i64,
+    head: &[u8],
+) -> Result<[u8; 32], StoreError> {
+    let public = signer.key.public_key();
+    let (mut frontier, mut previous, from) = match latest_checkpoint(conn)? {
+        None => (Vec::new(), [0u8; 32], 0i64),
+        Some(last) => {
+            let message = checkpoint_bytes(
+                &signer.region,
+                last.tree_size,
+                &last.root,
+                &last.chain_head,
+                last.at,
+            );
+            if last.public_key.as_slice() != public.as_slice()
+                || verify_signature(&public, &message, &last.signature).is_err()
+            {
+                return Err(rewritten(
+                    signer,
+                    format!(
+                        "checkpoint at {} entries: not signed by this region's ledger key",
+                        last.tree_size
+                    ),
+                ));
+            }
+            let end: Option<Vec<u8>> = conn
+                .query_row(
+                    "SELECT chain_hash FROM ledger_entries WHERE seq = ?1",
+                    params![last.tree_size - 1],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if end.as_deref() != Some(last.chain_head.as_slice()) {
+                return Err(rewritten(
+                    signer,
+                    format!(
+                        "entries before {}: they no longer give the chain head of the checkpoint                          at {} entries",
+                        last.tree_size, last.tree_size
+                    ),
+                ));
+            }
+            let frontier = stored_frontier(conn, last.tree_size)?;
+            if frontier_root(&frontier).as_slice() != last.root.as_slice() {
+                return Err(rewritten(
+                    signer,
+                    format!(
+                        "entries before {}: they no longer give the Merkle root of the checkpoint                          at {} entries",
+                        last.tree_size, last.tree_size
+                    ),
+                ));
+            }
+            (frontier, to_hash(&last.chain_head)?, last.tree_size)
+        }
+    };
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {LEDGER_COLUMNS} FROM ledger_entries WHERE seq >= ?1 AND seq < ?2 ORDER BY seq"
+    ))?;
+    let rows = stmt
+        .query_map(params![from, size], ledger_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    let first_sealed: Option<i64> = conn
+        .query_row("SELECT min(seq) FROM ledger_seals", [], |r| r.get(0))
+        .optional()?
+        .flatten();
+    let mut expected = from;
+    for row in rows {
+        if row.seq != expected {
+            return Err(rewritten(
+                signer,
+                format!("entry {expected}: missing (entries removed or renumbered)"),
+            ));
+        }
+        let leaf = expected_leaf(&row);
+        if leaf.as_slice() != row.leaf_hash.as_slice() {
+            return Err(rewritten(
+                signer,
+                format!("entry {}: its fields do not match its leaf hash", row.seq),
+            ));
+        }
+        let chain = chain_hash(&previous, &leaf);
+        if chain.as_slice() != row.chain_hash.as_slice() {
+            return Err(rewritten(
+                signer,
+                format!(
+                    "entry {}: its chain hash does not follow the entry before",
+                    row.seq
+                ),
+            ));
+        }
+        match seal(conn, row.seq)? {
+            Some(signature)
+                if verify_signature(
+                    &public,
+                    &seal_bytes(&signer.region, row.seq, &chain),
+                    &signature,
+                )
+                .is_err() =>
+            {
+                return Err(rewritten(
+                    signer,
+                    format!("entry {}: its seal does not verify", row.seq),
+                ));
+            }
+            Some(_) => {}
+            None if first_sealed.is_some_and(|first| row.seq >= first) => {
+                return Err(rewritten(
+                    signer,
+                    format!("entry {}: its seal is missing", row.seq),
+                ));
+            }
+            None => {}
+        }
+        frontier_push(&mut frontier, leaf);
+        previous = chain;
+        expected += 1;
+    }
+    if expected != size || previous.as_slice() != head {
+        return Err(rewritten(
+            signer,
+            format!(
+                "entry {}: the entries end differently than they did a moment ago",
+                size - 1
+            ),
+        ));
+    }
+    let root = frontier_root(&frontier);
+    let stored = load_frontier(conn)?;
+    if frontier_size(&stored) != size || frontier_root(&stored) != root {
+        return Err(rewritten(
+            signer,
+            "the stored frontier does not match the entries".to_owned(),
+        ));
+    }
+    Ok(root)
+}
+
+/// The frontier of the first `size` entries, from the stored subtrees (O(log n) reads).
+fn stored_frontier(conn: &Connection, size: i64) -> Result<Vec<Option<[u8; 32]>>, StoreError> {
+    let size = u64::try_from(size).map_err(|_| StoreError::Commit(format!("tree size {size}")))?;
+    let mut nodes = StoredNodes::new(conn);
+    let mut frontier = vec![None; 64 - size.leading_zeros() as usize];
+    let mut start = 0u64;
+    for level in (0..frontier.len()).rev() {
+        if size & (1u64 << level) != 0 {
+            frontier[level] = Some(nodes.subtree(level as u32, start >> level)?);
+            start += 1u64 << level;
+        }
+    }
+    Ok(frontier)
+}
+
+/// Every entry's seal, by entry number.
+///
+/// # Errors
+/// When the table cannot be read.
+pub fn load_seals(
+    conn: &Connection,
+) -> Result<std::collections::BTreeMap<i64, Vec<u8>>, StoreError> {
+    let mut stmt = conn.prepare("SELECT seq, signature FROM ledger_seals ORDER BY seq")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+    let mut out = std::collections::BTreeMap::new();
+    for row in rows {
+        let (seq, signature) = row?;
+        out.insert(seq, signature);
+    }
+    Ok(out)
 }
 
 /// Every entry and checkpoint, in order, for verification.
@@ -300,7 +605,6 @@ impl Store {
             else {
                 return Ok(None);
             };
-            let tree = MerkleTree::new(leaves(conn, checkpoint.tree_size)?);
             let mut stmt = conn.prepare(&format!(
                 "SELECT {LEDGER_COLUMNS} FROM ledger_entries WHERE user_id = ?1 AND seq < ?2 \
                  ORDER BY seq DESC LIMIT ?3"
@@ -312,15 +616,99 @@ impl Store {
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
             let mut entries = Vec::with_capacity(rows.len());
+            let size = u64::try_from(checkpoint.tree_size).unwrap_or(0);
+            let mut nodes = StoredNodes::new(conn);
             for row in rows {
-                let index = usize::try_from(row.seq).unwrap_or(usize::MAX);
-                let proof = tree.proof(index).ok_or(StoreError::NotFound)?;
+                let index = u64::try_from(row.seq).unwrap_or(u64::MAX);
+                let proof =
+                    inclusion_proof_from(&mut nodes, index, size)?.ok_or(StoreError::NotFound)?;
                 entries.push((row, proof));
             }
             Ok(Some(UserLedger {
                 checkpoint,
                 entries,
             }))
+        })
+        .await
+    }
+
+    /// At start: checks the whole ledger against the region's key (every entry recomputed, every
+    /// checkpoint's root), fills the stored subtrees of entries from before they were kept, and
+    /// signs a checkpoint over the tail. A ledger that does not verify is not signed over: the
+    /// signer is marked as refusing (`/healthz` says so) and the server still starts.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn ledger_startup(
+        &self,
+        signer: std::sync::Arc<LedgerSigner>,
+        now: UnixMs,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            let (rows, checkpoints) = load_ledger(conn)?;
+            let seals = load_seals(conn)?;
+            let bounds = crate::ledger::LagBounds::unbounded();
+            if let Err(fault) = crate::ledger::verify_sealed(
+                &signer.region,
+                &signer.key.public_key(),
+                &rows,
+                &checkpoints,
+                &seals,
+                &bounds,
+            ) {
+                rewritten(&signer, fault.to_string());
+                return Ok(());
+            }
+            let stored: i64 = conn.query_row(
+                "SELECT count(*) FROM ledger_nodes WHERE level = 0",
+                [],
+                |r| r.get(0),
+            )?;
+            if stored != rows.len() as i64 {
+                conn.execute("DELETE FROM ledger_nodes", [])?;
+                for row in &rows {
+                    store_nodes(conn, row.seq, to_hash(&row.leaf_hash)?)?;
+                }
+            }
+            checkpoint(conn, &signer, now)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The RFC 9162 consistency proof from the tree of `first` entries to the signed checkpoint
+    /// of `second` entries (the newest when `None`), in O(log n) reads of the stored subtrees.
+    /// `Ok(None)` when there is no such checkpoint or `first` is not in `1..=second`.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn ledger_consistency(
+        &self,
+        first: i64,
+        second: Option<i64>,
+    ) -> Result<Option<(CheckpointRow, Vec<[u8; 32]>)>, StoreError> {
+        self.read(move |conn| {
+            let checkpoint = match second {
+                None => latest_checkpoint(conn)?,
+                Some(size) => conn
+                    .query_row(
+                        &format!(
+                            "SELECT {CHECKPOINT_COLUMNS} FROM ledger_checkpoints WHERE tree_size = ?1"
+                        ),
+                        params![size],
+                        checkpoint_row,
+                    )
+                    .optional()?,
+            };
+            let Some(checkpoint) = checkpoint else {
+                return Ok(None);
+            };
+            let (Ok(first), Ok(second)) = (u64::try_from(first), u64::try_from(checkpoint.tree_size))
+            else {
+                return Ok(None);
+            };
+            let proof = consistency_proof_from(&mut StoredNodes::new(conn), first, second)?;
+            Ok(proof.map(|proof| (checkpoint, proof)))
         })
         .await
     }

@@ -75,6 +75,10 @@ pub enum StoreError {
     /// The directory's backend (etcd) cannot be reached, or cannot confirm an answer.
     #[error("the directory is unavailable: {0}")]
     DirectoryUnavailable(String),
+    /// The ledger's tables no longer extend its last signed checkpoint (or an entry's seal does
+    /// not hold): the region refuses to append to it or sign over it.
+    #[error("the ledger was changed outside the server; refusing to sign over it: {0}")]
+    LedgerRewritten(String),
 }
 
 impl From<DbError> for StoreError {
@@ -150,6 +154,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v4.sql"),
     include_str!("schema_v5_cursors.sql"),
     include_str!("schema_v6_consent_outbox.sql"),
+    include_str!("schema_v7_ledger.sql"),
 ];
 
 /// The same migrations for PostgreSQL: the same tables, and triggers that raise the same
@@ -161,6 +166,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("postgres/schema_v4.sql"),
     include_str!("postgres/schema_v5_cursors.sql"),
     include_str!("postgres/schema_v6_consent_outbox.sql"),
+    include_str!("postgres/schema_v7_ledger.sql"),
 ];
 const _: () = assert!(MIGRATIONS.len() == POSTGRES_MIGRATIONS.len());
 

@@ -100,49 +100,117 @@ fn load_decisions(conn: &Connection, id: &str) -> Result<Vec<DecisionRow>, Store
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Adds an operator. Names and keys are unique.
+fn insert_operator(
+    conn: &Connection,
+    name: &str,
+    public_key: &[u8],
+    now: UnixMs,
+) -> Result<(), StoreError> {
+    let taken = conn
+        .query_row(
+            "SELECT name FROM operators WHERE name = ?1 OR public_key = ?2",
+            params![name, public_key],
+            |r| r.get::<_, String>(0),
+        )
+        .optional()?;
+    if let Some(existing) = taken {
+        return Err(StoreError::Conflict(format!(
+            "operator {existing} already has this name or key"
+        )));
+    }
+    conn.execute(
+        "INSERT INTO operators (name, public_key, registered_at) VALUES (?1, ?2, ?3)",
+        params![name, public_key, now],
+    )?;
+    Ok(())
+}
+
+/// Revokes an operator's key: nothing they signed counts any more, not even past approvals.
+fn mark_revoked(conn: &Connection, name: &str, now: UnixMs) -> Result<(), StoreError> {
+    let changed = conn.execute(
+        "UPDATE operators SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+        params![name, now],
+    )?;
+    if changed == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
 impl Store {
-    /// Registers an operator's public key. Names and keys are unique.
-    pub async fn register_operator(
+    /// Registers an operator's public key, recording it in the ledger in the same commit (a
+    /// `register_operator` entry naming the operator, with the key's hex as its detail), so who
+    /// could sign requests at any time is part of what `ledger verify` checks.
+    pub async fn register_operator_recorded(
         &self,
+        signer: std::sync::Arc<crate::ledger::LedgerSigner>,
         name: String,
         public_key: Vec<u8>,
         now: UnixMs,
     ) -> Result<(), StoreError> {
         self.write(move |conn| {
-            let taken = conn
-                .query_row(
-                    "SELECT name FROM operators WHERE name = ?1 OR public_key = ?2",
-                    params![name, public_key],
-                    |r| r.get::<_, String>(0),
-                )
-                .optional()?;
-            if let Some(existing) = taken {
-                return Err(StoreError::Conflict(format!(
-                    "operator {existing} already has this name or key"
-                )));
-            }
-            conn.execute(
-                "INSERT INTO operators (name, public_key, registered_at) VALUES (?1, ?2, ?3)",
-                params![name, public_key, now],
+            insert_operator(conn, &name, &public_key, now)?;
+            let detail = serde_json::json!({ "public_key": sovereign_crypto::hex(&public_key) });
+            append_ledger(
+                conn,
+                &signer,
+                &NewLedgerEntry {
+                    kind: LedgerKind::RegisterOperator,
+                    user_id: "",
+                    request_id: "",
+                    operator: &name,
+                    detail: detail.to_string(),
+                    at: now,
+                },
             )?;
             Ok(())
         })
         .await
     }
 
-    /// Revokes an operator's key: nothing they signed counts any more, not even past approvals.
-    pub async fn revoke_operator(&self, name: String, now: UnixMs) -> Result<(), StoreError> {
+    /// Revokes an operator's key and records it in the ledger in the same commit.
+    pub async fn revoke_operator_recorded(
+        &self,
+        signer: std::sync::Arc<crate::ledger::LedgerSigner>,
+        name: String,
+        now: UnixMs,
+    ) -> Result<(), StoreError> {
         self.write(move |conn| {
-            let changed = conn.execute(
-                "UPDATE operators SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
-                params![name, now],
+            mark_revoked(conn, &name, now)?;
+            append_ledger(
+                conn,
+                &signer,
+                &NewLedgerEntry {
+                    kind: LedgerKind::RevokeOperator,
+                    user_id: "",
+                    request_id: "",
+                    operator: &name,
+                    detail: "{}".to_owned(),
+                    at: now,
+                },
             )?;
-            if changed == 0 {
-                return Err(StoreError::NotFound);
-            }
             Ok(())
         })
         .await
+    }
+
+    /// Registers an operator's public key without a ledger entry: for tests that need operators
+    /// only. `sovereign ops register` uses [`Store::register_operator_recorded`].
+    pub async fn register_operator(
+        &self,
+        name: String,
+        public_key: Vec<u8>,
+        now: UnixMs,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| insert_operator(conn, &name, &public_key, now))
+            .await
+    }
+
+    /// Revokes an operator's key without a ledger entry (tests);
+    /// [`Store::revoke_operator_recorded`] is the recorded one.
+    pub async fn revoke_operator(&self, name: String, now: UnixMs) -> Result<(), StoreError> {
+        self.write(move |conn| mark_revoked(conn, &name, now)).await
     }
 
     pub async fn operators(&self) -> Result<Vec<OperatorRow>, StoreError> {

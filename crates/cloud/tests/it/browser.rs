@@ -356,3 +356,118 @@ async fn the_dashboard_works_in_a_real_browser() {
     );
     driver.call(Method::DELETE, "", None).await;
 }
+
+impl Driver {
+    /// Waits for the page's ledger check to finish, and returns its state and text.
+    async fn ledger_check(&self) -> (String, String) {
+        let started = Instant::now();
+        loop {
+            let found = self
+                .try_call(
+                    Method::POST,
+                    "/element",
+                    Some(json!({
+                        "using": "css selector",
+                        "value": "#ledger-check:not([data-state='pending'])"
+                    })),
+                )
+                .await;
+            if let Some(id) = found["value"][ELEMENT].as_str() {
+                let state = self
+                    .call(
+                        Method::GET,
+                        &format!("/element/{id}/attribute/data-state"),
+                        None,
+                    )
+                    .await;
+                let text = self.text("#ledger-check").await;
+                return (state.as_str().unwrap_or_default().to_owned(), text);
+            }
+            assert!(
+                started.elapsed() < Duration::from_millis(NAVIGATION_MS_MAX),
+                "the ledger check did not finish"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Issue 12, item 4: the dashboard's own JavaScript remembers the signed head and checks each
+/// new one extends it; a head that does not (signed by a compromised region, so only the proof
+/// can tell) is shown as a failure.
+#[tokio::test]
+async fn the_dashboard_checks_in_the_browser_that_the_ledger_head_extends_the_last_one() {
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let alice_id = app.sign_up(ALICE).await;
+    let ops = crate::ops::operators(&app, &["ana", "ben", "cat"]).await;
+    let request = crate::ops::open_grant(&app, &alice_id, &ops).await;
+    let read = crate::ops::data_path(&request, "messaging");
+
+    driver.go(&format!("{}/", app.base)).await;
+    driver.type_into("#phone", ALICE).await;
+    driver.type_into("#password", "correct horse battery").await;
+    driver.submit("form[action='/sign-in'] button").await;
+    let (state, text) = driver.ledger_check().await;
+    assert_eq!(state, "first", "{text}");
+
+    // The ledger grows honestly: the new head is proven to extend the remembered one.
+    crate::ops::signed_get(&app, &ops[0], &read).await;
+    crate::ops::signed_get(&app, &ops[0], &read).await;
+    driver.go(&format!("{}/", app.base)).await;
+    let (state, text) = driver.ledger_check().await;
+    assert_eq!(state, "ok", "{text}");
+    assert!(text.contains("extends the one it saw last"), "{text}");
+
+    // A compromised region (it has the ledger key) signs a head over a different history.
+    crate::ops::signed_get(&app, &ops[0], &read).await;
+    let db = app.db();
+    let size = db.count("SELECT count(*) FROM ledger_entries");
+    let head: Vec<u8> = db
+        .query_row(
+            "SELECT chain_hash FROM ledger_entries WHERE seq = ?1",
+            &[SqlValue::from(size - 1)],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let key = sovereign_crypto::SigningKey::from_pkcs8(
+        &std::fs::read(app.data_dir().join("keys/in-mumbai.ledger.p8")).unwrap(),
+    )
+    .unwrap();
+    let forged_root = sovereign_crypto::leaf_hash(b"a history that never was");
+    let at = app.clock.now_ms();
+    let signature = key.sign(&sovereign_cloud::ledger::checkpoint_bytes(
+        "in-mumbai",
+        size,
+        &forged_root,
+        &head,
+        at,
+    ));
+    db.execute(
+        "INSERT INTO ledger_checkpoints (tree_size, root, chain_head, at, public_key, signature) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        &[
+            SqlValue::from(size),
+            SqlValue::from(forged_root.to_vec()),
+            SqlValue::from(head),
+            SqlValue::from(at),
+            SqlValue::from(key.public_key().to_vec()),
+            SqlValue::from(signature.to_vec()),
+        ],
+    )
+    .unwrap();
+    driver.go(&format!("{}/", app.base)).await;
+    let (state, text) = driver.ledger_check().await;
+    assert_eq!(state, "failed", "{text}");
+    assert!(text.contains("does NOT extend"), "{text}");
+    assert_eq!(
+        driver.text("p[role='alert']").await,
+        text,
+        "the failure is announced"
+    );
+    let shot = driver.screenshot("dashboard-ledger-forged.png").await;
+    eprintln!("forged head screenshot: {}", shot.display());
+    driver.call(Method::DELETE, "", None).await;
+}

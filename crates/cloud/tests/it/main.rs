@@ -11,6 +11,7 @@ mod encryption;
 mod etcd_cluster;
 mod former;
 mod input;
+mod ledger;
 mod messaging;
 mod migration;
 mod moves;

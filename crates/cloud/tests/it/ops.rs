@@ -134,7 +134,7 @@ pub async fn signed_get(app: &TestApp, by: &Operator, path: &str) -> Reply {
 }
 
 /// Alice with one message from Bob, and three operators.
-async fn setup() -> (TestApp, String, String, Vec<Operator>) {
+pub async fn setup() -> (TestApp, String, String, Vec<Operator>) {
     let app = spawn_app().await;
     let alice_id = app.sign_up(ALICE).await;
     let alice = app.sign_in(ALICE).await;
@@ -156,7 +156,7 @@ async fn setup() -> (TestApp, String, String, Vec<Operator>) {
 
 const HOUR_MS: i64 = 3_600_000;
 
-async fn open_grant(app: &TestApp, user: &str, ops: &[Operator]) -> AccessRequest {
+pub async fn open_grant(app: &TestApp, user: &str, ops: &[Operator]) -> AccessRequest {
     let request = access_request(app, &ops[0], user, &[ConsentScope::Messaging], HOUR_MS);
     assert_eq!(
         submit(app, &request, &ops[0].key).await.status,
@@ -173,7 +173,7 @@ async fn open_grant(app: &TestApp, user: &str, ops: &[Operator]) -> AccessReques
     request
 }
 
-fn data_path(request: &AccessRequest, scope: &str) -> String {
+pub fn data_path(request: &AccessRequest, scope: &str) -> String {
     format!("/v1/ops/grants/{}/data/{scope}", request.id)
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sovereign_cloud::clock::ManualClock;
+use sovereign_cloud::clock::{Clock as _, ManualClock};
 use sovereign_cloud::store::db::{self, DbResult, Row};
 use sovereign_cloud::{AppState, Cloud, CloudOptions, Policies};
 use sovereign_model::RegionId;
@@ -110,16 +110,30 @@ impl TestApp {
         TestDb::new(self.db_path(), self.database.clone())
     }
 
-    /// Checks the region's ledger offline, as `sovereign ledger verify` does.
+    /// Checks the region's ledger offline as an outsider would, as `sovereign ledger verify
+    /// --public-key` does: with only the region's published `.ledger.pub`, and the region's
+    /// bounds between checkpoints, judged at the region's clock.
     pub fn verify_ledger(
         &self,
     ) -> Result<sovereign_cloud::ledger::LedgerSummary, sovereign_cloud::ledger::LedgerFault> {
         let region = RegionId::parse("in-mumbai").unwrap();
+        let public = sovereign_cloud::ledger::read_public_key(
+            &self.data_dir().join("keys/in-mumbai.ledger.pub"),
+        )
+        .unwrap();
+        let ops = &self.state.policies.ops;
+        let bounds = sovereign_cloud::ledger::LagBounds {
+            entries_max: i64::from(ops.ledger_checkpoint_entries),
+            secs_max: ops.ledger_checkpoint_secs_max as i64,
+            now_ms: Some(self.clock.now_ms()),
+        };
         off_runtime(|| {
-            sovereign_cloud::ledger::verify_store(
+            sovereign_cloud::ledger::verify_store_with(
                 &self.data_dir(),
                 &region,
                 self.database.as_deref(),
+                &public,
+                &bounds,
             )
             .unwrap()
         })
