@@ -29,6 +29,7 @@ pub mod clock;
 pub mod config;
 pub mod directory;
 pub mod domain;
+pub mod erasure;
 pub mod error;
 pub mod extract;
 pub mod fault;
@@ -304,11 +305,16 @@ pub(crate) fn serve(
     let limits_state = state_for_housekeeping;
     let housekeeping = tokio::spawn(async move {
         let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+        let mut erasure_round = tokio::time::interval(erasure::ERASURE_SWEEP_INTERVAL);
         loop {
-            every_minute.tick().await;
-            limits_state.limits.forget_idle();
-            if let Err(error) = retention::sweep(&limits_state).await {
-                tracing::error!(%error, "retention sweep failed");
+            tokio::select! {
+                _ = every_minute.tick() => {
+                    limits_state.limits.forget_idle();
+                    if let Err(error) = retention::sweep(&limits_state).await {
+                        tracing::error!(%error, "retention sweep failed");
+                    }
+                }
+                _ = erasure_round.tick() => erasure::housekeeping(&limits_state).await,
             }
         }
     });

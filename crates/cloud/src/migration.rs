@@ -694,7 +694,11 @@ async fn copy(
     };
     let mut bytes = snapshot.sealed_bytes() as u64;
     for path in snapshot.blob_paths() {
-        if !target.blobs.exists(path).await {
+        if !target
+            .blobs
+            .exists_recent(path, crate::erasure::BLOB_REWRITE_AFTER_MS)
+            .await
+        {
             let sealed = source
                 .blobs
                 .get(path)

@@ -222,6 +222,7 @@ pub(crate) async fn withdraw_and_erase(
     {
         state.blobs.delete(&path).await;
     }
+    crate::erasure::scrub_after_erasure(state).await;
     // A service that moved meanwhile gets the final state too.
     crate::placement::push_consents(state, &user_id, None).await
 }

@@ -165,6 +165,9 @@ async fn sync_consents(
     for path in applied.unwrap_or_default() {
         state.blobs.delete(&path).await;
     }
+    if held {
+        crate::erasure::scrub_after_erasure(&state).await;
+    }
     Ok(Json(json!({ "held": held })))
 }
 

@@ -190,6 +190,7 @@ pub async fn delete_account(
     state.store.shred_user(id.clone()).await?;
     state.blobs.delete_user(&id).await;
     state.store.purge_user(id.clone()).await?;
+    crate::erasure::scrub_after_erasure(&state).await;
     state.directory.remove(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

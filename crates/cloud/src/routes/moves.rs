@@ -132,7 +132,12 @@ async fn prepare(State(state): State<AppState>, request: Request) -> Result<Json
     let mut missing = Vec::new();
     for path in &body.blob_paths {
         check_blob_path(&body.user_id, path)?;
-        if !state.blobs.exists(path).await {
+        // An old blob is sent again, so the orphan sweep cannot take it before its row commits.
+        if !state
+            .blobs
+            .exists_recent(path, crate::erasure::BLOB_REWRITE_AFTER_MS)
+            .await
+        {
             missing.push(path.clone());
         }
     }

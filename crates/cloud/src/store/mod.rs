@@ -10,6 +10,7 @@
 
 mod dashboard;
 pub mod db;
+mod erasure;
 mod ledger;
 mod migration;
 mod ops;
@@ -25,6 +26,7 @@ use db::{Connection, DbError, Dialect, OptionalExtension};
 use sovereign_model::ConsentScope;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+pub use erasure::*;
 pub use ledger::*;
 pub use migration::*;
 pub use ops::*;
@@ -164,6 +166,7 @@ const _: () = assert!(MIGRATIONS.len() == POSTGRES_MIGRATIONS.len());
 pub struct Store {
     writer: mpsc::Sender<Job>,
     readers: Arc<Readers>,
+    scrubber: Arc<erasure::Scrubber>,
 }
 
 struct Readers {
@@ -174,7 +177,7 @@ struct Readers {
     postgres: Option<postgres::Config>,
 }
 
-fn open_connection(path: &Path) -> Result<rusqlite::Connection, StoreError> {
+pub(crate) fn open_connection(path: &Path) -> Result<rusqlite::Connection, StoreError> {
     let conn = rusqlite::Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     // WAL lets readers run beside the writer; synchronous=FULL makes every commit durable
@@ -182,6 +185,10 @@ fn open_connection(path: &Path) -> Result<rusqlite::Connection, StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Deleted cells and freed pages are zeroed, not left in the file's free space: an erased
+    // row's sealed bytes must not outlive the commit that erased it (the WAL frames that held
+    // them go at the next `Store::scrub`).
+    conn.pragma_update(None, "secure_delete", "ON")?;
     Ok(conn)
 }
 
@@ -232,12 +239,12 @@ fn postgres_config(url: &str) -> Result<postgres::Config, StoreError> {
 
 /// What a PostgreSQL connection is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
+pub(crate) enum Role {
     Writer,
     Reader,
 }
 
-fn connect_postgres(config: &postgres::Config, role: Role) -> Result<Connection, StoreError> {
+pub(crate) fn connect_postgres(config: &postgres::Config, role: Role) -> Result<Connection, StoreError> {
     let client = config
         .connect(postgres::NoTls)
         .map_err(|e| StoreError::Open {
@@ -384,7 +391,8 @@ impl Store {
         let config = postgres_config(url)?;
         let writer_conn = connect_postgres(&config, Role::Writer)?;
         migrate_postgres(&writer_conn)?;
-        Store::start(writer_conn, Vec::new(), Some(config))
+        let scrubber = erasure::Scrubber::Postgres(config.clone());
+        Store::start(writer_conn, Vec::new(), Some(config), scrubber)
     }
 
     /// Opens (creating and migrating if needed) the store at `path` and starts its writer.
@@ -400,13 +408,15 @@ impl Store {
             conn.pragma_update(None, "query_only", "ON")?;
             pool.push(Connection::Sqlite(conn));
         }
-        Store::start(Connection::Sqlite(writer_conn), pool, None)
+        let scrubber = erasure::Scrubber::Sqlite(path.to_path_buf());
+        Store::start(Connection::Sqlite(writer_conn), pool, None, scrubber)
     }
 
     fn start(
         writer_conn: Connection,
         pool: Vec<Connection>,
         postgres: Option<postgres::Config>,
+        scrubber: erasure::Scrubber,
     ) -> Result<Store, StoreError> {
         let (tx, rx) = mpsc::channel::<Job>(WRITE_QUEUE_JOBS_MAX);
         let postgres_for_writer = postgres.clone();
@@ -421,6 +431,7 @@ impl Store {
                 permits: Semaphore::new(READ_CONNECTIONS_MAX),
                 postgres,
             }),
+            scrubber: Arc::new(scrubber),
         })
     }
 
