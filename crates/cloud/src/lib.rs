@@ -44,6 +44,7 @@ pub mod ops;
 pub mod placement;
 pub mod retention;
 pub mod routes;
+pub mod scope_keys;
 pub mod session_token;
 pub mod sites;
 pub mod sms;

@@ -267,3 +267,118 @@ async fn after_a_withdrawal_no_file_of_the_region_holds_the_erased_sealed_bytes(
         1
     );
 }
+
+#[tokio::test]
+async fn a_copy_of_yesterdays_files_cannot_open_a_withdrawn_scope_even_with_the_key_files() {
+    let app = spawn_app().await;
+    let alice = app.user(ALICE).await;
+    let alice_id = user_id(&app, &alice).await;
+    for scope in ["backup.contacts", "backup.photos", "backup.sms"] {
+        app.grant(&alice, scope).await;
+    }
+    let reply = app
+        .call(
+            Method::PUT,
+            "/v1/backup/contacts/c1",
+            Some(&alice),
+            Some(json!({"name": "Ravi", "phones": ["+919800000001"]})),
+        )
+        .await;
+    assert!(reply.status.is_success(), "{:?}", reply.body);
+    let reply = app
+        .call(
+            Method::PUT,
+            "/v1/backup/sms/s1",
+            Some(&alice),
+            Some(json!({"address": "+919800000001", "text": "kept",
+                        "direction": "inbox", "at": "2026-03-01T10:00:00Z"})),
+        )
+        .await;
+    assert!(reply.status.is_success(), "{:?}", reply.body);
+    put_photo(&app, &alice, "p1", vec![8; 1000]).await;
+
+    // Yesterday's copy of the region's data directory: the database's rows as stored (the
+    // user's wrapped data key among them) and the blobs.
+    let db = app.db();
+    let wrapped: Vec<u8> = db
+        .query_row(
+            "SELECT wrapped_key FROM users WHERE id = ?1",
+            &[SqlValue::from(alice_id.as_str())],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let sealed_of = |id: &str| -> Vec<u8> {
+        db.query_row(
+            "SELECT data_sealed FROM backup_items WHERE owner_id = ?1 AND item_id = ?2",
+            &[SqlValue::from(alice_id.as_str()), SqlValue::from(id)],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let (contact, sms) = (sealed_of("c1"), sealed_of("s1"));
+    let photo_path = blob_path_of(&app, &alice_id, "p1");
+    let copy = tempfile::tempdir().unwrap();
+    for file in walk(&region_dir(&app)) {
+        let to = copy
+            .path()
+            .join(file.strip_prefix(region_dir(&app)).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&file, &to).unwrap();
+    }
+    let photo = std::fs::read(copy.path().join("blobs").join(&photo_path)).unwrap();
+
+    withdraw(&app, &alice, "backup.contacts").await;
+    withdraw(&app, &alice, "backup.photos").await;
+
+    // Today's key files, loaded as the region loads them.
+    let region = sovereign_model::RegionId::parse("in-mumbai").unwrap();
+    let keys = sovereign_cloud::keys::RegionKeys::load_or_create(&app.data_dir(), &region).unwrap();
+    let user = sovereign_cloud::domain::UserId::from_stored(alice_id.clone());
+    let data_key = keys.unwrap(&wrapped, &user).unwrap();
+    let aad = |record: &str, field: &str| format!("backup/{alice_id}/{record}/{field}").into_bytes();
+    // The user's data key (the account is still there) opens none of it.
+    assert!(data_key.open(&aad("contacts:c1", "data"), &contact).is_err());
+    assert!(
+        data_key
+            .open(&aad("photos:p1", &photo_path), &photo)
+            .is_err()
+    );
+    // The withdrawn scopes' keys are gone from the key store; the granted one's is there and
+    // still opens its data, so the copy is a real one.
+    use sovereign_model::ConsentScope;
+    assert!(keys.scope_key(&user, ConsentScope::BackupContacts).unwrap().is_none());
+    assert!(keys.scope_key(&user, ConsentScope::BackupPhotos).unwrap().is_none());
+    let sms_key = keys.scope_key(&user, ConsentScope::BackupSms).unwrap().unwrap();
+    assert!(sms_key.open(&aad("sms:s1", "data"), &sms).is_ok());
+    assert!(sms_key.open(&aad("contacts:c1", "data"), &contact).is_err());
+    // No file of the key store holds anything that opens the withdrawn data as a wrapped key.
+    let key_files = walk(&app.data_dir().join("keys"));
+    assert!(!key_files.is_empty());
+    for file in key_files {
+        let bytes = std::fs::read(&file).unwrap();
+        for scope in [ConsentScope::BackupContacts, ConsentScope::BackupPhotos] {
+            let owner = format!("scope-key/{alice_id}/{}", scope.as_str());
+            let kek_bytes = std::fs::read(app.data_dir().join("keys/in-mumbai.kek")).unwrap();
+            let kek = sovereign_crypto::KeyEncryptionKey::from_bytes(&kek_bytes).unwrap();
+            if let Ok(key) = kek.unwrap(&bytes, owner.as_bytes()) {
+                assert!(key.open(&aad("contacts:c1", "data"), &contact).is_err());
+                panic!("{} still holds a withdrawn scope's key", file.display());
+            }
+        }
+    }
+    // And the user can grant again and back up anew, under a new key.
+    app.grant(&alice, "backup.contacts").await;
+    let reply = app
+        .call(
+            Method::PUT,
+            "/v1/backup/contacts/c1",
+            Some(&alice),
+            Some(json!({"name": "Ravi again"})),
+        )
+        .await;
+    assert!(reply.status.is_success(), "{:?}", reply.body);
+    let got = app.get("/v1/backup/contacts/c1", &alice).await;
+    assert_eq!(got.body["data"]["name"], "Ravi again");
+    let new_key = keys.scope_key(&user, ConsentScope::BackupContacts).unwrap().unwrap();
+    assert!(new_key.open(&aad("contacts:c1", "data"), &contact).is_err());
+}
