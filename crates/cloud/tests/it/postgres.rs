@@ -74,7 +74,7 @@ async fn the_schema_is_created_once_and_its_version_recorded_issue_4() {
     }
     let db = crate::support::TestDb::Postgres(url);
     assert_eq!(db.count("SELECT count(*) FROM schema_version"), 1);
-    assert_eq!(db.count("SELECT version FROM schema_version"), 4);
+    assert_eq!(db.count("SELECT version FROM schema_version"), 5);
     assert_eq!(
         db.count("SELECT count(*) FROM counters WHERE name = 'backup_change'"),
         1
