@@ -11,6 +11,10 @@
 //! - **Erased rows.** After a withdrawal or a deletion, [`crate::store::Store::scrub`] makes the
 //!   erased rows leave the store's files (SQLite: `secure_delete` and a WAL checkpoint with
 //!   TRUNCATE; PostgreSQL: VACUUM).
+//! - **Stale scope keys.** A crash between a withdrawal's commit and the destruction of the
+//!   scope's key leaves the key; [`sweep_stale_scope_keys`] destroys every key older than
+//!   [`BLOB_ORPHAN_GRACE_MS`] whose scope the user has not granted here (the age keeps a key a
+//!   move has just installed, ahead of its rows and consents, from being taken).
 //! - **Moved-away users.** `moved_tokens` go when they expire, `moved_users` [`MOVED_USER_KEEP_MS`]
 //!   after the move (once none of their tokens is left).
 
@@ -39,6 +43,8 @@ pub enum ErasureError {
     Store(#[from] StoreError),
     #[error("listing blobs: {0}")]
     Blobs(String),
+    #[error("per-scope keys: {0}")]
+    Keys(String),
 }
 
 /// Deletes every blob older than [`BLOB_ORPHAN_GRACE_MS`] that no row points at. Ages are by the
@@ -67,6 +73,36 @@ pub async fn sweep_orphan_blobs(state: &AppState) -> Result<Vec<String>, Erasure
     Ok(orphans)
 }
 
+/// Destroys the per-scope keys of scopes their user has not granted here, once older than
+/// [`BLOB_ORPHAN_GRACE_MS`] (see the module docs). Returns how many went.
+///
+/// # Errors
+/// When the key store cannot be listed, a key not removed, or the store read.
+pub async fn sweep_stale_scope_keys(state: &AppState) -> Result<usize, ErasureError> {
+    let cutoff = crate::blobs::wall_clock_ms() - BLOB_ORPHAN_GRACE_MS;
+    let keys = state
+        .keys
+        .list_scope_keys()
+        .map_err(|e| ErasureError::Keys(e.to_string()))?;
+    let guard = state.keys.scope_guard();
+    let mut destroyed = 0;
+    for (user, scope, modified_ms) in keys.into_iter().filter(|k| k.2 <= cutoff) {
+        // Exclusive, as a withdrawal is: no writer is between taking this key and its commit.
+        let _exclusive = guard.write().await;
+        let granted = state.store.consents(user.to_string()).await?;
+        if granted.iter().any(|c| c.scope == scope) {
+            continue;
+        }
+        state
+            .keys
+            .destroy_scope_key(&user, scope)
+            .map_err(|e| ErasureError::Keys(e.to_string()))?;
+        tracing::info!(user_id = %user, scope = scope.as_str(), modified_ms, "destroyed a stale scope key");
+        destroyed += 1;
+    }
+    Ok(destroyed)
+}
+
 /// Sweeps the `moved_*` tables (see the module docs).
 ///
 /// # Errors
@@ -81,6 +117,9 @@ pub async fn sweep_moved(state: &AppState) -> Result<MovedSweep, StoreError> {
 pub async fn housekeeping(state: &AppState) {
     if let Err(error) = sweep_orphan_blobs(state).await {
         tracing::error!(%error, "orphaned blob sweep failed");
+    }
+    if let Err(error) = sweep_stale_scope_keys(state).await {
+        tracing::error!(%error, "stale scope key sweep failed");
     }
     if let Err(error) = sweep_moved(state).await {
         tracing::error!(%error, "moved users sweep failed");

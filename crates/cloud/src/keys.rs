@@ -131,6 +131,14 @@ impl RegionKeys {
         }
     }
 
+    /// See [`ScopeKeys::list`].
+    ///
+    /// # Errors
+    /// When the key store cannot be listed.
+    pub fn list_scope_keys(&self) -> anyhow::Result<Vec<(UserId, ConsentScope, i64)>> {
+        self.scopes.list()
+    }
+
     /// See [`ScopeKeys::write_guard`].
     pub fn scope_guard(&self) -> std::sync::Arc<tokio::sync::RwLock<()>> {
         self.scopes.write_guard()

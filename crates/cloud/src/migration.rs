@@ -685,9 +685,9 @@ async fn erase_moved_services(
             )
             .await?;
         source.blobs.delete_user(user_id).await;
-            source
-                .keys
-                .destroy_scope_keys(&UserId::from_stored(user_id.to_owned()));
+        source
+            .keys
+            .destroy_scope_keys(&UserId::from_stored(user_id.to_owned()));
         source.store.purge_user(user_id.to_owned()).await?;
     }
     Ok(())

@@ -45,9 +45,7 @@ fn owner(user: &UserId, scope: ConsentScope) -> Vec<u8> {
 /// A user id is a file name here: only the characters our ids (UUIDs) are made of.
 fn user_dir_name(user: &UserId) -> anyhow::Result<&str> {
     let id = user.as_str();
-    if id.is_empty()
-        || id.len() > 64
-        || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     {
         bail!("user id {id:?} cannot name a key directory");
     }
@@ -218,6 +216,40 @@ impl ScopeKeys {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
         }
+    }
+
+    /// Every key file in the store: whose, for which scope, and when it was written (Unix
+    /// milliseconds, wall clock). Files that are not keys (a crashed write's temporary) are
+    /// listed under no scope and left alone.
+    ///
+    /// # Errors
+    /// When the store cannot be listed.
+    pub fn list(&self) -> anyhow::Result<Vec<(UserId, ConsentScope, i64)>> {
+        let mut out = Vec::new();
+        for user_dir in std::fs::read_dir(&self.dir)? {
+            let user_dir = user_dir?;
+            if !user_dir.file_type()?.is_dir() {
+                continue;
+            }
+            let user = UserId::from_stored(user_dir.file_name().to_string_lossy().into_owned());
+            for file in std::fs::read_dir(user_dir.path())? {
+                let file = file?;
+                let name = file.file_name().to_string_lossy().into_owned();
+                let Some(scope) = name
+                    .strip_suffix(".key")
+                    .and_then(ConsentScope::parse)
+                    .filter(|s| KEYED_SCOPES.contains(s))
+                else {
+                    continue;
+                };
+                let modified = file.metadata()?.modified()?;
+                let ms = modified
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+                out.push((user.clone(), scope, ms));
+            }
+        }
+        Ok(out)
     }
 
     /// Destroys every key of the user (their account was deleted, or moved away).

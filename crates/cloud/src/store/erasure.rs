@@ -74,19 +74,16 @@ impl Store {
         tokio::task::spawn_blocking(move || {
             let conn = match &*scrubber {
                 Scrubber::Sqlite(path) => Connection::Sqlite(super::open_connection(path)?),
-                Scrubber::Postgres(config) => {
-                    super::connect_postgres(config, super::Role::Writer)?
-                }
+                Scrubber::Postgres(config) => super::connect_postgres(config, super::Role::Writer)?,
             };
             match conn.dialect() {
                 Dialect::Sqlite => {
                     // Busy means a reader still holds an old snapshot: the next scrub (after
                     // the next erasure, or the periodic one) finishes the job.
-                    let (busy, _, _): (i64, i64, i64) = conn.query_row(
-                        "PRAGMA wal_checkpoint(TRUNCATE)",
-                        params![],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                    )?;
+                    let (busy, _, _): (i64, i64, i64) =
+                        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", params![], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        })?;
                     if busy != 0 {
                         tracing::warn!("WAL checkpoint was blocked by a reader; retried later");
                     }

@@ -246,7 +246,10 @@ pub(crate) enum Role {
     Reader,
 }
 
-pub(crate) fn connect_postgres(config: &postgres::Config, role: Role) -> Result<Connection, StoreError> {
+pub(crate) fn connect_postgres(
+    config: &postgres::Config,
+    role: Role,
+) -> Result<Connection, StoreError> {
     let client = config
         .connect(postgres::NoTls)
         .map_err(|e| StoreError::Open {
