@@ -100,5 +100,5 @@ impl Store {
 /// How [`Store::scrub`] reaches the store: a connection of its own.
 pub(crate) enum Scrubber {
     Sqlite(std::path::PathBuf),
-    Postgres(postgres::Config),
+    Postgres(Box<postgres::Config>),
 }

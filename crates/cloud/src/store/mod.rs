@@ -396,7 +396,7 @@ impl Store {
         let config = postgres_config(url)?;
         let writer_conn = connect_postgres(&config, Role::Writer)?;
         migrate_postgres(&writer_conn)?;
-        let scrubber = erasure::Scrubber::Postgres(config.clone());
+        let scrubber = erasure::Scrubber::Postgres(Box::new(config.clone()));
         Store::start(writer_conn, Vec::new(), Some(config), scrubber)
     }
 
