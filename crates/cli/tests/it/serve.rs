@@ -230,7 +230,7 @@ async fn serve_with_a_database_puts_the_region_on_postgres_issue_4() {
             .get(0);
         (version, verifications)
     });
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     assert_eq!(verifications, 1);
 }
 
