@@ -1,5 +1,6 @@
 //! A region's keys on disk: its key-encryption key and the phone index key, each 32 random bytes
-//! in a file readable only by the server's user (mode 0600), created on first start.
+//! in a file readable only by the server's user (mode 0600), created on first start; and its
+//! per-scope data keys ([`crate::scope_keys`]), which withdrawals destroy.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -13,12 +14,15 @@ use sovereign_crypto::{
 use sovereign_model::RegionId;
 
 use crate::domain::{PhoneNumber, UserId};
+use crate::scope_keys::ScopeKeys;
+use sovereign_model::ConsentScope;
 
 /// The keys one region's handlers hold. There is no way to reach another region's keys from it.
 #[derive(Clone)]
 pub struct RegionKeys {
     kek: KeyEncryptionKey,
     phone_index: KeyedHasher,
+    scopes: ScopeKeys,
 }
 
 impl RegionKeys {
@@ -38,6 +42,7 @@ impl RegionKeys {
         Ok(RegionKeys {
             kek: KeyEncryptionKey::from_bytes(&kek)?,
             phone_index: KeyedHasher::new(&index)?,
+            scopes: ScopeKeys::open(&dir, region.as_str())?,
         })
     }
 
@@ -67,6 +72,76 @@ impl RegionKeys {
             &self.kek,
             user.as_str().as_bytes(),
         )?)
+    }
+
+    /// The user's key for a scope's data, if there is one (see [`crate::scope_keys`]).
+    ///
+    /// # Errors
+    /// When the key store cannot be read.
+    pub fn scope_key(&self, user: &UserId, scope: ConsentScope) -> anyhow::Result<Option<DataKey>> {
+        self.scopes.get(&self.kek, user, scope)
+    }
+
+    /// The user's key for a scope's data, made now if there is none.
+    ///
+    /// # Errors
+    /// When the key store cannot be read or written.
+    pub fn scope_key_or_create(
+        &self,
+        user: &UserId,
+        scope: ConsentScope,
+    ) -> anyhow::Result<DataKey> {
+        self.scopes.get_or_create(&self.kek, user, scope)
+    }
+
+    /// Every per-scope key of the user here, for a move.
+    ///
+    /// # Errors
+    /// When the key store cannot be read.
+    pub fn scope_keys(&self, user: &UserId) -> anyhow::Result<Vec<(ConsentScope, DataKey)>> {
+        self.scopes.all(&self.kek, user)
+    }
+
+    /// Installs a per-scope key that arrived with a moving user.
+    ///
+    /// # Errors
+    /// When the key store cannot be written.
+    pub fn install_scope_key(
+        &self,
+        user: &UserId,
+        scope: ConsentScope,
+        key: &DataKey,
+    ) -> anyhow::Result<()> {
+        self.scopes.install(&self.kek, user, scope, key)
+    }
+
+    /// Destroys the user's key for a scope: what it sealed never opens again.
+    ///
+    /// # Errors
+    /// When the key file cannot be removed.
+    pub fn destroy_scope_key(&self, user: &UserId, scope: ConsentScope) -> anyhow::Result<()> {
+        self.scopes.destroy(user, scope)
+    }
+
+    /// Destroys every per-scope key of the user; a failure is logged (the data it sealed is
+    /// erased anyway).
+    pub fn destroy_scope_keys(&self, user: &UserId) {
+        if let Err(error) = self.scopes.destroy_user(user) {
+            tracing::warn!(%error, user_id = %user, "could not destroy per-scope keys");
+        }
+    }
+
+    /// See [`ScopeKeys::list`].
+    ///
+    /// # Errors
+    /// When the key store cannot be listed.
+    pub fn list_scope_keys(&self) -> anyhow::Result<Vec<(UserId, ConsentScope, i64)>> {
+        self.scopes.list()
+    }
+
+    /// See [`ScopeKeys::write_guard`].
+    pub fn scope_guard(&self) -> std::sync::Arc<tokio::sync::RwLock<()>> {
+        self.scopes.write_guard()
     }
 
     /// Opens a data key a source region sealed to [`RegionKeys::move_public_key`].

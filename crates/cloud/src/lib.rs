@@ -29,6 +29,7 @@ pub mod clock;
 pub mod config;
 pub mod directory;
 pub mod domain;
+pub mod erasure;
 pub mod error;
 pub mod extract;
 pub mod fault;
@@ -43,6 +44,7 @@ pub mod ops;
 pub mod placement;
 pub mod retention;
 pub mod routes;
+pub mod scope_keys;
 pub mod session_token;
 pub mod sites;
 pub mod sms;
@@ -311,12 +313,16 @@ pub(crate) fn serve(
             .div_ceil(2)
             .clamp(1, 60);
         let mut ledger_tick = tokio::time::interval(Duration::from_secs(lag));
+        let mut erasure_round = tokio::time::interval(erasure::ERASURE_SWEEP_INTERVAL);
         loop {
             tokio::select! {
                 _ = every_minute.tick() => {
                     limits_state.limits.forget_idle();
                     if let Err(error) = retention::sweep(&limits_state).await {
                         tracing::error!(%error, "retention sweep failed");
+                    }
+                    if let Err(error) = placement::reconcile_consents(&limits_state).await {
+                        tracing::error!(%error, "consent reconciliation failed");
                     }
                 }
                 _ = ledger_tick.tick() => {
@@ -329,9 +335,7 @@ pub(crate) fn serve(
                         tracing::error!(%error, "signing the ledger's tail failed");
                     }
                 }
-            }
-            if let Err(error) = placement::reconcile_consents(&limits_state).await {
-                tracing::error!(%error, "consent reconciliation failed");
+                _ = erasure_round.tick() => erasure::housekeeping(&limits_state).await,
             }
         }
     });

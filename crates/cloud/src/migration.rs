@@ -621,6 +621,9 @@ async fn move_user(
                 .await?;
             crate::fault::point("migrate.finished");
             source.blobs.delete_user(user_id).await;
+            source
+                .keys
+                .destroy_scope_keys(&UserId::from_stored(user_id.to_owned()));
             source.store.purge_user(user_id.to_owned()).await?;
         } else {
             erase_moved_services(user_id, services, source).await?;
@@ -651,12 +654,20 @@ async fn erase_moved_services(
         }
         still_here |= here;
     }
+    let backup_gone = gone.contains(&Service::Backup);
     for path in source
         .store
         .erase_services(user_id.to_owned(), gone, source.now_ms())
         .await?
     {
         source.blobs.delete(&path).await;
+    }
+    if backup_gone {
+        for scope in crate::scope_keys::KEYED_SCOPES {
+            source
+                .keys
+                .destroy_scope_key(&UserId::from_stored(user_id.to_owned()), scope)?;
+        }
     }
     let service_row = source
         .store
@@ -674,6 +685,9 @@ async fn erase_moved_services(
             )
             .await?;
         source.blobs.delete_user(user_id).await;
+        source
+            .keys
+            .destroy_scope_keys(&UserId::from_stored(user_id.to_owned()));
         source.store.purge_user(user_id.to_owned()).await?;
     }
     Ok(())
@@ -694,7 +708,11 @@ async fn copy(
     };
     let mut bytes = snapshot.sealed_bytes() as u64;
     for path in snapshot.blob_paths() {
-        if !target.blobs.exists(path).await {
+        if !target
+            .blobs
+            .exists_recent(path, crate::erasure::BLOB_REWRITE_AFTER_MS)
+            .await
+        {
             let sealed = source
                 .blobs
                 .get(path)
@@ -706,6 +724,12 @@ async fn copy(
     }
     let key = source.keys.unwrap(&snapshot.user.wrapped_key, user)?;
     let rewrapped = target.keys.wrap(&key, user)?;
+    // The per-scope keys go before the rows they open.
+    if scope.backup {
+        for (scope, key) in source.keys.scope_keys(user)? {
+            target.keys.install_scope_key(user, scope, &key)?;
+        }
+    }
     let dropped = target
         .store
         .install_user(
@@ -770,6 +794,18 @@ async fn copy_to_site(
         .context("the target's move key is not base64")?;
     let key = source.keys.unwrap(&snapshot.user.wrapped_key, user)?;
     let sealed = sovereign_crypto::seal_for_move(&key, &public, user.as_str().as_bytes())?;
+    // Each per-scope key travels as the data key does, sealed to the same public key.
+    let mut scope_keys = Vec::new();
+    if scope.backup {
+        for (key_scope, key) in source.keys.scope_keys(user)? {
+            let sealed = sovereign_crypto::seal_for_move(&key, &public, user.as_str().as_bytes())?;
+            scope_keys.push(json!({
+                "scope": key_scope.as_str(),
+                "ephemeral_public": base64::engine::general_purpose::STANDARD.encode(sealed.ephemeral_public),
+                "wrapped": base64::engine::general_purpose::STANDARD.encode(&sealed.wrapped),
+            }));
+        }
+    }
     let mut rows = snapshot.clone();
     // The source's wrapping is of no use to the target, which wraps the key under its own.
     rows.user.wrapped_key.clear();
@@ -780,6 +816,7 @@ async fn copy_to_site(
             "ephemeral_public": base64::engine::general_purpose::STANDARD.encode(sealed.ephemeral_public),
             "wrapped": base64::engine::general_purpose::STANDARD.encode(&sealed.wrapped),
         },
+        "scope_keys": scope_keys,
     });
     let length = serde_json::to_vec(&body)?.len();
     if length > MOVE_SNAPSHOT_BYTES_MAX {
@@ -946,6 +983,9 @@ pub async fn abandon_copy(region: &AppState, user_id: &str) -> Result<(), StoreE
     }
     let _ = region.store.shred_user(user_id.to_owned()).await;
     region.blobs.delete_user(user_id).await;
+    region
+        .keys
+        .destroy_scope_keys(&UserId::from_stored(user_id.to_owned()));
     region.store.purge_user(user_id.to_owned()).await
 }
 
@@ -960,6 +1000,11 @@ pub async fn digest(
     region: &AppState,
 ) -> anyhow::Result<[u8; 32]> {
     let key = region.keys.unwrap(&snapshot.user.wrapped_key, user)?;
+    // Backup items are sealed with the user's key for their scope.
+    let mut scope_keys = std::collections::BTreeMap::new();
+    for (scope, key) in region.keys.scope_keys(user)? {
+        scope_keys.insert(scope, key);
+    }
     let mut lines = BTreeSet::new();
     let u = &snapshot.user;
     let phone = key.open(&aad("users", user, user.as_str(), "phone"), &u.phone_sealed)?;
@@ -1008,9 +1053,13 @@ pub async fn digest(
     }
     for b in &snapshot.backup {
         let record = format!("{}:{}", b.kind, b.item_id);
+        let key = crate::domain::BackupKind::parse(&b.kind)
+            .ok()
+            .and_then(|kind| scope_keys.get(&kind.scope()))
+            .with_context(|| format!("no key for {record}"));
         let content = match (&b.data_sealed, &b.blob_path) {
             (Some(sealed), _) => hex(&digest_sha256(
-                &key.open(&aad("backup", user, &record, "data"), sealed)?,
+                &key?.open(&aad("backup", user, &record, "data"), sealed)?,
             )),
             (None, Some(path)) => {
                 let sealed = region
@@ -1019,7 +1068,7 @@ pub async fn digest(
                     .await
                     .with_context(|| format!("reading blob {path}"))?;
                 hex(&digest_sha256(
-                    &key.open(&aad("backup", user, &record, path), &sealed)?,
+                    &key?.open(&aad("backup", user, &record, path), &sealed)?,
                 ))
             }
             (None, None) => "-".to_owned(),

@@ -2,6 +2,7 @@
 //! JSON line per message to `DIR/sms-outbox.jsonl`, where a developer (or a test) reads the code.
 
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -36,11 +37,18 @@ impl SmsGateway for FileOutbox {
             .lock
             .lock()
             .map_err(|_| anyhow::anyhow!("outbox lock poisoned"))?;
+        // The outbox holds sign-in codes: readable by the server's user only, like a key file.
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&self.path)
             .with_context(|| format!("opening {}", self.path.display()))?;
+        // One made before (or by someone else) with a wider mode is narrowed.
+        let mode = file.metadata()?.permissions().mode();
+        if mode & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
         file.write_all(line.as_bytes())?;
         Ok(())
     }

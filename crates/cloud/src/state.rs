@@ -196,6 +196,9 @@ impl RegionState {
         for user_id in state.store.users_being_deleted().await? {
             tracing::info!(user_id, "finishing an interrupted account deletion");
             state.blobs.delete_user(&user_id).await;
+            state
+                .keys
+                .destroy_scope_keys(&crate::domain::UserId::from_stored(user_id.clone()));
             state.store.purge_user(user_id).await?;
         }
         Ok(state)

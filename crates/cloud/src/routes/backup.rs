@@ -107,6 +107,26 @@ fn photo_content_type(headers: &HeaderMap) -> Result<String, ApiError> {
     }
 }
 
+/// The key that seals a kind's items: the user's key for its consent scope
+/// ([`crate::scope_keys`]), destroyed when the scope is withdrawn.
+fn scope_key(
+    state: &AppState,
+    user: &AuthUser,
+    kind: BackupKind,
+) -> Result<sovereign_crypto::DataKey, ApiError> {
+    state
+        .keys
+        .scope_key(&user.id, kind.scope())
+        .map_err(ApiError::Internal)?
+        .ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!(
+                "user {} has {} items but no key for them",
+                user.id,
+                kind.as_str()
+            ))
+        })
+}
+
 /// The plaintext of a live item (JSON for contacts and SMS, the bytes of a photo).
 async fn open_item(
     state: &AppState,
@@ -116,13 +136,12 @@ async fn open_item(
 ) -> Result<Vec<u8>, ApiError> {
     let record = record_name(kind, &row.item_id);
     match (&row.data_sealed, &row.blob_path) {
-        (Some(sealed), _) => user
-            .key
+        (Some(sealed), _) => scope_key(state, user, kind)?
             .open(&aad("backup", &user.id, &record, "data"), sealed)
             .map_err(ApiError::internal),
         (None, Some(path)) => {
             let sealed = state.blobs.get(path).await.map_err(ApiError::Internal)?;
-            user.key
+            scope_key(state, user, kind)?
                 .open(&aad("backup", &user.id, &record, path), &sealed)
                 .map_err(ApiError::internal)
         }
@@ -171,6 +190,10 @@ pub async fn put_item(
         ),
     };
 
+    // Held from taking the scope's key to the row's commit: a withdrawal waits for it before
+    // destroying the key, so no row commits sealed with a destroyed key.
+    let guard = state.keys.scope_guard();
+    let _shared = guard.read().await;
     let current = state
         .store
         .backup_item(user.id.to_string(), kind.as_str(), id.as_str().to_owned())
@@ -184,11 +207,14 @@ pub async fn put_item(
     }
 
     let record = record_name(kind, id.as_str());
+    let key = state
+        .keys
+        .scope_key_or_create(&user.id, kind.scope())
+        .map_err(ApiError::Internal)?;
     let (data_sealed, blob_path) = match kind {
         BackupKind::Photos => {
             let path = Blobs::new_path(user.id.as_str());
-            let sealed = user
-                .key
+            let sealed = key
                 .seal(&aad("backup", &user.id, &record, &path), &plaintext)
                 .map_err(ApiError::internal)?;
             state
@@ -199,8 +225,7 @@ pub async fn put_item(
             (None, Some(path))
         }
         _ => {
-            let sealed = user
-                .key
+            let sealed = key
                 .seal(&aad("backup", &user.id, &record, "data"), &plaintext)
                 .map_err(ApiError::internal)?;
             (Some(sealed), None)

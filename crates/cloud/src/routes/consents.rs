@@ -215,13 +215,25 @@ pub(crate) async fn withdraw_and_erase(
     scope: ConsentScope,
 ) -> Result<(), ApiError> {
     crate::placement::push_consents(state, &user_id, Some(scope)).await?;
-    for path in state
+    // Exclusive from the commit to the key's destruction: writers of scoped data hold it
+    // shared from taking the key to their commit.
+    let guard = state.keys.scope_guard();
+    let exclusive = guard.write().await;
+    let erased = state
         .store
         .withdraw(user_id.clone(), scope, state.now_ms())
-        .await?
-    {
+        .await?;
+    // Also when the scope was not granted: a crash after an earlier withdrawal's commit left
+    // its key behind.
+    state
+        .keys
+        .destroy_scope_key(&crate::domain::UserId::from_stored(user_id.clone()), scope)
+        .map_err(ApiError::Internal)?;
+    drop(exclusive);
+    for path in erased {
         state.blobs.delete(&path).await;
     }
+    crate::erasure::scrub_after_erasure(state).await;
     // A service that moved meanwhile gets the final state too.
     crate::placement::push_consents(state, &user_id, None).await
 }

@@ -157,13 +157,35 @@ async fn sync_consents(
         }
         consents.push((c.scope, c.notice_version, c.granted_at_ms));
     }
+    let user = crate::domain::UserId::from_stored(body.user_id.clone());
+    // As at home: exclusive from the commit to the destruction of the withdrawn scopes' keys.
+    let guard = state.keys.scope_guard();
+    let exclusive = guard.write().await;
     let applied = state
         .store
-        .mirror_consents(body.user_id, body.version, consents)
+        .mirror_consents(body.user_id.clone(), body.version, consents)
         .await?;
     let held = applied.is_some();
+    if held {
+        // What the mirror holds now (a stale push changed nothing): a scope not granted has
+        // no data here, and its key goes.
+        let granted = state.store.consents(body.user_id).await?;
+        for scope in crate::scope_keys::KEYED_SCOPES
+            .into_iter()
+            .filter(|s| !granted.iter().any(|c| c.scope == *s))
+        {
+            state
+                .keys
+                .destroy_scope_key(&user, scope)
+                .map_err(ApiError::Internal)?;
+        }
+    }
+    drop(exclusive);
     for path in applied.unwrap_or_default() {
         state.blobs.delete(&path).await;
+    }
+    if held {
+        crate::erasure::scrub_after_erasure(&state).await;
     }
     Ok(Json(json!({ "held": held })))
 }
@@ -186,6 +208,9 @@ async fn delete_user(
     if row.as_ref().is_some_and(|r| r.service_only) {
         state.store.shred_user(body.user_id.clone()).await?;
         state.blobs.delete_user(&body.user_id).await;
+        state
+            .keys
+            .destroy_scope_keys(&crate::domain::UserId::from_stored(body.user_id.clone()));
         state.store.purge_user(body.user_id).await?;
     }
     Ok(Json(json!({ "deleted": true })))

@@ -189,7 +189,11 @@ pub async fn delete_account(
     crate::placement::delete_remote(&state, &id).await?;
     state.store.shred_user(id.clone()).await?;
     state.blobs.delete_user(&id).await;
+    state
+        .keys
+        .destroy_scope_keys(&crate::domain::UserId::from_stored(id.clone()));
     state.store.purge_user(id.clone()).await?;
+    crate::erasure::scrub_after_erasure(&state).await;
     state.directory.remove(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

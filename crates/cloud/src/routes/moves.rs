@@ -132,7 +132,12 @@ async fn prepare(State(state): State<AppState>, request: Request) -> Result<Json
     let mut missing = Vec::new();
     for path in &body.blob_paths {
         check_blob_path(&body.user_id, path)?;
-        if !state.blobs.exists(path).await {
+        // An old blob is sent again, so the orphan sweep cannot take it before its row commits.
+        if !state
+            .blobs
+            .exists_recent(path, crate::erasure::BLOB_REWRITE_AFTER_MS)
+            .await
+        {
             missing.push(path.clone());
         }
     }
@@ -201,6 +206,45 @@ struct Install {
     scope: MoveScope,
     snapshot: UserSnapshot,
     sealed_key: SealedKey,
+    /// The user's per-scope keys ([`crate::scope_keys`]), each sealed as the data key is.
+    #[serde(default)]
+    scope_keys: Vec<SealedScopeKey>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealedScopeKey {
+    scope: String,
+    ephemeral_public: String,
+    wrapped: String,
+}
+
+/// Opens a key the source sealed to this site's move key for `user`.
+fn open_sealed(
+    state: &AppState,
+    user: &UserId,
+    field: &str,
+    ephemeral_public: &str,
+    wrapped: &str,
+) -> Result<sovereign_crypto::DataKey, ApiError> {
+    let ephemeral_public: [u8; MOVE_PUBLIC_KEY_BYTES] = STANDARD
+        .decode(ephemeral_public.as_bytes())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| ApiError::invalid(field, "ephemeral_public must be 32 bytes"))?;
+    let wrapped = STANDARD
+        .decode(wrapped.as_bytes())
+        .map_err(|_| ApiError::invalid(field, "wrapped must be base64"))?;
+    state
+        .keys
+        .open_move(
+            &SealedForMove {
+                ephemeral_public,
+                wrapped,
+            },
+            user,
+        )
+        .map_err(|_| ApiError::invalid(field, "does not open with this site's key"))
 }
 
 /// The user's rows and sealed data key: checked, re-wrapped and installed, still invisible.
@@ -211,6 +255,7 @@ async fn install(State(state): State<AppState>, request: Request) -> Result<Json
         scope,
         snapshot,
         sealed_key,
+        scope_keys,
     } = body;
     let user_id = snapshot.user.id.clone();
     check_user_id(&user_id)?;
@@ -267,6 +312,26 @@ async fn install(State(state): State<AppState>, request: Request) -> Result<Json
         )));
     }
     let rewrapped = state.keys.wrap(&key, &user).map_err(ApiError::internal)?;
+    if scope_keys.len() > crate::scope_keys::KEYED_SCOPES.len() {
+        return Err(ApiError::invalid("scope_keys", "one per scope at most"));
+    }
+    // The per-scope keys go before the rows they open.
+    for sealed in &scope_keys {
+        let key_scope = sovereign_model::ConsentScope::parse(&sealed.scope)
+            .filter(|s| crate::scope_keys::KEYED_SCOPES.contains(s))
+            .ok_or_else(|| ApiError::invalid("scope_keys.scope", "not a scope with a key"))?;
+        let scope_key = open_sealed(
+            &state,
+            &user,
+            "scope_keys",
+            &sealed.ephemeral_public,
+            &sealed.wrapped,
+        )?;
+        state
+            .keys
+            .install_scope_key(&user, key_scope, &scope_key)
+            .map_err(ApiError::Internal)?;
+    }
     let dropped = state
         .store
         .install_user(

@@ -10,6 +10,7 @@
 
 mod dashboard;
 pub mod db;
+mod erasure;
 mod ledger;
 mod migration;
 mod ops;
@@ -26,6 +27,7 @@ use db::{Connection, DbError, Dialect, OptionalExtension};
 use sovereign_model::ConsentScope;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+pub use erasure::*;
 pub use ledger::*;
 pub use migration::*;
 pub use ops::*;
@@ -155,6 +157,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v5_cursors.sql"),
     include_str!("schema_v6_consent_outbox.sql"),
     include_str!("schema_v7_ledger.sql"),
+    include_str!("schema_v8_erasure.sql"),
 ];
 
 /// The same migrations for PostgreSQL: the same tables, and triggers that raise the same
@@ -167,6 +170,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("postgres/schema_v5_cursors.sql"),
     include_str!("postgres/schema_v6_consent_outbox.sql"),
     include_str!("postgres/schema_v7_ledger.sql"),
+    include_str!("postgres/schema_v8_erasure.sql"),
 ];
 const _: () = assert!(MIGRATIONS.len() == POSTGRES_MIGRATIONS.len());
 
@@ -178,6 +182,7 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 pub struct Store {
     writer: mpsc::Sender<Job>,
     readers: Arc<Readers>,
+    scrubber: Arc<erasure::Scrubber>,
 }
 
 struct Readers {
@@ -188,7 +193,7 @@ struct Readers {
     postgres: Option<postgres::Config>,
 }
 
-fn open_connection(path: &Path) -> Result<rusqlite::Connection, StoreError> {
+pub(crate) fn open_connection(path: &Path) -> Result<rusqlite::Connection, StoreError> {
     let conn = rusqlite::Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     // WAL lets readers run beside the writer; synchronous=FULL makes every commit durable
@@ -196,6 +201,10 @@ fn open_connection(path: &Path) -> Result<rusqlite::Connection, StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Deleted cells and freed pages are zeroed, not left in the file's free space: an erased
+    // row's sealed bytes must not outlive the commit that erased it (the WAL frames that held
+    // them go at the next `Store::scrub`).
+    conn.pragma_update(None, "secure_delete", "ON")?;
     Ok(conn)
 }
 
@@ -246,12 +255,15 @@ fn postgres_config(url: &str) -> Result<postgres::Config, StoreError> {
 
 /// What a PostgreSQL connection is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
+pub(crate) enum Role {
     Writer,
     Reader,
 }
 
-fn connect_postgres(config: &postgres::Config, role: Role) -> Result<Connection, StoreError> {
+pub(crate) fn connect_postgres(
+    config: &postgres::Config,
+    role: Role,
+) -> Result<Connection, StoreError> {
     let client = config
         .connect(postgres::NoTls)
         .map_err(|e| StoreError::Open {
@@ -398,7 +410,8 @@ impl Store {
         let config = postgres_config(url)?;
         let writer_conn = connect_postgres(&config, Role::Writer)?;
         migrate_postgres(&writer_conn)?;
-        Store::start(writer_conn, Vec::new(), Some(config))
+        let scrubber = erasure::Scrubber::Postgres(Box::new(config.clone()));
+        Store::start(writer_conn, Vec::new(), Some(config), scrubber)
     }
 
     /// Opens (creating and migrating if needed) the store at `path` and starts its writer.
@@ -414,13 +427,15 @@ impl Store {
             conn.pragma_update(None, "query_only", "ON")?;
             pool.push(Connection::Sqlite(conn));
         }
-        Store::start(Connection::Sqlite(writer_conn), pool, None)
+        let scrubber = erasure::Scrubber::Sqlite(path.to_path_buf());
+        Store::start(Connection::Sqlite(writer_conn), pool, None, scrubber)
     }
 
     fn start(
         writer_conn: Connection,
         pool: Vec<Connection>,
         postgres: Option<postgres::Config>,
+        scrubber: erasure::Scrubber,
     ) -> Result<Store, StoreError> {
         let (tx, rx) = mpsc::channel::<Job>(WRITE_QUEUE_JOBS_MAX);
         let postgres_for_writer = postgres.clone();
@@ -435,6 +450,7 @@ impl Store {
                 permits: Semaphore::new(READ_CONNECTIONS_MAX),
                 postgres,
             }),
+            scrubber: Arc::new(scrubber),
         })
     }
 

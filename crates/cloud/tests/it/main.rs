@@ -8,6 +8,7 @@ mod consent;
 mod dashboard;
 mod directory;
 mod encryption;
+mod erasure;
 mod etcd_cluster;
 mod former;
 mod input;
