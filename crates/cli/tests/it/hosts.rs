@@ -1087,14 +1087,22 @@ fn write_private(path: &Path, bytes: &[u8]) {
     file.write_all(bytes).unwrap();
 }
 
-/// Copies what a coerced operator would hand over: the site's keys and TLS files.
+/// Copies what a coerced operator would hand over: the site's keys (the per-scope key store
+/// too) and TLS files.
 fn steal(from: &Path, to: &Path) {
-    for sub in ["keys", "tls"] {
-        std::fs::create_dir_all(to.join(sub)).unwrap();
-        for entry in std::fs::read_dir(from.join(sub)).unwrap() {
+    fn copy_tree(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
             let entry = entry.unwrap();
-            std::fs::copy(entry.path(), to.join(sub).join(entry.file_name())).unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                copy_tree(&entry.path(), &to.join(entry.file_name()));
+            } else {
+                std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+            }
         }
+    }
+    for sub in ["keys", "tls"] {
+        copy_tree(&from.join(sub), &to.join(sub));
     }
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(to.join("keys"), std::fs::Permissions::from_mode(0o700)).unwrap();
