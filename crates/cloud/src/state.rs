@@ -15,7 +15,7 @@ use crate::federation::{Federation, PeerTable, load_or_create_identity};
 use crate::hub::Hub;
 use crate::keys::RegionKeys;
 use crate::ledger::LedgerSigner;
-use crate::limits::RateLimits;
+use crate::limits::{Rate, RateLimits};
 use crate::metrics::Metrics;
 use crate::sites::{FEDERATION_FILE, FederationFile};
 use crate::sms::{FileOutbox, SmsGateway};
@@ -166,11 +166,13 @@ impl RegionState {
             sms_outbox.unwrap_or_else(|| data_dir.join("sms-outbox.jsonl")),
         ));
         let l = &policies.limits;
-        let limits = RateLimits::new(
-            l.signups_per_minute,
-            l.logins_per_minute,
-            l.verifications_per_minute,
-        );
+        let limits = RateLimits::new(crate::limits::Rates {
+            signups_per_network: Rate::per_minute(l.signups_per_minute),
+            logins_per_network: Rate::per_minute(l.logins_per_minute),
+            verifications_per_network: Rate::per_minute(l.verifications_per_minute),
+            signups_per_phone: Rate::per_hour(l.signups_per_phone_per_hour),
+            logins_per_account: Rate::per_hour(l.logins_per_account_per_hour),
+        });
         let state = Arc::new(RegionState {
             region: config,
             policies,

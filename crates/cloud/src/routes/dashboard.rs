@@ -29,7 +29,7 @@ use sovereign_model::ConsentScope;
 use crate::domain::{PhoneNumber, UserId};
 use crate::error::ApiError;
 use crate::extract::{AuthUser, ClientIp, aad};
-use crate::limits::Limited;
+use crate::limits::{Limited, Subject};
 use crate::retention::{ledger_ms, policy_text};
 use crate::routes::{consents, me};
 use crate::state::AppState;
@@ -350,7 +350,13 @@ async fn sign_in(
     if !csrf_ok {
         return page_error(ApiError::CsrfRejected);
     }
-    if let Err(error) = state.limits.check(Limited::Login, ip) {
+    // Counted against the address and the number: guesses at one account from many addresses
+    // share the account's allowance.
+    let mut subjects = vec![Subject::source(ip)];
+    if let Ok(phone) = PhoneNumber::parse(&form.phone) {
+        subjects.push(Subject::Phone(state.keys.phone_index(&phone)));
+    }
+    if let Err(error) = state.limits.check(Limited::Login, &subjects) {
         return page_error(error);
     }
     match sign_in_user(&state, &form).await {

@@ -13,6 +13,7 @@ mod etcd_cluster;
 mod former;
 mod input;
 mod ledger;
+mod limits;
 mod messaging;
 mod migration;
 mod moves;
