@@ -74,6 +74,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(routes::accounts::router())
         .merge(routes::me::router())
+        .merge(routes::sessions::router())
         .merge(routes::consents::router())
         .merge(routes::messages::router())
         .merge(routes::backup::router())
@@ -109,7 +110,7 @@ pub fn app(state: AppState) -> Router {
 
 async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
+    let method = metrics::method_label(request.method()).to_owned();
     let route = request
         .extensions()
         .get::<MatchedPath>()

@@ -23,7 +23,10 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/accounts", post(signup))
         .route("/v1/accounts/verify", post(verify))
-        .route("/v1/sessions", post(sign_in))
+        .route(
+            "/v1/sessions",
+            post(sign_in).get(crate::routes::sessions::list),
+        )
 }
 
 #[derive(Deserialize, ToSchema)]

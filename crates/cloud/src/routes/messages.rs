@@ -4,7 +4,7 @@
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,7 @@ use crate::clock::rfc3339;
 use crate::domain::{MessageId, PhoneNumber, Service, UserId, check_message_body};
 use crate::error::ApiError;
 use crate::extract::{AuthUser, StrictJson, aad};
+use crate::hub::{HubEvent, SocketPermit};
 use crate::state::AppState;
 use crate::store::{MessageCopy, MessageRow, PAGE_ROWS_MAX};
 
@@ -395,6 +396,7 @@ async fn existing_copy(
         id: owner,
         row: recipient,
         key,
+        session: None,
     };
     let stored = open_message(&user, &row)?;
     // The sender's region stamps a retried send with a new time, so the time is not compared.
@@ -492,8 +494,29 @@ pub async fn socket(
     user: AuthUser,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    upgrade.on_upgrade(move |socket| push_loop(state, user, socket))
+    let Some(permit) = SocketPermit::acquire(&state, user.id.as_str()) else {
+        return ApiError::RateLimited {
+            retry_after_secs: 1,
+        }
+        .into_response();
+    };
+    upgrade
+        .max_message_size(WS_MESSAGE_BYTES_MAX)
+        .max_frame_size(WS_FRAME_BYTES_MAX)
+        .on_upgrade(move |socket| async move {
+            push_loop(state, user, socket).await;
+            drop(permit);
+        })
 }
+
+/// Largest message a client may send over the WebSocket. Clients send only acknowledgements
+/// (`{"ack": "<uuid>"}`, about 50 bytes); a larger message closes the socket.
+pub const WS_MESSAGE_BYTES_MAX: usize = 4096;
+/// Largest single frame a client may send (a message may come in several).
+pub const WS_FRAME_BYTES_MAX: usize = 1024;
+const _: () = assert!(WS_FRAME_BYTES_MAX <= WS_MESSAGE_BYTES_MAX);
+/// The close code a socket gets when its session ends (RFC 6455 §7.4.1: policy violation).
+pub const WS_CLOSE_SESSION_ENDED: u16 = 1008;
 
 /// How often an open WebSocket checks that the user's messaging is still in this region.
 pub const PLACEMENT_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
@@ -525,6 +548,15 @@ async fn push_loop(state: AppState, user: AuthUser, mut socket: WebSocket) {
     loop {
         tokio::select! {
             _ = placement_check.tick() => {
+                // The session ended here without a notice reaching this socket (expired, or
+                // ended by another process on this store): close.
+                if let Some(session) = &user.session {
+                    let live = state.store.live_session(session.token_digest, state.now_ms()).await;
+                    if matches!(live, Ok(None)) || state.now_ms() >= session.expires_at {
+                        close_session_ended(&mut socket).await;
+                        return;
+                    }
+                }
                 // The user's messaging moved to another region: new messages are stored there,
                 // so this socket would stay silent. Closing it makes the client reconnect, and
                 // the reconnection is redirected.
@@ -541,7 +573,26 @@ async fn push_loop(state: AppState, user: AuthUser, mut socket: WebSocket) {
             }
             pushed = new_messages.recv() => {
                 match pushed {
-                    Ok(_) | Err(RecvError::Lagged(_)) => {
+                    Ok(HubEvent::SessionEnded(id)) => {
+                        if user.session.as_ref().is_some_and(|s| s.id == id) {
+                            close_session_ended(&mut socket).await;
+                            return;
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {
+                        // Missed events may include this session's end.
+                        if let Some(session) = &user.session
+                            && matches!(state.store.live_session(session.token_digest, state.now_ms()).await, Ok(None))
+                        {
+                            close_session_ended(&mut socket).await;
+                            return;
+                        }
+                        match send_after(&state, &user, &mut socket, last_seq).await {
+                            Ok(seq) => last_seq = seq,
+                            Err(()) => return,
+                        }
+                    }
+                    Ok(HubEvent::Message(_)) => {
                         match send_after(&state, &user, &mut socket, last_seq).await {
                             Ok(seq) => last_seq = seq,
                             Err(()) => return,
@@ -573,6 +624,15 @@ async fn push_loop(state: AppState, user: AuthUser, mut socket: WebSocket) {
             }
         }
     }
+}
+
+async fn close_session_ended(socket: &mut WebSocket) {
+    let _ = socket
+        .send(WsMessage::Close(Some(axum::extract::ws::CloseFrame {
+            code: WS_CLOSE_SESSION_ENDED,
+            reason: "session ended; sign in again".into(),
+        })))
+        .await;
 }
 
 /// Sends every inbox message after `after` that has not been delivered; returns the new cursor.

@@ -23,6 +23,7 @@ mod postgres;
 mod regions;
 mod retention;
 mod services;
+mod sessions;
 mod sites;
 mod support;
 mod trust;
