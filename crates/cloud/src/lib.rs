@@ -27,12 +27,14 @@
 pub mod blobs;
 pub mod clock;
 pub mod config;
+pub mod deletion;
 pub mod directory;
 pub mod domain;
 pub mod erasure;
 pub mod error;
 pub mod extract;
 pub mod fault;
+pub mod faults;
 pub mod federation;
 pub mod hub;
 pub mod keys;
@@ -337,6 +339,9 @@ pub(crate) fn serve(
                     }
                 }
                 _ = erasure_round.tick() => erasure::housekeeping(&limits_state).await,
+            }
+            if let Err(error) = deletion::finish_deletions(&limits_state).await {
+                tracing::error!(%error, "finishing interrupted deletions failed");
             }
         }
     });

@@ -42,6 +42,8 @@ pub struct RegionState {
     pub ledger: Arc<LedgerSigner>,
     /// Tokens of users whose services live here, as their home regions vouched for them.
     pub session_cache: crate::placement::SessionCache,
+    /// Points where tests stop multi-step operations half-way (none armed otherwise).
+    pub faults: crate::faults::Faults,
 }
 
 /// What it takes to open a region.
@@ -188,6 +190,7 @@ impl RegionState {
             federation,
             ledger,
             session_cache: Default::default(),
+            faults: Default::default(),
         });
         // The whole ledger is recomputed once per start; from then on each checkpoint checks
         // only what was appended since the last one (see store/ledger.rs).
@@ -195,13 +198,9 @@ impl RegionState {
             .store
             .ledger_startup(state.ledger.clone(), state.now_ms())
             .await?;
-        for user_id in state.store.users_being_deleted().await? {
-            tracing::info!(user_id, "finishing an interrupted account deletion");
-            state.blobs.delete_user(&user_id).await;
-            state
-                .keys
-                .destroy_scope_keys(&crate::domain::UserId::from_stored(user_id.clone()));
-            state.store.purge_user(user_id).await?;
+        let finished = crate::deletion::finish_deletions(&state).await?;
+        if finished > 0 {
+            tracing::info!(finished, "finished interrupted account deletions");
         }
         Ok(state)
     }

@@ -6,6 +6,7 @@ mod backup;
 mod browser;
 mod consent;
 mod dashboard;
+mod deletion;
 mod directory;
 mod encryption;
 mod erasure;
