@@ -15,6 +15,9 @@ pub const DELETE_AFTER_SHRED: &str = "delete:after-shred";
 pub const DELETE_AFTER_BLOBS: &str = "delete:after-blobs";
 /// Account deletion: after the directory entry is removed, before the rows are purged.
 pub const DELETE_AFTER_DIRECTORY: &str = "delete:after-directory";
+/// A send to another region: after that region stored the recipient's copy, before the
+/// sender's copy is stored here (as a lost answer or a crash there would leave it).
+pub const SEND_AFTER_FORWARD: &str = "send:after-forward";
 
 #[derive(Default)]
 pub struct Faults {

@@ -154,6 +154,16 @@ pub async fn send(
 
     let id = match &request.id {
         Some(id) => MessageId::parse(id).map_err(|_| ApiError::invalid("id", "must be a UUID"))?,
+        // A send to another region is two commits in two places: if the answer is lost after
+        // the recipient's region stored its copy, the client retries. Without a client id the
+        // retry must still carry the same id, or the recipient gets the message twice: it is
+        // derived from the message and the sender's last stored sent message, which the
+        // interrupted attempt did not change (and a completed one did, so a deliberate repeat
+        // is a new message).
+        None if home != state.region.id => {
+            let previous = state.store.latest_sent_id(user.id.to_string()).await?;
+            derived_message_id(&user.id, to.as_e164(), &request.body, previous.as_deref())
+        }
         None => MessageId::random(),
     };
     let now = state.now_ms();
@@ -185,7 +195,7 @@ pub async fn send(
             .post(&home, FORWARD_PATH, &forwarded, now)
             .await?;
         match status {
-            202 => {}
+            202 => state.faults.check(crate::faults::SEND_AFTER_FORWARD)?,
             422 => return Err(ApiError::RecipientUnavailable),
             // The recipient's messaging is moving: the sender retries and is routed anew.
             503 => return Err(ApiError::UserMigrating),
@@ -225,6 +235,32 @@ pub async fn send(
             id: id.as_str().to_owned(),
         }),
     ))
+}
+
+/// The id of a send without a client id: the same for a retry of an interrupted send (nothing
+/// was stored for the sender since), different for the next message.
+fn derived_message_id(
+    sender: &UserId,
+    to: &str,
+    body: &str,
+    previous_sent: Option<&str>,
+) -> MessageId {
+    let mut input = Vec::new();
+    for part in [
+        "sovereign-derived-message-id",
+        sender.as_str(),
+        to,
+        body,
+        previous_sent.unwrap_or(""),
+    ] {
+        // Length-prefixed, so that no two different inputs run together into one.
+        input.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        input.extend_from_slice(part.as_bytes());
+    }
+    let digest = sovereign_crypto::digest_sha256(&input);
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    MessageId::from_uuid(uuid::Builder::from_random_bytes(bytes).into_uuid())
 }
 
 /// The recipient's copy of a message, sealed with the recipient's key, for a recipient whose

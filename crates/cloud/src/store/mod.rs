@@ -17,6 +17,7 @@ mod ops;
 mod outbox;
 mod queries;
 mod retention;
+mod sent;
 mod sessions;
 mod trust;
 
