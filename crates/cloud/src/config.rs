@@ -68,11 +68,26 @@ pub struct ServerLimits {
     pub signups_per_minute: u32,
     pub logins_per_minute: u32,
     pub verifications_per_minute: u32,
+    /// Sign-up texts to one phone number per hour, from any number of addresses. (Defaulted, so
+    /// that a config directory written before this limit still loads.)
+    #[serde(default = "default_signups_per_phone_per_hour")]
+    pub signups_per_phone_per_hour: u32,
+    /// Sign-in attempts (password guesses) against one account per hour, from anywhere.
+    #[serde(default = "default_logins_per_account_per_hour")]
+    pub logins_per_account_per_hour: u32,
     pub code_attempts_max: u32,
     pub json_body_bytes_max: usize,
     pub photo_bytes_max: usize,
     pub request_timeout_secs: u64,
     pub concurrent_requests_max: usize,
+}
+
+fn default_signups_per_phone_per_hour() -> u32 {
+    5
+}
+
+fn default_logins_per_account_per_hour() -> u32 {
+    30
 }
 
 #[derive(Debug, Clone)]

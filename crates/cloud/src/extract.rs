@@ -91,6 +91,44 @@ pub struct AuthUser {
     pub id: UserId,
     pub row: UserRow,
     pub key: DataKey,
+    /// The session stored here that the request's token belongs to; `None` for a token another
+    /// region vouched for, and for requests not made with a session (operator reads).
+    pub session: Option<SessionRef>,
+}
+
+/// The session a request was made with.
+#[derive(Debug, Clone)]
+pub struct SessionRef {
+    pub id: String,
+    pub token_digest: [u8; 32],
+    pub expires_at: i64,
+}
+
+/// How stale a session's `last_seen_at` may get before a request writes it again: the list
+/// shows when a session was last used to within this, at one write per session per this long.
+pub const LAST_SEEN_GRANULARITY_MS: i64 = 5 * 60_000;
+
+/// The session a token names, if it is live here; records its use when `last_seen_at` is stale.
+pub async fn live_session(
+    state: &AppState,
+    digest: [u8; 32],
+) -> Result<Option<crate::store::LiveSession>, ApiError> {
+    let now = state.now_ms();
+    let Some(session) = state.store.live_session(digest, now).await? else {
+        return Ok(None);
+    };
+    let stale = session
+        .last_seen_at
+        .is_none_or(|seen| now - seen >= LAST_SEEN_GRANULARITY_MS);
+    if stale {
+        // Off the request's path: a request never waits for this write, and one refused (the
+        // user is being moved) only leaves the time stale.
+        let store = state.store.clone();
+        tokio::spawn(async move {
+            let _ = store.touch_session(digest, now).await;
+        });
+    }
+    Ok(Some(session))
 }
 
 /// Longest bearer token we look at.
@@ -113,8 +151,16 @@ impl FromRequestParts<AppState> for AuthUser {
         // Where a redirect sends the client: the same path and query (a cursor in `after=` or
         // `since=` must reach the next region).
         let path_and_query = parts.uri.path_and_query().map_or(path, |p| p.as_str());
-        let user_id = match state.store.session_user(digest, state.now_ms()).await? {
-            Some(user_id) => user_id,
+        let mut session = None;
+        let user_id = match live_session(state, digest).await? {
+            Some(live) => {
+                session = Some(SessionRef {
+                    id: live.id,
+                    token_digest: digest,
+                    expires_at: live.expires_at,
+                });
+                live.user_id
+            }
             None => {
                 // A user who moved to another region is sent there; their token works there.
                 if let Some(region) = state.store.moved_token(digest, state.now_ms()).await?
@@ -147,7 +193,12 @@ impl FromRequestParts<AppState> for AuthUser {
             .keys
             .unwrap(wrapped, &id)
             .map_err(ApiError::Internal)?;
-        Ok(AuthUser { id, row, key })
+        Ok(AuthUser {
+            id,
+            row,
+            key,
+            session,
+        })
     }
 }
 

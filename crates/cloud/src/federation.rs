@@ -154,6 +154,8 @@ pub struct Federation {
     /// cannot vouch for another site's address). A peer without a usable CA has none.
     clients: BTreeMap<RegionId, reqwest::Client>,
     replay: Mutex<ReplayCache>,
+    /// Longest answer taken from a peer: [`PEER_ANSWER_BYTES_MAX`] (smaller in tests).
+    answer_bytes_max: usize,
 }
 
 /// Nonces seen within the window, with the time after which each may be forgotten.
@@ -231,6 +233,29 @@ fn base64_encode(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+/// A peer's answer body, read as it arrives and given up (`None`) as soon as it passes
+/// `limit_bytes`: a peer answering without end, or with a false length, costs at most this much
+/// memory, never the whole of what it sends before the deadline.
+async fn read_bounded(
+    mut response: reqwest::Response,
+    limit_bytes: usize,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    if response
+        .content_length()
+        .is_some_and(|n| n > limit_bytes as u64)
+    {
+        return Ok(None);
+    }
+    let mut answer = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if answer.len() + chunk.len() > limit_bytes {
+            return Ok(None);
+        }
+        answer.extend_from_slice(&chunk);
+    }
+    Ok(Some(answer))
+}
+
 fn peer_client(ca_pem: &[u8]) -> anyhow::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(PEER_CONNECT_TIMEOUT)
@@ -270,6 +295,7 @@ impl Federation {
             peers,
             clients,
             replay: Mutex::new(ReplayCache::default()),
+            answer_bytes_max: PEER_ANSWER_BYTES_MAX,
         })
     }
 
@@ -335,14 +361,8 @@ impl Federation {
                 .get(HEADER_ANSWER_SIGNATURE)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok());
-            if response
-                .content_length()
-                .is_some_and(|n| n > PEER_ANSWER_BYTES_MAX as u64)
-            {
-                return Ok((status, signature, None));
-            }
-            let answer = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, signature, Some(answer)))
+            let answer = read_bounded(response, self.answer_bytes_max).await?;
+            Ok::<_, reqwest::Error>((status, signature, answer))
         };
         // reqwest's own timeout covers the same ground; this one also bounds anything it might
         // not (a body that trickles in), so the deadline holds whatever the peer does.
@@ -358,7 +378,7 @@ impl Federation {
                 return Err(unavailable());
             }
         };
-        let Some(answer) = answer.filter(|a| a.len() <= PEER_ANSWER_BYTES_MAX) else {
+        let Some(answer) = answer else {
             tracing::warn!(region = %to, "site's answer is too long");
             return Err(unavailable());
         };
@@ -792,6 +812,70 @@ mod tests {
                 other => panic!("{:?}: {other:?}", taken),
             }
         }
+    }
+
+    /// A TLS server on loopback answering every request with a body that never ends, counting
+    /// the bytes it has handed to the connection; returns its URL and its CA.
+    async fn endless_peer(sent: Arc<std::sync::atomic::AtomicUsize>) -> (String, String) {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let tls = crate::tls::load_or_create(dir.path()).unwrap();
+        let ca = std::fs::read_to_string(dir.path().join("tls/ca.pem")).unwrap();
+        let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(
+            tls.server_config().unwrap(),
+        ));
+        let handler = move || {
+            let sent = sent.clone();
+            async move {
+                let chunk = bytes::Bytes::from(vec![b' '; 64 * 1024]);
+                let stream = futures_util::stream::repeat_with(move || {
+                    sent.fetch_add(chunk.len(), Ordering::Relaxed);
+                    Ok::<_, std::io::Error>(chunk.clone())
+                });
+                Response::new(axum::body::Body::from_stream(stream))
+            }
+        };
+        let app = axum::Router::new().fallback(handler);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let server = axum_server::from_tcp_rustls(listener, config).unwrap();
+        tokio::spawn(async move {
+            let _dir = dir;
+            server.serve(app.into_make_service()).await
+        });
+        (url, ca)
+    }
+
+    #[tokio::test]
+    async fn a_peer_answering_without_end_costs_at_most_the_answer_limit() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let sent = Arc::new(AtomicUsize::new(0));
+        let (url, ca) = endless_peer(sent.clone()).await;
+        let (mumbai, singapore) = (site("in-mumbai"), site("sg-singapore"));
+        let mut fed = federation(
+            "in-mumbai",
+            mumbai.identity,
+            table(&[&singapore], &url, Some(&ca)),
+        );
+        fed.answer_bytes_max = 1024 * 1024;
+        let (to, body) = (region("sg-singapore"), serde_json::json!({}));
+        let result = fed.post(&to, "/internal/x", &body, NOW_MS).await;
+        assert!(
+            matches!(result, Err(ApiError::RegionUnavailable(_))),
+            "{result:?}"
+        );
+        // The caller stopped reading at the limit: the peer got rid of little more than that
+        // (what the socket buffers and TLS records hold), not everything it could send until
+        // the call's deadline.
+        let sent = sent.load(Ordering::Relaxed);
+        let slack = 16 * 1024 * 1024;
+        assert!(
+            sent <= fed.answer_bytes_max + slack,
+            "the peer sent {sent} bytes to a caller that takes {}",
+            fed.answer_bytes_max
+        );
     }
 
     #[tokio::test]

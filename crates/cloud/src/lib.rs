@@ -27,12 +27,14 @@
 pub mod blobs;
 pub mod clock;
 pub mod config;
+pub mod deletion;
 pub mod directory;
 pub mod domain;
 pub mod erasure;
 pub mod error;
 pub mod extract;
 pub mod fault;
+pub mod faults;
 pub mod federation;
 pub mod hub;
 pub mod keys;
@@ -74,6 +76,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(routes::accounts::router())
         .merge(routes::me::router())
+        .merge(routes::sessions::router())
         .merge(routes::consents::router())
         .merge(routes::messages::router())
         .merge(routes::backup::router())
@@ -109,7 +112,7 @@ pub fn app(state: AppState) -> Router {
 
 async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
+    let method = metrics::method_label(request.method()).to_owned();
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -336,6 +339,9 @@ pub(crate) fn serve(
                     }
                 }
                 _ = erasure_round.tick() => erasure::housekeeping(&limits_state).await,
+            }
+            if let Err(error) = deletion::finish_deletions(&limits_state).await {
+                tracing::error!(%error, "finishing interrupted deletions failed");
             }
         }
     });

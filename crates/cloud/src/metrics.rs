@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -19,6 +20,26 @@ pub struct Metrics {
     pub request_seconds: Histogram,
     pub messages_stored: Counter,
     pub messages_pushed: Counter,
+    pub websockets_open: Gauge,
+    pub websockets_refused: Counter,
+}
+
+/// The method label of a request: the standard methods by name, anything else as `other`, so
+/// that made-up method names cannot add series without end.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 impl Default for Metrics {
@@ -28,6 +49,18 @@ impl Default for Metrics {
         let request_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let messages_stored = Counter::default();
         let messages_pushed = Counter::default();
+        let websockets_open = Gauge::default();
+        let websockets_refused = Counter::default();
+        registry.register(
+            "websockets_open",
+            "WebSockets open now",
+            websockets_open.clone(),
+        );
+        registry.register(
+            "websockets_refused",
+            "WebSockets refused because the user had too many open",
+            websockets_refused.clone(),
+        );
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         registry.register(
             "http_request_duration_seconds",
@@ -50,6 +83,8 @@ impl Default for Metrics {
             request_seconds,
             messages_stored,
             messages_pushed,
+            websockets_open,
+            websockets_refused,
         }
     }
 }

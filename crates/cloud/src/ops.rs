@@ -340,7 +340,15 @@ pub async fn unwrap_for_grant(
         .keys
         .unwrap(wrapped, &id)
         .map_err(ApiError::Internal)?;
-    Ok((grant, AuthUser { id, row, key }))
+    Ok((
+        grant,
+        AuthUser {
+            id,
+            row,
+            key,
+            session: None,
+        },
+    ))
 }
 
 /// The user's data of one scope, decrypted, for an operator holding an open grant.

@@ -15,7 +15,7 @@ use crate::federation::{Federation, PeerTable, load_or_create_identity};
 use crate::hub::Hub;
 use crate::keys::RegionKeys;
 use crate::ledger::LedgerSigner;
-use crate::limits::RateLimits;
+use crate::limits::{Rate, RateLimits};
 use crate::metrics::Metrics;
 use crate::sites::{FEDERATION_FILE, FederationFile};
 use crate::sms::{FileOutbox, SmsGateway};
@@ -42,6 +42,8 @@ pub struct RegionState {
     pub ledger: Arc<LedgerSigner>,
     /// Tokens of users whose services live here, as their home regions vouched for them.
     pub session_cache: crate::placement::SessionCache,
+    /// Points where tests stop multi-step operations half-way (none armed otherwise).
+    pub faults: crate::faults::Faults,
 }
 
 /// What it takes to open a region.
@@ -166,11 +168,13 @@ impl RegionState {
             sms_outbox.unwrap_or_else(|| data_dir.join("sms-outbox.jsonl")),
         ));
         let l = &policies.limits;
-        let limits = RateLimits::new(
-            l.signups_per_minute,
-            l.logins_per_minute,
-            l.verifications_per_minute,
-        );
+        let limits = RateLimits::new(crate::limits::Rates {
+            signups_per_network: Rate::per_minute(l.signups_per_minute),
+            logins_per_network: Rate::per_minute(l.logins_per_minute),
+            verifications_per_network: Rate::per_minute(l.verifications_per_minute),
+            signups_per_phone: Rate::per_hour(l.signups_per_phone_per_hour),
+            logins_per_account: Rate::per_hour(l.logins_per_account_per_hour),
+        });
         let state = Arc::new(RegionState {
             region: config,
             policies,
@@ -186,6 +190,7 @@ impl RegionState {
             federation,
             ledger,
             session_cache: Default::default(),
+            faults: Default::default(),
         });
         // The whole ledger is recomputed once per start; from then on each checkpoint checks
         // only what was appended since the last one (see store/ledger.rs).
@@ -193,13 +198,9 @@ impl RegionState {
             .store
             .ledger_startup(state.ledger.clone(), state.now_ms())
             .await?;
-        for user_id in state.store.users_being_deleted().await? {
-            tracing::info!(user_id, "finishing an interrupted account deletion");
-            state.blobs.delete_user(&user_id).await;
-            state
-                .keys
-                .destroy_scope_keys(&crate::domain::UserId::from_stored(user_id.clone()));
-            state.store.purge_user(user_id).await?;
+        let finished = crate::deletion::finish_deletions(&state).await?;
+        if finished > 0 {
+            tracing::info!(finished, "finished interrupted account deletions");
         }
         Ok(state)
     }

@@ -132,6 +132,8 @@ async fn start(
     policies.limits.signups_per_minute = 10_000;
     policies.limits.logins_per_minute = 10_000;
     policies.limits.verifications_per_minute = 10_000;
+    policies.limits.signups_per_phone_per_hour = 10_000;
+    policies.limits.logins_per_account_per_hour = 10_000;
     sovereign_cloud::start_cloud(CloudOptions {
         data_dir: data.to_path_buf(),
         policies,
@@ -763,6 +765,8 @@ async fn a_migration_runs_with_the_directory_and_journal_on_etcd() {
         policies.limits.signups_per_minute = 10_000;
         policies.limits.logins_per_minute = 10_000;
         policies.limits.verifications_per_minute = 10_000;
+        policies.limits.signups_per_phone_per_hour = 10_000;
+        policies.limits.logins_per_account_per_hour = 10_000;
         sovereign_cloud::start_cloud_on(
             CloudOptions {
                 data_dir: data.path().to_path_buf(),

@@ -39,6 +39,10 @@ impl MessageId {
         MessageId(uuid::Uuid::new_v4().to_string())
     }
 
+    pub fn from_uuid(id: uuid::Uuid) -> MessageId {
+        MessageId(id.to_string())
+    }
+
     /// # Errors
     /// When `id` is not a UUID.
     pub fn parse(id: &str) -> Result<MessageId, ApiError> {

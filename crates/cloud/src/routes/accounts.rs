@@ -13,7 +13,7 @@ use crate::clock::rfc3339;
 use crate::domain::{PhoneNumber, UserId, check_device_name, check_password};
 use crate::error::ApiError;
 use crate::extract::{ClientIp, StrictJson, aad};
-use crate::limits::Limited;
+use crate::limits::{Limited, Subject};
 use crate::state::AppState;
 use crate::store::{NewVerification, SessionRow, VerifyOutcome};
 
@@ -23,7 +23,10 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/accounts", post(signup))
         .route("/v1/accounts/verify", post(verify))
-        .route("/v1/sessions", post(sign_in))
+        .route(
+            "/v1/sessions",
+            post(sign_in).get(crate::routes::sessions::list),
+        )
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -61,8 +64,13 @@ pub async fn signup(
     ClientIp(ip): ClientIp,
     StrictJson(request): StrictJson<SignupRequest>,
 ) -> Result<(StatusCode, Json<SignupResponse>), ApiError> {
-    state.limits.check(Limited::Signup, ip)?;
+    state.limits.check_source(Limited::Signup, ip)?;
     let phone = PhoneNumber::parse(&request.phone)?;
+    // Texts to one number are bounded whatever the source: no one floods a victim's phone.
+    state.limits.check(
+        Limited::Signup,
+        &[Subject::Phone(state.keys.phone_index(&phone))],
+    )?;
     check_password(request.password.expose_secret())?;
     // A region never creates a user whose jurisdiction puts them elsewhere.
     let home = state.policies.residency.home_region(phone.country());
@@ -133,7 +141,7 @@ pub async fn verify(
     ClientIp(ip): ClientIp,
     StrictJson(request): StrictJson<VerifyRequest>,
 ) -> Result<(StatusCode, Json<VerifyResponse>), ApiError> {
-    state.limits.check(Limited::Verification, ip)?;
+    state.limits.check_source(Limited::Verification, ip)?;
     if uuid::Uuid::parse_str(&request.verification_id).is_err() {
         return Err(ApiError::NotFound);
     }
@@ -227,8 +235,13 @@ pub async fn sign_in(
     ClientIp(ip): ClientIp,
     StrictJson(request): StrictJson<SignInRequest>,
 ) -> Result<(StatusCode, Json<SignInResponse>), ApiError> {
-    state.limits.check(Limited::Login, ip)?;
+    state.limits.check_source(Limited::Login, ip)?;
     let phone = PhoneNumber::parse(&request.phone)?;
+    // Password guesses against one account are bounded whatever the source.
+    state.limits.check(
+        Limited::Login,
+        &[Subject::Phone(state.keys.phone_index(&phone))],
+    )?;
     check_device_name(&request.device_name)?;
     let index = state.keys.phone_index(&phone);
     let user = state.store.user_by_phone_index(index).await?;

@@ -29,7 +29,7 @@ use sovereign_model::ConsentScope;
 use crate::domain::{PhoneNumber, UserId};
 use crate::error::ApiError;
 use crate::extract::{AuthUser, ClientIp, aad};
-use crate::limits::Limited;
+use crate::limits::{Limited, Subject};
 use crate::retention::{ledger_ms, policy_text};
 use crate::routes::{consents, me};
 use crate::state::AppState;
@@ -61,6 +61,7 @@ pub fn router() -> Router<AppState> {
         .route("/ledger/consistency", get(ledger_consistency))
         .route("/sign-in", post(sign_in))
         .route("/sign-out", post(sign_out))
+        .route("/sessions/{id}/end", post(end_session))
         .route("/consents/{scope}", post(switch_consent))
         .route("/export", get(export))
         .route("/delete-account", post(delete_account))
@@ -152,13 +153,16 @@ async fn session(state: &AppState, headers: &HeaderMap) -> Result<Option<Session
     let Some(token) = cookie(headers, SESSION_COOKIE) else {
         return Ok(None);
     };
-    let Some(user_id) = state
-        .store
-        .session_user(token_digest(&token), state.now_ms())
-        .await?
-    else {
+    let digest = token_digest(&token);
+    let Some(live) = crate::extract::live_session(state, digest).await? else {
         return Ok(None);
     };
+    let user_id = live.user_id;
+    let session = Some(crate::extract::SessionRef {
+        id: live.id,
+        token_digest: digest,
+        expires_at: live.expires_at,
+    });
     let Some(row) = state.store.user(user_id.clone()).await? else {
         return Ok(None);
     };
@@ -171,7 +175,12 @@ async fn session(state: &AppState, headers: &HeaderMap) -> Result<Option<Session
         .unwrap(wrapped, &id)
         .map_err(ApiError::Internal)?;
     Ok(Some(Session {
-        user: AuthUser { id, row, key },
+        user: AuthUser {
+            id,
+            row,
+            key,
+            session,
+        },
         token,
     }))
 }
@@ -350,7 +359,13 @@ async fn sign_in(
     if !csrf_ok {
         return page_error(ApiError::CsrfRejected);
     }
-    if let Err(error) = state.limits.check(Limited::Login, ip) {
+    // Counted against the address and the number: guesses at one account from many addresses
+    // share the account's allowance.
+    let mut subjects = vec![Subject::source(ip)];
+    if let Ok(phone) = PhoneNumber::parse(&form.phone) {
+        subjects.push(Subject::Phone(state.keys.phone_index(&phone)));
+    }
+    if let Err(error) = state.limits.check(Limited::Login, &subjects) {
         return page_error(error);
     }
     match sign_in_user(&state, &form).await {
@@ -460,6 +475,9 @@ async fn sign_out(
     if let Err(error) = state.store.end_session(token_digest(&session.token)).await {
         return page_error(error.into());
     }
+    if let Some(ended) = &session.user.session {
+        state.hub.end_session(session.user.id.as_str(), &ended.id);
+    }
     let mut response = redirect("/");
     response
         .headers_mut()
@@ -542,6 +560,33 @@ pub struct DeleteForm {
     confirm: String,
 }
 
+async fn end_session(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Response {
+    let Form(form) = match form {
+        Ok(form) => form,
+        Err(rejection) => return form_error(rejection),
+    };
+    let session = match require_session(&state, &headers, &form.csrf).await {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    if let Err(error) = crate::routes::sessions::end(&state, &session.user, &id).await {
+        return page_error(error);
+    }
+    let this = session.user.session.as_ref().is_some_and(|s| s.id == id);
+    let mut response = redirect(if this { "/" } else { "/#sessions" });
+    if this {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", 0));
+    }
+    response
+}
+
 async fn delete_account(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -609,6 +654,7 @@ async fn dashboard_page(state: &AppState, session: &Session) -> Result<String, A
                 id: user.id.clone(),
                 row: user.row.clone(),
                 key: user.key.clone(),
+                session: user.session.clone(),
             },
         )
         .await?
@@ -624,7 +670,7 @@ async fn dashboard_page(state: &AppState, session: &Session) -> Result<String, A
          <form method=\"post\" action=\"/sign-out\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
          <button type=\"submit\" class=\"secondary\">Sign out</button></form></header>\
          <nav aria-label=\"Sections\"><a href=\"#stored\">Stored data</a> <a href=\"#consents\">Consents</a> \
-         <a href=\"#access\">Access log</a> <a href=\"#export\">Export</a> <a href=\"#delete\">Delete account</a></nav>",
+         <a href=\"#access\">Access log</a> <a href=\"#sessions\">Devices</a> <a href=\"#export\">Export</a> <a href=\"#delete\">Delete account</a></nav>",
         esc(phone)
     );
 
@@ -835,6 +881,36 @@ async fn dashboard_page(state: &AppState, session: &Session) -> Result<String, A
         out.push_str("</tbody></table>");
     }
     out.push_str("</section>");
+
+    // Signed-in devices, each of which can be signed out from here.
+    let _ = write!(
+        out,
+        "<section id=\"sessions\" aria-labelledby=\"sessions-h\"><h2 id=\"sessions-h\">Signed-in devices</h2>\
+         <table><caption>Every session of your account; signing one out ends it at once</caption>\
+         <thead><tr><th scope=\"col\">Device</th><th scope=\"col\">Signed in</th>\
+         <th scope=\"col\">Last used</th><th scope=\"col\">Ends</th><th scope=\"col\"></th></tr></thead><tbody>"
+    );
+    for item in crate::routes::sessions::session_items(state, user).await? {
+        let this = if item.current { " (this browser)" } else { "" };
+        let last = item
+            .last_seen_at
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map_or_else(|| "-".to_owned(), |t| human(t.timestamp_millis()));
+        let created = chrono::DateTime::parse_from_rfc3339(&item.created_at)
+            .map_or_else(|_| "-".to_owned(), |t| human(t.timestamp_millis()));
+        let ends = chrono::DateTime::parse_from_rfc3339(&item.expires_at)
+            .map_or_else(|_| "-".to_owned(), |t| human(t.timestamp_millis()));
+        let _ = write!(
+            out,
+            "<tr><th scope=\"row\">{}{this}</th><td>{created}</td><td>{last}</td><td>{ends}</td><td>\
+             <form method=\"post\" action=\"/sessions/{}/end\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <button type=\"submit\" class=\"secondary\">Sign out this device</button></form></td></tr>",
+            esc(&item.device_name),
+            esc(&item.id),
+        );
+    }
+    out.push_str("</tbody></table></section>");
 
     let _ = write!(
         out,

@@ -267,7 +267,12 @@ async fn export_user(
         .keys
         .unwrap(wrapped, &id)
         .map_err(ApiError::Internal)?;
-    let user = AuthUser { id, row, key };
+    let user = AuthUser {
+        id,
+        row,
+        key,
+        session: None,
+    };
     if holds(&state, &body.user_id, Service::Messaging).await? {
         for row in state.store.messages_all(body.user_id.clone()).await? {
             messages_out.push(

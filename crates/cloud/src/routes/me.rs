@@ -168,8 +168,9 @@ pub async fn export_document(
     }))
 }
 
-/// Deletes the account: the data key is destroyed first (crypto-shredding), then every row and
-/// blob. If the server stops in between, it finishes the deletion when it starts again.
+/// Deletes the account: the other regions' parts first, then the data key (crypto-shredding),
+/// the blobs, the directory entry and the rows, in an order a crash at any step can be resumed
+/// from (see [`crate::deletion`]); an interrupted deletion is finished by the housekeeping.
 #[utoipa::path(delete, path = "/v1/me", responses((status = 204), (status = 401)), security(("bearer" = [])))]
 pub async fn delete_account(
     State(state): State<AppState>,
@@ -177,23 +178,13 @@ pub async fn delete_account(
 ) -> Result<StatusCode, ApiError> {
     let id = user.id.to_string();
     drop(user);
-    // The directory entry goes last; a directory that cannot take that write now (etcd lost)
-    // must not leave a deleted user's number claimed, so nothing is deleted yet.
+    // A directory that cannot take the entry's removal now (etcd lost) would leave the number
+    // claimed until the sweeper gets through: refuse before deleting anything.
     if state.directory.status().is_some_and(|s| !s.connected) {
         return Err(ApiError::DirectoryUnavailable(
             "the directory cannot record the deletion".to_owned(),
         ));
     }
-    // The regions holding the user's services delete their part first; if one cannot, nothing
-    // is deleted here and the client is told to retry.
-    crate::placement::delete_remote(&state, &id).await?;
-    state.store.shred_user(id.clone()).await?;
-    state.blobs.delete_user(&id).await;
-    state
-        .keys
-        .destroy_scope_keys(&crate::domain::UserId::from_stored(id.clone()));
-    state.store.purge_user(id.clone()).await?;
-    crate::erasure::scrub_after_erasure(&state).await;
-    state.directory.remove(id).await?;
+    crate::deletion::delete_account(&state, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,7 +4,7 @@
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,7 @@ use crate::clock::rfc3339;
 use crate::domain::{MessageId, PhoneNumber, Service, UserId, check_message_body};
 use crate::error::ApiError;
 use crate::extract::{AuthUser, StrictJson, aad};
+use crate::hub::{HubEvent, SocketPermit};
 use crate::state::AppState;
 use crate::store::{MessageCopy, MessageRow, PAGE_ROWS_MAX};
 
@@ -153,6 +154,16 @@ pub async fn send(
 
     let id = match &request.id {
         Some(id) => MessageId::parse(id).map_err(|_| ApiError::invalid("id", "must be a UUID"))?,
+        // A send to another region is two commits in two places: if the answer is lost after
+        // the recipient's region stored its copy, the client retries. Without a client id the
+        // retry must still carry the same id, or the recipient gets the message twice: it is
+        // derived from the message and the sender's last stored sent message, which the
+        // interrupted attempt did not change (and a completed one did, so a deliberate repeat
+        // is a new message).
+        None if home != state.region.id => {
+            let previous = state.store.latest_sent_id(user.id.to_string()).await?;
+            derived_message_id(&user.id, to.as_e164(), &request.body, previous.as_deref())
+        }
         None => MessageId::random(),
     };
     let now = state.now_ms();
@@ -184,7 +195,7 @@ pub async fn send(
             .post(&home, FORWARD_PATH, &forwarded, now)
             .await?;
         match status {
-            202 => {}
+            202 => state.faults.check(crate::faults::SEND_AFTER_FORWARD)?,
             422 => return Err(ApiError::RecipientUnavailable),
             // The recipient's messaging is moving: the sender retries and is routed anew.
             503 => return Err(ApiError::UserMigrating),
@@ -224,6 +235,32 @@ pub async fn send(
             id: id.as_str().to_owned(),
         }),
     ))
+}
+
+/// The id of a send without a client id: the same for a retry of an interrupted send (nothing
+/// was stored for the sender since), different for the next message.
+fn derived_message_id(
+    sender: &UserId,
+    to: &str,
+    body: &str,
+    previous_sent: Option<&str>,
+) -> MessageId {
+    let mut input = Vec::new();
+    for part in [
+        "sovereign-derived-message-id",
+        sender.as_str(),
+        to,
+        body,
+        previous_sent.unwrap_or(""),
+    ] {
+        // Length-prefixed, so that no two different inputs run together into one.
+        input.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        input.extend_from_slice(part.as_bytes());
+    }
+    let digest = sovereign_crypto::digest_sha256(&input);
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    MessageId::from_uuid(uuid::Builder::from_random_bytes(bytes).into_uuid())
 }
 
 /// The recipient's copy of a message, sealed with the recipient's key, for a recipient whose
@@ -395,6 +432,7 @@ async fn existing_copy(
         id: owner,
         row: recipient,
         key,
+        session: None,
     };
     let stored = open_message(&user, &row)?;
     // The sender's region stamps a retried send with a new time, so the time is not compared.
@@ -492,8 +530,29 @@ pub async fn socket(
     user: AuthUser,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    upgrade.on_upgrade(move |socket| push_loop(state, user, socket))
+    let Some(permit) = SocketPermit::acquire(&state, user.id.as_str()) else {
+        return ApiError::RateLimited {
+            retry_after_secs: 1,
+        }
+        .into_response();
+    };
+    upgrade
+        .max_message_size(WS_MESSAGE_BYTES_MAX)
+        .max_frame_size(WS_FRAME_BYTES_MAX)
+        .on_upgrade(move |socket| async move {
+            push_loop(state, user, socket).await;
+            drop(permit);
+        })
 }
+
+/// Largest message a client may send over the WebSocket. Clients send only acknowledgements
+/// (`{"ack": "<uuid>"}`, about 50 bytes); a larger message closes the socket.
+pub const WS_MESSAGE_BYTES_MAX: usize = 4096;
+/// Largest single frame a client may send (a message may come in several).
+pub const WS_FRAME_BYTES_MAX: usize = 1024;
+const _: () = assert!(WS_FRAME_BYTES_MAX <= WS_MESSAGE_BYTES_MAX);
+/// The close code a socket gets when its session ends (RFC 6455 §7.4.1: policy violation).
+pub const WS_CLOSE_SESSION_ENDED: u16 = 1008;
 
 /// How often an open WebSocket checks that the user's messaging is still in this region.
 pub const PLACEMENT_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
@@ -525,6 +584,15 @@ async fn push_loop(state: AppState, user: AuthUser, mut socket: WebSocket) {
     loop {
         tokio::select! {
             _ = placement_check.tick() => {
+                // The session ended here without a notice reaching this socket (expired, or
+                // ended by another process on this store): close.
+                if let Some(session) = &user.session {
+                    let live = state.store.live_session(session.token_digest, state.now_ms()).await;
+                    if matches!(live, Ok(None)) || state.now_ms() >= session.expires_at {
+                        close_session_ended(&mut socket).await;
+                        return;
+                    }
+                }
                 // The user's messaging moved to another region: new messages are stored there,
                 // so this socket would stay silent. Closing it makes the client reconnect, and
                 // the reconnection is redirected.
@@ -541,7 +609,26 @@ async fn push_loop(state: AppState, user: AuthUser, mut socket: WebSocket) {
             }
             pushed = new_messages.recv() => {
                 match pushed {
-                    Ok(_) | Err(RecvError::Lagged(_)) => {
+                    Ok(HubEvent::SessionEnded(id)) => {
+                        if user.session.as_ref().is_some_and(|s| s.id == id) {
+                            close_session_ended(&mut socket).await;
+                            return;
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {
+                        // Missed events may include this session's end.
+                        if let Some(session) = &user.session
+                            && matches!(state.store.live_session(session.token_digest, state.now_ms()).await, Ok(None))
+                        {
+                            close_session_ended(&mut socket).await;
+                            return;
+                        }
+                        match send_after(&state, &user, &mut socket, last_seq).await {
+                            Ok(seq) => last_seq = seq,
+                            Err(()) => return,
+                        }
+                    }
+                    Ok(HubEvent::Message(_)) => {
                         match send_after(&state, &user, &mut socket, last_seq).await {
                             Ok(seq) => last_seq = seq,
                             Err(()) => return,
@@ -573,6 +660,15 @@ async fn push_loop(state: AppState, user: AuthUser, mut socket: WebSocket) {
             }
         }
     }
+}
+
+async fn close_session_ended(socket: &mut WebSocket) {
+    let _ = socket
+        .send(WsMessage::Close(Some(axum::extract::ws::CloseFrame {
+            code: WS_CLOSE_SESSION_ENDED,
+            reason: "session ended; sign in again".into(),
+        })))
+        .await;
 }
 
 /// Sends every inbox message after `after` that has not been delivered; returns the new cursor.

@@ -10,6 +10,7 @@ pub mod me;
 pub mod messages;
 pub mod moves;
 pub mod ops;
+pub mod sessions;
 
 use utoipa::OpenApi;
 
@@ -21,6 +22,8 @@ use utoipa::OpenApi;
         accounts::signup,
         accounts::verify,
         accounts::sign_in,
+        sessions::list,
+        sessions::revoke,
         me::me,
         me::export,
         me::delete_account,

@@ -17,6 +17,8 @@ mod ops;
 mod outbox;
 mod queries;
 mod retention;
+mod sent;
+mod sessions;
 mod trust;
 
 use std::panic::AssertUnwindSafe;
@@ -33,6 +35,7 @@ pub use migration::*;
 pub use ops::*;
 pub use queries::*;
 pub use retention::*;
+pub use sessions::*;
 
 /// Requests waiting for the writer; senders wait when it is full (backpressure).
 pub const WRITE_QUEUE_JOBS_MAX: usize = 4096;
@@ -158,6 +161,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v6_consent_outbox.sql"),
     include_str!("schema_v7_ledger.sql"),
     include_str!("schema_v8_erasure.sql"),
+    include_str!("schema_v9_sessions.sql"),
 ];
 
 /// The same migrations for PostgreSQL: the same tables, and triggers that raise the same
@@ -171,6 +175,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("postgres/schema_v6_consent_outbox.sql"),
     include_str!("postgres/schema_v7_ledger.sql"),
     include_str!("postgres/schema_v8_erasure.sql"),
+    include_str!("postgres/schema_v9_sessions.sql"),
 ];
 const _: () = assert!(MIGRATIONS.len() == POSTGRES_MIGRATIONS.len());
 

@@ -449,7 +449,7 @@ impl Store {
         self.write(move |conn| {
             conn.execute(
                 "INSERT INTO sessions (token_digest, id, user_id, device_sealed, created_at, \
-                 expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                 expires_at, last_seen_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5)",
                 params![
                     token_digest,
                     session.id,

@@ -190,3 +190,23 @@ async fn metrics_count_requests() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn made_up_methods_add_no_metrics_series() {
+    let app = spawn_app().await;
+    let series = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("sovereign_http_requests_total{"))
+            .count()
+    };
+    for n in 0..200 {
+        let method = Method::from_bytes(format!("MADEUP{n}").as_bytes()).unwrap();
+        app.call(method, "/healthz", None, None).await;
+    }
+    let reply = app.call(Method::GET, "/metrics", None, None).await;
+    let text = String::from_utf8_lossy(&reply.bytes).into_owned();
+    assert!(!text.contains("MADEUP"), "{text}");
+    assert!(text.contains("method=\"other\""), "{text}");
+    // 200 made-up methods on one route and status: one series.
+    assert!(series(&text) <= 3, "{text}");
+}

@@ -1,5 +1,5 @@
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::*;
 
@@ -201,4 +201,54 @@ async fn only_a_region_with_a_valid_signature_can_forward() {
         .query_row("SELECT count(*) FROM messages", &[], |r| r.get(0))
         .unwrap();
     assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn a_retried_send_abroad_without_an_id_reaches_the_recipient_once() {
+    let cloud = spawn_regions(&["in-mumbai", "br-saopaulo"]).await;
+    let alice = cloud.user("in-mumbai", ALICE).await;
+    let bruno = cloud.user("br-saopaulo", BRUNO).await;
+    let mumbai = cloud.cloud.region("in-mumbai").unwrap().state.clone();
+    let send = |body: &'static str| {
+        cloud.call(
+            "in-mumbai",
+            Method::POST,
+            "/v1/messages",
+            Some(&alice),
+            Some(json!({"to": BRUNO, "body": body})),
+        )
+    };
+    // São Paulo stores Bruno's copy; then Mumbai fails before storing Alice's (a lost answer).
+    mumbai
+        .faults
+        .arm(sovereign_cloud::faults::SEND_AFTER_FORWARD);
+    let first = send("are you there?").await;
+    assert_eq!(first.status, StatusCode::INTERNAL_SERVER_ERROR);
+    // The client retries the same request, still without an id.
+    let retry = send("are you there?").await;
+    assert_eq!(retry.status, StatusCode::ACCEPTED, "{:?}", retry.body);
+    let messages = inbox(&cloud, &bruno).await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0]["id"], retry.body["id"]);
+    // A deliberate second message with the same words is a new message.
+    let again = send("are you there?").await;
+    assert_eq!(again.status, StatusCode::ACCEPTED);
+    assert_ne!(again.body["id"], retry.body["id"]);
+    assert_eq!(inbox(&cloud, &bruno).await.len(), 2);
+}
+
+async fn inbox(cloud: &TestCloud, token: &str) -> Vec<Value> {
+    cloud
+        .call(
+            "br-saopaulo",
+            Method::GET,
+            "/v1/messages",
+            Some(token),
+            None,
+        )
+        .await
+        .body["messages"]
+        .as_array()
+        .unwrap()
+        .clone()
 }
