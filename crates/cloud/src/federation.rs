@@ -759,7 +759,19 @@ mod tests {
                 response
             }
         };
-        let app = axum::Router::new().fallback(handler);
+        (
+            serve_tls(axum::Router::new().fallback(handler), config, dir),
+            ca,
+        )
+    }
+
+    /// Serves `app` over TLS on a free loopback port (keeping `dir`, its TLS files, alive);
+    /// returns its URL.
+    fn serve_tls(
+        app: axum::Router,
+        config: axum_server::tls_rustls::RustlsConfig,
+        dir: tempfile::TempDir,
+    ) -> String {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let url = format!("https://{}", listener.local_addr().unwrap());
@@ -768,7 +780,7 @@ mod tests {
             let _dir = dir;
             server.serve(app.into_make_service()).await
         });
-        (url, ca)
+        url
     }
 
     #[tokio::test]
@@ -835,16 +847,10 @@ mod tests {
                 Response::new(axum::body::Body::from_stream(stream))
             }
         };
-        let app = axum::Router::new().fallback(handler);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let url = format!("https://{}", listener.local_addr().unwrap());
-        let server = axum_server::from_tcp_rustls(listener, config).unwrap();
-        tokio::spawn(async move {
-            let _dir = dir;
-            server.serve(app.into_make_service()).await
-        });
-        (url, ca)
+        (
+            serve_tls(axum::Router::new().fallback(handler), config, dir),
+            ca,
+        )
     }
 
     #[tokio::test]

@@ -407,26 +407,11 @@ async fn a_migration_to_a_running_site_killed_at_random_points_resumes_and_ends_
     let client = client(data.path());
     let before = exports_at(&client, &mumbai, &tokens).await;
 
-    let (root, config_dir) = (data.path().to_path_buf(), config.path().to_path_buf());
     let migrate = {
-        let databases = databases.clone();
+        let site_migrate = site_migrate(data.path(), config.path(), &databases);
         move || {
-            let mut command = sovereign();
-            command
-                .args(["migrate", "--region", "in-mumbai", "--from", "in-mumbai"])
-                .args(["--to", "sg-singapore", "--jurisdiction", "IN", "--data-dir"])
-                .arg(root.join("sites/in-mumbai"))
-                .arg("--federation")
-                .arg(root.join("federation.toml"))
-                .arg("--directory")
-                .arg(root.join("directory.sqlite"))
-                .arg("--config")
-                .arg(&config_dir)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            for (region, url) in &databases {
-                command.arg("--database").arg(format!("{region}={url}"));
-            }
+            let mut command = site_migrate(None);
+            command.stdout(Stdio::piped()).stderr(Stdio::piped());
             command
         }
     };
@@ -478,6 +463,39 @@ fn migrate_on_a_sites_host_refuses_what_it_cannot_do() {
         assert!(!out.status.success(), "{args:?} succeeded");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+/// `sovereign migrate --region in-mumbai` moving Indian users to the running Singapore site,
+/// with only Mumbai's data directory, the federation file and the directory; stopped at the
+/// crash point `fault` names, if any ([`sovereign_cloud::fault`]).
+fn site_migrate(
+    data: &std::path::Path,
+    config: &std::path::Path,
+    databases: &BTreeMap<RegionId, String>,
+) -> impl Fn(Option<&str>) -> Command + Clone + Send + 'static {
+    let (root, config_dir, databases) =
+        (data.to_path_buf(), config.to_path_buf(), databases.clone());
+    move |fault| {
+        let mut command = sovereign();
+        command
+            .args(["migrate", "--region", "in-mumbai", "--from", "in-mumbai"])
+            .args(["--to", "sg-singapore", "--jurisdiction", "IN", "--data-dir"])
+            .arg(root.join("sites/in-mumbai"))
+            .arg("--federation")
+            .arg(root.join("federation.toml"))
+            .arg("--directory")
+            .arg(root.join("directory.sqlite"))
+            .arg("--config")
+            .arg(&config_dir)
+            .env_remove(sovereign_cloud::fault::FAULT_ENV);
+        if let Some(fault) = fault {
+            command.env(sovereign_cloud::fault::FAULT_ENV, fault);
+        }
+        for (region, url) in &databases {
+            command.arg("--database").arg(format!("{region}={url}"));
+        }
+        command
     }
 }
 
@@ -916,31 +934,7 @@ async fn a_migration_stopped_at_every_step_leaves_each_user_live_in_one_region_i
         .unwrap()
         .as_millis();
 
-    let (root, config_dir) = (data.path().to_path_buf(), config.path().to_path_buf());
-    let migrate = {
-        let databases = databases.clone();
-        move |fault: Option<&str>| {
-            let mut command = sovereign();
-            command
-                .args(["migrate", "--region", "in-mumbai", "--from", "in-mumbai"])
-                .args(["--to", "sg-singapore", "--jurisdiction", "IN", "--data-dir"])
-                .arg(root.join("sites/in-mumbai"))
-                .arg("--federation")
-                .arg(root.join("federation.toml"))
-                .arg("--directory")
-                .arg(root.join("directory.sqlite"))
-                .arg("--config")
-                .arg(&config_dir)
-                .env_remove(sovereign_cloud::fault::FAULT_ENV);
-            if let Some(fault) = fault {
-                command.env(sovereign_cloud::fault::FAULT_ENV, fault);
-            }
-            for (region, url) in &databases {
-                command.arg("--database").arg(format!("{region}={url}"));
-            }
-            command
-        }
-    };
+    let migrate = site_migrate(data.path(), config.path(), &databases);
 
     // Clients: each user in turn writes a contact at Mumbai (following redirects), signs in
     // again and polls their inbox, for as long as the migration runs.
