@@ -140,10 +140,11 @@ pub fn run(command: OpsCommand) -> anyhow::Result<ExitCode> {
         } => register(&store, &name, &public_key),
         OpsCommand::Unregister { store: args, name } => {
             let signer = ledger_signer(&args)?;
+            let approvals_required = policies(&args)?.ops.approvals_required;
             let (store, now) = open_store(&args)?;
             block_on(async move {
                 store
-                    .revoke_operator_recorded(signer, name.clone(), now)
+                    .revoke_operator_recorded(signer, name.clone(), now, approvals_required)
                     .await
                     .with_context(|| format!("revoking {name}"))
             })?;
@@ -315,11 +316,7 @@ fn ledger_signer(
     args: &StoreArgs,
 ) -> anyhow::Result<std::sync::Arc<sovereign_cloud::ledger::LedgerSigner>> {
     let region = sovereign_model::RegionId::parse(&args.region).context("--region")?;
-    let policies = match &args.config {
-        Some(dir) => sovereign_cloud::Policies::from_dir(dir)
-            .with_context(|| format!("loading policies from {}", dir.display()))?,
-        None => sovereign_cloud::Policies::embedded()?,
-    };
+    let policies = policies(args)?;
     let site = sovereign_cloud::sites::resolve_site_dir(&args.data_dir, &region);
     let mut signer = sovereign_cloud::ledger::load_or_create_signer(
         &site,
@@ -328,6 +325,15 @@ fn ledger_signer(
     )?;
     signer.checkpoint_secs_max = policies.ops.ledger_checkpoint_secs_max;
     Ok(std::sync::Arc::new(signer))
+}
+
+/// The policies `serve --config` would use.
+fn policies(args: &StoreArgs) -> anyhow::Result<sovereign_cloud::Policies> {
+    Ok(match &args.config {
+        Some(dir) => sovereign_cloud::Policies::from_dir(dir)
+            .with_context(|| format!("loading policies from {}", dir.display()))?,
+        None => sovereign_cloud::Policies::embedded()?,
+    })
 }
 
 fn open_store(args: &StoreArgs) -> anyhow::Result<(Store, i64)> {

@@ -126,8 +126,26 @@ fn insert_operator(
     Ok(())
 }
 
-/// Revokes an operator's key: nothing they signed counts any more, not even past approvals.
-fn mark_revoked(conn: &Connection, name: &str, now: UnixMs) -> Result<(), StoreError> {
+/// Approvals of request `id` from live operators other than its requester.
+fn live_approvers(conn: &Connection, request: &OpsRequestRow) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT DISTINCT d.operator FROM ops_decisions d JOIN operators o ON o.name = d.operator \
+         WHERE d.request_id = ?1 AND d.decision = 'approve' AND o.revoked_at IS NULL \
+         AND d.operator <> ?2 ORDER BY d.operator",
+    )?;
+    let rows = stmt.query_map(params![request.id, request.requester], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Revokes an operator's key: nothing they signed counts any more, not even past approvals. In
+/// the same commit every live request they made, and every open grant left with fewer than
+/// `approvals_required` live approvers, is revoked; those requests are returned.
+fn mark_revoked(
+    conn: &Connection,
+    name: &str,
+    now: UnixMs,
+    approvals_required: u32,
+) -> Result<Vec<OpsRequestRow>, StoreError> {
     let changed = conn.execute(
         "UPDATE operators SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
         params![name, now],
@@ -135,7 +153,33 @@ fn mark_revoked(conn: &Connection, name: &str, now: UnixMs) -> Result<(), StoreE
     if changed == 0 {
         return Err(StoreError::NotFound);
     }
-    Ok(())
+    let ids: Vec<String> = {
+        let mut stmt = conn.prepare(
+            "SELECT DISTINCT r.id FROM ops_requests r LEFT JOIN ops_decisions d \
+             ON d.request_id = r.id AND d.operator = ?1 AND d.decision = 'approve' \
+             WHERE r.not_after > ?2 AND ((r.requester = ?1 AND r.state IN ('pending', 'open')) \
+             OR (r.state = 'open' AND d.operator IS NOT NULL)) ORDER BY r.id",
+        )?;
+        let rows = stmt.query_map(params![name, now], |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut ended = Vec::new();
+    for id in ids {
+        let Some(request) = load_request(conn, &id)? else {
+            continue;
+        };
+        let held = request.requester != name
+            && live_approvers(conn, &request)?.len() >= approvals_required as usize;
+        if held {
+            continue;
+        }
+        conn.execute(
+            "UPDATE ops_requests SET state = 'revoked', closed_at = ?2 WHERE id = ?1",
+            params![request.id, now],
+        )?;
+        ended.push(request);
+    }
+    Ok(ended)
 }
 
 impl Store {
@@ -169,15 +213,28 @@ impl Store {
         .await
     }
 
-    /// Revokes an operator's key and records it in the ledger in the same commit.
+    /// Revokes an operator's key and records it in the ledger in the same commit, with a
+    /// `revoke` entry for each request or grant that ends with it (see `mark_revoked`).
     pub async fn revoke_operator_recorded(
         &self,
         signer: std::sync::Arc<crate::ledger::LedgerSigner>,
         name: String,
         now: UnixMs,
+        approvals_required: u32,
     ) -> Result<(), StoreError> {
         self.write(move |conn| {
-            mark_revoked(conn, &name, now)?;
+            let ended = mark_revoked(conn, &name, now, approvals_required)?;
+            for request in &ended {
+                let detail = json!({
+                    "reason": request.reason,
+                    "because": format!("operator {name}'s key was revoked"),
+                });
+                append_ledger(
+                    conn,
+                    &signer,
+                    &entry(request, LedgerKind::Revoke, &name, detail, now),
+                )?;
+            }
             append_ledger(
                 conn,
                 &signer,
@@ -205,12 +262,6 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.write(move |conn| insert_operator(conn, &name, &public_key, now))
             .await
-    }
-
-    /// Revokes an operator's key without a ledger entry (tests);
-    /// [`Store::revoke_operator_recorded`] is the recorded one.
-    pub async fn revoke_operator(&self, name: String, now: UnixMs) -> Result<(), StoreError> {
-        self.write(move |conn| mark_revoked(conn, &name, now)).await
     }
 
     pub async fn operators(&self) -> Result<Vec<OperatorRow>, StoreError> {
@@ -361,11 +412,8 @@ impl Store {
             )?;
             match kind {
                 LedgerKind::Approve => {
-                    let approvers: Vec<String> = load_decisions(conn, &request.id)?
-                        .into_iter()
-                        .filter(|d| d.decision == "approve" && d.operator != request.requester)
-                        .map(|d| d.operator)
-                        .collect();
+                    // A revoked operator's approval, made before the revocation, counts no more.
+                    let approvers = live_approvers(conn, &request)?;
                     if approvers.len() >= decision.approvals_required as usize {
                         conn.execute(
                             "UPDATE ops_requests SET state = 'open', opened_at = ?2 WHERE id = ?1",

@@ -334,7 +334,7 @@ async fn registering_and_revoking_operators_are_ledger_entries() {
         .await
         .unwrap();
     store
-        .revoke_operator_recorded(app.state.ledger.clone(), "dan".into(), now + 1)
+        .revoke_operator_recorded(app.state.ledger.clone(), "dan".into(), now + 1, 2)
         .await
         .unwrap();
     let all = rows(&app.db());
@@ -357,7 +357,7 @@ async fn registering_and_revoking_operators_are_ledger_entries() {
     // Revoking twice is refused and writes nothing.
     assert!(
         store
-            .revoke_operator_recorded(app.state.ledger.clone(), "dan".into(), now + 2)
+            .revoke_operator_recorded(app.state.ledger.clone(), "dan".into(), now + 2, 2)
             .await
             .is_err()
     );

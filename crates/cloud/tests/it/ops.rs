@@ -447,6 +447,87 @@ async fn a_revoked_grant_is_refused() {
     assert_eq!(read.body["state"], "revoked");
 }
 
+/// Revoking an operator's key ends what only their signature held up, in the same commit and in
+/// the ledger: a grant that no longer has k live approvers, and every request they made, show
+/// as revoked to the operators and to the user; a revoked approver's earlier approval does not
+/// count towards opening a request either.
+#[tokio::test]
+async fn revoking_an_operator_closes_what_their_signature_held_open_issue_12() {
+    let (app, alice_id, alice, mut ops) = setup().await;
+    ops.extend(operators(&app, &["dee"]).await);
+    let k = app.state.policies.ops.approvals_required;
+    let view = |request: &AccessRequest| {
+        let path = format!("/v1/ops/requests/{}", request.id);
+        let app = &app;
+        let by = &ops[2];
+        async move { signed_get(app, by, &path).await.body["state"].clone() }
+    };
+    // Opened by ben and cat; ben's key is revoked: one live approver is not k.
+    let opened = open_grant(&app, &alice_id, &ops).await;
+    // Pending, approved by ben only; and a request dee made, pending.
+    let pending = access_request(
+        &app,
+        &ops[0],
+        &alice_id,
+        &[ConsentScope::Messaging],
+        HOUR_MS,
+    );
+    submit(&app, &pending, &ops[0].key).await;
+    decide(&app, &pending, &ops[1], Decision::Approve).await;
+    let by_dee = access_request(
+        &app,
+        &ops[3],
+        &alice_id,
+        &[ConsentScope::Messaging],
+        HOUR_MS,
+    );
+    assert_eq!(
+        submit(&app, &by_dee, &ops[3].key).await.status,
+        StatusCode::CREATED
+    );
+    app.state
+        .store
+        .revoke_operator_recorded(
+            app.state.ledger.clone(),
+            "ben".into(),
+            app.clock.now_ms(),
+            k,
+        )
+        .await
+        .unwrap();
+    assert_eq!(view(&opened).await, "revoked");
+    let read = signed_get(&app, &ops[0], &data_path(&opened, "messaging")).await;
+    assert_eq!(read.code(), "grant_not_open", "{:?}", read.body);
+    // ben's approval of the pending request no longer counts: cat's alone does not open it.
+    let cat = decide(&app, &pending, &ops[2], Decision::Approve).await;
+    assert_eq!(cat.body["state"], "pending", "{:?}", cat.body);
+    let dee = decide(&app, &pending, &ops[3], Decision::Approve).await;
+    assert_eq!(dee.body["state"], "open", "{:?}", dee.body);
+
+    app.state
+        .store
+        .revoke_operator_recorded(
+            app.state.ledger.clone(),
+            "dee".into(),
+            app.clock.now_ms(),
+            k,
+        )
+        .await
+        .unwrap();
+    assert_eq!(view(&by_dee).await, "revoked");
+    assert_eq!(view(&pending).await, "revoked");
+    // The user's access log says so: each grant's end is an entry.
+    let log = app.get("/v1/me/access-log", &alice).await;
+    let revokes: Vec<&Value> = log.body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "revoke")
+        .collect();
+    assert_eq!(revokes.len(), 3, "{:?}", log.body);
+    assert!(app.verify_ledger().is_ok());
+}
+
 #[tokio::test]
 async fn a_denied_request_never_opens() {
     let (app, alice_id, _, ops) = setup().await;
@@ -495,11 +576,12 @@ async fn the_data_path_reverifies_signatures_before_decrypting() {
     );
     // A revoked approver's signature no longer counts either.
     conn.execute("UPDATE ops_decisions SET signature = (SELECT signature FROM ops_decisions WHERE operator = 'ben') WHERE operator = 'cat'", &[]).unwrap();
-    app.state
-        .store
-        .revoke_operator("ben".into(), app.clock.now_ms())
-        .await
-        .unwrap();
+    // (Revoked in the database alone, so the grant's state still says open.)
+    conn.execute(
+        "UPDATE operators SET revoked_at = ?1 WHERE name = 'ben'",
+        &[SqlValue::from(app.clock.now_ms())],
+    )
+    .unwrap();
     let read = signed_get(&app, &ops[0], &data_path(&request, "messaging")).await;
     assert_eq!(read.code(), "quorum_not_met");
 }
