@@ -61,7 +61,7 @@ pub const ETCD_SYNC_PAGE_KEYS: i64 = 1_000;
 /// default 1.5 MiB request limit).
 pub const JOURNAL_PAGE_USERS: usize = 10_000;
 /// Attempts of one etcd call that failed in transit (a member died, an election is under way)
-/// while the cache still followed etcd; once it does not, one attempt.
+/// while the cache still follows etcd; once it does not, one per member and one more.
 pub const ETCD_ATTEMPTS_MAX: usize = 12;
 /// Pause between such attempts: an election takes about a second.
 pub const ETCD_RETRY_PAUSE_MS: u64 = 250;
@@ -192,6 +192,32 @@ struct Cache {
     /// (home, user) → the regions the user's data left, newest first.
     formers: HashMap<(RegionId, String), Vec<RegionId>>,
     revision: i64,
+    /// This site's own writes at revisions the watch has not reported yet (key after `P/dir/`
+    /// → revision and value, `None` for a delete). They are in the cache at once, so the
+    /// request after a write reads it however slow the watch is, and an older event of the
+    /// watch for one of these keys is not applied over them.
+    ahead: HashMap<String, (i64, Option<Vec<u8>>)>,
+}
+
+/// Changes of the directory made by one write of this site: the etcd operations and the same
+/// changes as the cache will see them.
+#[derive(Default)]
+struct Writes {
+    ops: Vec<TxnOp>,
+    changes: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl Writes {
+    fn put(&mut self, key: String, value: impl Into<Vec<u8>>) {
+        let value = value.into();
+        self.ops.push(TxnOp::put(key.clone(), value.clone(), None));
+        self.changes.push((key, Some(value)));
+    }
+
+    fn delete(&mut self, key: String) {
+        self.ops.push(TxnOp::delete(key.clone(), None));
+        self.changes.push((key, None));
+    }
 }
 
 /// A key of the directory, parsed.
@@ -386,6 +412,55 @@ impl Cache {
         self.users.get(user_id).and_then(|rows| rows.first())
     }
 
+    /// This site's write at `revision` (keys after `P/dir/`), unless the cache has already
+    /// seen that revision (then it holds the write, or something newer).
+    fn own(&mut self, revision: i64, changes: Vec<(String, Option<Vec<u8>>)>) {
+        if revision <= self.revision {
+            return;
+        }
+        for (rest, value) in changes {
+            self.own_change(revision, rest, value);
+        }
+    }
+
+    fn own_change(&mut self, revision: i64, rest: String, value: Option<Vec<u8>>) {
+        match &value {
+            // The phone and user keys a claim or move writes are new at `revision`: it is
+            // their creation (other keys do not use it).
+            Some(value) => self.put(&rest, value, revision),
+            None => self.delete(&rest),
+        }
+        self.ahead.insert(rest, (revision, value));
+    }
+
+    /// Whether an event of the watch for `rest` at `modified` is older than this site's own
+    /// write of that key (already applied).
+    fn behind_own(&self, rest: &str, modified: i64) -> bool {
+        self.ahead.get(rest).is_some_and(|(own, _)| *own > modified)
+    }
+
+    /// The watch reached `revision`: own writes up to it are now the watch's.
+    fn seen(&mut self, revision: i64) {
+        self.revision = self.revision.max(revision);
+        if !self.ahead.is_empty() {
+            let now = self.revision;
+            self.ahead.retain(|_, (own, _)| *own > now);
+        }
+    }
+
+    /// A full read replaced the cache: own writes newer than that read are applied again.
+    fn carry_own(&mut self, older: HashMap<String, (i64, Option<Vec<u8>>)>) {
+        let mut writes: Vec<(i64, String, Option<Vec<u8>>)> = older
+            .into_iter()
+            .filter(|(_, (own, _))| *own > self.revision)
+            .map(|(rest, (own, value))| (own, rest, value))
+            .collect();
+        writes.sort_by_key(|(own, _, _)| *own);
+        for (own, rest, value) in writes {
+            self.own_change(own, rest, value);
+        }
+    }
+
     fn placed(&self, home: &RegionId, user_id: &str) -> &[(Service, RegionId)] {
         self.placements
             .get(&(home.clone(), user_id.to_owned()))
@@ -415,6 +490,8 @@ pub struct EtcdDirectory {
     client: Client,
     prefix: String,
     regions: Vec<RegionId>,
+    /// How many members the location names: a call tries each before giving up.
+    members: usize,
     shared: Arc<Shared>,
     follower: tokio::task::JoinHandle<()>,
 }
@@ -506,6 +583,7 @@ impl EtcdDirectory {
             revision,
         });
         let prefix = location.prefix.clone();
+        let members = location.endpoints.len();
         let dir_prefix = format!("{prefix}/dir/");
         // A dead member among the endpoints must not stop a site from starting: the read is
         // tried again (on another member) as any call is.
@@ -530,11 +608,13 @@ impl EtcdDirectory {
             Arc::clone(&shared),
             dir_prefix,
             revision,
+            members,
         ));
         Ok(EtcdDirectory {
             client,
             prefix,
             regions,
+            members,
             shared,
             follower,
         })
@@ -605,9 +685,18 @@ impl EtcdDirectory {
         format!("{}/journal/{id}", self.prefix)
     }
 
-    /// Waits (bounded) until the cache has seen `revision`, so a request that follows a write
-    /// reads it.
-    async fn catch_up(&self, revision: i64) {
+    /// This site's write at `revision` (`changes` as the watch will report them) is in the
+    /// cache at once, so the request that follows reads it; then it waits (bounded) for the
+    /// watch to reach that revision, so that what others wrote before it is read too.
+    async fn settle(&self, revision: i64, changes: Vec<(String, Option<Vec<u8>>)>) {
+        let dir_prefix = format!("{}/dir/", self.prefix);
+        let changes = changes
+            .into_iter()
+            .filter_map(|(key, value)| Some((key.strip_prefix(&dir_prefix)?.to_owned(), value)))
+            .collect();
+        if let Ok(mut cache) = self.shared.cache.write() {
+            cache.own(revision, changes);
+        }
         let mut seen = self.shared.revision.subscribe();
         let wait = seen.wait_for(|r| *r >= revision);
         if tokio::time::timeout(Duration::from_millis(ETCD_CATCHUP_TIMEOUT_MS), wait)
@@ -618,20 +707,26 @@ impl EtcdDirectory {
         }
     }
 
-    /// Runs one etcd call, again on failures in transit while etcd is thought reachable
-    /// (every call here is safe to repeat: writes are conditional or idempotent).
+    /// Runs one etcd call, again on failures in transit (every call here is safe to repeat:
+    /// writes are conditional or idempotent): up to [`ETCD_ATTEMPTS_MAX`] times while the
+    /// cache follows etcd (an election is under way, a member died), and once per member
+    /// while it does not (the request may have gone to the dead one; when all are gone the
+    /// caller hears so within a few seconds).
     async fn call<T, Fut>(&self, mut call: impl FnMut(KvClient) -> Fut) -> Result<T, StoreError>
     where
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
-        let attempts = if self.shared.connected.load(Ordering::Acquire) {
-            ETCD_ATTEMPTS_MAX
-        } else {
-            1
-        };
         let mut last = None;
-        for attempt in 0..attempts {
+        for attempt in 0..ETCD_ATTEMPTS_MAX {
             if attempt > 0 {
+                let attempts = if self.shared.connected.load(Ordering::Acquire) {
+                    ETCD_ATTEMPTS_MAX
+                } else {
+                    self.members + 1
+                };
+                if attempt >= attempts {
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(ETCD_RETRY_PAUSE_MS)).await;
             }
             match call(self.client.kv_client()).await {
@@ -771,10 +866,10 @@ impl EtcdDirectory {
             CompareOp::Equal,
             0,
         ));
-        let txn = Txn::new().when(absent).and_then(vec![
-            TxnOp::put(self.phone_key(&home, &phone_index), user_id.clone(), None),
-            TxnOp::put(self.user_key(&home, &user_id), hex(&phone_index), None),
-        ]);
+        let mut writes = Writes::default();
+        writes.put(self.phone_key(&home, &phone_index), user_id.clone());
+        writes.put(self.user_key(&home, &user_id), hex(&phone_index));
+        let txn = Txn::new().when(absent).and_then(writes.ops);
         let (claimed, mut revision, _) = self.txn(txn).await?;
         if !claimed {
             // An attempt whose answer was lost may have claimed it already: the number is ours
@@ -785,7 +880,7 @@ impl EtcdDirectory {
                 _ => return Err(StoreError::PhoneTaken),
             }
         }
-        self.catch_up(revision).await;
+        self.settle(revision, writes.changes).await;
         Ok(())
     }
 
@@ -801,7 +896,7 @@ impl EtcdDirectory {
                 CompareOp::Equal,
                 user_rev,
             )];
-            let mut ops = Vec::new();
+            let mut writes = Writes::default();
             if old != home {
                 // The old home joins the former regions, which move with the user's keys.
                 let old_former = self.former_key(&old, &user_id);
@@ -816,24 +911,12 @@ impl EtcdDirectory {
                     CompareOp::Equal,
                     former_rev,
                 ));
-                ops.push(TxnOp::delete(old_former, None));
-                ops.push(TxnOp::put(
-                    self.former_key(&home, &user_id),
-                    former_text(&former),
-                    None,
-                ));
-                ops.push(TxnOp::delete(self.phone_key(&old, &phone), None));
-                ops.push(TxnOp::delete(old_user, None));
-                ops.push(TxnOp::put(
-                    self.phone_key(&home, &phone),
-                    user_id.clone(),
-                    None,
-                ));
-                ops.push(TxnOp::put(
-                    self.user_key(&home, &user_id),
-                    hex(&phone),
-                    None,
-                ));
+                writes.delete(old_former);
+                writes.put(self.former_key(&home, &user_id), former_text(&former));
+                writes.delete(self.phone_key(&old, &phone));
+                writes.delete(old_user);
+                writes.put(self.phone_key(&home, &phone), user_id.clone());
+                writes.put(self.user_key(&home, &user_id), hex(&phone));
                 // The new home must not hold the number already.
                 when.push(Compare::create_revision(
                     self.phone_key(&home, &phone),
@@ -848,18 +931,18 @@ impl EtcdDirectory {
                     CompareOp::Equal,
                     region.as_str(),
                 ));
-                ops.push(TxnOp::delete(key.clone(), None));
+                writes.delete(key.clone());
                 if *region != home {
-                    ops.push(TxnOp::put(
+                    writes.put(
                         format!("{}{}", self.place_prefix(&home, &user_id), service.as_str()),
                         region.as_str(),
-                        None,
-                    ));
+                    );
                 }
             }
-            let (moved, revision, _) = self.txn(Txn::new().when(when).and_then(ops)).await?;
+            let txn = Txn::new().when(when).and_then(writes.ops);
+            let (moved, revision, _) = self.txn(txn).await?;
             if moved {
-                self.catch_up(revision).await;
+                self.settle(revision, writes.changes).await;
                 return Ok(());
             }
         }
@@ -933,7 +1016,7 @@ impl EtcdDirectory {
             let (former_now, places_now) = now.split_last().ok_or(StoreError::NotFound)?;
             let mut former = parse_former(former_now.0.as_deref().unwrap_or(""));
             let before = former.clone();
-            let mut ops = Vec::new();
+            let mut writes = Writes::default();
             for (key, (was, _)) in keys.iter().zip(places_now) {
                 let was = was
                     .as_deref()
@@ -943,17 +1026,18 @@ impl EtcdDirectory {
                     former = with_left(&former, &was);
                 }
                 if home == region {
-                    ops.push(TxnOp::delete(key.clone(), None));
+                    writes.delete(key.clone());
                 } else {
-                    ops.push(TxnOp::put(key.clone(), region.as_str(), None));
+                    writes.put(key.clone(), region.as_str());
                 }
             }
             if former != before {
-                ops.push(TxnOp::put(former_key, former_text(&former), None));
+                writes.put(former_key, former_text(&former));
             }
-            let (placed, revision, _) = self.txn(Txn::new().when(when).and_then(ops)).await?;
+            let txn = Txn::new().when(when).and_then(writes.ops);
+            let (placed, revision, _) = self.txn(txn).await?;
             if placed {
-                self.catch_up(revision).await;
+                self.settle(revision, writes.changes).await;
                 return Ok(());
             }
         }
@@ -998,17 +1082,24 @@ impl EtcdDirectory {
         let (Some((home, phone, _)), _) = self.current_user(&user_id).await? else {
             return Ok(());
         };
-        let ops = vec![
-            TxnOp::delete(self.phone_key(&home, &phone), None),
-            TxnOp::delete(self.user_key(&home, &user_id), None),
-            TxnOp::delete(
-                self.place_prefix(&home, &user_id),
-                Some(etcd_client::DeleteOptions::new().with_prefix()),
-            ),
-            TxnOp::delete(self.former_key(&home, &user_id), None),
-        ];
-        let (_, revision, _) = self.txn(Txn::new().and_then(ops)).await?;
-        self.catch_up(revision).await;
+        let mut writes = Writes::default();
+        writes.delete(self.phone_key(&home, &phone));
+        writes.delete(self.user_key(&home, &user_id));
+        writes.delete(self.former_key(&home, &user_id));
+        // Every placement goes (one prefix delete); the cache drops the ones it knows of.
+        let prefix = self.place_prefix(&home, &user_id);
+        writes.ops.push(TxnOp::delete(
+            prefix.clone(),
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        ));
+        let placed = self.read(|cache| cache.placed(&home, &user_id).to_vec())?;
+        for (service, _) in placed {
+            writes
+                .changes
+                .push((format!("{prefix}{}", service.as_str()), None));
+        }
+        let (_, revision, _) = self.txn(Txn::new().and_then(writes.ops)).await?;
+        self.settle(revision, writes.changes).await;
         Ok(())
     }
 
@@ -1199,31 +1290,39 @@ fn apply_put(cache: &mut Cache, dir_prefix: &str, entry: &KeyValue) {
 
 /// Keeps the cache following etcd for as long as the directory lives: a watch from the last
 /// revision seen, and a full resync whenever the watch breaks.
-async fn follow(client: Client, shared: Arc<Shared>, dir_prefix: String, mut revision: i64) {
+async fn follow(
+    client: Client,
+    shared: Arc<Shared>,
+    dir_prefix: String,
+    mut revision: i64,
+    members: usize,
+) {
     loop {
         match watch(&client, &shared, &dir_prefix, revision).await {
             Ok(()) => tracing::warn!("the directory watch ended; resyncing"),
             Err(error) => tracing::warn!(%error, "the directory watch broke; resyncing"),
         }
-        // At once first: when one member died the others answer, and the cache never counts
-        // as stale. Only when none does is it marked so, and retried after a pause.
-        let mut attempt = 0u32;
+        // At once first, once per member: when one member died the others answer (the first
+        // read may go to the dead one), and the cache never counts as stale. Only when none
+        // does is it marked so, and retried after a pause.
+        let mut attempt = 0usize;
         loop {
-            if attempt > 0 {
+            if attempt >= members {
                 shared.connected.store(false, Ordering::Release);
                 tokio::time::sleep(Duration::from_millis(ETCD_RESYNC_PAUSE_MS)).await;
             }
             attempt = attempt.saturating_add(1);
             match sync(&client, &dir_prefix).await {
-                Ok((cache, synced)) => {
+                Ok((mut cache, synced)) => {
                     if let Ok(mut current) = shared.cache.write() {
+                        cache.carry_own(std::mem::take(&mut current.ahead));
                         *current = cache;
                     }
                     revision = synced;
                     shared.revision.send_replace(synced);
                     break;
                 }
-                Err(error) if attempt == 1 => {
+                Err(error) if attempt == members => {
                     tracing::warn!(%error, "the directory lost etcd; serving from its cache");
                 }
                 Err(error) => tracing::debug!(%error, "etcd still unreachable"),
@@ -1260,20 +1359,22 @@ async fn watch(
         if let Ok(mut cache) = shared.cache.write() {
             for event in response.events() {
                 let Some(entry) = event.kv() else { continue };
+                let Some(rest) = entry
+                    .key_str()
+                    .ok()
+                    .and_then(|k| k.strip_prefix(dir_prefix))
+                else {
+                    continue;
+                };
+                if cache.behind_own(rest, entry.mod_revision()) {
+                    continue;
+                }
                 match event.event_type() {
-                    EventType::Put => apply_put(&mut cache, dir_prefix, entry),
-                    EventType::Delete => {
-                        if let Some(rest) = entry
-                            .key_str()
-                            .ok()
-                            .and_then(|k| k.strip_prefix(dir_prefix))
-                        {
-                            cache.delete(rest);
-                        }
-                    }
+                    EventType::Put => cache.put(rest, entry.value(), entry.create_revision()),
+                    EventType::Delete => cache.delete(rest),
                 }
             }
-            cache.revision = cache.revision.max(seen);
+            cache.seen(seen);
         }
         if seen > 0 {
             shared.revision.send_if_modified(|r| {
@@ -1362,6 +1463,54 @@ mod tests {
         assert_eq!(cache.formers.len(), 1);
         cache.delete("in-mumbai/former/u1");
         assert!(cache.formers.is_empty());
+    }
+
+    /// A site reads its own write at once, however slow its watch: the write is in the cache
+    /// before the watch reports it, an older event of the watch does not undo it, a resync
+    /// from before it keeps it, and once the watch has passed it the watch is in charge again.
+    #[test]
+    fn own_writes_are_read_at_once_and_older_events_do_not_undo_them() {
+        let phone = [7u8; 32];
+        let h = hex(&phone);
+        let phone_key = format!("in-mumbai/phone/{h}");
+        let claim = vec![
+            (phone_key.clone(), Some(b"u1".to_vec())),
+            ("in-mumbai/user/u1".to_owned(), Some(h.clone().into_bytes())),
+        ];
+        let mut cache = Cache {
+            revision: 10,
+            ..Cache::default()
+        };
+        cache.own(12, claim.clone());
+        assert_eq!(cache.phones[&phone][0].2, "u1");
+        assert_eq!(cache.user("u1").unwrap().home.as_str(), "in-mumbai");
+        // The number was released at 11, before the claim: that event comes late.
+        assert!(cache.behind_own(&phone_key, 11));
+        assert!(!cache.behind_own(&phone_key, 12));
+        assert!(!cache.behind_own("in-mumbai/user/u2", 1));
+
+        // A resync that read at 11 keeps the write; one that read at 12 has it already.
+        let mut resynced = Cache {
+            revision: 11,
+            ..Cache::default()
+        };
+        resynced.carry_own(cache.ahead.clone());
+        assert_eq!(resynced.phones[&phone][0].2, "u1");
+        assert_eq!(resynced.ahead.len(), 2);
+        let mut later = Cache {
+            revision: 12,
+            ..Cache::default()
+        };
+        later.carry_own(cache.ahead.clone());
+        assert!(later.phones.is_empty() && later.ahead.is_empty());
+
+        // The watch reaches 12: the write is the watch's now, and a write of a revision the
+        // cache has seen is not applied again over what may be newer.
+        cache.seen(12);
+        assert!(cache.ahead.is_empty());
+        assert!(!cache.behind_own(&phone_key, 11));
+        cache.own(12, vec![(phone_key, None)]);
+        assert_eq!(cache.phones[&phone][0].2, "u1");
     }
 
     #[test]
