@@ -936,40 +936,9 @@ async fn a_migration_stopped_at_every_step_leaves_each_user_live_in_one_region_i
 
     let migrate = site_migrate(data.path(), config.path(), &databases);
 
-    // Clients: each user in turn writes a contact at Mumbai (following redirects), signs in
-    // again and polls their inbox, for as long as the migration runs.
     let acknowledged: Acknowledged = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let clients = {
-        let (client, mumbai, tokens) = (client.clone(), mumbai.clone(), tokens.clone());
-        let (acknowledged, stop) = (acknowledged.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let i = n % USERS;
-                write_contact(
-                    &client,
-                    &mumbai,
-                    &tokens[i],
-                    i,
-                    format!("live{n}"),
-                    &acknowledged,
-                )
-                .await;
-                let _ = client
-                    .post(format!("{mumbai}/v1/sessions"))
-                    .json(&json!({"phone": phone(i), "password": "correct horse battery", "device_name": "again"}))
-                    .send()
-                    .await;
-                let _ = client
-                    .get(format!("{mumbai}/v1/messages?after=0"))
-                    .bearer_auth(&tokens[i])
-                    .send()
-                    .await;
-                n += 1;
-            }
-        })
-    };
+    let clients = spawn_clients(&client, &mumbai, &tokens, &acknowledged, &stop);
 
     for (k, point) in MOVE_FAULT_POINTS.iter().enumerate() {
         let migrate = migrate.clone();
@@ -983,15 +952,7 @@ async fn a_migration_stopped_at_every_step_leaves_each_user_live_in_one_region_i
             output.status,
             String::from_utf8_lossy(&output.stderr).trim()
         );
-        let (at_source, at_target) = (
-            live_accounts(data.path(), &databases, "in-mumbai"),
-            live_accounts(data.path(), &databases, "sg-singapore"),
-        );
-        let both: Vec<_> = at_source.intersection(&at_target).collect();
-        assert!(
-            both.is_empty(),
-            "after stopping at {point}: users live in both regions: {both:?}"
-        );
+        let at_target = assert_live_in_one_region(data.path(), &databases, point);
         // The target's sweeper ends the sessions it holds of users live there (as it does
         // when they expire): the target's copy now differs from what was copied.
         for user in &at_target {
@@ -1035,9 +996,30 @@ async fn a_migration_stopped_at_every_step_leaves_each_user_live_in_one_region_i
         acknowledged.iter().any(|(_, id)| id.starts_with("direct")),
         "no write at the target was acknowledged: the test proves nothing"
     );
+    assert_live_at_target_only(
+        &client,
+        (&mumbai, &singapore),
+        &tokens,
+        &acknowledged,
+        (data.path(), &databases),
+    )
+    .await;
+    cloud.shutdown(Duration::from_secs(5)).await;
+}
+
+/// After a move of every user: each is live at `singapore` and at no other (Mumbai answers none
+/// of their tokens and holds none of their rows), and every write a region acknowledged is
+/// there exactly once.
+async fn assert_live_at_target_only(
+    client: &reqwest::Client,
+    (mumbai, singapore): (&str, &str),
+    tokens: &[String],
+    acknowledged: &[(usize, String)],
+    (data, databases): (&std::path::Path, &BTreeMap<RegionId, String>),
+) {
     for (i, token) in tokens.iter().enumerate() {
         let (status, export) = call(
-            &client,
+            client,
             reqwest::Method::GET,
             format!("{singapore}/v1/me/export"),
             Some(token),
@@ -1046,7 +1028,7 @@ async fn a_migration_stopped_at_every_step_leaves_each_user_live_in_one_region_i
         .await;
         assert_eq!(status, 200, "user {i} at the target");
         let (status, _) = call(
-            &client,
+            client,
             reqwest::Method::GET,
             format!("{mumbai}/v1/me/export"),
             Some(token),
@@ -1069,8 +1051,268 @@ async fn a_migration_stopped_at_every_step_leaves_each_user_live_in_one_region_i
         }
     }
     for table in ["users", "messages", "backup_items", "sessions"] {
-        let n = count_rows(data.path(), &databases, "in-mumbai", table);
+        let n = count_rows(data, databases, "in-mumbai", table);
         assert_eq!(n, 0, "{table} left in Mumbai");
     }
+}
+
+/// Asserts that no user is live in both regions (after the move stopped at `point`); returns
+/// the users live at the target.
+fn assert_live_in_one_region(
+    data: &std::path::Path,
+    databases: &BTreeMap<RegionId, String>,
+    point: &str,
+) -> BTreeSet<String> {
+    let (at_source, at_target) = (
+        live_accounts(data, databases, "in-mumbai"),
+        live_accounts(data, databases, "sg-singapore"),
+    );
+    let both: Vec<_> = at_source.intersection(&at_target).collect();
+    assert!(
+        both.is_empty(),
+        "after stopping at {point}: users live in both regions: {both:?}"
+    );
+    at_target
+}
+
+/// Clients of every user, in turn, for as long as `stop` is unset: a new contact written at
+/// Mumbai (following redirects), a sign-in again and a poll of the inbox. Errors (a region
+/// down, a moved user) are expected; what a region acknowledges is recorded.
+fn spawn_clients(
+    client: &reqwest::Client,
+    mumbai: &str,
+    tokens: &[String],
+    acknowledged: &Acknowledged,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    let (client, mumbai, tokens) = (client.clone(), mumbai.to_owned(), tokens.to_vec());
+    let (acknowledged, stop) = (acknowledged.clone(), stop.clone());
+    tokio::spawn(async move {
+        let mut n = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let i = n % tokens.len();
+            write_contact(
+                &client,
+                &mumbai,
+                &tokens[i],
+                i,
+                format!("live{n}"),
+                &acknowledged,
+            )
+            .await;
+            let _ = client
+                .post(format!("{mumbai}/v1/sessions"))
+                .json(&json!({"phone": phone(i), "password": "correct horse battery", "device_name": "again"}))
+                .send()
+                .await;
+            let _ = client
+                .get(format!("{mumbai}/v1/messages?after=0"))
+                .bearer_auth(&tokens[i])
+                .send()
+                .await;
+            n += 1;
+            // While a region is down its clients fail at once: do not spin.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+}
+
+/// The steps of a move at which a target site's `sovereign serve` can be stopped
+/// (crates/cloud/src/routes/moves.rs), in order.
+const TARGET_FAULT_POINTS: [&str; 5] = [
+    "move.blob-stored",
+    "move.scope-keys-installed",
+    "move.installed",
+    "move.digested",
+    "move.activated",
+];
+
+/// A `sovereign serve --region` process over one site of the one-machine layout; killed
+/// (SIGKILL) when dropped.
+struct Site(std::process::Child);
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `sovereign serve --region REGION` on the address of `url`, over the site's directory under
+/// `data/sites/`, with the federation file and directory the in-process cloud wrote; stopped at
+/// the crash point `fault`, if any. Its log goes to `data/REGION.log`.
+fn serve_site(
+    data: &std::path::Path,
+    config: &std::path::Path,
+    databases: &BTreeMap<RegionId, String>,
+    (region, url): (&str, &str),
+    fault: Option<&str>,
+) -> Site {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.join(format!("{region}.log")))
+        .unwrap();
+    let mut command = sovereign();
+    command
+        .args(["serve", "--region", region, "--listen"])
+        .arg(url.trim_start_matches("https://"))
+        .arg("--data-dir")
+        .arg(data.join("sites").join(region))
+        .arg("--federation")
+        .arg(data.join("federation.toml"))
+        .arg("--directory")
+        .arg(data.join("directory.sqlite"))
+        .arg("--config")
+        .arg(config)
+        .env_remove(sovereign_cloud::fault::FAULT_ENV)
+        .stdout(Stdio::null())
+        .stderr(log);
+    if let Some(fault) = fault {
+        command.env(sovereign_cloud::fault::FAULT_ENV, fault);
+    }
+    if let Some(database) = databases.get(&RegionId::parse(region).unwrap()) {
+        command.arg("--database").arg(database);
+    }
+    Site(command.spawn().unwrap())
+}
+
+/// Waits (bounded) until `url` answers HTTP at all.
+async fn wait_up(client: &reqwest::Client, url: &str) {
+    for _ in 0..400 {
+        if client.get(format!("{url}/healthz")).send().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} did not come up");
+}
+
+/// Issue 12, item 1, the other half: the target site's `sovereign serve` stopped (abort, as
+/// SIGKILL) at each step of its side of the moves in turn, and the source's `serve` killed with
+/// it, while clients keep signing in, writing and polling and `sovereign migrate` runs against
+/// them. After each stop no user is live in both regions; after the last rerun every user is
+/// live at the target only and every acknowledged write is there once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_site_killed_at_every_step_of_the_moves_leaves_each_user_live_in_one_region_issue_12()
+ {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let data = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    write_config(config.path());
+    // The serve processes read their limits from the config: clients sign in again and again.
+    let limits = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../config/server.toml"
+    ))
+    .unwrap()
+    .lines()
+    .map(|line| match line.split_once(" = ") {
+        Some((key, _)) if key.ends_with("_per_minute") || key.ends_with("_per_hour") => {
+            format!("{key} = 100000")
+        }
+        _ => line.to_owned(),
+    })
+    .collect::<Vec<_>>()
+    .join("\n");
+    std::fs::write(config.path().join("server.toml"), limits).unwrap();
+    let databases = test_databases();
+    let cloud = start(data.path(), config.path(), &databases).await;
+    let mumbai = cloud.region("in-mumbai").unwrap().url.clone();
+    let singapore = cloud.region("sg-singapore").unwrap().url.clone();
+    let tokens = populate(data.path(), &mumbai).await;
+    let client = client(data.path());
+    // A few users with a photo, so that sealed blobs move too.
+    for token in &tokens[..3] {
+        let (status, _) = call(
+            &client,
+            reqwest::Method::PUT,
+            format!("{mumbai}/v1/consents/backup.photos"),
+            Some(token),
+            json!({"notice_version": 1}),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let stored = client
+            .put(format!("{mumbai}/v1/backup/photos/p1"))
+            .bearer_auth(token)
+            .header("content-type", "image/jpeg")
+            .body(vec![0xd8u8; 20_000])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stored.status(), 201);
+    }
     cloud.shutdown(Duration::from_secs(5)).await;
+
+    let serve = |site: (&str, &str), fault: Option<&str>| {
+        serve_site(data.path(), config.path(), &databases, site, fault)
+    };
+    let mut source = serve(("in-mumbai", &mumbai), None);
+    wait_up(&client, &mumbai).await;
+    let acknowledged: Acknowledged = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients = spawn_clients(&client, &mumbai, &tokens, &acknowledged, &stop);
+    let migrate = site_migrate(data.path(), config.path(), &databases);
+
+    let mut stopped_at = Vec::new();
+    for point in TARGET_FAULT_POINTS {
+        let mut target = serve(("sg-singapore", &singapore), Some(point));
+        wait_up(&client, &singapore).await;
+        let run = migrate.clone();
+        let output = tokio::task::spawn_blocking(move || run(None).output().unwrap())
+            .await
+            .unwrap();
+        // The target either stopped at the point or is killed now; the source goes down too.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(status) = target.0.try_wait().unwrap() {
+            assert!(!status.success(), "the target ended by itself: {status:?}");
+            stopped_at.push(point);
+        }
+        drop(target);
+        drop(source);
+        println!(
+            "target stopped at {point}: migrate {:?} {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        assert_live_in_one_region(data.path(), &databases, point);
+        source = serve(("in-mumbai", &mumbai), None);
+        wait_up(&client, &mumbai).await;
+    }
+    assert!(
+        stopped_at.len() >= 4,
+        "the moves reached only {stopped_at:?} of the target's steps"
+    );
+    let target = serve(("sg-singapore", &singapore), None);
+    wait_up(&client, &singapore).await;
+    let run = migrate.clone();
+    let finished = tokio::task::spawn_blocking(move || run(None).output().unwrap())
+        .await
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    clients.await.unwrap();
+    let report = String::from_utf8_lossy(&finished.stdout);
+    assert!(
+        finished.status.success(),
+        "{report} {}",
+        String::from_utf8_lossy(&finished.stderr)
+    );
+    assert!(report.contains("0 skipped"), "{report}");
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() > USERS,
+        "only {} writes were acknowledged: the test proves little",
+        acknowledged.len()
+    );
+    assert_live_at_target_only(
+        &client,
+        (&mumbai, &singapore),
+        &tokens,
+        &acknowledged,
+        (data.path(), &databases),
+    )
+    .await;
+    drop(target);
+    drop(source);
 }
