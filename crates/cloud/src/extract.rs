@@ -101,7 +101,10 @@ pub struct AuthUser {
 pub struct SessionRef {
     pub id: String,
     pub token_digest: [u8; 32],
+    /// When the session expires (`i64::MAX` for another site's session: its issuer knows).
     pub expires_at: i64,
+    /// The site that issued the session, when it is not this one.
+    pub issuer: Option<sovereign_model::RegionId>,
 }
 
 /// How stale a session's `last_seen_at` may get before a request writes it again: the list
@@ -151,15 +154,15 @@ impl FromRequestParts<AppState> for AuthUser {
         // Where a redirect sends the client: the same path and query (a cursor in `after=` or
         // `since=` must reach the next region).
         let path_and_query = parts.uri.path_and_query().map_or(path, |p| p.as_str());
-        let mut session = None;
-        let user_id = match live_session(state, digest).await? {
+        let (user_id, session) = match live_session(state, digest).await? {
             Some(live) => {
-                session = Some(SessionRef {
+                let session = SessionRef {
                     id: live.id,
                     token_digest: digest,
                     expires_at: live.expires_at,
-                });
-                live.user_id
+                    issuer: None,
+                };
+                (live.user_id, Some(session))
             }
             None => {
                 // A user who moved to another region is sent there; their token works there.
@@ -170,9 +173,18 @@ impl FromRequestParts<AppState> for AuthUser {
                 }
                 // A user whose account is elsewhere and some of whose services are here: the
                 // token's issuer, if it is their home, says whose token it is.
-                crate::placement::remote_session(state, token)
+                let user = crate::placement::remote_session(state, token)
                     .await?
-                    .ok_or(ApiError::Unauthorized)?
+                    .ok_or(ApiError::Unauthorized)?;
+                // Known here by its digest; its sockets check with the issuer and close when
+                // the home says it ended.
+                let session = crate::session_token::issuer(token).map(|issuer| SessionRef {
+                    id: crate::placement::remote_session_id(&digest),
+                    token_digest: digest,
+                    expires_at: i64::MAX,
+                    issuer: Some(issuer),
+                });
+                (user, session)
             }
         };
         let row = state.store.user(user_id.clone()).await?;

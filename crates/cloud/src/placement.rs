@@ -34,6 +34,7 @@ use crate::state::AppState;
 use crate::store::UserRow;
 
 pub const SESSION_VERIFY_PATH: &str = "/internal/v1/sessions/verify";
+pub const SESSION_END_PATH: &str = "/internal/v1/sessions/end";
 pub const CONSENT_SYNC_PATH: &str = "/internal/v1/consents/sync";
 pub const USER_DELETE_PATH: &str = "/internal/v1/users/delete";
 pub const USER_EXPORT_PATH: &str = "/internal/v1/users/export";
@@ -41,7 +42,8 @@ pub const USER_STATS_PATH: &str = "/internal/v1/users/stats";
 pub const USER_ACCESS_PATH: &str = "/internal/v1/users/access-log";
 
 /// How long a service region trusts its user's home's word that a token is a live session.
-/// A session ended at home may keep working this long in the service regions.
+/// A session ended at home is ended in the service regions at once ([`SESSION_END_PATH`]);
+/// only when that notice is lost does it keep working there, at most this long.
 pub const SESSION_CACHE_MS: i64 = 30_000;
 /// Most tokens a region remembers; when full it forgets them all and asks again.
 pub const SESSION_CACHE_ENTRIES_MAX: usize = 10_000;
@@ -108,6 +110,15 @@ impl SessionCache {
         }
     }
 
+    /// Forgets what the home said about this token, and refuses it without asking for a while:
+    /// its session ended.
+    fn forget(&self, digest: &[u8; 32], until: i64) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(digest);
+        }
+        self.miss(*digest, until);
+    }
+
     /// How many unknown tokens are remembered now.
     pub fn misses_len(&self) -> usize {
         self.misses.lock().map(|m| m.len()).unwrap_or(0)
@@ -132,17 +143,8 @@ pub async fn remote_session(state: &AppState, token: &str) -> Result<Option<Stri
         return Ok(None);
     }
     let digest = token_digest(token);
-    let now = state.now_ms();
-    let user = match state.session_cache.get(&digest, now) {
-        Some(user) => user,
-        None if state.session_cache.missed(&digest, now) => return Ok(None),
-        None => match ask_issuer(state, digest, issuer, now).await? {
-            Some(user) => user,
-            None => {
-                state.session_cache.miss(digest, now + SESSION_MISS_MS);
-                return Ok(None);
-            }
-        },
+    let Some(user) = vouched(state, digest, issuer).await? else {
+        return Ok(None);
     };
     // Another site's word never opens an account held here.
     let row = state.store.user(user.clone()).await?;
@@ -151,6 +153,70 @@ pub async fn remote_session(state: &AppState, token: &str) -> Result<Option<Stri
         return Ok(None);
     }
     Ok(Some(user))
+}
+
+/// The user whose session the token with `digest` is, on the word of its `issuer` (cached).
+async fn vouched(
+    state: &AppState,
+    digest: [u8; 32],
+    issuer: RegionId,
+) -> Result<Option<String>, ApiError> {
+    let now = state.now_ms();
+    if let Some(user) = state.session_cache.get(&digest, now) {
+        return Ok(Some(user));
+    }
+    if state.session_cache.missed(&digest, now) {
+        return Ok(None);
+    }
+    let user = ask_issuer(state, digest, issuer, now).await?;
+    if user.is_none() {
+        state.session_cache.miss(digest, now + SESSION_MISS_MS);
+    }
+    Ok(user)
+}
+
+/// Whether a session of another site, which a socket here was opened with, is still live: the
+/// cached word of its issuer, asked again once that runs out. `Err` when the issuer cannot be
+/// asked (the socket stays open: a home that is down has not ended anything).
+pub async fn remote_session_live(
+    state: &AppState,
+    digest: [u8; 32],
+    issuer: &RegionId,
+) -> Result<bool, ApiError> {
+    Ok(vouched(state, digest, issuer.clone()).await?.is_some())
+}
+
+/// The id a socket opened here with another site's session goes by (the session's own id is
+/// the home's to know): what [`SESSION_END_PATH`] ends.
+pub fn remote_session_id(digest: &[u8; 32]) -> String {
+    format!("remote-{}", hex(digest))
+}
+
+/// Called on the home when one of the user's sessions ended (revoked, signed out): the regions
+/// holding their services forget the token at once and close its sockets. Best effort, in the
+/// background: a region that misses the notice stops trusting the token within
+/// [`SESSION_CACHE_MS`].
+pub fn push_session_end(state: &AppState, user_id: &str, digest: [u8; 32]) {
+    let (state, user_id) = (state.clone(), user_id.to_owned());
+    tokio::spawn(async move {
+        let body = json!({ "user_id": user_id, "token_digest": hex(&digest) });
+        let pushed = post_to_service_regions(&state, &user_id, SESSION_END_PATH, || {
+            let body = body.clone();
+            async move { Ok(body) }
+        })
+        .await;
+        if let Err(error) = pushed {
+            tracing::warn!(%error, "a service region did not hear of a session's end");
+        }
+    });
+}
+
+/// Called in a service region when the home says a session ended.
+pub fn end_remote_session(state: &AppState, user_id: &str, digest: [u8; 32]) {
+    state
+        .session_cache
+        .forget(&digest, state.now_ms() + SESSION_MISS_MS);
+    state.hub.end_session(user_id, &remote_session_id(&digest));
 }
 
 /// Asks the token's issuer whose session it is, following it (at most [`SESSION_HOPS_MAX`]

@@ -162,6 +162,7 @@ async fn session(state: &AppState, headers: &HeaderMap) -> Result<Option<Session
         id: live.id,
         token_digest: digest,
         expires_at: live.expires_at,
+        issuer: None,
     });
     let Some(row) = state.store.user(user_id.clone()).await? else {
         return Ok(None);
@@ -477,6 +478,7 @@ async fn sign_out(
     }
     if let Some(ended) = &session.user.session {
         state.hub.end_session(session.user.id.as_str(), &ended.id);
+        crate::placement::push_session_end(&state, session.user.id.as_str(), ended.token_digest);
     }
     let mut response = redirect("/");
     response

@@ -16,8 +16,8 @@ use crate::domain::{BackupKind, Service, UserId};
 use crate::error::ApiError;
 use crate::extract::AuthUser;
 use crate::placement::{
-    CONSENT_SYNC_PATH, SESSION_VERIFY_PATH, USER_ACCESS_PATH, USER_DELETE_PATH, USER_EXPORT_PATH,
-    USER_STATS_PATH, holds,
+    CONSENT_SYNC_PATH, SESSION_END_PATH, SESSION_VERIFY_PATH, USER_ACCESS_PATH, USER_DELETE_PATH,
+    USER_EXPORT_PATH, USER_STATS_PATH, holds,
 };
 use crate::routes::{backup, messages};
 use crate::state::AppState;
@@ -25,6 +25,7 @@ use crate::state::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route(SESSION_VERIFY_PATH, post(verify_session))
+        .route(SESSION_END_PATH, post(end_session))
         .route(CONSENT_SYNC_PATH, post(sync_consents))
         .route(USER_DELETE_PATH, post(delete_user))
         .route(USER_EXPORT_PATH, post(export_user))
@@ -69,6 +70,27 @@ async fn from_home(state: &AppState, from: &RegionId, user_id: &str) -> Result<(
         Some(home) if home == *from => Ok(()),
         _ => Err(ApiError::Unauthorized),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionEnd {
+    user_id: String,
+    token_digest: String,
+}
+
+/// The user's home says one of their sessions ended: its token is refused here from now on and
+/// its sockets here close.
+async fn end_session(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let (from, body): (_, SessionEnd) = signed(&state, request, SESSION_END_PATH).await?;
+    from_home(&state, &from, &body.user_id).await?;
+    let digest = parse_digest(&body.token_digest)
+        .ok_or_else(|| ApiError::invalid("token_digest", "must be 64 hex digits"))?;
+    crate::placement::end_remote_session(&state, &body.user_id, digest);
+    Ok(Json(json!({})))
 }
 
 /// 64 hex digits as 32 bytes.

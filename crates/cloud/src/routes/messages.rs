@@ -563,6 +563,27 @@ struct ClientFrame {
     ack: String,
 }
 
+/// Whether the session a socket was opened with is still live: here, the store says so; for
+/// another site's session, its issuer (cached, see [`crate::placement::remote_session_live`]).
+/// A store or issuer that cannot answer does not close the socket.
+async fn session_live(state: &AppState, session: &crate::extract::SessionRef) -> bool {
+    if state.now_ms() >= session.expires_at {
+        return false;
+    }
+    match &session.issuer {
+        Some(issuer) => crate::placement::remote_session_live(state, session.token_digest, issuer)
+            .await
+            .unwrap_or(true),
+        None => !matches!(
+            state
+                .store
+                .live_session(session.token_digest, state.now_ms())
+                .await,
+            Ok(None)
+        ),
+    }
+}
+
 async fn push_loop(state: AppState, user: AuthUser, mut socket: WebSocket) {
     let mut new_messages = state.hub.subscribe(user.id.as_str());
     // Subscribe first, then read: a message committed in between is both read and pushed, and
@@ -584,14 +605,13 @@ async fn push_loop(state: AppState, user: AuthUser, mut socket: WebSocket) {
     loop {
         tokio::select! {
             _ = placement_check.tick() => {
-                // The session ended here without a notice reaching this socket (expired, or
-                // ended by another process on this store): close.
-                if let Some(session) = &user.session {
-                    let live = state.store.live_session(session.token_digest, state.now_ms()).await;
-                    if matches!(live, Ok(None)) || state.now_ms() >= session.expires_at {
-                        close_session_ended(&mut socket).await;
-                        return;
-                    }
+                // The session ended without a notice reaching this socket (expired, ended by
+                // another process on this store, or at the home with the notice lost): close.
+                if let Some(session) = &user.session
+                    && !session_live(&state, session).await
+                {
+                    close_session_ended(&mut socket).await;
+                    return;
                 }
                 // The user's messaging moved to another region: new messages are stored there,
                 // so this socket would stay silent. Closing it makes the client reconnect, and
@@ -618,7 +638,7 @@ async fn push_loop(state: AppState, user: AuthUser, mut socket: WebSocket) {
                     Err(RecvError::Lagged(_)) => {
                         // Missed events may include this session's end.
                         if let Some(session) = &user.session
-                            && matches!(state.store.live_session(session.token_digest, state.now_ms()).await, Ok(None))
+                            && !session_live(&state, session).await
                         {
                             close_session_ended(&mut socket).await;
                             return;

@@ -1,9 +1,10 @@
 //! The user's sessions: list them and end any one (a lost phone, a shared computer).
 //!
 //! Ending a session deletes its row, so its token is refused by the next request here, and
-//! tells its open WebSockets to close. Regions holding some of the user's services trust the
-//! home's word about a token for [`crate::placement::SESSION_CACHE_MS`], so there a revoked
-//! token stops working at most that long afterwards.
+//! tells its open WebSockets to close. Regions holding some of the user's services are told too
+//! ([`crate::placement::push_session_end`]): they forget the token and close its sockets there.
+//! Should that notice be lost, they trust the home's word about a token for at most
+//! [`crate::placement::SESSION_CACHE_MS`], so a revoked token stops working there within that.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -96,14 +97,15 @@ pub async fn end(state: &AppState, user: &AuthUser, id: &str) -> Result<(), ApiE
     if id.is_empty() || id.len() > SESSION_ID_BYTES_MAX {
         return Err(ApiError::NotFound);
     }
-    if !state
+    let Some(digest) = state
         .store
         .revoke_session(user.id.to_string(), id.to_owned())
         .await?
-    {
+    else {
         return Err(ApiError::NotFound);
-    }
+    };
     state.hub.end_session(user.id.as_str(), id);
+    crate::placement::push_session_end(state, user.id.as_str(), digest);
     Ok(())
 }
 

@@ -95,14 +95,29 @@ impl Store {
         .await
     }
 
-    /// Ends one of the user's sessions; `false` when the user has no session with that id.
-    pub async fn revoke_session(&self, user_id: String, id: String) -> Result<bool, StoreError> {
+    /// Ends one of the user's sessions; its token digest, or `None` when the user has no
+    /// session with that id.
+    pub async fn revoke_session(
+        &self,
+        user_id: String,
+        id: String,
+    ) -> Result<Option<[u8; 32]>, StoreError> {
         self.write(move |conn| {
-            let deleted = conn.execute(
-                "DELETE FROM sessions WHERE user_id = ?1 AND id = ?2",
-                params![user_id, id],
+            let digest: Option<Vec<u8>> = conn
+                .query_row(
+                    "SELECT token_digest FROM sessions WHERE user_id = ?1 AND id = ?2",
+                    params![user_id, id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(digest) = digest.and_then(|d| <[u8; 32]>::try_from(d).ok()) else {
+                return Ok(None);
+            };
+            conn.execute(
+                "DELETE FROM sessions WHERE token_digest = ?1",
+                params![digest.to_vec()],
             )?;
-            Ok(deleted > 0)
+            Ok(Some(digest))
         })
         .await
     }

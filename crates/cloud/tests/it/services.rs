@@ -1115,6 +1115,78 @@ async fn an_open_websocket_is_closed_when_messaging_moves_away_issue_4() {
     }
 }
 
+/// Issue 12, item 7: a session ended at home ends at once in the region holding the user's
+/// messaging too: its token is refused there and its WebSocket there closes, well before that
+/// region's trust in the home's word (`SESSION_CACHE_MS`, 30 s) runs out; the user's other
+/// session keeps working there.
+#[tokio::test]
+async fn a_session_ended_at_home_ends_at_once_in_the_service_region_issue_12() {
+    let cloud =
+        spawn_regions_with(&["in-mumbai", "sg-singapore"], india_may_move_to_singapore).await;
+    let phone = cloud.user("in-mumbai", ALICE).await;
+    let body =
+        json!({"phone": ALICE, "password": "correct horse battery", "device_name": "laptop"});
+    let laptop = cloud
+        .call("in-mumbai", Method::POST, "/v1/sessions", None, Some(body))
+        .await;
+    assert_eq!(laptop.status, StatusCode::CREATED, "{:?}", laptop.body);
+    let laptop = laptop.body["token"].as_str().unwrap().to_owned();
+    let spec = move_messaging(
+        Selector::Users(vec![ALICE.to_owned()]),
+        "in-mumbai",
+        "sg-singapore",
+    );
+    let mumbai = cloud.cloud.region("in-mumbai").unwrap().state.clone();
+    let singapore = cloud.cloud.region("sg-singapore").unwrap().state.clone();
+    assert_eq!(
+        migrate(&spec, &mumbai, &singapore, |_| {})
+            .await
+            .unwrap()
+            .moved,
+        1
+    );
+    let ca_pem = std::fs::read(cloud.dir.path().join("tls/ca.pem")).unwrap();
+    let mut socket = open_socket_at(&cloud.url("sg-singapore"), &ca_pem, &laptop)
+        .await
+        .unwrap();
+    let polled = cloud.get_at("sg-singapore", "/v1/messages", &laptop).await;
+    assert_eq!(polled.status, StatusCode::OK, "{:?}", polled.body);
+
+    let sessions = cloud.get_at("in-mumbai", "/v1/sessions", &phone).await;
+    let id = sessions.body["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["device_name"] == "laptop")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ended = cloud
+        .call(
+            "in-mumbai",
+            Method::DELETE,
+            &format!("/v1/sessions/{id}"),
+            Some(&phone),
+            None,
+        )
+        .await;
+    assert_eq!(ended.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        closed_within(&mut socket, Duration::from_secs(3)).await,
+        Some(1008)
+    );
+    let refused = cloud.get_at("sg-singapore", "/v1/messages", &laptop).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNAUTHORIZED,
+        "{:?}",
+        refused.body
+    );
+    let kept = cloud.get_at("sg-singapore", "/v1/messages", &phone).await;
+    assert_eq!(kept.status, StatusCode::OK, "{:?}", kept.body);
+}
+
 /// Issue 12, finding 4: a consent change whose push to the service region is lost (its store
 /// failed for a moment) was never pushed again, so the service region's mirror stayed behind the
 /// home's for good: here a grant, and in a race with a withdrawal the same loss leaves a

@@ -1,21 +1,16 @@
 //! A user's sessions: listed, ended one by one (their tokens refused at once, their WebSockets
 //! closed promptly), and the WebSocket's own bounds: message and frame size, sockets per user.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use crate::support::*;
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn sign_in_as(app: &TestApp, phone: &str, device: &str) -> String {
     let reply = app
@@ -34,48 +29,7 @@ async fn sign_in_as(app: &TestApp, phone: &str, device: &str) -> String {
 
 /// Opens the push socket with `token`; `Err` with the HTTP status when it is refused.
 async fn open_socket(app: &TestApp, token: &str) -> Result<Socket, u16> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&app.ca_pem) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let url = format!("{}/v1/messages/ws", app.base.replace("https", "wss"));
-    let mut request = url.into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    match tokio_tungstenite::connect_async_tls_with_config(
-        request,
-        None,
-        false,
-        Some(tokio_tungstenite::Connector::Rustls(Arc::new(tls))),
-    )
-    .await
-    {
-        Ok((socket, _)) => Ok(socket),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            Err(response.status().as_u16())
-        }
-        Err(other) => panic!("{other}"),
-    }
-}
-
-/// Waits (at most `within`) for the server to end the socket; the close code it sent, if any.
-async fn closed_within(socket: &mut Socket, within: Duration) -> Option<u16> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let next = tokio::time::timeout_at(deadline, socket.next())
-            .await
-            .expect("the socket is still open");
-        match next {
-            Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-            Some(Ok(_)) => {}
-            None | Some(Err(_)) => return None,
-        }
-    }
+    open_socket_at(&app.base, &app.ca_pem, token).await
 }
 
 #[tokio::test]
