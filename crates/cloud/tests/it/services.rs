@@ -1185,6 +1185,41 @@ async fn a_session_ended_at_home_ends_at_once_in_the_service_region_issue_12() {
     );
     let kept = cloud.get_at("sg-singapore", "/v1/messages", &phone).await;
     assert_eq!(kept.status, StatusCode::OK, "{:?}", kept.body);
+
+    // Only the user's home may end their sessions elsewhere, and only with a well-formed digest.
+    let me = cloud.get_at("in-mumbai", "/v1/me", &phone).await;
+    let alice_id = me.body["user_id"].as_str().unwrap().to_owned();
+    let phone_digest = sovereign_crypto::hex(&sovereign_crypto::token_digest(&phone));
+    let end = json!({"user_id": alice_id, "token_digest": phone_digest});
+    let (status, _) = singapore
+        .federation
+        .post(
+            &RegionId::parse("in-mumbai").unwrap(),
+            "/internal/v1/sessions/end",
+            &end,
+            START_MS,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 401, "a service region may not end sessions at home");
+    let to_singapore = RegionId::parse("sg-singapore").unwrap();
+    for bad in [
+        json!({"user_id": alice_id, "token_digest": "not hex"}),
+        json!({"user_id": alice_id}),
+        json!({"user_id": alice_id, "token_digest": phone_digest, "more": 1}),
+    ] {
+        let (status, answer) = mumbai
+            .federation
+            .post(&to_singapore, "/internal/v1/sessions/end", &bad, START_MS)
+            .await
+            .unwrap();
+        assert!(
+            (400..500).contains(&status) && status != 401,
+            "{bad}: {status} {answer}"
+        );
+    }
+    let kept = cloud.get_at("sg-singapore", "/v1/messages", &phone).await;
+    assert_eq!(kept.status, StatusCode::OK, "{:?}", kept.body);
 }
 
 /// Issue 12, finding 4: a consent change whose push to the service region is lost (its store
