@@ -380,18 +380,39 @@ pub const CONSENT_RECONCILE_USERS_MAX: u32 = 256;
 /// Pushes the home's consents again for users whose last change some service region has not
 /// confirmed (the consent outbox): a push lost to an unreachable region, or a withdrawal whose
 /// final push was lost after a racing grant's older state had landed there. Run by each
-/// region's housekeeping every minute. Returns how many users are now confirmed everywhere.
+/// region's housekeeping every minute, a batch of at most [`CONSENT_RECONCILE_USERS_MAX`] users
+/// a round, each round after where the last one ended (and from the start again after the
+/// last): users whose region stays down are tried every few rounds, never starving the rest.
+/// Returns how many users are now confirmed everywhere.
 ///
 /// # Errors
 /// When the store cannot be read; a region that still cannot be reached only leaves its user
 /// for the next round.
 pub async fn reconcile_consents(state: &AppState) -> Result<usize, ApiError> {
-    let mut confirmed = 0;
-    for (user_id, _) in state
+    let after = state
+        .consent_reconcile_after
+        .lock()
+        .map(|a| a.clone())
+        .unwrap_or_default();
+    let mut due = state
         .store
-        .consent_outbox_due(CONSENT_RECONCILE_USERS_MAX)
-        .await?
-    {
+        .consent_outbox_due(after.clone(), CONSENT_RECONCILE_USERS_MAX)
+        .await?;
+    if due.is_empty() && !after.is_empty() {
+        due = state
+            .store
+            .consent_outbox_due(String::new(), CONSENT_RECONCILE_USERS_MAX)
+            .await?;
+    }
+    let next = match due.last() {
+        Some((last, _)) if due.len() == CONSENT_RECONCILE_USERS_MAX as usize => last.clone(),
+        _ => String::new(),
+    };
+    if let Ok(mut after) = state.consent_reconcile_after.lock() {
+        *after = next;
+    }
+    let mut confirmed = 0;
+    for (user_id, _) in due {
         match push_consents(state, &user_id, None).await {
             Ok(()) => confirmed += 1,
             Err(error) => {

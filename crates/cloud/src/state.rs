@@ -42,6 +42,9 @@ pub struct RegionState {
     pub ledger: Arc<LedgerSigner>,
     /// Tokens of users whose services live here, as their home regions vouched for them.
     pub session_cache: crate::placement::SessionCache,
+    /// Where the next round of consent reconciliation starts in the outbox (a user id; empty:
+    /// from the start), so that users whose pushes keep failing do not starve the rest.
+    pub consent_reconcile_after: std::sync::Mutex<String>,
     /// Points where tests stop multi-step operations half-way (none armed otherwise).
     pub faults: crate::faults::Faults,
 }
@@ -190,6 +193,7 @@ impl RegionState {
             federation,
             ledger,
             session_cache: Default::default(),
+            consent_reconcile_after: Default::default(),
             faults: Default::default(),
         });
         // The whole ledger is recomputed once per start; from then on each checkpoint checks

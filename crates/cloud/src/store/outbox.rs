@@ -5,13 +5,20 @@ use super::db::params;
 use super::{Store, StoreError};
 
 impl Store {
-    /// Up to `limit` users with consent changes not confirmed everywhere, oldest first (by
-    /// user id, for a stable order), with the history length each must be brought to.
-    pub async fn consent_outbox_due(&self, limit: u32) -> Result<Vec<(String, i64)>, StoreError> {
+    /// Up to `limit` users after `after` (a user id; empty for the first) with consent changes
+    /// not confirmed everywhere, in user id order, with the history length each must be
+    /// brought to.
+    pub async fn consent_outbox_due(
+        &self,
+        after: String,
+        limit: u32,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
         self.read(move |conn| {
-            let mut stmt = conn
-                .prepare("SELECT user_id, version FROM consent_outbox ORDER BY user_id LIMIT ?1")?;
-            let rows = stmt.query_map(params![limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let mut stmt = conn.prepare(
+                "SELECT user_id, version FROM consent_outbox WHERE user_id > ?1 \
+                 ORDER BY user_id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
         .await

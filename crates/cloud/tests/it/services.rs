@@ -1241,7 +1241,11 @@ async fn a_lost_consent_push_is_pushed_again_until_the_service_region_has_it_iss
     sovereign_cloud::placement::reconcile_consents(&mumbai)
         .await
         .unwrap();
-    let owed = mumbai.store.consent_outbox_due(10).await.unwrap();
+    let owed = mumbai
+        .store
+        .consent_outbox_due(String::new(), 10)
+        .await
+        .unwrap();
     assert!(owed.is_empty(), "{owed:?}");
     let singapore = cloud.db("sg-singapore");
     // Singapore's store refuses writes to users for a while (an outage of its database).
@@ -1316,4 +1320,54 @@ async fn a_lost_consent_push_is_pushed_again_until_the_service_region_has_it_iss
             .unwrap(),
         0
     );
+}
+
+/// Issue 12, finding 4, follow-up: reconciliation takes the owed users a bounded batch at a
+/// time; a batch that cannot be pushed (the region holding their services stays down) must not
+/// starve the users after it, round after round.
+#[tokio::test]
+async fn a_region_that_stays_down_does_not_starve_the_other_owed_consent_pushes_issue_12() {
+    use sovereign_cloud::placement::{CONSENT_RECONCILE_USERS_MAX, reconcile_consents};
+    let cloud = spawn_regions(&["in-mumbai", "sg-singapore"]).await;
+    let mumbai = cloud.cloud.region("in-mumbai").unwrap().state.clone();
+    let db = cloud.db("in-mumbai");
+    let batch = CONSENT_RECONCILE_USERS_MAX as usize;
+    // Configured, but no site of it runs: every push there fails.
+    let oregon = RegionId::parse("us-oregon").unwrap();
+    for i in 0..batch + 20 {
+        let user = format!("u-{i:04}");
+        db.execute(
+            "INSERT INTO consent_outbox (user_id, version) VALUES (?1, 0)",
+            &[SqlValue::from(user.clone())],
+        )
+        .unwrap();
+        if i < batch {
+            let mut index = [0u8; 32];
+            index[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            let home = mumbai.region.id.clone();
+            mumbai
+                .directory
+                .claim(index, user.clone(), home, START_MS)
+                .await
+                .unwrap();
+            mumbai
+                .directory
+                .place(user, vec![Service::Messaging], oregon.clone(), START_MS)
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(reconcile_consents(&mumbai).await.unwrap(), 0);
+    assert_eq!(
+        reconcile_consents(&mumbai).await.unwrap(),
+        20,
+        "the users after a failing batch were never pushed"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM consent_outbox"),
+        batch as i64,
+        "the failing ones stay owed"
+    );
+    // And the failing ones are tried again in a later round.
+    assert_eq!(reconcile_consents(&mumbai).await.unwrap(), 0);
 }
