@@ -21,6 +21,7 @@ mod moves;
 mod ops;
 mod pg_cluster;
 mod postgres;
+mod quotas;
 mod regions;
 mod retention;
 mod services;
