@@ -97,6 +97,39 @@ pub struct MessageRow {
     pub delivered_at: Option<UnixMs>,
 }
 
+/// Where a page of [`Store::messages_page`] starts: after this place in this box (the default,
+/// before everything).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageCursor {
+    pub box_name: String,
+    pub box_seq: i64,
+}
+
+impl MessageCursor {
+    /// The place of `row`, to start the next page after it.
+    pub fn after(row: &MessageRow) -> MessageCursor {
+        MessageCursor {
+            box_name: row.box_name.clone(),
+            box_seq: row.seq,
+        }
+    }
+
+    /// `inbox:12`, as clients carry it.
+    pub fn encode(&self) -> String {
+        format!("{}:{}", self.box_name, self.box_seq)
+    }
+
+    /// The cursor [`MessageCursor::encode`] wrote; `None` for anything else.
+    pub fn decode(text: &str) -> Option<MessageCursor> {
+        let (box_name, seq) = text.split_once(':')?;
+        let box_seq = seq.parse::<i64>().ok().filter(|n| *n >= 0)?;
+        matches!(box_name, "inbox" | "sent").then(|| MessageCursor {
+            box_name: box_name.to_owned(),
+            box_seq,
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct BackupRow {
     pub kind: String,
@@ -1017,25 +1050,46 @@ impl Store {
         .await
     }
 
-    /// Every live backup item of a user, for the export.
-    pub async fn backup_all(&self, owner_id: String) -> Result<Vec<BackupRow>, StoreError> {
+    /// One page of a user's live items of one kind, in item id order after `after` (keyset
+    /// pagination over the primary key: each page costs the same however many came before),
+    /// for an export or an operator's read.
+    pub async fn backup_page(
+        &self,
+        owner_id: String,
+        kind: &'static str,
+        after: String,
+        limit: u32,
+    ) -> Result<Vec<BackupRow>, StoreError> {
+        let limit = limit.clamp(1, PAGE_ROWS_MAX);
         self.read(move |conn| {
             let mut stmt = conn.prepare(&format!(
-                "SELECT {BACKUP_COLUMNS} FROM backup_items WHERE owner_id = ?1 AND deleted = 0 \
-                 ORDER BY kind, item_id"
+                "SELECT {BACKUP_COLUMNS} FROM backup_items WHERE owner_id = ?1 AND kind = ?2 \
+                 AND item_id > ?3 AND deleted = 0 ORDER BY item_id LIMIT ?4"
             ))?;
-            let rows = stmt.query_map(params![owner_id], backup_row)?;
+            let rows = stmt.query_map(params![owner_id, kind, after, limit], backup_row)?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
     }
 
-    pub async fn messages_all(&self, owner_id: String) -> Result<Vec<MessageRow>, StoreError> {
+    /// One page of a user's messages, both boxes, in (box, place in the box) order after
+    /// `after` (keyset pagination over the mailbox index), for an export or an operator's read.
+    pub async fn messages_page(
+        &self,
+        owner_id: String,
+        after: MessageCursor,
+        limit: u32,
+    ) -> Result<Vec<MessageRow>, StoreError> {
+        let limit = limit.clamp(1, PAGE_ROWS_MAX);
         self.read(move |conn| {
             let mut stmt = conn.prepare(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE owner_id = ?1 ORDER BY seq"
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE owner_id = ?1 \
+                 AND (box > ?2 OR (box = ?2 AND box_seq > ?3)) ORDER BY box, box_seq LIMIT ?4"
             ))?;
-            let rows = stmt.query_map(params![owner_id], message_row)?;
+            let rows = stmt.query_map(
+                params![owner_id, after.box_name, after.box_seq, limit],
+                message_row,
+            )?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
         .await

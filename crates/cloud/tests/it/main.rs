@@ -11,6 +11,7 @@ mod directory;
 mod encryption;
 mod erasure;
 mod etcd_cluster;
+mod export;
 mod former;
 mod input;
 mod ledger;
