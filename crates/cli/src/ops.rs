@@ -217,14 +217,39 @@ pub fn run(command: OpsCommand) -> anyhow::Result<ExitCode> {
         } => {
             let api = Api::new(&client)?;
             block_on(async move {
-                let data = api
-                    .get(&format!("/v1/ops/grants/{request}/data/{scope}"))
-                    .await?;
-                println!("{}", serde_json::to_string_pretty(&data)?);
+                // The server answers a page at a time (each page a read in the ledger): print
+                // each as it comes and follow `next` to the end.
+                let mut path = format!("/v1/ops/grants/{request}/data/{scope}");
+                loop {
+                    let data = api.get(&path).await?;
+                    println!("{}", serde_json::to_string_pretty(&data)?);
+                    match data["next"].as_str() {
+                        Some(next) => {
+                            path = format!(
+                                "/v1/ops/grants/{request}/data/{scope}?after={}",
+                                url_escape(next)
+                            );
+                        }
+                        None => break,
+                    }
+                }
                 Ok(ExitCode::SUCCESS)
             })
         }
     }
+}
+
+/// `text` as a URL query value (cursors are letters, digits, `:`, `.`, `-` and `_`, but an
+/// item id may hold more).
+fn url_escape(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {

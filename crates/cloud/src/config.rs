@@ -80,6 +80,47 @@ pub struct ServerLimits {
     pub photo_bytes_max: usize,
     pub request_timeout_secs: u64,
     pub concurrent_requests_max: usize,
+    /// Per-user quotas, checked in the commit of each write. (Defaulted, so that a config
+    /// directory written before them still loads.) Live items of each backup kind.
+    #[serde(default = "default_backup_items_per_kind_max")]
+    pub backup_items_per_kind_max: i64,
+    /// Total bytes of one user's photos.
+    #[serde(default = "default_photos_bytes_per_user_max")]
+    pub photos_bytes_per_user_max: i64,
+    /// Undelivered messages waiting in one recipient's inbox.
+    #[serde(default = "default_inbox_pending_per_user_max")]
+    pub inbox_pending_per_user_max: i64,
+    /// Rows read from the store per page of an export or an operator's read: what one request
+    /// holds in memory at a time, whatever the account holds.
+    #[serde(default = "default_export_page_rows")]
+    pub export_page_rows: u32,
+}
+
+fn default_backup_items_per_kind_max() -> i64 {
+    250_000
+}
+
+fn default_photos_bytes_per_user_max() -> i64 {
+    128 * 1024 * 1024 * 1024
+}
+
+fn default_inbox_pending_per_user_max() -> i64 {
+    10_000
+}
+
+fn default_export_page_rows() -> u32 {
+    100
+}
+
+impl ServerLimits {
+    /// The quota of one backup kind for [`crate::store::BackupPut`].
+    pub fn backup_quota(&self, kind: crate::domain::BackupKind) -> crate::store::BackupQuota {
+        crate::store::BackupQuota {
+            items_max: Some(self.backup_items_per_kind_max),
+            bytes_max: (kind == crate::domain::BackupKind::Photos)
+                .then_some(self.photos_bytes_per_user_max),
+        }
+    }
 }
 
 fn default_signups_per_phone_per_hour() -> u32 {
@@ -179,6 +220,16 @@ impl Policies {
             toml::from_str(&read("retention.toml")?).context("in retention.toml")?;
         let limits: ServerLimits =
             toml::from_str(&read("server.toml")?).context("in server.toml")?;
+        if limits.backup_items_per_kind_max < 1
+            || limits.photos_bytes_per_user_max < 1
+            || limits.inbox_pending_per_user_max < 1
+            || limits.export_page_rows == 0
+        {
+            bail!(
+                "in server.toml: backup_items_per_kind_max, photos_bytes_per_user_max, \
+                 inbox_pending_per_user_max and export_page_rows must be positive"
+            );
+        }
         let ops: OpsPolicy = toml::from_str(&read("ops.toml")?).context("in ops.toml")?;
         if ops.approvals_required == 0 {
             bail!("in ops.toml: approvals_required must be at least 1");

@@ -82,6 +82,13 @@ pub enum ApiError {
     NotRequester,
     #[error("{0}")]
     Conflict(String),
+    /// A per-user quota (`server.toml`) is reached: the write is refused whole, nothing stored.
+    #[error("{detail}")]
+    QuotaExceeded {
+        quota: &'static str,
+        limit: i64,
+        detail: String,
+    },
     #[error("the form's security token is missing or wrong; reload the page and try again")]
     CsrfRejected,
     #[error("internal error")]
@@ -123,6 +130,9 @@ impl ApiError {
             | ApiError::NotRequester
             | ApiError::CsrfRejected => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            // 507, not 413: the request is not too large (a small one is refused as well), the
+            // account's storage is full; the client must free some, not shrink the request.
+            ApiError::QuotaExceeded { .. } => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -163,6 +173,7 @@ impl ApiError {
             ApiError::QuorumNotMet { .. } => "quorum_not_met",
             ApiError::NotRequester => "not_requester",
             ApiError::Conflict(_) => "conflict",
+            ApiError::QuotaExceeded { .. } => "quota_exceeded",
             ApiError::CsrfRejected => "csrf_rejected",
             ApiError::Internal(_) => "internal",
         }
@@ -181,7 +192,29 @@ impl ApiError {
             ApiError::GrantNotOpen { state } => Some(("state", json!(state))),
             ApiError::ScopeNotGranted(scope) => Some(("scope", json!(scope))),
             ApiError::UnknownOperator(name) => Some(("operator", json!(name))),
+            ApiError::QuotaExceeded { quota, .. } => Some(("quota", json!(quota))),
             _ => None,
+        }
+    }
+
+    /// The refusal of a write past a per-user quota, with a detail a person can act on.
+    pub fn quota_exceeded(quota: crate::store::Quota, limit: i64) -> ApiError {
+        use crate::store::Quota;
+        let detail = match quota {
+            Quota::BackupItems(kind) => {
+                format!("your {kind} backup holds {limit} items, its limit; delete some first")
+            }
+            Quota::BackupBytes(kind) => format!(
+                "your {kind} backup would pass its limit of {limit} bytes in total; delete some first"
+            ),
+            Quota::InboxPending => format!(
+                "the recipient has {limit} undelivered messages, their limit; try again once they have read some"
+            ),
+        };
+        ApiError::QuotaExceeded {
+            quota: quota.name(),
+            limit,
+            detail,
         }
     }
 
@@ -206,6 +239,7 @@ impl From<StoreError> for ApiError {
             StoreError::PhoneTaken => ApiError::PhoneTaken,
             StoreError::Migrating => ApiError::UserMigrating,
             StoreError::Conflict(message) => ApiError::Conflict(message),
+            StoreError::QuotaExceeded { quota, limit } => ApiError::quota_exceeded(quota, limit),
             StoreError::DirectoryUnavailable(detail) => {
                 tracing::warn!(%detail, "the directory is unavailable");
                 ApiError::DirectoryUnavailable(detail)
@@ -234,6 +268,9 @@ impl IntoResponse for ApiError {
         });
         if let Some((key, value)) = self.extra() {
             body[key] = value;
+        }
+        if let ApiError::QuotaExceeded { limit, .. } = &self {
+            body["limit"] = json!(limit);
         }
         let mut response = (status, body.to_string()).into_response();
         response.headers_mut().insert(

@@ -18,6 +18,8 @@ pub const DELETE_AFTER_DIRECTORY: &str = "delete:after-directory";
 /// A send to another region: after that region stored the recipient's copy, before the
 /// sender's copy is stored here (as a lost answer or a crash there would leave it).
 pub const SEND_AFTER_FORWARD: &str = "send:after-forward";
+/// An export: after a page was written to the client (the response must be cut, not closed).
+pub const EXPORT_AFTER_PAGE: &str = "export:after-page";
 
 #[derive(Default)]
 pub struct Faults {

@@ -32,6 +32,7 @@ pub mod directory;
 pub mod domain;
 pub mod erasure;
 pub mod error;
+pub mod export;
 pub mod extract;
 pub mod fault;
 pub mod faults;

@@ -14,6 +14,12 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// Which per-user quota refused a write (a fixed set: see [`crate::store::Quota::name`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuotaLabels {
+    pub quota: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -22,6 +28,7 @@ pub struct Metrics {
     pub messages_pushed: Counter,
     pub websockets_open: Gauge,
     pub websockets_refused: Counter,
+    pub quota_refusals: Family<QuotaLabels, Counter>,
 }
 
 /// The method label of a request: the standard methods by name, anything else as `other`, so
@@ -51,6 +58,12 @@ impl Default for Metrics {
         let messages_pushed = Counter::default();
         let websockets_open = Gauge::default();
         let websockets_refused = Counter::default();
+        let quota_refusals = Family::<QuotaLabels, Counter>::default();
+        registry.register(
+            "quota_refusals",
+            "Writes refused because a per-user quota was reached",
+            quota_refusals.clone(),
+        );
         registry.register(
             "websockets_open",
             "WebSockets open now",
@@ -85,11 +98,22 @@ impl Default for Metrics {
             messages_pushed,
             websockets_open,
             websockets_refused,
+            quota_refusals,
         }
     }
 }
 
 impl Metrics {
+    /// Counts `error` if it is a quota refusal, and hands it back.
+    pub fn count_quota(&self, error: crate::error::ApiError) -> crate::error::ApiError {
+        if let crate::error::ApiError::QuotaExceeded { quota, .. } = &error {
+            self.quota_refusals
+                .get_or_create(&QuotaLabels { quota })
+                .inc();
+        }
+        error
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Invariant: encoding into a String cannot fail.

@@ -24,7 +24,6 @@ use crate::clock::UnixMs;
 use crate::domain::{BackupKind, UserId};
 use crate::error::ApiError;
 use crate::extract::AuthUser;
-use crate::routes::{backup, messages};
 use crate::state::AppState;
 use crate::store::{OperatorRow, OpsRequestRow};
 
@@ -142,6 +141,7 @@ pub fn decision_bytes(
     )
 }
 
+/// What an operator signs for a request: `path` is the path with its query, if any.
 pub fn http_bytes(region: &str, method: &str, path: &str, signed_at_ms: i64) -> Vec<u8> {
     canonical(
         OPS_DOMAIN,
@@ -351,38 +351,43 @@ pub async fn unwrap_for_grant(
     ))
 }
 
-/// The user's data of one scope, decrypted, for an operator holding an open grant.
+/// One page of the user's data of one scope, decrypted, for an operator holding an open grant,
+/// and the cursor of the next page (`None`: the last one). Each page is a read of its own: the
+/// grant is verified and a `read` entry committed for it before anything is decrypted. A page
+/// holds at most `export_page_rows` items (photos: at most [`crate::export::PAGE_BYTES_MAX`]
+/// bytes past the first), so a read costs the same memory however much the user holds.
 ///
 /// # Errors
-/// As [`unwrap_for_grant`].
+/// As [`unwrap_for_grant`]; `422 invalid_field` for a cursor this API did not write.
 pub async fn read_scope(
     state: &AppState,
     request_id: &str,
     scope: ConsentScope,
     reader: &str,
-) -> Result<(VerifiedGrant, Value), ApiError> {
-    let (grant, user) = unwrap_for_grant(state, request_id, scope, reader).await?;
-    let mut items = Vec::new();
-    match scope {
-        ConsentScope::Messaging => {
-            for row in state.store.messages_all(user.id.to_string()).await? {
-                items.push(
-                    serde_json::to_value(messages::open_message(&user, &row)?)
-                        .map_err(ApiError::internal)?,
-                );
-            }
-        }
+    after: Option<&str>,
+) -> Result<(VerifiedGrant, Value, Option<String>), ApiError> {
+    use crate::export::Part;
+    let part = match scope {
+        ConsentScope::Messaging => Some(Part::Messages),
         ConsentScope::BackupContacts | ConsentScope::BackupSms | ConsentScope::BackupPhotos => {
             let kind = scope.as_str().trim_start_matches("backup.");
-            let kind = BackupKind::parse(kind).map_err(|_| ApiError::NotFound)?;
-            for row in state.store.backup_all(user.id.to_string()).await? {
-                if row.kind == kind.as_str() {
-                    items.push(backup::export_item(state, &user, &row).await?);
-                }
-            }
+            Some(Part::Backup(
+                BackupKind::parse(kind).map_err(|_| ApiError::NotFound)?,
+            ))
         }
         // No API stores location or diagnostics data; there is nothing to read.
-        ConsentScope::Location | ConsentScope::Diagnostics => {}
+        ConsentScope::Location | ConsentScope::Diagnostics => None,
+    };
+    // A cursor that cannot be ours is refused before the read is committed to the ledger.
+    if let (Some(Part::Messages), Some(after)) = (part, after)
+        && crate::store::MessageCursor::decode(after).is_none()
+    {
+        return Err(ApiError::invalid("after", "must be a cursor of this API"));
     }
-    Ok((grant, Value::Array(items)))
+    let (grant, user) = unwrap_for_grant(state, request_id, scope, reader).await?;
+    let Some(part) = part else {
+        return Ok((grant, Value::Array(Vec::new()), None));
+    };
+    let (items, next) = crate::export::local_page(state, &user, part, after).await?;
+    Ok((grant, Value::Array(items), next))
 }

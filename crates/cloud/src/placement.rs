@@ -308,7 +308,10 @@ pub async fn route(
 }
 
 /// The regions other than this one that hold one of the user's services.
-async fn service_regions(state: &AppState, user_id: &str) -> Result<BTreeSet<RegionId>, ApiError> {
+pub(crate) async fn service_regions(
+    state: &AppState,
+    user_id: &str,
+) -> Result<BTreeSet<RegionId>, ApiError> {
     Ok(state
         .directory
         .placements(user_id.to_owned())
@@ -474,32 +477,6 @@ where
     Err(ApiError::RegionUnavailable(
         "the user's services keep moving; retry".to_owned(),
     ))
-}
-
-/// The parts of an export held in other regions: each `{"messages": [...], "backup": {...}}`.
-/// `session_token` is the token of the user's own export request: each region hands over its
-/// part only on that proof, and writes the hand-over in its own ledger.
-///
-/// # Errors
-/// `503 region_unavailable` when a region holding a service does not answer.
-pub async fn export_remote(
-    state: &AppState,
-    user_id: &str,
-    session_token: &str,
-) -> Result<Vec<Value>, ApiError> {
-    let mut parts = Vec::new();
-    for region in service_regions(state, user_id).await? {
-        let body = json!({ "user_id": user_id, "session_token": session_token });
-        let (status, part) = state
-            .federation
-            .post(&region, USER_EXPORT_PATH, &body, state.now_ms())
-            .await?;
-        if status != 200 {
-            return Err(ApiError::RegionUnavailable(region.to_string()));
-        }
-        parts.push(part);
-    }
-    Ok(parts)
 }
 
 /// Checks, at a service region, that `token` is a live session of `user_id` at `home` (the

@@ -244,6 +244,7 @@ pub async fn put_item(
             content_type,
             size_bytes: Some(plaintext.len() as i64),
             now: state.now_ms(),
+            quota: limits.backup_quota(kind),
         })
         .await;
     let written = match written {
@@ -252,7 +253,7 @@ pub async fn put_item(
             if let Some(path) = &blob_path {
                 state.blobs.delete(path).await;
             }
-            return Err(e.into());
+            return Err(state.metrics.count_quota(e.into()));
         }
     };
     if let Some(old) = written.old_blob {

@@ -536,20 +536,15 @@ async fn export(State(state): State<AppState>, headers: HeaderMap) -> Response {
         Ok(None) => return redirect("/"),
         Err(error) => return page_error(error),
     };
-    match me::export_document(&state, &session.user, &session.token).await {
-        Ok(document) => {
-            let body = serde_json::to_vec_pretty(&document).unwrap_or_default();
-            (
-                [
-                    (header::CONTENT_TYPE, "application/json"),
-                    (
-                        header::CONTENT_DISPOSITION,
-                        "attachment; filename=\"sovereign-export.json\"",
-                    ),
-                ],
-                body,
-            )
-                .into_response()
+    match crate::export::export_response(state, session.user, session.token).await {
+        Ok(mut response) => {
+            response.headers_mut().insert(
+                header::CONTENT_DISPOSITION,
+                axum::http::HeaderValue::from_static(
+                    "attachment; filename=\"sovereign-export.json\"",
+                ),
+            );
+            response
         }
         Err(error) => page_error(error),
     }

@@ -12,14 +12,14 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sovereign_model::RegionId;
 
-use crate::domain::{BackupKind, Service, UserId};
+use crate::domain::{Service, UserId};
 use crate::error::ApiError;
+use crate::export::{Part, USER_EXPORT_PAGE_PATH};
 use crate::extract::AuthUser;
 use crate::placement::{
     CONSENT_SYNC_PATH, SESSION_END_PATH, SESSION_VERIFY_PATH, USER_ACCESS_PATH, USER_DELETE_PATH,
     USER_EXPORT_PATH, USER_STATS_PATH, holds,
 };
-use crate::routes::{backup, messages};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -29,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .route(CONSENT_SYNC_PATH, post(sync_consents))
         .route(USER_DELETE_PATH, post(delete_user))
         .route(USER_EXPORT_PATH, post(export_user))
+        .route(USER_EXPORT_PAGE_PATH, post(export_page))
         .route(USER_STATS_PATH, post(user_stats))
         .route(USER_ACCESS_PATH, post(user_access_log))
 }
@@ -245,11 +246,40 @@ struct ExportRequest {
     /// The bearer token of the user's own export request at home: the proof that the user
     /// asked. This region checks with the home that it is a live session of this user.
     session_token: String,
+    /// The home's id for this export: its pages are asked for under it. (Defaulted so that a
+    /// request without it is refused for its token first, then for the missing id.)
+    #[serde(default)]
+    export_id: String,
 }
 
-/// The home gathers an export: this region's part, decrypted, of the services it holds. Only
-/// for a request the user made (their session token, live at home), and written in this
-/// region's ledger before anything leaves.
+/// The user's row and key here, for a part of an export; `None` when this region holds no
+/// service of theirs.
+async fn service_user(state: &AppState, user_id: &str) -> Result<Option<AuthUser>, ApiError> {
+    let Some(row) = state
+        .store
+        .user(user_id.to_owned())
+        .await?
+        .filter(|r| r.service_only)
+    else {
+        return Ok(None);
+    };
+    let id = UserId::from_stored(user_id.to_owned());
+    let wrapped = row.wrapped_key.as_deref().ok_or(ApiError::NotFound)?;
+    let key = state
+        .keys
+        .unwrap(wrapped, &id)
+        .map_err(ApiError::Internal)?;
+    Ok(Some(AuthUser {
+        id,
+        row,
+        key,
+        session: None,
+    }))
+}
+
+/// The home begins an export: this region's part of it is handed over, page by page
+/// ([`export_page`]), only for a request the user made (their session token, live at home),
+/// and written in this region's ledger before anything leaves. Answers the parts held here.
 async fn export_user(
     State(state): State<AppState>,
     request: Request,
@@ -257,20 +287,22 @@ async fn export_user(
     let (from, body): (_, ExportRequest) = signed(&state, request, USER_EXPORT_PATH).await?;
     from_home(&state, &from, &body.user_id).await?;
     crate::placement::check_user_asked(&state, &from, &body.user_id, &body.session_token).await?;
-    let mut messages_out = Vec::new();
-    let mut backups = serde_json::Map::new();
-    let Some(row) = state
-        .store
-        .user(body.user_id.clone())
-        .await?
-        .filter(|r| r.service_only)
-    else {
-        return Ok(Json(json!({ "messages": [], "backup": {} })));
-    };
+    if body.export_id.is_empty()
+        || body.export_id.len() > 64
+        || !body.export_id.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
+        return Err(ApiError::invalid(
+            "export_id",
+            "must be 1 to 64 letters or digits",
+        ));
+    }
+    if service_user(&state, &body.user_id).await?.is_none() {
+        return Ok(Json(json!({ "parts": [] })));
+    }
     let mut services = Vec::new();
     for service in Service::ALL {
         if holds(&state, &body.user_id, service).await? {
-            services.push(service.as_str());
+            services.push(service);
         }
     }
     state
@@ -279,42 +311,64 @@ async fn export_user(
             state.ledger.clone(),
             body.user_id.clone(),
             from.to_string(),
-            json!({ "to": from.as_str(), "services": services, "asked_by": "user" }).to_string(),
+            body.export_id.clone(),
+            json!({
+                "to": from.as_str(),
+                "services": services.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+                "asked_by": "user",
+            })
+            .to_string(),
             state.now_ms(),
         )
         .await?;
-    let id = UserId::from_stored(body.user_id.clone());
-    let wrapped = row.wrapped_key.as_deref().ok_or(ApiError::NotFound)?;
-    let key = state
-        .keys
-        .unwrap(wrapped, &id)
-        .map_err(ApiError::Internal)?;
-    let user = AuthUser {
-        id,
-        row,
-        key,
-        session: None,
+    let parts: Vec<&str> = Part::ALL
+        .into_iter()
+        .filter(|p| services.contains(&p.service()))
+        .map(Part::as_str)
+        .collect();
+    Ok(Json(json!({ "parts": parts })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportPageRequest {
+    user_id: String,
+    export_id: String,
+    part: String,
+    after: Option<String>,
+}
+
+/// One page of this region's part of an export the home began (its ledger entry is here and
+/// at most [`crate::export::EXPORT_WINDOW_MS`] old): `{"items": [...], "next": cursor|null}`.
+async fn export_page(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let (from, body): (_, ExportPageRequest) =
+        signed(&state, request, USER_EXPORT_PAGE_PATH).await?;
+    from_home(&state, &from, &body.user_id).await?;
+    let part = Part::parse(&body.part)?;
+    let begun = state
+        .store
+        .export_begun(
+            body.user_id.clone(),
+            from.to_string(),
+            body.export_id.clone(),
+            state.now_ms() - crate::export::EXPORT_WINDOW_MS,
+        )
+        .await?;
+    if !begun {
+        return Err(ApiError::Unauthorized);
+    }
+    let Some(user) = service_user(&state, &body.user_id).await? else {
+        return Ok(Json(json!({ "items": [], "next": null })));
     };
-    if holds(&state, &body.user_id, Service::Messaging).await? {
-        for row in state.store.messages_all(body.user_id.clone()).await? {
-            messages_out.push(
-                serde_json::to_value(messages::open_message(&user, &row)?)
-                    .map_err(ApiError::internal)?,
-            );
-        }
+    if !holds(&state, &body.user_id, part.service()).await? {
+        return Ok(Json(json!({ "items": [], "next": null })));
     }
-    if holds(&state, &body.user_id, Service::Backup).await? {
-        for kind in BackupKind::ALL {
-            backups.insert(kind.as_str().to_owned(), Value::Array(Vec::new()));
-        }
-        for row in state.store.backup_all(body.user_id.clone()).await? {
-            let item = backup::export_item(&state, &user, &row).await?;
-            if let Some(Value::Array(items)) = backups.get_mut(&row.kind) {
-                items.push(item);
-            }
-        }
-    }
-    Ok(Json(json!({ "messages": messages_out, "backup": backups })))
+    let (items, next) =
+        crate::export::local_page(&state, &user, part, body.after.as_deref()).await?;
+    Ok(Json(json!({ "items": items, "next": next })))
 }
 
 /// The home's dashboard asks what this region holds of a user and when it goes: counts and

@@ -2,17 +2,15 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::clock::rfc3339;
-use crate::domain::Service;
 use crate::error::ApiError;
 use crate::extract::{AuthUser, aad};
-use crate::routes::{backup, consents, messages};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -38,7 +36,7 @@ pub struct MeView {
     sessions: Vec<SessionView>,
 }
 
-async fn me_view(state: &AppState, user: &AuthUser) -> Result<MeView, ApiError> {
+pub(crate) async fn me_view(state: &AppState, user: &AuthUser) -> Result<MeView, ApiError> {
     let phone = user
         .key
         .open(
@@ -77,15 +75,17 @@ pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<Me
     Ok(Json(me_view(&state, &user).await?))
 }
 
-/// Everything the service holds about the user, decrypted, as one JSON document.
-#[utoipa::path(get, path = "/v1/me/export", responses((status = 200, description = "the export document")), security(("bearer" = [])))]
+/// Everything the service holds about the user, decrypted, as one JSON document, written as it
+/// is read from the store, page by page (see [`crate::export`]). Its last member is
+/// `"complete": true`; an export that fails part-way is cut off, never closed.
+#[utoipa::path(get, path = "/v1/me/export", responses((status = 200, description = "the export document"), (status = 503, description = "region_unavailable")), security(("bearer" = [])))]
 pub async fn export(
     State(state): State<AppState>,
     user: AuthUser,
     headers: axum::http::HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     // The user's own token goes with the request to the regions holding their services: it is
-    // their proof that the user asked (see `placement::export_remote`).
+    // their proof that the user asked (see `crate::export`).
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -93,79 +93,7 @@ pub async fn export(
         .map(str::trim)
         .ok_or(ApiError::Unauthorized)?
         .to_owned();
-    export_document(&state, &user, &token).await.map(Json)
-}
-
-/// The export document of `user`, whose session token `token` is.
-///
-/// # Errors
-/// When a region holding one of the user's services does not hand over its part.
-pub async fn export_document(
-    state: &AppState,
-    user: &AuthUser,
-    token: &str,
-) -> Result<Value, ApiError> {
-    let state = state.clone();
-    let account = me_view(&state, user).await?;
-    let consents = consents::consent_views(&state, user).await?;
-    let history = consents::history_events(&state, user).await?;
-    let user_id = user.id.to_string();
-    let mut messages_out = Vec::new();
-    if crate::placement::holds(&state, &user_id, Service::Messaging).await? {
-        for row in state.store.messages_all(user_id.clone()).await? {
-            messages_out.push(
-                serde_json::to_value(messages::open_message(user, &row)?)
-                    .map_err(ApiError::internal)?,
-            );
-        }
-    }
-    let mut backups = serde_json::Map::new();
-    for kind in crate::domain::BackupKind::ALL {
-        backups.insert(kind.as_str().to_owned(), Value::Array(Vec::new()));
-    }
-    if crate::placement::holds(&state, &user_id, Service::Backup).await? {
-        for row in state.store.backup_all(user_id.clone()).await? {
-            let item = backup::export_item(&state, user, &row).await?;
-            if let Some(Value::Array(items)) = backups.get_mut(&row.kind) {
-                items.push(item);
-            }
-        }
-    }
-    // The parts held in the regions where the user's services live.
-    let mut regions = serde_json::Map::new();
-    regions.insert("account".to_owned(), Value::from(state.region.id.as_str()));
-    for service in Service::ALL {
-        let region = state
-            .directory
-            .service_region(user_id.clone(), service)
-            .await?
-            .map_or_else(|| state.region.id.to_string(), |r| r.to_string());
-        regions.insert(service.as_str().to_owned(), Value::from(region));
-    }
-    for part in crate::placement::export_remote(&state, &user_id, token).await? {
-        if let Some(Value::Array(remote)) = part.get("messages") {
-            messages_out.extend(remote.iter().cloned());
-        }
-        if let Some(Value::Object(remote)) = part.get("backup") {
-            for (kind, items) in remote {
-                if let (Some(Value::Array(mine)), Value::Array(theirs)) =
-                    (backups.get_mut(kind), items)
-                {
-                    mine.extend(theirs.iter().cloned());
-                }
-            }
-        }
-    }
-    Ok(serde_json::json!({
-        "exported_at": rfc3339(state.now_ms()),
-        "region": state.region.id.as_str(),
-        "regions": regions,
-        "account": account,
-        "consents": consents,
-        "consent_history": history,
-        "messages": messages_out,
-        "backup": backups,
-    }))
+    crate::export::export_response(state, user, token).await
 }
 
 /// Deletes the account: the other regions' parts first, then the data key (crypto-shredding),

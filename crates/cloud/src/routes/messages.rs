@@ -190,18 +190,25 @@ pub async fn send(
             "id": id.as_str(), "from": sender_phone, "to": to.as_e164(),
             "body": request.body, "sent_at_ms": now,
         });
-        let (status, _) = state
+        let (status, answer) = state
             .federation
             .post(&home, FORWARD_PATH, &forwarded, now)
             .await?;
         match status {
             202 => state.faults.check(crate::faults::SEND_AFTER_FORWARD)?,
             422 => return Err(ApiError::RecipientUnavailable),
+            // The recipient's inbox is full (their region counted the refusal).
+            507 => {
+                return Err(ApiError::quota_exceeded(
+                    crate::store::Quota::InboxPending,
+                    answer["limit"].as_i64().unwrap_or(0),
+                ));
+            }
             // The recipient's messaging is moving: the sender retries and is routed anew.
             503 => return Err(ApiError::UserMigrating),
             _ => return Err(ApiError::RegionUnavailable(home.to_string())),
         }
-        state.store.store_message_copy(sent, "sent").await?;
+        state.store.store_message_copy(sent, "sent", None).await?;
         state.metrics.messages_stored.inc();
         return Ok((
             StatusCode::ACCEPTED,
@@ -221,11 +228,15 @@ pub async fn send(
     .await?;
     let seq = state
         .store
-        .send_message(sent, inbox)
+        .send_message(
+            sent,
+            inbox,
+            Some(state.policies.limits.inbox_pending_per_user_max),
+        )
         .await
         .map_err(|e| match e {
             crate::store::StoreError::NotFound => ApiError::RecipientUnavailable,
-            other => other.into(),
+            other => state.metrics.count_quota(other.into()),
         })?;
     state.metrics.messages_stored.inc();
     state.hub.notify(recipient_id.as_str(), seq);
@@ -376,11 +387,15 @@ async fn receive_forwarded(
     .await?;
     let seq = state
         .store
-        .store_message_copy(inbox, "inbox")
+        .store_message_copy(
+            inbox,
+            "inbox",
+            Some(state.policies.limits.inbox_pending_per_user_max),
+        )
         .await
         .map_err(|e| match e {
             crate::store::StoreError::NotFound => ApiError::RecipientUnavailable,
-            other => other.into(),
+            other => state.metrics.count_quota(other.into()),
         })?;
     tracing::debug!(%from_region, "stored a forwarded message");
     state.metrics.messages_stored.inc();

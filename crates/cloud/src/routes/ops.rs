@@ -7,7 +7,7 @@
 //! `sovereign-signed-at` (Unix ms) and `sovereign-signature` (hex) headers over
 //! `("http", region, method, path, signed_at)`.
 
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::routing::{get, post};
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sovereign_crypto::{SIGNATURE_BYTES, from_hex, hex, verify_signature};
 use sovereign_model::ConsentScope;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::clock::rfc3339;
 use crate::error::ApiError;
@@ -216,10 +216,15 @@ impl FromRequestParts<AppState> for OperatorAuth {
         check_operator_name(&name).map_err(|m| ApiError::invalid(HEADER_OPERATOR, m))?;
         let operators = state.store.operators().await?;
         let operator = live_operator(&operators, &name)?;
+        // The query is signed with the path: a page's cursor is part of what was asked.
+        let target = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path(), |p| p.as_str());
         let message = http_bytes(
             state.region.id.as_str(),
             parts.method.as_str(),
-            parts.uri.path(),
+            target,
             signed_at,
         );
         verify_signature(&operator.public_key, &message, &signature)
@@ -464,16 +469,19 @@ pub async fn decide(
 /// Reads one scope of the user's data through an open grant. The k approvals are verified again
 /// from their signatures, and a `read` entry is committed to the ledger, before anything is
 /// decrypted.
-#[utoipa::path(get, path = "/v1/ops/grants/{id}/data/{scope}", params(("id" = String, Path), ("scope" = String, Path)),
-    responses((status = 200, description = "the scope's data, decrypted"), (status = 401),
+#[utoipa::path(get, path = "/v1/ops/grants/{id}/data/{scope}", params(("id" = String, Path), ("scope" = String, Path), DataQuery),
+    responses((status = 200, description = "one page of the scope's data, decrypted, and `next`: the cursor of the next page, or null"), (status = 401),
               (status = 403, description = "quorum_not_met, grant_not_open, scope_not_granted, not_requester or read_only_grant")))]
 pub async fn read_data(
     State(state): State<AppState>,
     operator: OperatorAuth,
     Path((id, scope)): Path<(String, String)>,
+    query: Result<Query<DataQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     let scope = ConsentScope::parse(&scope).ok_or_else(|| ApiError::ScopeNotGranted(scope))?;
-    let (grant, data) = crate::ops::read_scope(&state, &id, scope, &operator.name).await?;
+    let (grant, data, next) =
+        crate::ops::read_scope(&state, &id, scope, &operator.name, query.after.as_deref()).await?;
     Ok(Json(json!({
         "request_id": id,
         "scope": scope.as_str(),
@@ -481,7 +489,15 @@ pub async fn read_data(
         "approved_by": grant.approvers(),
         "read_at": rfc3339(state.now_ms()),
         "items": data,
+        "next": next,
     })))
+}
+
+/// Where a page of an operator's read starts: the `next` of the page before.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DataQuery {
+    after: Option<String>,
 }
 
 /// Every write through a grant is refused: grants are read-only by construction.

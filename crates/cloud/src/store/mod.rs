@@ -77,6 +77,9 @@ pub enum StoreError {
     Panicked,
     #[error("{0}")]
     Conflict(String),
+    /// A per-user quota of `server.toml` would be passed by this write.
+    #[error("quota {} of {limit} is reached", quota.name())]
+    QuotaExceeded { quota: Quota, limit: i64 },
     /// The directory's backend (etcd) cannot be reached, or cannot confirm an answer.
     #[error("the directory is unavailable: {0}")]
     DirectoryUnavailable(String),

@@ -97,6 +97,39 @@ pub struct MessageRow {
     pub delivered_at: Option<UnixMs>,
 }
 
+/// Where a page of [`Store::messages_page`] starts: after this place in this box (the default,
+/// before everything).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageCursor {
+    pub box_name: String,
+    pub box_seq: i64,
+}
+
+impl MessageCursor {
+    /// The place of `row`, to start the next page after it.
+    pub fn after(row: &MessageRow) -> MessageCursor {
+        MessageCursor {
+            box_name: row.box_name.clone(),
+            box_seq: row.seq,
+        }
+    }
+
+    /// `inbox:12`, as clients carry it.
+    pub fn encode(&self) -> String {
+        format!("{}:{}", self.box_name, self.box_seq)
+    }
+
+    /// The cursor [`MessageCursor::encode`] wrote; `None` for anything else.
+    pub fn decode(text: &str) -> Option<MessageCursor> {
+        let (box_name, seq) = text.split_once(':')?;
+        let box_seq = seq.parse::<i64>().ok().filter(|n| *n >= 0)?;
+        matches!(box_name, "inbox" | "sent").then(|| MessageCursor {
+            box_name: box_name.to_owned(),
+            box_seq,
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct BackupRow {
     pub kind: String,
@@ -124,6 +157,16 @@ pub struct BackupPut {
     pub content_type: Option<String>,
     pub size_bytes: Option<i64>,
     pub now: UnixMs,
+    /// The user's quota for this kind, checked in the write's own commit.
+    pub quota: BackupQuota,
+}
+
+/// How much of one backup kind a user may hold: live items, and for photos their total bytes.
+/// `None` is no limit (the store's own tests; migration never goes through a put).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackupQuota {
+    pub items_max: Option<i64>,
+    pub bytes_max: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,15 +304,76 @@ pub(crate) fn next_user_counter(
     )?)
 }
 
+/// Refuses a put that would take the owner's live items of its kind past `put.quota`: one more
+/// item (a replacement of a live item is not one more), or for photos more bytes in total (the
+/// replaced item's bytes are not counted). Runs inside the put's commit.
+fn check_backup_quota(conn: &Connection, put: &BackupPut) -> Result<(), StoreError> {
+    if put.quota == BackupQuota::default() {
+        return Ok(());
+    }
+    let (items, bytes): (i64, i64) = conn.query_row(
+        "SELECT COUNT(*), CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM backup_items \
+         WHERE owner_id = ?1 AND kind = ?2 AND deleted = 0 AND item_id <> ?3",
+        params![put.owner_id, put.kind, put.item_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if let Some(limit) = put.quota.items_max
+        && items >= limit
+    {
+        return Err(StoreError::QuotaExceeded {
+            quota: Quota::BackupItems(put.kind),
+            limit,
+        });
+    }
+    if let Some(limit) = put.quota.bytes_max
+        && bytes + put.size_bytes.unwrap_or(0) > limit
+    {
+        return Err(StoreError::QuotaExceeded {
+            quota: Quota::BackupBytes(put.kind),
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// The per-user quotas of `server.toml`, as a refusal names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quota {
+    /// Live items of one backup kind.
+    BackupItems(&'static str),
+    /// Total bytes of one backup kind (photos).
+    BackupBytes(&'static str),
+    /// Undelivered messages in one recipient's inbox.
+    InboxPending,
+}
+
+impl Quota {
+    /// The stable name clients and metrics see: `contacts_items`, `photos_bytes`,
+    /// `inbox_pending`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Quota::BackupItems("contacts") => "contacts_items",
+            Quota::BackupItems("sms") => "sms_items",
+            Quota::BackupItems(_) => "photos_items",
+            Quota::BackupBytes(_) => "photos_bytes",
+            Quota::InboxPending => "inbox_pending",
+        }
+    }
+}
+
 /// The counters of one user: the inbox's and sent box's positions, and backup changes.
 pub const USER_COUNTERS: [&str; 3] = ["inbox", "sent", "backup"];
 
 /// Stores one copy of a message in `box_name` at the next place of that mailbox, once: a copy
-/// with the same id is left as it is (a retried send).
+/// with the same id is left as it is (a retried send). `pending_max`: refused with
+/// [`StoreError::QuotaExceeded`] when the owner already has that many undelivered messages in
+/// this box (checked in the write's commit, so two concurrent sends cannot both pass it; a
+/// retry of a stored copy is never refused).
 fn insert_message(
     conn: &Connection,
     copy: &MessageCopy,
     box_name: &'static str,
+    pending_max: Option<i64>,
 ) -> Result<(), StoreError> {
     let exists = conn
         .query_row(
@@ -281,6 +385,20 @@ fn insert_message(
         .is_some();
     if exists {
         return Ok(());
+    }
+    if let Some(limit) = pending_max {
+        let pending: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM messages WHERE owner_id = ?1 AND box = ?2 \
+             AND delivered_at IS NULL",
+            params![copy.owner_id, box_name],
+            |r| r.get(0),
+        )?;
+        if pending >= limit {
+            return Err(StoreError::QuotaExceeded {
+                quota: Quota::InboxPending,
+                limit,
+            });
+        }
     }
     let box_seq = next_user_counter(conn, &copy.owner_id, box_name)?;
     conn.execute(
@@ -667,10 +785,12 @@ impl Store {
     /// when either side has not granted `messaging`; the recipient's refusal is reported as
     /// `NotFound` so the caller cannot tell it from a number without an account.
     /// Returns the recipient copy's cursor position.
+    /// `inbox_pending_max`: the recipient's quota of undelivered messages.
     pub async fn send_message(
         &self,
         sent: MessageCopy,
         inbox: MessageCopy,
+        inbox_pending_max: Option<i64>,
     ) -> Result<i64, StoreError> {
         self.write(move |conn| {
             if !has_consent(conn, &sent.owner_id, ConsentScope::Messaging)? {
@@ -680,8 +800,8 @@ impl Store {
                 return Err(StoreError::NotFound);
             }
             // Idempotent: a retried send (same id) stores each copy once.
-            insert_message(conn, &sent, "sent")?;
-            insert_message(conn, &inbox, "inbox")?;
+            insert_message(conn, &sent, "sent", None)?;
+            insert_message(conn, &inbox, "inbox", inbox_pending_max)?;
             Ok(conn.query_row(
                 "SELECT box_seq FROM messages WHERE owner_id = ?1 AND box = 'inbox' AND id = ?2",
                 params![inbox.owner_id, inbox.id],
@@ -693,11 +813,12 @@ impl Store {
 
     /// Stores one copy of a message whose other copy lives in another region. The owner's
     /// `messaging` consent is checked in the same commit; a recipient without it is reported as
-    /// `NotFound`, as in [`Store::send_message`].
+    /// `NotFound`, as in [`Store::send_message`]. `pending_max` as in [`Store::send_message`].
     pub async fn store_message_copy(
         &self,
         copy: MessageCopy,
         box_name: &'static str,
+        pending_max: Option<i64>,
     ) -> Result<i64, StoreError> {
         self.write(move |conn| {
             if !has_consent(conn, &copy.owner_id, ConsentScope::Messaging)? {
@@ -708,7 +829,7 @@ impl Store {
                 });
             }
             // Idempotent: a forward retried after a lost answer stores the copy once.
-            insert_message(conn, &copy, box_name)?;
+            insert_message(conn, &copy, box_name, pending_max)?;
             Ok(conn.query_row(
                 "SELECT box_seq FROM messages WHERE owner_id = ?1 AND box = ?2 AND id = ?3",
                 params![copy.owner_id, box_name, copy.id],
@@ -838,6 +959,7 @@ impl Store {
             {
                 return Err(StoreError::VersionConflict { current: live_version });
             }
+            check_backup_quota(conn, &put)?;
             let version = current.as_ref().map_or(0, |c| c.0) + 1;
             let change_seq = next_user_counter(conn, &put.owner_id, "backup")?;
             conn.execute(
@@ -928,25 +1050,46 @@ impl Store {
         .await
     }
 
-    /// Every live backup item of a user, for the export.
-    pub async fn backup_all(&self, owner_id: String) -> Result<Vec<BackupRow>, StoreError> {
+    /// One page of a user's live items of one kind, in item id order after `after` (keyset
+    /// pagination over the primary key: each page costs the same however many came before),
+    /// for an export or an operator's read.
+    pub async fn backup_page(
+        &self,
+        owner_id: String,
+        kind: &'static str,
+        after: String,
+        limit: u32,
+    ) -> Result<Vec<BackupRow>, StoreError> {
+        let limit = limit.clamp(1, PAGE_ROWS_MAX);
         self.read(move |conn| {
             let mut stmt = conn.prepare(&format!(
-                "SELECT {BACKUP_COLUMNS} FROM backup_items WHERE owner_id = ?1 AND deleted = 0 \
-                 ORDER BY kind, item_id"
+                "SELECT {BACKUP_COLUMNS} FROM backup_items WHERE owner_id = ?1 AND kind = ?2 \
+                 AND item_id > ?3 AND deleted = 0 ORDER BY item_id LIMIT ?4"
             ))?;
-            let rows = stmt.query_map(params![owner_id], backup_row)?;
+            let rows = stmt.query_map(params![owner_id, kind, after, limit], backup_row)?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
     }
 
-    pub async fn messages_all(&self, owner_id: String) -> Result<Vec<MessageRow>, StoreError> {
+    /// One page of a user's messages, both boxes, in (box, place in the box) order after
+    /// `after` (keyset pagination over the mailbox index), for an export or an operator's read.
+    pub async fn messages_page(
+        &self,
+        owner_id: String,
+        after: MessageCursor,
+        limit: u32,
+    ) -> Result<Vec<MessageRow>, StoreError> {
+        let limit = limit.clamp(1, PAGE_ROWS_MAX);
         self.read(move |conn| {
             let mut stmt = conn.prepare(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE owner_id = ?1 ORDER BY seq"
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE owner_id = ?1 \
+                 AND (box > ?2 OR (box = ?2 AND box_seq > ?3)) ORDER BY box, box_seq LIMIT ?4"
             ))?;
-            let rows = stmt.query_map(params![owner_id], message_row)?;
+            let rows = stmt.query_map(
+                params![owner_id, after.box_name, after.box_seq, limit],
+                message_row,
+            )?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
         .await

@@ -58,17 +58,20 @@ impl Store {
     }
 
     /// Records in this region's ledger that the user's data held here left for `to` (their
-    /// home, for an export the user asked for); committed before the data is sent.
+    /// home, for an export the user asked for); committed before the data is sent. The entry's
+    /// request id is `export-{export_id}`: the pages of that export are handed over on its
+    /// strength (see [`Store::export_begun`]).
     pub async fn ledger_export(
         &self,
         signer: std::sync::Arc<LedgerSigner>,
         user_id: String,
         to: String,
+        export_id: String,
         detail: String,
         now: UnixMs,
     ) -> Result<(), StoreError> {
         self.write(move |conn| {
-            let request_id = format!("export-{now}");
+            let request_id = format!("export-{export_id}");
             let operator = format!("region:{to}");
             append_ledger(
                 conn,
@@ -83,6 +86,34 @@ impl Store {
                 },
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    /// Whether an export `export_id` of the user to `to` was written in this region's ledger
+    /// at or after `since`: the condition for handing over one of its pages.
+    pub async fn export_begun(
+        &self,
+        user_id: String,
+        to: String,
+        export_id: String,
+        since: UnixMs,
+    ) -> Result<bool, StoreError> {
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT 1 FROM ledger_entries WHERE user_id = ?1 AND kind = 'export' \
+                     AND request_id = ?2 AND operator = ?3 AND at >= ?4",
+                    params![
+                        user_id,
+                        format!("export-{export_id}"),
+                        format!("region:{to}"),
+                        since
+                    ],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some())
         })
         .await
     }

@@ -163,6 +163,7 @@ async fn the_store_enforces_consent_below_the_handlers() {
         content_type: None,
         size_bytes: Some(3),
         now: START_MS,
+        quota: Default::default(),
     };
     let error = app.state.store.put_backup(put).await.unwrap_err();
     assert!(

@@ -820,3 +820,77 @@ async fn many_entries_and_checkpoints_verify_and_prove() {
     assert_eq!(log.body["entries"].as_array().unwrap().len(), 14);
     check_proofs(&app, &log.body);
 }
+
+/// Issue 12, item 6: an operator's read of the photos scope comes a page at a time (each page
+/// a `read` entry), never the whole scope in one answer.
+#[tokio::test]
+async fn an_operators_photo_read_is_paged_and_each_page_is_a_ledger_read() {
+    let app = spawn_app_with(|p| p.limits.export_page_rows = 2).await;
+    let alice_id = app.sign_up(ALICE).await;
+    let alice = app.sign_in(ALICE).await;
+    app.grant(&alice, "backup.photos").await;
+    for n in 0..5u8 {
+        let put = app
+            .raw(
+                app.request(Method::PUT, &format!("/v1/backup/photos/p{n}.jpg"), &alice)
+                    .header("content-type", "image/jpeg")
+                    .body(vec![n; 1000]),
+            )
+            .await;
+        assert_eq!(put.status, StatusCode::CREATED);
+    }
+    let ops = operators(&app, &["ana", "ben", "cat"]).await;
+    let request = access_request(
+        &app,
+        &ops[0],
+        &alice_id,
+        &[ConsentScope::BackupPhotos],
+        HOUR_MS,
+    );
+    assert_eq!(
+        submit(&app, &request, &ops[0].key).await.status,
+        StatusCode::CREATED
+    );
+    for approver in &ops[1..] {
+        let decided = decide(&app, &request, approver, Decision::Approve).await;
+        assert_eq!(decided.status, StatusCode::OK);
+    }
+    let reads = || {
+        app.db()
+            .count("SELECT count(*) FROM ledger_entries WHERE kind = 'read'")
+    };
+    let before = reads();
+    let base = data_path(&request, "backup.photos");
+    let mut path = base.clone();
+    let mut names = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = signed_get(&app, &ops[0], &path).await;
+        assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+        pages += 1;
+        let items = page.body["items"].as_array().unwrap();
+        assert!(items.len() <= 2, "{} items in one page", items.len());
+        names.extend(items.iter().map(|i| i["id"].as_str().unwrap().to_owned()));
+        match page.body["next"].as_str() {
+            Some(next) => path = format!("{base}?after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(names, ["p0.jpg", "p1.jpg", "p2.jpg", "p3.jpg", "p4.jpg"]);
+    assert_eq!(pages, 3);
+    assert_eq!(reads() - before, 3, "one read entry per page");
+    // The cursor is signed with the path: a signature for one page does not open another.
+    let at = app.clock.now_ms();
+    let signature = ops[0].key.sign(&http_bytes("in-mumbai", "GET", &base, at));
+    let swapped = app
+        .raw(
+            app.client
+                .get(format!("{}{base}?after=p1.jpg", app.base))
+                .header("sovereign-operator", &ops[0].name)
+                .header("sovereign-signed-at", at.to_string())
+                .header("sovereign-signature", hex(&signature)),
+        )
+        .await;
+    assert_eq!(swapped.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(swapped.code(), "bad_signature");
+}

@@ -15,14 +15,14 @@ use sovereign_model::{CountryCode, RegionId, ResidencyPolicy};
 use crate::support::*;
 
 /// Indian users live in Mumbai and may also be held in Singapore.
-fn india_may_move_to_singapore(policies: &mut sovereign_cloud::Policies) {
+pub(crate) fn india_may_move_to_singapore(policies: &mut sovereign_cloud::Policies) {
     policies.residency = ResidencyPolicy::from_toml(
         "default = \"us-oregon\"\n[countries]\nIN = [\"in-mumbai\", \"sg-singapore\"]\n",
     )
     .unwrap();
 }
 
-fn move_messaging(selector: Selector, from: &str, to: &str) -> MigrationSpec {
+pub(crate) fn move_messaging(selector: Selector, from: &str, to: &str) -> MigrationSpec {
     MigrationSpec {
         from: RegionId::parse(from).unwrap(),
         to: RegionId::parse(to).unwrap(),
