@@ -31,10 +31,27 @@ pub struct DirectoryEntry {
 /// Read connections of the directory: every authenticated request to a service reads it.
 pub const DIRECTORY_READERS_MAX: usize = 4;
 
+/// Most writes one commit of the directory carries.
+pub const DIRECTORY_COMMIT_JOBS_MAX: usize = 256;
+/// Writes waiting for the directory's writer; senders wait when it is full.
+pub const DIRECTORY_WRITE_QUEUE_MAX: usize = 1024;
+
+type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// A queued write: called with the connection to run it, or `None` to fail it unrun.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> Completion + Send>;
+
 /// The directory in one SQLite file.
+///
+/// Writes go through one writer thread that commits them in groups, as the region stores do:
+/// while one commit waits for its fsync the next writes queue and share the next one. Each
+/// write runs in its own savepoint, so one failing write undoes only itself, and it is
+/// answered only once its commit is durable. (A migration's journal is the busiest writer:
+/// every step of every user moving at once is one write.)
 #[derive(Clone)]
 pub struct SqliteDirectory {
-    conn: Arc<Mutex<Connection>>,
+    writer: tokio::sync::mpsc::Sender<Job>,
+    /// Commits the writer has made.
+    commits: Arc<std::sync::atomic::AtomicU64>,
     /// Readers see the last commit (WAL) without waiting behind a write's fsync.
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: Arc<std::sync::atomic::AtomicUsize>,
@@ -66,26 +83,78 @@ CREATE TABLE IF NOT EXISTS former_regions (
 /// there: each region is remembered once, however often the user comes and goes).
 pub const FORMER_REGIONS_MAX: usize = 16;
 
-/// Remembers, in the transaction `tx` of a move, that `user_id`'s data left `region`, keeping
+/// Remembers, in the transaction of a move, that `user_id`'s data left `region`, keeping
 /// at most [`FORMER_REGIONS_MAX`] regions.
 fn remember_left(
-    tx: &rusqlite::Transaction<'_>,
+    conn: &Connection,
     user_id: &str,
     region: &str,
     now: i64,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    conn.execute(
         "INSERT INTO former_regions (user_id, region, left_at) VALUES (?1, ?2, ?3) \
          ON CONFLICT (user_id, region) DO UPDATE SET left_at = excluded.left_at",
         params![user_id, region, now],
     )?;
-    tx.execute(
+    conn.execute(
         "DELETE FROM former_regions WHERE user_id = ?1 AND region NOT IN \
          (SELECT region FROM former_regions WHERE user_id = ?1 \
           ORDER BY left_at DESC, rowid DESC LIMIT ?2)",
         params![user_id, FORMER_REGIONS_MAX as i64],
     )?;
     Ok(())
+}
+
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.execute_batch("SAVEPOINT job")?;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
+        .unwrap_or(Err(StoreError::Panicked));
+    match result {
+        Ok(value) => {
+            conn.execute_batch("RELEASE job")?;
+            Ok(value)
+        }
+        Err(e) => {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            Err(e)
+        }
+    }
+}
+
+/// The directory's writer: one `BEGIN IMMEDIATE` (which waits for another process's writer,
+/// `sovereign migrate` beside `sovereign serve`, up to the busy timeout), every write queued by
+/// then, one `COMMIT`; then each write is answered.
+fn write_loop(
+    conn: &Connection,
+    mut jobs: tokio::sync::mpsc::Receiver<Job>,
+    commits: &std::sync::atomic::AtomicU64,
+) {
+    let mut completions: Vec<Completion> = Vec::with_capacity(DIRECTORY_COMMIT_JOBS_MAX);
+    while let Some(first) = jobs.blocking_recv() {
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            tracing::error!(error = %e, "the directory's writer could not begin a transaction");
+            first(None)(Err(e.to_string()));
+            continue;
+        }
+        completions.push(first(Some(conn)));
+        while completions.len() < DIRECTORY_COMMIT_JOBS_MAX {
+            match jobs.try_recv() {
+                Ok(job) => completions.push(job(Some(conn))),
+                Err(_) => break,
+            }
+        }
+        let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for complete in completions.drain(..) {
+            complete(committed.clone());
+        }
+    }
 }
 
 impl SqliteDirectory {
@@ -104,11 +173,24 @@ impl SqliteDirectory {
             reader.pragma_update(None, "query_only", "ON")?;
             readers.push(Mutex::new(reader));
         }
+        let (writer, jobs) = tokio::sync::mpsc::channel(DIRECTORY_WRITE_QUEUE_MAX);
+        let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = Arc::clone(&commits);
+        std::thread::Builder::new()
+            .name("directory-writer".into())
+            .spawn(move || write_loop(&conn, jobs, &counted))
+            .map_err(|e| StoreError::Commit(format!("starting the directory's writer: {e}")))?;
         Ok(SqliteDirectory {
-            conn: Arc::new(Mutex::new(conn)),
+            writer,
+            commits,
             readers: Arc::new(readers),
             next_reader: Arc::default(),
         })
+    }
+
+    /// How many commits the directory's writer has made (each one fsync), since it opened.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn read<T: Send + 'static>(
@@ -128,17 +210,32 @@ impl SqliteDirectory {
         .map_err(|_| StoreError::Panicked)?
     }
 
+    /// Runs `f` in its own savepoint inside the writer's next commit and returns its result
+    /// once that commit is durable; if `f` fails, only its own changes are undone.
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            let conn = conn.lock().map_err(|_| StoreError::Panicked)?;
-            f(&conn)
-        })
-        .await
-        .map_err(|_| StoreError::Panicked)?
+        let (reply, answer) = tokio::sync::oneshot::channel::<Result<T, StoreError>>();
+        let job: Job = Box::new(move |conn| {
+            let result = match conn {
+                Some(conn) => in_savepoint(conn, f),
+                None => Err(StoreError::Commit(
+                    "the directory's transaction could not begin".into(),
+                )),
+            };
+            Box::new(move |committed| {
+                let _ = reply.send(match committed {
+                    Ok(()) => result,
+                    Err(e) => Err(StoreError::Commit(e)),
+                });
+            })
+        });
+        self.writer
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     pub async fn lookup(
@@ -196,8 +293,7 @@ impl SqliteDirectory {
         now: i64,
     ) -> Result<(), StoreError> {
         self.run(move |conn| {
-            let tx = conn.unchecked_transaction()?;
-            let old: Option<String> = tx
+            let old: Option<String> = conn
                 .query_row(
                     "SELECT home_region FROM directory WHERE user_id = ?1",
                     params![user_id],
@@ -205,18 +301,17 @@ impl SqliteDirectory {
                 )
                 .optional()?;
             let old = old.ok_or(StoreError::NotFound)?;
-            tx.execute(
+            conn.execute(
                 "UPDATE directory SET home_region = ?2, updated_at = ?3 WHERE user_id = ?1",
                 params![user_id, home.as_str(), now],
             )?;
             if old != home.as_str() {
-                remember_left(&tx, &user_id, &old, now)?;
+                remember_left(conn, &user_id, &old, now)?;
             }
-            tx.execute(
+            conn.execute(
                 "DELETE FROM placements WHERE user_id = ?1 AND region = ?2",
                 params![user_id, home.as_str()],
             )?;
-            tx.commit()?;
             Ok(())
         })
         .await
@@ -302,8 +397,7 @@ impl SqliteDirectory {
         now: i64,
     ) -> Result<(), StoreError> {
         self.run(move |conn| {
-            let tx = conn.unchecked_transaction()?;
-            let home: Option<String> = tx
+            let home: Option<String> = conn
                 .query_row(
                     "SELECT home_region FROM directory WHERE user_id = ?1",
                     params![user_id],
@@ -312,7 +406,7 @@ impl SqliteDirectory {
                 .optional()?;
             let home = home.ok_or(StoreError::NotFound)?;
             for service in services {
-                let was: Option<String> = tx
+                let was: Option<String> = conn
                     .query_row(
                         "SELECT region FROM placements WHERE user_id = ?1 AND service = ?2",
                         params![user_id, service.as_str()],
@@ -321,15 +415,15 @@ impl SqliteDirectory {
                     .optional()?;
                 let was = was.unwrap_or_else(|| home.clone());
                 if was != region.as_str() {
-                    remember_left(&tx, &user_id, &was, now)?;
+                    remember_left(conn, &user_id, &was, now)?;
                 }
                 if home == region.as_str() {
-                    tx.execute(
+                    conn.execute(
                         "DELETE FROM placements WHERE user_id = ?1 AND service = ?2",
                         params![user_id, service.as_str()],
                     )?;
                 } else {
-                    tx.execute(
+                    conn.execute(
                         "INSERT INTO placements (user_id, service, region, updated_at) \
                          VALUES (?1, ?2, ?3, ?4) ON CONFLICT (user_id, service) DO UPDATE SET \
                          region = excluded.region, updated_at = excluded.updated_at",
@@ -337,7 +431,6 @@ impl SqliteDirectory {
                     )?;
                 }
             }
-            tx.commit()?;
             Ok(())
         })
         .await
@@ -400,17 +493,15 @@ impl SqliteDirectory {
 
     pub async fn remove(&self, user_id: String) -> Result<(), StoreError> {
         self.run(move |conn| {
-            let tx = conn.unchecked_transaction()?;
-            tx.execute(
+            conn.execute(
                 "DELETE FROM placements WHERE user_id = ?1",
                 params![user_id],
             )?;
-            tx.execute(
+            conn.execute(
                 "DELETE FROM former_regions WHERE user_id = ?1",
                 params![user_id],
             )?;
-            tx.execute("DELETE FROM directory WHERE user_id = ?1", params![user_id])?;
-            tx.commit()?;
+            conn.execute("DELETE FROM directory WHERE user_id = ?1", params![user_id])?;
             Ok(())
         })
         .await
@@ -457,15 +548,13 @@ impl SqliteDirectory {
     /// Records the users a migration moves (once, in one commit), all at step `selected`.
     pub async fn journal_select(&self, id: String, users: Vec<String>) -> Result<(), StoreError> {
         self.run(move |conn| {
-            let tx = conn.unchecked_transaction()?;
             for user in &users {
-                tx.execute(
+                conn.execute(
                     "INSERT INTO migration_users (migration_id, user_id, step) VALUES (?1, ?2, 'selected') \
                      ON CONFLICT DO NOTHING",
                     params![id, user],
                 )?;
             }
-            tx.commit()?;
             Ok(())
         })
         .await
@@ -491,6 +580,49 @@ impl SqliteDirectory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The journal steps of users moving at once share the directory's commits (and fsyncs),
+    /// and each is durable once answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_share_commits_and_each_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("directory.sqlite");
+        let directory = SqliteDirectory::open(&path).unwrap();
+        let users: Vec<String> = (0..200).map(|i| format!("u{i}")).collect();
+        directory
+            .journal_open("m".into(), "test".into(), 0)
+            .await
+            .unwrap();
+        directory
+            .journal_select("m".into(), users.clone())
+            .await
+            .unwrap();
+        let before = directory.commits();
+        let steps = users.iter().map(|user| {
+            let directory = directory.clone();
+            let user = user.clone();
+            tokio::spawn(async move { directory.journal_step("m".into(), user, "copied").await })
+        });
+        for step in futures_util::future::join_all(steps).await {
+            step.unwrap().unwrap();
+        }
+        let commits = directory.commits() - before;
+        assert!(commits < 200, "200 writes took {commits} commits");
+        // A failing write undoes only itself.
+        let taken = directory.claim([7; 32], "a".into(), RegionId::parse("r-1").unwrap(), 0);
+        let again = directory.claim([7; 32], "b".into(), RegionId::parse("r-1").unwrap(), 0);
+        let (taken, again) = tokio::join!(taken, again);
+        assert!(taken.is_ok() != again.is_ok(), "{taken:?} {again:?}");
+        let reopened = Connection::open(&path).unwrap();
+        let copied: i64 = reopened
+            .query_row(
+                "SELECT count(*) FROM migration_users WHERE step = 'copied'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(copied, 200);
+    }
 
     #[tokio::test]
     async fn former_regions_stay_within_their_bound_newest_first() {

@@ -44,7 +44,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 use sovereign_crypto::{DataKey, digest_sha256, hex};
-use sovereign_model::{CountryCode, RegionId};
+use sovereign_model::{ConsentScope, CountryCode, RegionId};
 
 use crate::domain::{PhoneNumber, Service, UserId};
 use crate::extract::aad;
@@ -439,6 +439,9 @@ async fn move_user(
     };
     let mut bytes = 0;
     let mut step = step.to_owned();
+    // What this run has put at the target: the snapshot last installed there (a later copy
+    // that finds the source unchanged installs nothing) and the per-scope keys.
+    let mut copied = Copied::default();
     let scope = pending_scope(user_id, services, source).await?;
     if step == "selected" {
         if !whole && scope.services().is_empty() {
@@ -490,7 +493,7 @@ async fn move_user(
                 target.region.id
             );
         }
-        bytes += copy(&snapshot, scope, &user, source, target).await?;
+        bytes += copy(&snapshot, scope, &user, source, target, &mut copied).await?;
         journal("copied").await?;
         crate::fault::point("migrate.copied");
         step = "copied".into();
@@ -503,7 +506,11 @@ async fn move_user(
             .await?;
         for _ in 0..CATCH_UP_ROUNDS_MAX {
             let Some(snapshot) = &last else { break };
-            bytes += copy(snapshot, scope, &user, source, target).await?;
+            if copied.is(snapshot) {
+                // Nothing changed since the copy.
+                break;
+            }
+            bytes += copy(snapshot, scope, &user, source, target, &mut copied).await?;
             let now = source
                 .store
                 .snapshot_user(user_id.to_owned(), scope)
@@ -543,7 +550,9 @@ async fn move_user(
             .snapshot_user(user_id.to_owned(), scope)
             .await?
         {
-            bytes += copy(&snapshot, scope, &user, source, target).await?;
+            if !copied.is(&snapshot) {
+                bytes += copy(&snapshot, scope, &user, source, target, &mut copied).await?;
+            }
             let at_source = digest(&snapshot, scope, &user, source).await?;
             let at_target = target_digest(user_id, scope, source, target)
                 .await?
@@ -621,10 +630,8 @@ async fn move_user(
                 .await?;
             crate::fault::point("migrate.finished");
             source.blobs.delete_user(user_id).await;
-            source
-                .keys
-                .destroy_scope_keys(&UserId::from_stored(user_id.to_owned()));
-            source.store.purge_user(user_id.to_owned()).await?;
+            destroy_scope_keys(source, user_id).await?;
+            source.store.purge_moved_user(user_id.to_owned()).await?;
         } else {
             erase_moved_services(user_id, services, source).await?;
         }
@@ -688,8 +695,36 @@ async fn erase_moved_services(
         source
             .keys
             .destroy_scope_keys(&UserId::from_stored(user_id.to_owned()));
-        source.store.purge_user(user_id.to_owned()).await?;
+        source.store.purge_moved_user(user_id.to_owned()).await?;
     }
+    Ok(())
+}
+
+/// What one run of a user's move has put at the target.
+#[derive(Default)]
+struct Copied {
+    /// The snapshot installed last.
+    snapshot: Option<UserSnapshot>,
+    /// The per-scope keys installed (in a local target's key store).
+    scope_keys: Vec<(ConsentScope, DataKey)>,
+}
+
+impl Copied {
+    /// Whether `snapshot` is what the target was given last (so copying it again changes
+    /// nothing there).
+    fn is(&self, snapshot: &UserSnapshot) -> bool {
+        self.snapshot.as_ref() == Some(snapshot)
+    }
+}
+
+/// Destroys a moved-away user's per-scope keys at the source (file removals and fsyncs, off
+/// the threads that serve requests).
+async fn destroy_scope_keys(source: &AppState, user_id: &str) -> anyhow::Result<()> {
+    let keys = source.keys.clone();
+    let user = UserId::from_stored(user_id.to_owned());
+    tokio::task::spawn_blocking(move || keys.destroy_scope_keys(&user))
+        .await
+        .context("destroying the per-scope keys")?;
     Ok(())
 }
 
@@ -701,34 +736,60 @@ async fn copy(
     user: &UserId,
     source: &AppState,
     target: &Target<'_>,
+    copied: &mut Copied,
 ) -> anyhow::Result<u64> {
     let target = match target {
         Target::Local(target) => *target,
-        Target::Site(to) => return copy_to_site(snapshot, scope, user, source, to).await,
+        Target::Site(to) => {
+            let bytes = copy_to_site(snapshot, scope, user, source, to).await?;
+            copied.snapshot = Some(snapshot.clone());
+            return Ok(bytes);
+        }
     };
     let mut bytes = snapshot.sealed_bytes() as u64;
-    for path in snapshot.blob_paths() {
-        if !target
+    // The user's blobs at once: each waits for its own fsyncs.
+    let blobs = snapshot.blob_paths().map(|path| async move {
+        if target
             .blobs
             .exists_recent(path, crate::erasure::BLOB_REWRITE_AFTER_MS)
             .await
         {
-            let sealed = source
-                .blobs
-                .get(path)
-                .await
-                .with_context(|| format!("reading blob {path}"))?;
-            bytes += sealed.len() as u64;
-            target.blobs.put(path, sealed).await?;
+            return anyhow::Ok(0);
         }
+        let sealed = source
+            .blobs
+            .get(path)
+            .await
+            .with_context(|| format!("reading blob {path}"))?;
+        let length = sealed.len() as u64;
+        target.blobs.put(path, sealed).await?;
+        Ok(length)
+    });
+    for copied_bytes in futures_util::future::join_all(blobs).await {
+        bytes += copied_bytes?;
     }
     let key = source.keys.unwrap(&snapshot.user.wrapped_key, user)?;
     let rewrapped = target.keys.wrap(&key, user)?;
-    // The per-scope keys go before the rows they open.
+    // The per-scope keys go before the rows they open; one this run installed already is not
+    // written (and fsynced) again.
     if scope.backup {
-        for (scope, key) in source.keys.scope_keys(user)? {
-            target.keys.install_scope_key(user, scope, &key)?;
-        }
+        let (from, to, who) = (source.keys.clone(), target.keys.clone(), user.clone());
+        let installed = std::mem::take(&mut copied.scope_keys);
+        copied.scope_keys = tokio::task::spawn_blocking(move || {
+            let mut now = Vec::new();
+            for (scope, key) in from.scope_keys(&who)? {
+                if !installed
+                    .iter()
+                    .any(|(s, k)| *s == scope && k.same_as(&key))
+                {
+                    to.install_scope_key(&who, scope, &key)?;
+                }
+                now.push((scope, key));
+            }
+            anyhow::Ok(now)
+        })
+        .await
+        .context("installing the per-scope keys")??;
     }
     let dropped = target
         .store
@@ -743,6 +804,7 @@ async fn copy(
     for path in dropped {
         target.blobs.delete(&path).await;
     }
+    copied.snapshot = Some(snapshot.clone());
     Ok(bytes)
 }
 

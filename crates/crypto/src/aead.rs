@@ -103,6 +103,15 @@ impl DataKey {
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
         open(&self.0, aad, sealed)
     }
+
+    /// Whether two keys are the same key (every byte compared, whatever differs first).
+    pub fn same_as(&self, other: &DataKey) -> bool {
+        self.0
+            .iter()
+            .zip(other.0.iter())
+            .fold(0u8, |differ, (a, b)| differ | (a ^ b))
+            == 0
+    }
 }
 
 impl KeyEncryptionKey {
@@ -150,6 +159,13 @@ fn wrap_aad(owner: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_is_the_same_only_as_itself() {
+        let key = DataKey::generate().unwrap();
+        assert!(key.same_as(&key.clone()));
+        assert!(!key.same_as(&DataKey::generate().unwrap()));
+    }
 
     #[test]
     fn seal_binds_key_and_record() {

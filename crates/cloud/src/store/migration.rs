@@ -730,7 +730,7 @@ impl Store {
         region: String,
         now: UnixMs,
     ) -> Result<Vec<String>, StoreError> {
-        self.write(move |conn| {
+        self.write_background(move |conn| {
             let kind: Option<String> = conn
                 .query_row(
                     "SELECT kind FROM users WHERE id = ?1",
@@ -763,7 +763,7 @@ impl Store {
         services: Vec<Service>,
         now: UnixMs,
     ) -> Result<(), StoreError> {
-        self.write(move |conn| {
+        self.write_background(move |conn| {
             for service in services {
                 conn.execute(
                     "INSERT INTO service_fences (user_id, service, state, since) \
@@ -782,7 +782,7 @@ impl Store {
         user_id: String,
         services: Vec<Service>,
     ) -> Result<(), StoreError> {
-        self.write(move |conn| {
+        self.write_background(move |conn| {
             for service in services {
                 conn.execute(
                     "DELETE FROM service_fences WHERE user_id = ?1 AND service = ?2 \
@@ -804,7 +804,7 @@ impl Store {
         services: Vec<Service>,
         now: UnixMs,
     ) -> Result<Vec<String>, StoreError> {
-        self.write(move |conn| {
+        self.write_background(move |conn| {
             let mut blobs = Vec::new();
             for service in services {
                 match service {
@@ -896,7 +896,7 @@ impl Store {
     /// Makes a moved-in user live here; with `account`, their account too (a 'service' row
     /// whose account joined it becomes the account).
     pub async fn activate_user(&self, user_id: String, account: bool) -> Result<(), StoreError> {
-        self.write(move |conn| {
+        self.write_background(move |conn| {
             conn.execute(
                 "DELETE FROM migration_fences WHERE user_id = ?1 AND role = 'target'",
                 params![user_id],
@@ -915,7 +915,7 @@ impl Store {
     /// Stops every write to the user's data here until [`Store::finish_move`] or
     /// [`Store::unfence_user`].
     pub async fn fence_user(&self, user_id: String, now: UnixMs) -> Result<(), StoreError> {
-        self.write(move |conn| {
+        self.write_background(move |conn| {
             conn.execute(
                 "INSERT INTO migration_fences (user_id, role, since) VALUES (?1, 'source', ?2) \
                  ON CONFLICT (user_id) DO NOTHING",
@@ -927,7 +927,7 @@ impl Store {
     }
 
     pub async fn unfence_user(&self, user_id: String) -> Result<(), StoreError> {
-        self.write(move |conn| {
+        self.write_background(move |conn| {
             conn.execute(
                 "DELETE FROM migration_fences WHERE user_id = ?1 AND role = 'source'",
                 params![user_id],
@@ -946,7 +946,7 @@ impl Store {
         to_region: String,
         now: UnixMs,
     ) -> Result<(), StoreError> {
-        self.write(move |conn| {
+        self.write_background(move |conn| {
             conn.execute(
                 "INSERT INTO moved_users (user_id, region, moved_at) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (user_id) DO UPDATE SET region = excluded.region, moved_at = excluded.moved_at",

@@ -154,6 +154,21 @@ type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// A queued write. Called with the connection to run it, or with `None` to fail it unrun.
 type Job = Box<dyn FnOnce(Option<&Connection>) -> Completion + Send>;
 
+/// Which lane of the writer's queue a write waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// Requests of users: every one queued goes into the next commit.
+    Live,
+    /// Work that may wait (a migration's copies, fences and erasures): a commit takes these
+    /// after every live write queued, and only for [`BACKGROUND_WORK_PER_COMMIT`], so they
+    /// never hold a live write back by more than that.
+    Background,
+}
+
+/// How long the background writes of one commit may run (at least one runs per commit, so
+/// they always make progress).
+pub const BACKGROUND_WORK_PER_COMMIT: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
     include_str!("schema_v1.sql"),
@@ -188,7 +203,7 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// A region's store, in SQLite or PostgreSQL. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    writer: mpsc::Sender<Job>,
+    writer: mpsc::Sender<(Lane, Job)>,
     readers: Arc<Readers>,
     scrubber: Arc<erasure::Scrubber>,
 }
@@ -445,7 +460,7 @@ impl Store {
         postgres: Option<postgres::Config>,
         scrubber: erasure::Scrubber,
     ) -> Result<Store, StoreError> {
-        let (tx, rx) = mpsc::channel::<Job>(WRITE_QUEUE_JOBS_MAX);
+        let (tx, rx) = mpsc::channel::<(Lane, Job)>(WRITE_QUEUE_JOBS_MAX);
         let postgres_for_writer = postgres.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -469,6 +484,24 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.write_in(Lane::Live, f).await
+    }
+
+    /// [`Store::write`] for work that may wait behind live requests (see [`Lane::Background`]):
+    /// a migration's writes, so that moving users does not slow down the users who stay.
+    pub(crate) async fn write_background<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.write_in(Lane::Background, f).await
+    }
+
+    async fn write_in<T, F>(&self, lane: Lane, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel::<Result<T, StoreError>>();
         let job: Job = Box::new(move |conn| {
             let result = match conn {
@@ -484,7 +517,7 @@ impl Store {
             })
         });
         self.writer
-            .send(job)
+            .send((lane, job))
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -563,11 +596,32 @@ const POSTGRES_WRITER_LOCK: i64 = 0x53_56_52_57; // "SVRW"
 
 fn writer_loop(
     mut conn: Connection,
-    mut jobs: mpsc::Receiver<Job>,
+    mut jobs: mpsc::Receiver<(Lane, Job)>,
     reconnect: Option<postgres::Config>,
 ) {
     let mut completions: Vec<Completion> = Vec::with_capacity(COMMIT_BATCH_JOBS_MAX);
-    while let Some(first) = jobs.blocking_recv() {
+    // Jobs taken off the channel and not yet run, by lane.
+    let mut live = std::collections::VecDeque::<Job>::new();
+    let mut background = std::collections::VecDeque::<Job>::new();
+    let take = |jobs: &mut mpsc::Receiver<(Lane, Job)>,
+                live: &mut std::collections::VecDeque<Job>,
+                background: &mut std::collections::VecDeque<Job>| {
+        while let Ok((lane, job)) = jobs.try_recv() {
+            match lane {
+                Lane::Live => live.push_back(job),
+                Lane::Background => background.push_back(job),
+            }
+        }
+    };
+    loop {
+        if live.is_empty() && background.is_empty() {
+            match jobs.blocking_recv() {
+                Some((Lane::Live, job)) => live.push_back(job),
+                Some((Lane::Background, job)) => background.push_back(job),
+                None => return,
+            }
+        }
+        take(&mut jobs, &mut live, &mut background);
         // A PostgreSQL server that restarted closed our connection: open a new one.
         if let Some(config) = &reconnect
             && conn.is_closed()
@@ -576,7 +630,9 @@ fn writer_loop(
                 Ok(fresh) => conn = fresh,
                 Err(e) => {
                     tracing::error!(error = %e, "store writer could not reconnect");
-                    first(None)(Err(e.to_string()));
+                    if let Some(first) = live.pop_front().or_else(|| background.pop_front()) {
+                        first(None)(Err(e.to_string()));
+                    }
                     continue;
                 }
             }
@@ -593,15 +649,30 @@ fn writer_loop(
         if let Err(e) = begun {
             tracing::error!(error = %e, "store writer could not begin a transaction");
             let _ = conn.execute_batch("ROLLBACK");
-            first(None)(Err(e));
+            if let Some(first) = live.pop_front().or_else(|| background.pop_front()) {
+                first(None)(Err(e));
+            }
             continue;
         }
-        completions.push(first(Some(&conn)));
-        while completions.len() < COMMIT_BATCH_JOBS_MAX {
-            match jobs.try_recv() {
-                Ok(job) => completions.push(job(Some(&conn))),
-                Err(_) => break,
-            }
+        // Every live write queued, then background work for a bounded time, then the live
+        // writes that came meanwhile: they all share the commit's fsync.
+        while completions.len() < COMMIT_BATCH_JOBS_MAX
+            && let Some(job) = live.pop_front()
+        {
+            completions.push(job(Some(&conn)));
+        }
+        let started = std::time::Instant::now();
+        while completions.len() < COMMIT_BATCH_JOBS_MAX
+            && started.elapsed() < BACKGROUND_WORK_PER_COMMIT
+            && let Some(job) = background.pop_front()
+        {
+            completions.push(job(Some(&conn)));
+        }
+        take(&mut jobs, &mut live, &mut background);
+        while completions.len() < COMMIT_BATCH_JOBS_MAX
+            && let Some(job) = live.pop_front()
+        {
+            completions.push(job(Some(&conn)));
         }
         let committed = commit(&conn);
         if committed.is_err() {
@@ -636,6 +707,43 @@ pub(crate) fn consent_error(error: DbError, scope: ConsentScope) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A live write queued behind a migration's worth of background writes commits long before
+    /// they are done: it waits for at most one commit's share of them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn live_writes_go_ahead_of_background_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.sqlite")).unwrap();
+        let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut background = Vec::new();
+        for _ in 0..200 {
+            let (store, done) = (store.clone(), done.clone());
+            background.push(tokio::spawn(async move {
+                store
+                    .write_background(|_| {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                        Ok(())
+                    })
+                    .await
+                    .unwrap();
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }));
+        }
+        // Let the writer start on them.
+        while done.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        store.write(|_| Ok(())).await.unwrap();
+        let behind = 200 - done.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            behind >= 150,
+            "the live write waited for {} of 200 background writes",
+            200 - behind
+        );
+        for task in background {
+            task.await.unwrap();
+        }
+    }
 
     #[test]
     fn printed_urls_never_hold_the_password() {

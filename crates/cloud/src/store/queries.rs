@@ -419,6 +419,25 @@ fn insert_message(
     Ok(())
 }
 
+/// Removes every row of a shredded user (see [`Store::purge_user`]).
+fn purge(conn: &Connection, user_id: &str) -> Result<(), StoreError> {
+    for sql in [
+        "DELETE FROM messages WHERE owner_id = ?1",
+        "DELETE FROM backup_items WHERE owner_id = ?1",
+        "DELETE FROM consent_state WHERE user_id = ?1",
+        "DELETE FROM consent_events WHERE user_id = ?1",
+        "DELETE FROM sessions WHERE user_id = ?1",
+        "DELETE FROM verifications WHERE user_id = ?1",
+        "DELETE FROM service_fences WHERE user_id = ?1",
+        "DELETE FROM user_counters WHERE user_id = ?1",
+        "DELETE FROM consent_outbox WHERE user_id = ?1",
+        "DELETE FROM users WHERE id = ?1 AND state = 'deleting'",
+    ] {
+        conn.execute(sql, params![user_id])?;
+    }
+    Ok(())
+}
+
 impl Store {
     // ---- accounts ----
 
@@ -1116,24 +1135,14 @@ impl Store {
 
     /// Step two: remove every row of a shredded user.
     pub async fn purge_user(&self, user_id: String) -> Result<(), StoreError> {
-        self.write(move |conn| {
-            for sql in [
-                "DELETE FROM messages WHERE owner_id = ?1",
-                "DELETE FROM backup_items WHERE owner_id = ?1",
-                "DELETE FROM consent_state WHERE user_id = ?1",
-                "DELETE FROM consent_events WHERE user_id = ?1",
-                "DELETE FROM sessions WHERE user_id = ?1",
-                "DELETE FROM verifications WHERE user_id = ?1",
-                "DELETE FROM service_fences WHERE user_id = ?1",
-                "DELETE FROM user_counters WHERE user_id = ?1",
-                "DELETE FROM consent_outbox WHERE user_id = ?1",
-                "DELETE FROM users WHERE id = ?1 AND state = 'deleting'",
-            ] {
-                conn.execute(sql, params![user_id])?;
-            }
-            Ok(())
-        })
-        .await
+        self.write(move |conn| purge(conn, &user_id)).await
+    }
+
+    /// [`Store::purge_user`] for a user who moved away: background work of the migration,
+    /// behind live requests in the writer's queue.
+    pub async fn purge_moved_user(&self, user_id: String) -> Result<(), StoreError> {
+        self.write_background(move |conn| purge(conn, &user_id))
+            .await
     }
 
     /// Users whose deletion was interrupted after their key was destroyed.
