@@ -978,18 +978,7 @@ async fn a_migration_stopped_at_every_step_leaves_each_user_live_in_one_region_i
             .await;
         }
     }
-    let finished = tokio::task::spawn_blocking(move || migrate(None).output().unwrap())
-        .await
-        .unwrap();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    clients.await.unwrap();
-    let report = String::from_utf8_lossy(&finished.stdout);
-    assert!(
-        finished.status.success(),
-        "{report} {}",
-        String::from_utf8_lossy(&finished.stderr)
-    );
-    assert!(report.contains("0 skipped"), "{report}");
+    finish_migration(migrate, &stop, clients).await;
 
     let acknowledged = acknowledged.lock().unwrap().clone();
     assert!(
@@ -1054,6 +1043,27 @@ async fn assert_live_at_target_only(
         let n = count_rows(data, databases, "in-mumbai", table);
         assert_eq!(n, 0, "{table} left in Mumbai");
     }
+}
+
+/// Runs `migrate` once more without a crash point, then stops the clients; the run must move
+/// every user that is left, skipping none.
+async fn finish_migration(
+    migrate: impl Fn(Option<&str>) -> Command + Send + 'static,
+    stop: &std::sync::atomic::AtomicBool,
+    clients: tokio::task::JoinHandle<()>,
+) {
+    let finished = tokio::task::spawn_blocking(move || migrate(None).output().unwrap())
+        .await
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    clients.await.unwrap();
+    let report = String::from_utf8_lossy(&finished.stdout);
+    assert!(
+        finished.status.success(),
+        "{report} {}",
+        String::from_utf8_lossy(&finished.stderr)
+    );
+    assert!(report.contains("0 skipped"), "{report}");
 }
 
 /// Asserts that no user is live in both regions (after the move stopped at `point`); returns
@@ -1286,19 +1296,7 @@ async fn a_target_site_killed_at_every_step_of_the_moves_leaves_each_user_live_i
     );
     let target = serve(("sg-singapore", &singapore), None);
     wait_up(&client, &singapore).await;
-    let run = migrate.clone();
-    let finished = tokio::task::spawn_blocking(move || run(None).output().unwrap())
-        .await
-        .unwrap();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    clients.await.unwrap();
-    let report = String::from_utf8_lossy(&finished.stdout);
-    assert!(
-        finished.status.success(),
-        "{report} {}",
-        String::from_utf8_lossy(&finished.stderr)
-    );
-    assert!(report.contains("0 skipped"), "{report}");
+    finish_migration(migrate.clone(), &stop, clients).await;
     let acknowledged = acknowledged.lock().unwrap().clone();
     assert!(
         acknowledged.len() > USERS,

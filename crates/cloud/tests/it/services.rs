@@ -1056,40 +1056,10 @@ async fn a_service_moves_on_between_two_regions_that_are_not_home_issue_4() {
     );
 }
 
-/// Issue 4: a WebSocket open where a user's messaging was is closed when it moves, so that the
-/// client reconnects (and is redirected) instead of waiting on a socket nothing reaches.
-#[tokio::test]
-async fn an_open_websocket_is_closed_when_messaging_moves_away_issue_4() {
-    use futures_util::StreamExt;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let cloud =
-        spawn_regions_with(&["in-mumbai", "sg-singapore"], india_may_move_to_singapore).await;
-    let alice = cloud.user("in-mumbai", ALICE).await;
-    let ca_pem = std::fs::read(cloud.dir.path().join("tls/ca.pem")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    use rustls::pki_types::pem::PemObject;
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&ca_pem) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let url = format!(
-        "{}/v1/messages/ws",
-        cloud.url("in-mumbai").replace("https", "wss")
-    );
-    let mut request = url.into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {alice}").parse().unwrap());
-    let (mut socket, _) = tokio_tungstenite::connect_async_tls_with_config(
-        request,
-        None,
-        false,
-        Some(tokio_tungstenite::Connector::Rustls(Arc::new(tls))),
-    )
-    .await
-    .unwrap();
+/// Moves Alice's messaging from Mumbai to Singapore; the two regions' states.
+async fn move_alices_messaging_to_singapore(
+    cloud: &TestCloud,
+) -> (sovereign_cloud::AppState, sovereign_cloud::AppState) {
     let spec = move_messaging(
         Selector::Users(vec![ALICE.to_owned()]),
         "in-mumbai",
@@ -1104,6 +1074,22 @@ async fn an_open_websocket_is_closed_when_messaging_moves_away_issue_4() {
             .moved,
         1
     );
+    (mumbai, singapore)
+}
+
+/// Issue 4: a WebSocket open where a user's messaging was is closed when it moves, so that the
+/// client reconnects (and is redirected) instead of waiting on a socket nothing reaches.
+#[tokio::test]
+async fn an_open_websocket_is_closed_when_messaging_moves_away_issue_4() {
+    use futures_util::StreamExt;
+    let cloud =
+        spawn_regions_with(&["in-mumbai", "sg-singapore"], india_may_move_to_singapore).await;
+    let alice = cloud.user("in-mumbai", ALICE).await;
+    let ca_pem = std::fs::read(cloud.dir.path().join("tls/ca.pem")).unwrap();
+    let mut socket = open_socket_at(&cloud.url("in-mumbai"), &ca_pem, &alice)
+        .await
+        .unwrap();
+    move_alices_messaging_to_singapore(&cloud).await;
     let frame = tokio::time::timeout(Duration::from_secs(15), socket.next())
         .await
         .expect("the socket was not closed within 15 s");
@@ -1131,20 +1117,7 @@ async fn a_session_ended_at_home_ends_at_once_in_the_service_region_issue_12() {
         .await;
     assert_eq!(laptop.status, StatusCode::CREATED, "{:?}", laptop.body);
     let laptop = laptop.body["token"].as_str().unwrap().to_owned();
-    let spec = move_messaging(
-        Selector::Users(vec![ALICE.to_owned()]),
-        "in-mumbai",
-        "sg-singapore",
-    );
-    let mumbai = cloud.cloud.region("in-mumbai").unwrap().state.clone();
-    let singapore = cloud.cloud.region("sg-singapore").unwrap().state.clone();
-    assert_eq!(
-        migrate(&spec, &mumbai, &singapore, |_| {})
-            .await
-            .unwrap()
-            .moved,
-        1
-    );
+    let (mumbai, singapore) = move_alices_messaging_to_singapore(&cloud).await;
     let ca_pem = std::fs::read(cloud.dir.path().join("tls/ca.pem")).unwrap();
     let mut socket = open_socket_at(&cloud.url("sg-singapore"), &ca_pem, &laptop)
         .await
