@@ -62,16 +62,16 @@ host() { echo "$1.sovereign.test"; }
 IN_PHONE="+91 98765 43210"      # config/phone.toml's owner
 MY_PHONE="+60 12 345 6789"
 
-for tool in ip etcd curl; do
-  command -v "$tool" >/dev/null || { echo "latency.sh needs $tool (apt-get install iproute2 etcd-server curl)" >&2; exit 2; }
+for tool in ip etcd curl protoc; do
+  command -v "$tool" >/dev/null || { echo "latency.sh needs $tool (apt-get install iproute2 etcd-server curl protobuf-compiler)" >&2; exit 2; }
 done
 [[ $(id -u) == 0 ]] || { echo "latency.sh needs root (network namespaces)" >&2; exit 2; }
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 if [[ $PROFILE == release ]]; then
-  cargo build --quiet --release -p sovereign -p sovereign-bench --bin sovereign --bin delay-proxy --bin latency
+  cargo build --quiet --release -p sovereign -p sovereign-bench --features sovereign/etcd --bin sovereign --bin delay-proxy --bin latency
 else
-  cargo build --quiet -p sovereign -p sovereign-bench --bin sovereign --bin delay-proxy --bin latency
+  cargo build --quiet -p sovereign -p sovereign-bench --features sovereign/etcd --bin sovereign --bin delay-proxy --bin latency
 fi
 BIN=$CARGO_TARGET_DIR/$PROFILE
 SOV=$BIN/sovereign

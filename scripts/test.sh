@@ -36,20 +36,31 @@ step() { echo; echo "==> $*"; }
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+# The embedded default (`cargo run --release -- serve`) must build on a machine without protoc:
+# only the `etcd` feature (sites on several hosts) pulls in the etcd client, whose build needs it.
+step "the default build needs no protoc"
+if cargo tree --locked -p sovereign -e normal,build --prefix none | grep -q '^etcd-client '; then
+    echo "the sovereign binary's default features depend on etcd-client (needs protoc to build)" >&2
+    exit 1
+fi
+
+# Lints on the default features (what `cargo run` builds) and on every feature (what the tests
+# build: the etcd directory's suites need `etcd`).
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 step "bash -n bench/*.sh (the benchmarks are not run in CI, but must parse)"
 for script in bench/*.sh; do bash -n "$script"; done
 
 step "cargo test"
-cargo test --workspace --locked
+cargo test --workspace --all-features --locked
 
 # The cloud's and the CLI's integration tests again with every region on PostgreSQL: one
 # throwaway cluster per test process (initdb in a temp dir, a free loopback port), a fresh
 # database per region, stopped and removed when the tests end.
 step "cargo test (regions on PostgreSQL)"
-SOVEREIGN_TEST_BACKEND=postgres cargo test -p sovereign-cloud -p sovereign --test it --locked
+SOVEREIGN_TEST_BACKEND=postgres cargo test -p sovereign-cloud -p sovereign --test it --all-features --locked
 
 if [ -f fuzz/Cargo.toml ]; then
     step "fuzz targets build"

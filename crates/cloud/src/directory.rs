@@ -6,7 +6,8 @@
 //! lives when that is not the home (`placements`); no row means "with the account".
 //!
 //! Two backends answer the same calls: SQLite (the embedded default, one file) and etcd for
-//! sites on several hosts ([`etcd`]: compare-and-swap writes, reads from a watched cache).
+//! sites on several hosts (the `etcd` module, behind the `etcd` feature: compare-and-swap writes,
+//! reads from a watched cache).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -18,9 +19,10 @@ use crate::domain::Service;
 use crate::store::StoreError;
 
 mod backend;
+#[cfg(feature = "etcd")]
 pub mod etcd;
 
-pub use backend::Directory;
+pub use backend::{CacheStatus, Directory};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirectoryEntry {

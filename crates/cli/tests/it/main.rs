@@ -2,8 +2,11 @@
 
 mod demo;
 mod device;
+// The etcd suites need the `etcd` feature (`scripts/test.sh` turns it on).
+#[cfg(feature = "etcd")]
 #[path = "../../../cloud/tests/it/etcd_cluster.rs"]
 mod etcd_cluster;
+#[cfg(feature = "etcd")]
 mod hosts;
 mod migrate;
 mod ops;

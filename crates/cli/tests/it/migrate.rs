@@ -762,6 +762,7 @@ fn bad_migrations_are_clear_errors() {
 
 /// `sovereign migrate --directory etcd://...`: the same move with the directory and its journal
 /// on a three-member etcd cluster, one member of which is dead before the move starts.
+#[cfg(feature = "etcd")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_migration_runs_with_the_directory_and_journal_on_etcd() {
     use sovereign_cloud::directory::Directory;

@@ -1,19 +1,32 @@
 //! [`Directory`]: the calls every region makes, answered by whichever backend the site uses.
 
 use std::path::Path;
+#[cfg(feature = "etcd")]
 use std::sync::Arc;
 
 use sovereign_model::RegionId;
 
-use super::etcd::{CacheStatus, EtcdDirectory, EtcdOptions};
+#[cfg(feature = "etcd")]
+use super::etcd::{EtcdDirectory, EtcdOptions};
 use super::{DirectoryEntry, SqliteDirectory};
 use crate::domain::Service;
 use crate::store::StoreError;
 
-/// The directory of a site: SQLite (embedded default) or etcd (several hosts).
+/// Whether this site's copy of the directory is following etcd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStatus {
+    /// The watch is live: the cache is behind etcd only by the watch's delay.
+    pub connected: bool,
+    /// The etcd revision the cache reflects.
+    pub revision: i64,
+}
+
+/// The directory of a site: SQLite (embedded default) or etcd (several hosts; a build with
+/// the `etcd` feature).
 #[derive(Clone)]
 pub enum Directory {
     Sqlite(SqliteDirectory),
+    #[cfg(feature = "etcd")]
     Etcd(Arc<EtcdDirectory>),
 }
 
@@ -22,6 +35,7 @@ macro_rules! either {
     ($self:ident, $d:ident => $call:expr) => {
         match $self {
             Directory::Sqlite($d) => $call,
+            #[cfg(feature = "etcd")]
             Directory::Etcd($d) => $call,
         }
     };
@@ -40,6 +54,7 @@ impl Directory {
     ///
     /// # Errors
     /// When no etcd member answers or the credentials are refused.
+    #[cfg(feature = "etcd")]
     pub async fn connect_etcd(options: EtcdOptions) -> Result<Directory, StoreError> {
         Ok(Directory::Etcd(Arc::new(
             EtcdDirectory::connect(options).await?,
@@ -69,31 +84,44 @@ impl Directory {
                     .with_context(|| format!("opening the directory {}", path.display()));
             }
         };
-        let parsed = super::etcd::EtcdLocation::parse(location)?;
-        match (parsed.tls, ca_pem.is_some()) {
-            (true, false) => anyhow::bail!(
-                "{location}: an etcds:// directory needs the CA of its members' certificates (--directory-ca FILE)"
-            ),
-            (false, true) => anyhow::bail!(
-                "--directory-ca is for a directory reached over TLS: write the location as etcds://"
-            ),
-            _ => {}
+        #[cfg(not(feature = "etcd"))]
+        {
+            let _ = (password, ca_pem, regions);
+            anyhow::bail!(
+                "{location}: this build of sovereign has no etcd directory; build it with \
+                 `cargo build --release --features etcd` (which needs protoc: Debian's \
+                 protobuf-compiler), or give a directory file path"
+            )
         }
-        let shown = format!("{} at {}", parsed.prefix, parsed.endpoints.join(","));
-        Directory::connect_etcd(EtcdOptions {
-            location: parsed,
-            password,
-            ca_pem,
-            regions,
-        })
-        .await
-        .with_context(|| format!("connecting to the etcd directory {shown}"))
+        #[cfg(feature = "etcd")]
+        {
+            let parsed = super::etcd::EtcdLocation::parse(location)?;
+            match (parsed.tls, ca_pem.is_some()) {
+                (true, false) => anyhow::bail!(
+                    "{location}: an etcds:// directory needs the CA of its members' certificates (--directory-ca FILE)"
+                ),
+                (false, true) => anyhow::bail!(
+                    "--directory-ca is for a directory reached over TLS: write the location as etcds://"
+                ),
+                _ => {}
+            }
+            let shown = format!("{} at {}", parsed.prefix, parsed.endpoints.join(","));
+            Directory::connect_etcd(EtcdOptions {
+                location: parsed,
+                password,
+                ca_pem,
+                regions,
+            })
+            .await
+            .with_context(|| format!("connecting to the etcd directory {shown}"))
+        }
     }
 
     /// For etcd, whether the cache follows etcd; SQLite is always current.
     pub fn status(&self) -> Option<CacheStatus> {
         match self {
             Directory::Sqlite(_) => None,
+            #[cfg(feature = "etcd")]
             Directory::Etcd(etcd) => Some(etcd.status()),
         }
     }
@@ -116,6 +144,7 @@ impl Directory {
     ) -> Result<(), StoreError> {
         match self {
             Directory::Sqlite(d) => d.claim(phone_index, user_id, home, now).await,
+            #[cfg(feature = "etcd")]
             Directory::Etcd(d) => d.claim(phone_index, user_id, home).await,
         }
     }
@@ -130,6 +159,7 @@ impl Directory {
     ) -> Result<(), StoreError> {
         match self {
             Directory::Sqlite(d) => d.move_home(user_id, home, now).await,
+            #[cfg(feature = "etcd")]
             Directory::Etcd(d) => d.move_home(user_id, home).await,
         }
     }
@@ -172,6 +202,7 @@ impl Directory {
     ) -> Result<(), StoreError> {
         match self {
             Directory::Sqlite(d) => d.place(user_id, services, region, now).await,
+            #[cfg(feature = "etcd")]
             Directory::Etcd(d) => d.place(user_id, services, region).await,
         }
     }
@@ -206,6 +237,7 @@ impl Directory {
     ) -> Result<Vec<(String, String)>, StoreError> {
         match self {
             Directory::Sqlite(d) => d.journal_open(id, spec, now).await,
+            #[cfg(feature = "etcd")]
             Directory::Etcd(d) => d.journal_open(id, spec).await,
         }
     }

@@ -35,7 +35,7 @@ use etcd_client::{
 };
 use sovereign_model::RegionId;
 
-use super::{DirectoryEntry, FORMER_REGIONS_MAX};
+use super::{CacheStatus, DirectoryEntry, FORMER_REGIONS_MAX};
 use crate::domain::Service;
 use crate::store::StoreError;
 
@@ -162,15 +162,6 @@ pub struct EtcdOptions {
     pub ca_pem: Option<Vec<u8>>,
     /// Every configured region: a claim checks that no region holds the number yet.
     pub regions: Vec<RegionId>,
-}
-
-/// Whether this site's copy of the directory is following etcd.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheStatus {
-    /// The watch is live: the cache is behind etcd only by the watch's delay.
-    pub connected: bool,
-    /// The etcd revision the cache reflects.
-    pub revision: i64,
 }
 
 /// One user's row: where their account lives, and since which revision.

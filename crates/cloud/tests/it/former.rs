@@ -18,7 +18,6 @@ use sovereign_cloud::sites::{self, FederationFile};
 use sovereign_crypto::{SigningKey, from_hex, hex, leaf_hash, verify_inclusion, verify_signature};
 use sovereign_model::{ConsentScope, RegionId, ResidencyPolicy};
 
-use crate::etcd_cluster::EtcdCluster;
 use crate::support::*;
 
 const REGIONS: [&str; 3] = ["in-mumbai", "sg-singapore", "us-oregon"];
@@ -292,9 +291,10 @@ async fn issue10_staff_reads_in_the_region_a_user_left_follow_them_to_their_new_
     whole_user_moves(cloud).await;
 }
 
+#[cfg(feature = "etcd")]
 #[tokio::test]
 async fn issue10_staff_reads_in_the_region_a_user_left_follow_them_with_the_directory_on_etcd() {
-    let cluster = EtcdCluster::start();
+    let cluster = crate::etcd_cluster::EtcdCluster::start();
     let directory = crate::directory::connect(&cluster, None, "t")
         .await
         .unwrap();

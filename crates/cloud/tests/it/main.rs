@@ -7,9 +7,11 @@ mod browser;
 mod consent;
 mod dashboard;
 mod deletion;
+#[cfg(feature = "etcd")]
 mod directory;
 mod encryption;
 mod erasure;
+#[cfg(feature = "etcd")]
 mod etcd_cluster;
 mod export;
 mod former;
