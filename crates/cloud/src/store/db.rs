@@ -351,7 +351,10 @@ impl Connection {
     pub fn execute(&self, sql: &str, params: impl AsRef<[Value]>) -> DbResult<usize> {
         let params = params.as_ref();
         match self {
-            Connection::Sqlite(conn) => Ok(conn.execute(sql, rusqlite::params_from_iter(params))?),
+            // Cached: parsing a statement again on every call cost as much as running it.
+            Connection::Sqlite(conn) => Ok(conn
+                .prepare_cached(sql)?
+                .execute(rusqlite::params_from_iter(params))?),
             Connection::Postgres(pg) => {
                 let mut pg = pg.borrow_mut();
                 let statement = pg.statement(sql)?;

@@ -216,9 +216,15 @@ struct Readers {
     postgres: Option<postgres::Config>,
 }
 
+/// Prepared statements kept per SQLite connection.
+pub const STATEMENT_CACHE_CAPACITY: usize = 512;
+
 pub(crate) fn open_connection(path: &Path) -> Result<rusqlite::Connection, StoreError> {
     let conn = rusqlite::Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // Every statement the store runs stays prepared (rusqlite keeps 16 by default; the store
+    // has a few hundred distinct ones, and preparing one again costs as much as running it).
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     // WAL lets readers run beside the writer; synchronous=FULL makes every commit durable
     // before we answer (an fsync of the WAL per commit group).
     conn.pragma_update(None, "journal_mode", "WAL")?;
