@@ -84,6 +84,13 @@ pub struct MigrateArgs {
     /// as etcds://HOST:PORT[,...]/PREFIX (etcd with --cert-file/--key-file).
     #[arg(long, value_name = "FILE", requires = "directory")]
     directory_ca: Option<PathBuf>,
+
+    /// The CPU priority the tool runs at (Linux nice, 0 to 19). By default it yields: at 19,
+    /// `sovereign serve` (at 0) gets the cores first whenever both want one, so live requests
+    /// barely notice a migration on the same host. 0 moves users as fast as the host allows.
+    #[arg(long, value_name = "N", default_value_t = sovereign_cloud::migration::MIGRATION_NICE,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    nice: i32,
 }
 
 pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
@@ -141,6 +148,11 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    // Before any thread starts: each one the runtime and the stores start inherits it.
+    if args.nice > 0 {
+        sovereign_cloud::migration::lower_thread_priority(args.nice)
+            .with_context(|| format!("--nice {}", args.nice))?;
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let directory = Directory::at(

@@ -10,8 +10,12 @@
 //! On the local filesystem a blob (its file and its directories) is fsynced before `put`
 //! returns, so a row never commits pointing at bytes a power cut could take back.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use anyhow::Context;
+use rustix::io::Errno;
 
 use futures_util::StreamExt;
 use object_store::ObjectStore;
@@ -38,7 +42,13 @@ impl Blobs {
     /// # Errors
     /// When the directory cannot be created.
     pub fn local(dir: &std::path::Path) -> anyhow::Result<Blobs> {
-        std::fs::create_dir_all(dir)?;
+        // `users/` is made (and its entry made durable) once here, so a put need not fsync the
+        // root again.
+        let users = dir.join(USERS_DIR);
+        if !users.is_dir() {
+            std::fs::create_dir_all(&users)?;
+            std::fs::File::open(dir)?.sync_all()?;
+        }
         let store = object_store::local::LocalFileSystem::new_with_prefix(dir)?;
         Ok(Blobs {
             store: Arc::new(store),
@@ -47,7 +57,41 @@ impl Blobs {
     }
 
     pub fn new_path(user_id: &str) -> String {
-        format!("users/{user_id}/{}", uuid::Uuid::new_v4())
+        format!("{USERS_DIR}/{user_id}/{}", uuid::Uuid::new_v4())
+    }
+
+    /// Copies blobs from another store, as `get` there and `put` here would; returns the bytes
+    /// copied. Between two local stores on one filesystem (the one-machine layout) each blob's
+    /// file is shared instead, by a hard link: the bytes are the same sealed bytes (a blob is
+    /// sealed with its owner's data key, which moves re-wrapped, not re-encrypted), and a blob
+    /// is never changed in place, only replaced by a new file or deleted, so neither store can
+    /// change the other's copy; deleting one link leaves the other. No byte is written again
+    /// and the user's blobs share one thread hop and their directory fsyncs. A link's time is
+    /// set to now, as a fresh write's is, for the orphan sweep. A blob already at `path` here,
+    /// or one the filesystem will not link, is copied.
+    ///
+    /// # Errors
+    /// When a blob cannot be read at the source or written here.
+    pub async fn copy_from(&self, from: &Blobs, paths: Vec<String>) -> anyhow::Result<u64> {
+        let mut rest = paths;
+        let mut bytes = 0;
+        if let (Some(to_root), Some(from_root)) = (&self.local_root, &from.local_root) {
+            let (to_root, from_root) = (to_root.clone(), from_root.clone());
+            let (linked, unlinked) =
+                tokio::task::spawn_blocking(move || link_local(&from_root, &to_root, rest))
+                    .await??;
+            bytes += linked;
+            rest = unlinked;
+        }
+        for path in rest {
+            let sealed = from
+                .get(&path)
+                .await
+                .with_context(|| format!("reading blob {path}"))?;
+            bytes += sealed.len() as u64;
+            self.put(&path, sealed).await?;
+        }
+        Ok(bytes)
     }
 
     /// # Errors
@@ -129,18 +173,173 @@ pub fn wall_clock_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Makes a local blob durable: its file, then each directory from its own up to the root (a
-/// new user's directory is new too, and its entry lives in its parent).
+/// The directory under a store's root that holds every user's blobs.
+const USERS_DIR: &str = "users";
+
+/// Makes a local blob durable: its file, then each directory from its own up to `users/` (a
+/// new user's directory is new too, and its entry lives in its parent; `users/` itself was
+/// made durable by [`Blobs::local`]).
 fn sync_local(root: &std::path::Path, path: &str) -> anyhow::Result<()> {
     let file = root.join(path);
     std::fs::File::open(&file)?.sync_all()?;
-    let mut dir = file.parent();
+    sync_dirs(root, file.parent())
+}
+
+/// Fsyncs `dir` and each directory above it, up to and including `root/users`.
+fn sync_dirs(root: &std::path::Path, mut dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let users = root.join(USERS_DIR);
     while let Some(d) = dir {
-        std::fs::File::open(d)?.sync_all()?;
         if d == root {
+            break;
+        }
+        std::fs::File::open(d)?.sync_all()?;
+        if d == users {
             break;
         }
         dir = d.parent();
     }
     Ok(())
+}
+
+/// Whether a blob path can name a file under a local root as it is: `users/<id>/<id>`, each
+/// part made of letters, digits, `-` and `_` (what [`Blobs::new_path`] makes).
+fn linkable(path: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').collect();
+    parts.len() == 3
+        && parts[0] == USERS_DIR
+        && parts[1..].iter().all(|p| {
+            !p.is_empty()
+                && p.len() <= 64
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// [`Blobs::copy_from`] between two local roots: hard-links each blob it can, fsyncs each
+/// linked file and then each directory it linked into, once. Returns the bytes linked and the
+/// paths left to copy.
+fn link_local(
+    from_root: &std::path::Path,
+    to_root: &std::path::Path,
+    paths: Vec<String>,
+) -> anyhow::Result<(u64, Vec<String>)> {
+    let mut bytes = 0;
+    let mut rest = Vec::new();
+    let mut dirs = BTreeSet::new();
+    let now = std::time::SystemTime::now();
+    for path in paths {
+        let (from, to) = (from_root.join(&path), to_root.join(&path));
+        if !linkable(&path) || to.symlink_metadata().is_ok() {
+            rest.push(path);
+            continue;
+        }
+        let Some(dir) = to.parent() else {
+            rest.push(path);
+            continue;
+        };
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        match std::fs::hard_link(&from, &to) {
+            Ok(()) => {}
+            // Another filesystem, or one without links: copy.
+            Err(e)
+                if matches!(
+                    rustix::io::Errno::from_io_error(&e),
+                    Some(Errno::XDEV | Errno::PERM | Errno::MLINK | Errno::OPNOTSUPP)
+                ) =>
+            {
+                rest.push(path);
+                continue;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("linking blob {path}"));
+            }
+        }
+        let file = std::fs::File::open(&to).with_context(|| format!("opening blob {path}"))?;
+        file.set_modified(now)?;
+        file.sync_all()?;
+        bytes += file.metadata()?.len();
+        dirs.insert(dir.to_path_buf());
+    }
+    for dir in &dirs {
+        sync_dirs(to_root, Some(dir))?;
+    }
+    Ok((bytes, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn two_stores() -> (tempfile::TempDir, Blobs, Blobs) {
+        let dir = tempfile::tempdir().unwrap();
+        let from = Blobs::local(&dir.path().join("a")).unwrap();
+        let to = Blobs::local(&dir.path().join("b")).unwrap();
+        (dir, from, to)
+    }
+
+    /// On one filesystem a copy shares the file, dated now; deleting the source's leaves the
+    /// target's whole, and a blob the target holds already is written again, not linked.
+    #[tokio::test]
+    async fn copies_between_local_stores_link_the_file() {
+        let (dir, from, to) = two_stores();
+        let (one, two) = (Blobs::new_path("u-1"), Blobs::new_path("u-1"));
+        from.put(&one, b"sealed one".to_vec()).await.unwrap();
+        from.put(&two, b"sealed two".to_vec()).await.unwrap();
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(dir.path().join("a").join(&one))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        to.put(&two, b"stale copy".to_vec()).await.unwrap();
+        let bytes = to
+            .copy_from(&from, vec![one.clone(), two.clone()])
+            .await
+            .unwrap();
+        assert_eq!(bytes, 20);
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let (src, dst) = (
+            std::fs::metadata(a.join(&one)).unwrap(),
+            std::fs::metadata(b.join(&one)).unwrap(),
+        );
+        assert_eq!(src.ino(), dst.ino(), "not linked");
+        assert!(
+            to.exists_recent(&one, 60_000).await,
+            "the link keeps the old time"
+        );
+        assert_ne!(
+            std::fs::metadata(a.join(&two)).unwrap().ino(),
+            std::fs::metadata(b.join(&two)).unwrap().ino(),
+            "a blob already at the target was linked over"
+        );
+        assert_eq!(to.get(&two).await.unwrap(), b"sealed two");
+        from.delete_user("u-1").await;
+        assert_eq!(to.get(&one).await.unwrap(), b"sealed one");
+        assert_eq!(to.get(&two).await.unwrap(), b"sealed two");
+    }
+
+    /// A path that is not one of ours is never joined onto a root: it goes through the object
+    /// store, which refuses it, and nothing is written outside the store.
+    #[tokio::test]
+    async fn odd_paths_are_not_linked() {
+        let (dir, from, to) = two_stores();
+        for path in [
+            "users/../../x",
+            "users/u/../../../etc",
+            "../a/users/u/b",
+            "users//b",
+        ] {
+            assert!(!linkable(path), "{path}");
+            assert!(
+                to.copy_from(&from, vec![path.to_owned()]).await.is_err(),
+                "{path}"
+            );
+        }
+        assert!(!dir.path().join("x").exists());
+        assert!(linkable(&Blobs::new_path(
+            "0b0e6f0a-1c7e-4a53-9d2c-3f1e5b7a9c11"
+        )));
+    }
 }

@@ -167,12 +167,15 @@ impl SqliteDirectory {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // As the store's: no temporary files outside the data directory.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.execute_batch(SCHEMA)?;
         let mut readers = Vec::with_capacity(DIRECTORY_READERS_MAX);
         for _ in 0..DIRECTORY_READERS_MAX {
             let reader = Connection::open(path)?;
             reader.busy_timeout(std::time::Duration::from_secs(10))?;
             reader.pragma_update(None, "query_only", "ON")?;
+            reader.pragma_update(None, "temp_store", "MEMORY")?;
             readers.push(Mutex::new(reader));
         }
         let (writer, jobs) = tokio::sync::mpsc::channel(DIRECTORY_WRITE_QUEUE_MAX);
@@ -205,7 +208,14 @@ impl SqliteDirectory {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             % readers.len();
         tokio::task::spawn_blocking(move || {
-            let conn = readers[index].lock().map_err(|_| StoreError::Panicked)?;
+            // Any free reader, so that a read never waits behind one held by a thread of lower
+            // priority (a migration's) while another is free; else the one its turn gives.
+            let free = (0..readers.len())
+                .find_map(|i| readers[(index + i) % readers.len()].try_lock().ok());
+            let conn = match free {
+                Some(conn) => conn,
+                None => readers[index].lock().map_err(|_| StoreError::Panicked)?,
+            };
             f(&conn)
         })
         .await
@@ -624,6 +634,26 @@ mod tests {
             )
             .unwrap();
         assert_eq!(copied, 200);
+    }
+
+    /// A read takes any free reader: with all but one held (by threads that may run at a lower
+    /// priority, a migration's), reads still run at once instead of queueing for held ones.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_take_a_free_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let directory = SqliteDirectory::open(&dir.path().join("directory.sqlite")).unwrap();
+        let held: Vec<_> = directory.readers[1..]
+            .iter()
+            .map(|reader| reader.lock().unwrap())
+            .collect();
+        for i in 0..2 * DIRECTORY_READERS_MAX {
+            let read = directory.home_of(format!("u{i}"));
+            let answer = tokio::time::timeout(std::time::Duration::from_secs(10), read)
+                .await
+                .unwrap_or_else(|_| panic!("read {i} waited for a held reader"));
+            assert_eq!(answer.unwrap(), None);
+        }
+        drop(held);
     }
 
     #[tokio::test]

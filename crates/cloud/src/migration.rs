@@ -77,6 +77,42 @@ pub const MOVE_ACTIVATE_PATH: &str = "/internal/v1/moves/activate";
 /// Drops a copy that never went live, of a user deleted while moving.
 pub const MOVE_ABANDON_PATH: &str = "/internal/v1/moves/abandon";
 
+/// How far a migration lowers the CPU priority of its threads (Linux nice, 0 to 19), so that
+/// live requests, at nice 0, get the cores first whenever both want one: see
+/// [`yielding_runtime`]. Its writes wait behind live ones in the store's writer too
+/// ([`crate::store::Store::write_background`]).
+pub const MIGRATION_NICE: i32 = 19;
+
+/// Lowers the calling thread's CPU priority to `nice`. On Linux this is the thread's own, and
+/// the threads it starts afterwards inherit it: `sovereign migrate` calls it before it starts
+/// its runtime, so every thread of the tool yields.
+///
+/// # Errors
+/// When the system refuses (raising a priority again needs privileges; lowering never does).
+pub fn lower_thread_priority(nice: i32) -> std::io::Result<()> {
+    let thread = rustix::thread::gettid();
+    rustix::process::setpriority_process(Some(thread), nice)?;
+    Ok(())
+}
+
+/// A runtime for a migration run in a process that also serves live requests (the benchmark,
+/// a test): each of its threads, workers and blocking pool alike, runs at [`MIGRATION_NICE`].
+/// The thread that calls `block_on` polls the migration's own futures: lower it too.
+///
+/// # Errors
+/// When the runtime cannot start.
+pub fn yielding_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_name("migration")
+        .enable_all()
+        .on_thread_start(|| {
+            if let Err(e) = lower_thread_priority(MIGRATION_NICE) {
+                tracing::warn!(error = %e, "could not lower a migration thread's priority");
+            }
+        })
+        .build()
+}
+
 /// Where a move's target is.
 pub enum Target<'a> {
     /// Opened in this process (the one-machine layout).
@@ -747,26 +783,20 @@ async fn copy(
         }
     };
     let mut bytes = snapshot.sealed_bytes() as u64;
-    // The user's blobs at once: each waits for its own fsyncs.
-    let blobs = snapshot.blob_paths().map(|path| async move {
-        if target
+    // The blobs the target lacks (or holds from so long ago that the orphan sweep could take
+    // them before their rows commit), all in one go: on one filesystem they are linked.
+    let mut missing = Vec::new();
+    for path in snapshot.blob_paths() {
+        if !target
             .blobs
             .exists_recent(path, crate::erasure::BLOB_REWRITE_AFTER_MS)
             .await
         {
-            return anyhow::Ok(0);
+            missing.push(path.to_owned());
         }
-        let sealed = source
-            .blobs
-            .get(path)
-            .await
-            .with_context(|| format!("reading blob {path}"))?;
-        let length = sealed.len() as u64;
-        target.blobs.put(path, sealed).await?;
-        Ok(length)
-    });
-    for copied_bytes in futures_util::future::join_all(blobs).await {
-        bytes += copied_bytes?;
+    }
+    if !missing.is_empty() {
+        bytes += target.blobs.copy_from(&source.blobs, missing).await?;
     }
     let key = source.keys.unwrap(&snapshot.user.wrapped_key, user)?;
     let rewrapped = target.keys.wrap(&key, user)?;
@@ -1151,6 +1181,32 @@ pub async fn digest(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A thread lowers its own priority, and a yielding runtime's threads all run lowered.
+    #[test]
+    fn migration_threads_yield() {
+        fn nice(thread: rustix::thread::Pid) -> i32 {
+            rustix::process::getpriority_process(Some(thread)).unwrap()
+        }
+        std::thread::spawn(move || {
+            lower_thread_priority(5).unwrap();
+            assert_eq!(nice(rustix::thread::gettid()), 5);
+        })
+        .join()
+        .unwrap();
+        let runtime = yielding_runtime().unwrap();
+        let worker = runtime.block_on(async {
+            tokio::spawn(async { nice(rustix::thread::gettid()) })
+                .await
+                .unwrap()
+        });
+        let blocking = runtime.block_on(async {
+            tokio::task::spawn_blocking(move || nice(rustix::thread::gettid()))
+                .await
+                .unwrap()
+        });
+        assert_eq!((worker, blocking), (MIGRATION_NICE, MIGRATION_NICE));
+    }
 
     #[test]
     fn the_2014_plan_moves_one_service_one_jurisdiction_at_a_time() {

@@ -707,7 +707,7 @@ impl Store {
         scope: MoveScope,
     ) -> Result<Option<UserSnapshot>, StoreError> {
         // A read transaction gives one consistent view across all the tables.
-        self.read(move |conn| {
+        self.read_background(move |conn| {
             // PostgreSQL's default (READ COMMITTED) takes a new snapshot per statement.
             conn.execute_batch(match conn.dialect() {
                 Dialect::Sqlite => "BEGIN",

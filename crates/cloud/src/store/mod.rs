@@ -43,6 +43,11 @@ pub const WRITE_QUEUE_JOBS_MAX: usize = 4096;
 pub const COMMIT_BATCH_JOBS_MAX: usize = 512;
 /// Read connections per region store.
 pub const READ_CONNECTIONS_MAX: usize = 8;
+/// Of those, how many background work (a migration's snapshots) may hold at once: the rest
+/// stay free for live requests, which would otherwise wait for a connection held by a
+/// migration's thread, running at a lower CPU priority (a priority inversion).
+pub const BACKGROUND_READ_CONNECTIONS_MAX: usize = 2;
+const _: () = assert!(BACKGROUND_READ_CONNECTIONS_MAX < READ_CONNECTIONS_MAX);
 const _: () = assert!(COMMIT_BATCH_JOBS_MAX <= WRITE_QUEUE_JOBS_MAX);
 
 #[derive(Debug, thiserror::Error)]
@@ -211,6 +216,8 @@ pub struct Store {
 struct Readers {
     pool: Mutex<Vec<Connection>>,
     permits: Semaphore,
+    /// Taken before `permits` by background reads (see [`BACKGROUND_READ_CONNECTIONS_MAX`]).
+    background_permits: Semaphore,
     /// PostgreSQL readers are opened when first needed (and again after a connection breaks);
     /// SQLite's are all opened up front, so this is `None` there.
     postgres: Option<postgres::Config>,
@@ -234,6 +241,11 @@ pub(crate) fn open_connection(path: &Path) -> Result<rusqlite::Connection, Store
     // row's sealed bytes must not outlive the commit that erased it (the WAL frames that held
     // them go at the next `Store::scrub`).
     conn.pragma_update(None, "secure_delete", "ON")?;
+    // Statement journals, sorters and transient indices stay in memory: on disk they are
+    // files in the system's temporary directory (outside the region's data, not zeroed when
+    // freed) holding pages of sealed rows, and creating one per statement cost more than half
+    // of a migration's writes.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(conn)
 }
 
@@ -477,6 +489,7 @@ impl Store {
             readers: Arc::new(Readers {
                 pool: Mutex::new(pool),
                 permits: Semaphore::new(READ_CONNECTIONS_MAX),
+                background_permits: Semaphore::new(BACKGROUND_READ_CONNECTIONS_MAX),
                 postgres,
             }),
             scrubber: Arc::new(scrubber),
@@ -527,6 +540,22 @@ impl Store {
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`Store::read`] for work that may wait behind live requests (a migration's snapshots):
+    /// it never holds more than [`BACKGROUND_READ_CONNECTIONS_MAX`] connections.
+    pub(crate) async fn read_background<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let _background = self
+            .readers
+            .background_permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        self.read(f).await
     }
 
     /// Runs `f` on a read-only connection that sees the last committed state.
@@ -749,6 +778,68 @@ mod tests {
         for task in background {
             task.await.unwrap();
         }
+    }
+
+    /// A migration's snapshots hold at most two of the eight read connections: with two held
+    /// (and a third background read waiting for them), a live read still runs at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn background_reads_leave_connections_to_live_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.sqlite")).unwrap();
+        let release = Arc::new(std::sync::Barrier::new(BACKGROUND_READ_CONNECTIONS_MAX + 1));
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut held = Vec::new();
+        for _ in 0..=BACKGROUND_READ_CONNECTIONS_MAX {
+            let (store, release, running) = (store.clone(), release.clone(), running.clone());
+            held.push(tokio::spawn(async move {
+                store
+                    .read_background(move |_| {
+                        if running.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                            < BACKGROUND_READ_CONNECTIONS_MAX
+                        {
+                            release.wait();
+                        }
+                        Ok(())
+                    })
+                    .await
+                    .unwrap();
+            }));
+        }
+        while running.load(std::sync::atomic::Ordering::SeqCst) < BACKGROUND_READ_CONNECTIONS_MAX {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        // Give the third background read every chance to take a connection it must not get.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(
+            running.load(std::sync::atomic::Ordering::SeqCst),
+            BACKGROUND_READ_CONNECTIONS_MAX,
+            "a background read ran beyond the cap"
+        );
+        let free = store.readers.permits.available_permits();
+        assert_eq!(free, READ_CONNECTIONS_MAX - BACKGROUND_READ_CONNECTIONS_MAX);
+        store.read(|_| Ok(())).await.unwrap();
+        tokio::task::spawn_blocking(move || release.wait())
+            .await
+            .unwrap();
+        for task in held {
+            task.await.unwrap();
+        }
+        assert_eq!(
+            running.load(std::sync::atomic::Ordering::SeqCst),
+            BACKGROUND_READ_CONNECTIONS_MAX + 1
+        );
+    }
+
+    /// Statement journals, sorters and temporary tables never go to a file outside the data
+    /// directory (SQLite's default puts them in /var/tmp, holding pages of sealed rows).
+    #[test]
+    fn temporary_files_stay_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_connection(&dir.path().join("store.sqlite")).unwrap();
+        let store: i64 = conn
+            .pragma_query_value(None, "temp_store", |row| row.get(0))
+            .unwrap();
+        assert_eq!(store, 2, "temp_store is not MEMORY");
     }
 
     #[test]
