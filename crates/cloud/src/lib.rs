@@ -34,7 +34,6 @@ pub mod erasure;
 pub mod error;
 pub mod export;
 pub mod extract;
-pub mod fault;
 pub mod faults;
 pub mod federation;
 pub mod hub;

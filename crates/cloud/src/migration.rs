@@ -18,7 +18,7 @@
 //! live only after `verified` is journaled, and a mismatch un-fences the source only before that:
 //! a copy that may have served the user (a sign-in there, a session swept there) is never
 //! compared again, so a rerun cannot leave the user live in two regions. The crash tests stop
-//! the tool at each step with [`crate::fault::point`].
+//! the tool at each step with [`crate::faults::point`].
 //!
 //! The target is either opened in the same process ([`migrate`], the one-machine layout, where
 //! `sovereign migrate` holds both sites' data directories) or another site reached over the
@@ -531,7 +531,7 @@ async fn move_user(
         }
         bytes += copy(&snapshot, scope, &user, source, target, &mut copied).await?;
         journal("copied").await?;
-        crate::fault::point("migrate.copied");
+        crate::faults::point("migrate.copied");
         step = "copied".into();
     }
     if step == "copied" {
@@ -568,7 +568,7 @@ async fn move_user(
                 .await?;
         }
         journal("fenced").await?;
-        crate::fault::point("migrate.fenced");
+        crate::faults::point("migrate.fenced");
         step = "fenced".into();
     }
     if matches!(step.as_str(), "fenced" | "verified")
@@ -615,13 +615,13 @@ async fn move_user(
         // back, whatever happens at the target once its copy is live (a sign-in, a session
         // swept), so no rerun can leave the user live in two regions.
         journal("verified").await?;
-        crate::fault::point("migrate.verified");
+        crate::faults::point("migrate.verified");
         step = "verified".into();
     }
     if step == "verified" {
         // Live at the target before the directory sends anyone there.
         activate(user_id, scope, source, target).await?;
-        crate::fault::point("migrate.activated");
+        crate::faults::point("migrate.activated");
         let flipped = if whole {
             source
                 .directory
@@ -649,9 +649,9 @@ async fn move_user(
             }
             Err(e) => return Err(e.into()),
         }
-        crate::fault::point("migrate.flipped-unjournaled");
+        crate::faults::point("migrate.flipped-unjournaled");
         journal("flipped").await?;
-        crate::fault::point("migrate.flipped");
+        crate::faults::point("migrate.flipped");
         step = "flipped".into();
     }
     if step == "flipped" {
@@ -664,7 +664,7 @@ async fn move_user(
                     source.now_ms(),
                 )
                 .await?;
-            crate::fault::point("migrate.finished");
+            crate::faults::point("migrate.finished");
             source.blobs.delete_user(user_id).await;
             destroy_scope_keys(source, user_id).await?;
             source.store.purge_moved_user(user_id.to_owned()).await?;

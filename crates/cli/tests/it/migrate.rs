@@ -468,7 +468,7 @@ fn migrate_on_a_sites_host_refuses_what_it_cannot_do() {
 
 /// `sovereign migrate --region in-mumbai` moving Indian users to the running Singapore site,
 /// with only Mumbai's data directory, the federation file and the directory; stopped at the
-/// crash point `fault` names, if any ([`sovereign_cloud::fault`]).
+/// crash point `fault` names, if any ([`sovereign_cloud::faults::point`]).
 fn site_migrate(
     data: &std::path::Path,
     config: &std::path::Path,
@@ -488,9 +488,9 @@ fn site_migrate(
             .arg(root.join("directory.sqlite"))
             .arg("--config")
             .arg(&config_dir)
-            .env_remove(sovereign_cloud::fault::FAULT_ENV);
+            .env_remove(sovereign_cloud::faults::FAULT_ENV);
         if let Some(fault) = fault {
-            command.env(sovereign_cloud::fault::FAULT_ENV, fault);
+            command.env(sovereign_cloud::faults::FAULT_ENV, fault);
         }
         for (region, url) in &databases {
             command.arg("--database").arg(format!("{region}={url}"));
@@ -528,7 +528,7 @@ fn kill_and_resume(data: &std::path::Path, migrate: impl Fn() -> Command) -> Str
         state ^= state << 17;
         // Each run is killed a pseudo-random moment after the journal shows it made progress,
         // so that the kills land in the middle of the moves rather than while the binary starts.
-        let after_progress = Duration::from_millis(state % 150);
+        let after_progress = Duration::from_millis(state % 60);
         let at_start = steps();
         let mut child = migrate().spawn().unwrap();
         let started = std::time::Instant::now();
@@ -862,7 +862,7 @@ async fn a_migration_runs_with_the_directory_and_journal_on_etcd() {
     cloud.shutdown(Duration::from_secs(5)).await;
 }
 
-/// The steps of a move `sovereign migrate` can stop at ([`sovereign_cloud::fault`]), in order.
+/// The steps of a move `sovereign migrate` can stop at ([`sovereign_cloud::faults::point`]), in order.
 const MOVE_FAULT_POINTS: [&str; 7] = [
     "migrate.copied",
     "migrate.fenced",
@@ -1176,11 +1176,11 @@ fn serve_site(
         .arg(data.join("directory.sqlite"))
         .arg("--config")
         .arg(config)
-        .env_remove(sovereign_cloud::fault::FAULT_ENV)
+        .env_remove(sovereign_cloud::faults::FAULT_ENV)
         .stdout(Stdio::null())
         .stderr(log);
     if let Some(fault) = fault {
-        command.env(sovereign_cloud::fault::FAULT_ENV, fault);
+        command.env(sovereign_cloud::faults::FAULT_ENV, fault);
     }
     if let Some(database) = databases.get(&RegionId::parse(region).unwrap()) {
         command.arg("--database").arg(database);

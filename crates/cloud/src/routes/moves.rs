@@ -8,7 +8,7 @@
 //! own key-encryption key, keeps the user invisible until the source asks it to go live (just
 //! before the directory flips), and computes its own digest of what it holds.
 //!
-//! The crash tests stop the process ([`crate::fault`]) after each step here commits and before
+//! The crash tests stop the process ([`crate::faults::point`]) after each step here commits and before
 //! it answers: `move.blob-stored`, `move.scope-keys-installed`, `move.installed`,
 //! `move.digested`, `move.activated`.
 
@@ -194,7 +194,7 @@ async fn blob(State(state): State<AppState>, request: Request) -> Result<Json<Va
         .put(&body.path, sealed)
         .await
         .map_err(ApiError::internal)?;
-    crate::fault::point("move.blob-stored");
+    crate::faults::point("move.blob-stored");
     Ok(Json(json!({})))
 }
 
@@ -337,7 +337,7 @@ async fn install(State(state): State<AppState>, request: Request) -> Result<Json
             .install_scope_key(&user, key_scope, &scope_key)
             .map_err(ApiError::Internal)?;
     }
-    crate::fault::point("move.scope-keys-installed");
+    crate::faults::point("move.scope-keys-installed");
     let dropped = state
         .store
         .install_user(
@@ -348,7 +348,7 @@ async fn install(State(state): State<AppState>, request: Request) -> Result<Json
             state.now_ms(),
         )
         .await?;
-    crate::fault::point("move.installed");
+    crate::faults::point("move.installed");
     for path in dropped {
         state.blobs.delete(&path).await;
     }
@@ -385,7 +385,7 @@ async fn digest(State(state): State<AppState>, request: Request) -> Result<Json<
     let digest = crate::migration::digest(&copied, body.scope, &user, &state)
         .await
         .map_err(ApiError::internal)?;
-    crate::fault::point("move.digested");
+    crate::faults::point("move.digested");
     Ok(Json(json!({ "digest": hex(&digest) })))
 }
 
@@ -417,7 +417,7 @@ async fn activate(
         .store
         .activate_user(body.user_id, body.scope.account)
         .await?;
-    crate::fault::point("move.activated");
+    crate::faults::point("move.activated");
     Ok(Json(json!({ "active": true })))
 }
 
