@@ -156,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
         Ok(())
     })
     .await?;
-    let rate = (args.offered_load > 0.0).then(|| peak.rate * args.offered_load);
+    let rate = (args.offered_load > 0.0).then_some(peak.rate * args.offered_load);
 
     let (alone, alone_seconds) =
         run_migration(spec(alone_movers), source.clone(), target.clone(), yielding).await?;

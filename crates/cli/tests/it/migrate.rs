@@ -673,7 +673,7 @@ async fn a_services_plan_killed_at_random_points_resumes_and_ends_correct_issue_
 #[test]
 fn bad_migrations_are_clear_errors() {
     let data = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &[
                 "--from",
@@ -725,6 +725,21 @@ fn bad_migrations_are_clear_errors() {
                 "IN",
             ],
             "no regions",
+        ),
+        (
+            &[
+                "--from",
+                "in-mumbai",
+                "--to",
+                "sg-singapore",
+                "--nice",
+                "20",
+            ],
+            "--nice",
+        ),
+        (
+            &["--from", "in-mumbai", "--to", "sg-singapore", "--nice=-1"],
+            "--nice",
         ),
     ];
     for (args, expected) in cases {
