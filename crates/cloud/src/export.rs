@@ -217,6 +217,20 @@ async fn remote_page(
     Ok((items, next))
 }
 
+/// Whether a service region's page moves its part forward: a page that promises more must
+/// carry items and a cursor it never gave before, or a coerced region could keep the home
+/// paging (and the client's export open) forever.
+fn advances(
+    cursors: &mut std::collections::HashSet<String>,
+    items: &[Value],
+    next: Option<&str>,
+) -> bool {
+    match next {
+        None => true,
+        Some(next) => !items.is_empty() && cursors.insert(next.to_owned()),
+    }
+}
+
 /// The export's bytes on their way to the client, gathered into chunks.
 struct Sink {
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
@@ -399,6 +413,7 @@ async fn write_body(
         }
         for region in remote.iter().filter(|r| r.parts.contains(&part)) {
             let mut after: Option<String> = None;
+            let mut cursors = std::collections::HashSet::new();
             loop {
                 let (items, next) = remote_page(
                     state,
@@ -409,6 +424,11 @@ async fn write_body(
                     after.as_deref(),
                 )
                 .await?;
+                if !advances(&mut cursors, &items, next.as_deref()) {
+                    tracing::warn!(region = %region.region, part = part.as_str(),
+                        "a service region's export pages make no progress; export cut");
+                    return Err(ApiError::RegionUnavailable(region.region.to_string()).into());
+                }
                 write_items(sink, &items, &mut first).await?;
                 sink.flush().await?;
                 state.faults.check(crate::faults::EXPORT_AFTER_PAGE)?;
@@ -433,4 +453,29 @@ async fn write_items(sink: &mut Sink, items: &[Value], first: &mut bool) -> Resu
         sink.value(item).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_regions_pages_must_advance() {
+        let mut cursors = std::collections::HashSet::new();
+        let items = [json!({"id": 1})];
+        assert!(advances(&mut cursors, &items, Some("a")));
+        assert!(advances(&mut cursors, &items, Some("b")));
+        assert!(
+            !advances(&mut cursors, &items, Some("a")),
+            "a cursor seen before"
+        );
+        assert!(
+            !advances(&mut cursors, &[], Some("c")),
+            "no items, yet more"
+        );
+        assert!(
+            advances(&mut cursors, &[], None),
+            "the last page may be empty"
+        );
+    }
 }
