@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
     let mut rows = Vec::new();
     let mut checkpoints = Vec::new();
     let mut seals = std::collections::BTreeMap::new();
-    for record in fields.chunks(10) {
+    for record in fields.chunks(11) {
         let field = |i: usize| record.get(i).copied().unwrap_or(&[]);
         match field(0).first().map(|b| b % 3) {
             Some(0) => rows.push(LedgerRow {
@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
                 detail: (!field(7).is_empty()).then(|| text(field(7))),
                 detail_hash: field(8).to_vec(),
                 leaf_hash: field(9).to_vec(),
-                chain_hash: field(1).to_vec(),
+                chain_hash: field(10).to_vec(),
             }),
             Some(1) => checkpoints.push(CheckpointRow {
                 tree_size: number(field(1)),

@@ -329,7 +329,7 @@ async fn load(
             let (client, url, token, stop) =
                 (client.clone(), url.to_owned(), token.clone(), stop.clone());
             tokio::spawn(async move {
-                let (mut latencies, mut reads, mut writes) = (Vec::new(), Vec::new(), Vec::new());
+                let (mut reads, mut writes) = (Vec::new(), Vec::new());
                 // Clients start spread over one interval, not all at once.
                 let mut due =
                     started + interval.map_or(Duration::ZERO, |d| d.mul_f64(i as f64 / tokens_len));
@@ -366,22 +366,20 @@ async fn load(
                         writes.push(t.elapsed().as_secs_f64() * 1e3);
                     }
                 }
-                latencies.extend_from_slice(&reads);
-                latencies.extend_from_slice(&writes);
-                anyhow::Ok((latencies, reads, writes))
+                anyhow::Ok((reads, writes))
             })
         })
         .collect();
     let outcome = until.await;
     stop.store(true, Ordering::Relaxed);
     let seconds = started.elapsed().as_secs_f64();
-    let (mut latencies, mut reads, mut writes) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut reads, mut writes) = (Vec::new(), Vec::new());
     for task in tasks {
-        let (all, r, w) = task.await??;
-        latencies.extend(all);
+        let (r, w) = task.await??;
         reads.extend(r);
         writes.extend(w);
     }
+    let mut latencies = [reads.as_slice(), writes.as_slice()].concat();
     outcome?;
     for list in [&mut latencies, &mut reads, &mut writes] {
         list.sort_by(f64::total_cmp);

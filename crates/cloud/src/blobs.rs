@@ -243,7 +243,7 @@ fn link_local(
             // Another filesystem, or one without links: copy.
             Err(e)
                 if matches!(
-                    rustix::io::Errno::from_io_error(&e),
+                    Errno::from_io_error(&e),
                     Some(Errno::XDEV | Errno::PERM | Errno::MLINK | Errno::OPNOTSUPP)
                 ) =>
             {
