@@ -107,9 +107,10 @@ pub async fn local_page(
                 .then(|| rows.last().map(|r| MessageCursor::after(r).encode()))
                 .flatten();
             let mut items = Vec::with_capacity(rows.len());
+            let keys = messages::MessageKeys::of(state, user)?;
             for row in &rows {
                 items.push(
-                    serde_json::to_value(messages::open_message(user, row)?)
+                    serde_json::to_value(messages::open_message(&keys, row)?)
                         .map_err(ApiError::internal)?,
                 );
             }

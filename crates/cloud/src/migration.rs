@@ -697,7 +697,10 @@ async fn erase_moved_services(
         }
         still_here |= here;
     }
-    let backup_gone = gone.contains(&Service::Backup);
+    let gone_scopes: Vec<ConsentScope> = crate::scope_keys::KEYED_SCOPES
+        .into_iter()
+        .filter(|s| Service::of_scope(*s).is_some_and(|service| gone.contains(&service)))
+        .collect();
     for path in source
         .store
         .erase_services(user_id.to_owned(), gone, source.now_ms())
@@ -705,12 +708,10 @@ async fn erase_moved_services(
     {
         source.blobs.delete(&path).await;
     }
-    if backup_gone {
-        for scope in crate::scope_keys::KEYED_SCOPES {
-            source
-                .keys
-                .destroy_scope_key(&UserId::from_stored(user_id.to_owned()), scope)?;
-        }
+    for scope in gone_scopes {
+        source
+            .keys
+            .destroy_scope_key(&UserId::from_stored(user_id.to_owned()), scope)?;
     }
     let service_row = source
         .store
@@ -734,6 +735,17 @@ async fn erase_moved_services(
         source.store.purge_moved_user(user_id.to_owned()).await?;
     }
     Ok(())
+}
+
+/// The user's per-scope keys for the services `scope` moves.
+fn moving_scope_keys(
+    keys: &crate::keys::RegionKeys,
+    user: &UserId,
+    scope: MoveScope,
+) -> anyhow::Result<Vec<(ConsentScope, DataKey)>> {
+    let mut moving = keys.scope_keys(user)?;
+    moving.retain(|(s, _)| Service::of_scope(*s).is_some_and(|service| scope.has(service)));
+    Ok(moving)
 }
 
 /// What one run of a user's move has put at the target.
@@ -800,14 +812,14 @@ async fn copy(
     }
     let key = source.keys.unwrap(&snapshot.user.wrapped_key, user)?;
     let rewrapped = target.keys.wrap(&key, user)?;
-    // The per-scope keys go before the rows they open; one this run installed already is not
-    // written (and fsynced) again.
-    if scope.backup {
+    // The per-scope keys of the services that move go before the rows they open; one this run
+    // installed already is not written (and fsynced) again.
+    if scope.messaging || scope.backup {
         let (from, to, who) = (source.keys.clone(), target.keys.clone(), user.clone());
         let installed = std::mem::take(&mut copied.scope_keys);
         copied.scope_keys = tokio::task::spawn_blocking(move || {
             let mut now = Vec::new();
-            for (scope, key) in from.scope_keys(&who)? {
+            for (scope, key) in moving_scope_keys(&from, &who, scope)? {
                 if !installed
                     .iter()
                     .any(|(s, k)| *s == scope && k.same_as(&key))
@@ -888,15 +900,13 @@ async fn copy_to_site(
     let sealed = sovereign_crypto::seal_for_move(&key, &public, user.as_str().as_bytes())?;
     // Each per-scope key travels as the data key does, sealed to the same public key.
     let mut scope_keys = Vec::new();
-    if scope.backup {
-        for (key_scope, key) in source.keys.scope_keys(user)? {
-            let sealed = sovereign_crypto::seal_for_move(&key, &public, user.as_str().as_bytes())?;
-            scope_keys.push(json!({
-                "scope": key_scope.as_str(),
-                "ephemeral_public": base64::engine::general_purpose::STANDARD.encode(sealed.ephemeral_public),
-                "wrapped": base64::engine::general_purpose::STANDARD.encode(&sealed.wrapped),
-            }));
-        }
+    for (key_scope, key) in moving_scope_keys(&source.keys, user, scope)? {
+        let sealed = sovereign_crypto::seal_for_move(&key, &public, user.as_str().as_bytes())?;
+        scope_keys.push(json!({
+            "scope": key_scope.as_str(),
+            "ephemeral_public": base64::engine::general_purpose::STANDARD.encode(sealed.ephemeral_public),
+            "wrapped": base64::engine::general_purpose::STANDARD.encode(&sealed.wrapped),
+        }));
     }
     let mut rows = snapshot.clone();
     // The source's wrapping is of no use to the target, which wraps the key under its own.
@@ -1092,7 +1102,7 @@ pub async fn digest(
     region: &AppState,
 ) -> anyhow::Result<[u8; 32]> {
     let key = region.keys.unwrap(&snapshot.user.wrapped_key, user)?;
-    // Backup items are sealed with the user's key for their scope.
+    // Messages and backup items are sealed with the user's key for their scope.
     let mut scope_keys = std::collections::BTreeMap::new();
     for (scope, key) in region.keys.scope_keys(user)? {
         scope_keys.insert(scope, key);
@@ -1129,10 +1139,15 @@ pub async fn digest(
             e.scope, e.action, e.notice_version, e.at
         ));
     }
+    let message_keys = crate::routes::messages::MessageKeys::new(
+        user.clone(),
+        scope_keys.get(&ConsentScope::Messaging).cloned(),
+        key.clone(),
+    );
     for m in &snapshot.messages {
         let record = format!("{}:{}", m.box_name, m.id);
-        let peer = key.open(&aad("messages", user, &record, "peer"), &m.peer_sealed)?;
-        let body = key.open(&aad("messages", user, &record, "body"), &m.body_sealed)?;
+        let peer = message_keys.open(&record, "peer", &m.peer_sealed)?;
+        let body = message_keys.open(&record, "body", &m.body_sealed)?;
         lines.insert(format!(
             "message {record} {} {} {} {:?} {} at {}",
             hex(&peer),

@@ -1,5 +1,6 @@
-//! Per-scope data keys: one random key per user per consent scope that stores data (contacts,
-//! SMS, photos), which seals that scope's records and blobs, and which a withdrawal destroys.
+//! Per-scope data keys: one random key per user per consent scope that stores data (messages,
+//! contacts, SMS, photos), which seals that scope's records and blobs, and which a withdrawal
+//! destroys.
 //!
 //! The keys live in the region's key store, `DIR/keys/<region>.scopes/<user>/<scope>.key`, each
 //! wrapped by the region's key-encryption key and bound to its user and scope, and never in the
@@ -25,7 +26,8 @@ use sovereign_model::ConsentScope;
 use crate::domain::UserId;
 
 /// The scopes whose data is sealed with a key of their own.
-pub const KEYED_SCOPES: [ConsentScope; 3] = [
+pub const KEYED_SCOPES: [ConsentScope; 4] = [
+    ConsentScope::Messaging,
     ConsentScope::BackupContacts,
     ConsentScope::BackupSms,
     ConsentScope::BackupPhotos,

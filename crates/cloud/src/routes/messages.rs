@@ -85,21 +85,93 @@ fn seal_copy(
     ))
 }
 
-pub(crate) fn open_message(user: &AuthUser, row: &MessageRow) -> Result<MessageView, ApiError> {
+/// The keys a user's messages open with. A message is sealed with its owner's messaging key
+/// ([`crate::scope_keys`]), which a withdrawal of messaging destroys, so that yesterday's copy
+/// of the region's files cannot open withdrawn messages even with the account's key. Messages
+/// stored by a version before messages had a key of their own were sealed with the account's
+/// key: they still open with it, until their retention ends them.
+pub(crate) struct MessageKeys {
+    owner: UserId,
+    messaging: Option<sovereign_crypto::DataKey>,
+    account: sovereign_crypto::DataKey,
+}
+
+impl MessageKeys {
+    /// `messaging`: the owner's messaging key, if they have one here.
+    pub(crate) fn new(
+        owner: UserId,
+        messaging: Option<sovereign_crypto::DataKey>,
+        account: sovereign_crypto::DataKey,
+    ) -> MessageKeys {
+        MessageKeys {
+            owner,
+            messaging,
+            account,
+        }
+    }
+
+    /// The keys of a signed-in user's messages.
+    pub(crate) fn of(state: &AppState, user: &AuthUser) -> Result<MessageKeys, ApiError> {
+        let messaging = state
+            .keys
+            .scope_key(&user.id, ConsentScope::Messaging)
+            .map_err(ApiError::Internal)?;
+        Ok(MessageKeys::new(
+            user.id.clone(),
+            messaging,
+            user.key.clone(),
+        ))
+    }
+
+    /// Opens one sealed field of the owner's message `record` (`<box>:<id>`).
+    ///
+    /// # Errors
+    /// When neither key opens it.
+    pub(crate) fn open(
+        &self,
+        record: &str,
+        field: &str,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, sovereign_crypto::CryptoError> {
+        let aad = aad("messages", &self.owner, record, field);
+        if let Some(key) = &self.messaging
+            && let Ok(plain) = key.open(&aad, sealed)
+        {
+            return Ok(plain);
+        }
+        self.account.open(&aad, sealed)
+    }
+}
+
+/// The user's messaging key, made now if there is none, when the user has granted messaging
+/// here; `None` when not (and no key is made). The caller holds the scope guard
+/// ([`crate::keys::RegionKeys::scope_guard`]) shared from here to the commit of what it seals,
+/// so that a withdrawal cannot destroy the key in between.
+async fn messaging_key_for_write(
+    state: &AppState,
+    user: &UserId,
+) -> Result<Option<sovereign_crypto::DataKey>, ApiError> {
+    if !state
+        .store
+        .has_consent(user.to_string(), ConsentScope::Messaging)
+        .await?
+    {
+        return Ok(None);
+    }
+    state
+        .keys
+        .scope_key_or_create(user, ConsentScope::Messaging)
+        .map(Some)
+        .map_err(ApiError::Internal)
+}
+
+pub(crate) fn open_message(keys: &MessageKeys, row: &MessageRow) -> Result<MessageView, ApiError> {
     let record = format!("{}:{}", row.box_name, row.id);
-    let peer = user
-        .key
-        .open(
-            &aad("messages", &user.id, &record, "peer"),
-            &row.peer_sealed,
-        )
+    let peer = keys
+        .open(&record, "peer", &row.peer_sealed)
         .map_err(ApiError::internal)?;
-    let body = user
-        .key
-        .open(
-            &aad("messages", &user.id, &record, "body"),
-            &row.body_sealed,
-        )
+    let body = keys
+        .open(&record, "body", &row.body_sealed)
         .map_err(ApiError::internal)?;
     let peer = String::from_utf8_lossy(&peer).into_owned();
     let inbox = row.box_name == "inbox";
@@ -167,22 +239,20 @@ pub async fn send(
         None => MessageId::random(),
     };
     let now = state.now_ms();
-    let (peer, body) = seal_copy(
-        &user.key,
-        &user.id,
-        "sent",
-        &id,
-        to.as_e164(),
-        &request.body,
-    )?;
-    let sent = MessageCopy {
-        id: id.as_str().to_owned(),
-        owner_id: user.id.to_string(),
-        peer_sealed: peer,
-        body_sealed: body,
-        created_at: now,
-        expires_at: now + i64::from(state.policies.retention.delivered_messages_days) * DAY_MS,
+    // The sender's copy, sealed with their messaging key; the scope guard is held shared from
+    // taking the key to the commit (see `messaging_key_for_write`).
+    let sent_copy = |key: &sovereign_crypto::DataKey| -> Result<MessageCopy, ApiError> {
+        let (peer, body) = seal_copy(key, &user.id, "sent", &id, to.as_e164(), &request.body)?;
+        Ok(MessageCopy {
+            id: id.as_str().to_owned(),
+            owner_id: user.id.to_string(),
+            peer_sealed: peer,
+            body_sealed: body,
+            created_at: now,
+            expires_at: now + i64::from(state.policies.retention.delivered_messages_days) * DAY_MS,
+        })
     };
+    let guard = state.keys.scope_guard();
     if home != state.region.id {
         // The recipient's copy is stored only in the recipient's region: hand it over, signed,
         // and keep only the sender's copy here.
@@ -208,7 +278,15 @@ pub async fn send(
             503 => return Err(ApiError::UserMigrating),
             _ => return Err(ApiError::RegionUnavailable(home.to_string())),
         }
-        state.store.store_message_copy(sent, "sent", None).await?;
+        // Not held across the forward: a slow peer would hold up every withdrawal here.
+        let _shared = guard.read().await;
+        let key = messaging_key_for_write(&state, &user.id)
+            .await?
+            .ok_or(ApiError::ConsentRequired(ConsentScope::Messaging))?;
+        state
+            .store
+            .store_message_copy(sent_copy(&key)?, "sent", None)
+            .await?;
         state.metrics.messages_stored.inc();
         return Ok((
             StatusCode::ACCEPTED,
@@ -217,6 +295,11 @@ pub async fn send(
             }),
         ));
     }
+    let _shared = guard.read().await;
+    let key = messaging_key_for_write(&state, &user.id)
+        .await?
+        .ok_or(ApiError::ConsentRequired(ConsentScope::Messaging))?;
+    let sent = sent_copy(&key)?;
     let (recipient_id, inbox) = inbox_copy(
         &state,
         &recipient_user,
@@ -274,8 +357,9 @@ fn derived_message_id(
     MessageId::from_uuid(uuid::Builder::from_random_bytes(bytes).into_uuid())
 }
 
-/// The recipient's copy of a message, sealed with the recipient's key, for a recipient whose
-/// messaging the directory places in this region.
+/// The recipient's copy of a message, sealed with the recipient's messaging key, for a
+/// recipient whose messaging the directory places in this region. The caller holds the scope
+/// guard shared to the commit.
 async fn inbox_copy(
     state: &AppState,
     recipient_user: &str,
@@ -290,14 +374,10 @@ async fn inbox_copy(
         return Err(ApiError::UserMigrating);
     };
     let recipient_id = UserId::from_stored(recipient.id.clone());
-    let wrapped = recipient
-        .wrapped_key
-        .as_deref()
+    // No key is made for a recipient who has not opted in; the store refuses them anyway.
+    let key = messaging_key_for_write(state, &recipient_id)
+        .await?
         .ok_or(ApiError::RecipientUnavailable)?;
-    let key = state
-        .keys
-        .unwrap(wrapped, &recipient_id)
-        .map_err(ApiError::Internal)?;
     let (peer, body) = seal_copy(&key, &recipient_id, "inbox", id, from, body)?;
     let copy = MessageCopy {
         id: id.as_str().to_owned(),
@@ -376,6 +456,8 @@ async fn receive_forwarded(
         state.hub.notify(&recipient_user, seq);
         return Ok(StatusCode::ACCEPTED);
     }
+    let guard = state.keys.scope_guard();
+    let _shared = guard.read().await;
     let (recipient_id, inbox) = inbox_copy(
         &state,
         &recipient_user,
@@ -439,17 +521,15 @@ async fn existing_copy(
         .wrapped_key
         .as_deref()
         .ok_or(ApiError::RecipientUnavailable)?;
-    let key = state
+    let account = state
         .keys
         .unwrap(wrapped, &owner)
         .map_err(ApiError::Internal)?;
-    let user = AuthUser {
-        id: owner,
-        row: recipient,
-        key,
-        session: None,
-    };
-    let stored = open_message(&user, &row)?;
+    let messaging = state
+        .keys
+        .scope_key(&owner, ConsentScope::Messaging)
+        .map_err(ApiError::Internal)?;
+    let stored = open_message(&MessageKeys::new(owner, messaging, account), &row)?;
     // The sender's region stamps a retried send with a new time, so the time is not compared.
     let same = stored.from.as_deref() == Some(from) && stored.body == message.body;
     if same {
@@ -509,9 +589,10 @@ pub async fn list(
         .messages_after(user.id.to_string(), box_name, after, limit)
         .await?;
     let cursor = rows.last().map_or(after, |r| r.seq).to_string();
+    let keys = MessageKeys::of(&state, &user)?;
     let messages = rows
         .iter()
-        .map(|row| open_message(&user, row))
+        .map(|row| open_message(&keys, row))
         .collect::<Result<_, _>>()?;
     Ok(Json(MessagePage { messages, cursor }))
 }
@@ -720,12 +801,14 @@ async fn send_after(
             .messages_after(user.id.to_string(), "inbox", last, PAGE_ROWS_MAX)
             .await
             .map_err(|_| ())?;
+        // Fetched per page: the user's messaging key may be made after the socket opened.
+        let keys = MessageKeys::of(state, user).map_err(|_| ())?;
         for row in &rows {
             last = row.seq;
             if row.delivered_at.is_some() {
                 continue;
             }
-            let view = open_message(user, row).map_err(|_| ())?;
+            let view = open_message(&keys, row).map_err(|_| ())?;
             let mut frame = serde_json::to_value(&view).map_err(|_| ())?;
             frame["type"] = "message".into();
             socket

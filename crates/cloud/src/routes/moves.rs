@@ -252,6 +252,32 @@ fn open_sealed(
         .map_err(|_| ApiError::invalid(field, "does not open with this site's key"))
 }
 
+/// The scope of each per-scope key a move brings: one key per scope at most, and only for the
+/// services the move carries. A key for another would replace the one this region seals that
+/// service's data with here, and leave those rows unreadable.
+fn check_key_scopes(
+    scope_keys: &[SealedScopeKey],
+    scope: MoveScope,
+) -> Result<Vec<sovereign_model::ConsentScope>, ApiError> {
+    let mut scopes = Vec::with_capacity(scope_keys.len());
+    for sealed in scope_keys {
+        let key_scope = sovereign_model::ConsentScope::parse(&sealed.scope)
+            .filter(|s| crate::scope_keys::KEYED_SCOPES.contains(s))
+            .ok_or_else(|| ApiError::invalid("scope_keys.scope", "not a scope with a key"))?;
+        if !crate::domain::Service::of_scope(key_scope).is_some_and(|s| scope.has(s)) {
+            return Err(ApiError::invalid(
+                "scope_keys.scope",
+                "is not a scope of a service this move carries",
+            ));
+        }
+        if scopes.contains(&key_scope) {
+            return Err(ApiError::invalid("scope_keys", "one per scope at most"));
+        }
+        scopes.push(key_scope);
+    }
+    Ok(scopes)
+}
+
 /// The user's rows and sealed data key: checked, re-wrapped and installed, still invisible.
 async fn install(State(state): State<AppState>, request: Request) -> Result<Json<Value>, ApiError> {
     let (from, body): (_, Install) =
@@ -265,6 +291,7 @@ async fn install(State(state): State<AppState>, request: Request) -> Result<Json
     let user_id = snapshot.user.id.clone();
     check_user_id(&user_id)?;
     from_holder(&state, &from, &user_id, scope).await?;
+    let key_scopes = check_key_scopes(&scope_keys, scope)?;
     for path in snapshot.blob_paths() {
         check_blob_path(&user_id, path)?;
     }
@@ -317,14 +344,8 @@ async fn install(State(state): State<AppState>, request: Request) -> Result<Json
         )));
     }
     let rewrapped = state.keys.wrap(&key, &user).map_err(ApiError::internal)?;
-    if scope_keys.len() > crate::scope_keys::KEYED_SCOPES.len() {
-        return Err(ApiError::invalid("scope_keys", "one per scope at most"));
-    }
     // The per-scope keys go before the rows they open.
-    for sealed in &scope_keys {
-        let key_scope = sovereign_model::ConsentScope::parse(&sealed.scope)
-            .filter(|s| crate::scope_keys::KEYED_SCOPES.contains(s))
-            .ok_or_else(|| ApiError::invalid("scope_keys.scope", "not a scope with a key"))?;
+    for (key_scope, sealed) in key_scopes.iter().zip(&scope_keys) {
         let scope_key = open_sealed(
             &state,
             &user,
@@ -334,7 +355,7 @@ async fn install(State(state): State<AppState>, request: Request) -> Result<Json
         )?;
         state
             .keys
-            .install_scope_key(&user, key_scope, &scope_key)
+            .install_scope_key(&user, *key_scope, &scope_key)
             .map_err(ApiError::Internal)?;
     }
     crate::faults::point("move.scope-keys-installed");

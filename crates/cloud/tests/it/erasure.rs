@@ -422,6 +422,81 @@ async fn a_copy_of_yesterdays_files_cannot_open_a_withdrawn_scope_even_with_the_
 }
 
 #[tokio::test]
+async fn a_copy_of_yesterdays_files_cannot_open_withdrawn_messages_even_with_the_key_files() {
+    use sovereign_model::ConsentScope;
+    let app = spawn_app().await;
+    let (alice, bob) = (app.user(ALICE).await, app.user(BOB).await);
+    let (alice_id, bob_id) = (user_id(&app, &alice).await, user_id(&app, &bob).await);
+    app.grant(&alice, "messaging").await;
+    app.grant(&bob, "messaging").await;
+    let sent = app
+        .call(
+            Method::POST,
+            "/v1/messages",
+            Some(&alice),
+            Some(json!({"to": BOB, "body": "meet at the gate"})),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED, "{:?}", sent.body);
+    let id = sent.body["id"].as_str().unwrap().to_owned();
+
+    // Yesterday's copy of the rows: Alice's sent copy, Bob's inbox copy, their wrapped keys.
+    let db = app.db();
+    let row = |owner: &str, table_box: &str| -> (Vec<u8>, Vec<u8>) {
+        db.query_row(
+            "SELECT body_sealed, wrapped_key FROM messages JOIN users ON users.id = owner_id \
+             WHERE owner_id = ?1 AND box = ?2",
+            &[SqlValue::from(owner), SqlValue::from(table_box)],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    };
+    let (alice_body, alice_wrapped) = row(&alice_id, "sent");
+    let (bob_body, bob_wrapped) = row(&bob_id, "inbox");
+
+    withdraw(&app, &alice, "messaging").await;
+
+    let region = sovereign_model::RegionId::parse("in-mumbai").unwrap();
+    let keys = sovereign_cloud::keys::RegionKeys::load_or_create(&app.data_dir(), &region).unwrap();
+    let aad = |owner: &str, record: &str| format!("messages/{owner}/{record}/body").into_bytes();
+    let (alice_user, bob_user) = (
+        sovereign_cloud::domain::UserId::from_stored(alice_id.clone()),
+        sovereign_cloud::domain::UserId::from_stored(bob_id.clone()),
+    );
+    // Alice's account key (her account is still there) does not open her withdrawn messages,
+    // and her messaging key is gone.
+    let alice_key = keys.unwrap(&alice_wrapped, &alice_user).unwrap();
+    let record = format!("sent:{id}");
+    assert!(
+        alice_key
+            .open(&aad(&alice_id, &record), &alice_body)
+            .is_err()
+    );
+    assert!(
+        keys.scope_key(&alice_user, ConsentScope::Messaging)
+            .unwrap()
+            .is_none()
+    );
+    // Bob did not withdraw: his inbox copy is sealed with his messaging key, which opens it
+    // (so the copy is a real one), and not with his account key.
+    let bob_key = keys.unwrap(&bob_wrapped, &bob_user).unwrap();
+    let record = format!("inbox:{id}");
+    assert!(bob_key.open(&aad(&bob_id, &record), &bob_body).is_err());
+    let bob_messaging = keys
+        .scope_key(&bob_user, ConsentScope::Messaging)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        bob_messaging
+            .open(&aad(&bob_id, &record), &bob_body)
+            .unwrap(),
+        b"meet at the gate"
+    );
+    let page = app.get("/v1/messages", &bob).await;
+    assert_eq!(page.body["messages"][0]["body"], "meet at the gate");
+}
+
+#[tokio::test]
 async fn the_sms_outbox_is_readable_by_the_server_only() {
     use std::os::unix::fs::PermissionsExt;
     let app = spawn_app().await;

@@ -197,3 +197,71 @@ fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'st
         .map(|c| c.unwrap())
         .collect()
 }
+
+#[tokio::test]
+async fn messages_stored_before_messaging_had_its_own_key_still_open() {
+    let app = spawn_app().await;
+    let (alice, bob) = opted_in_pair(&app).await;
+    let sent = app
+        .call(
+            Method::POST,
+            "/v1/messages",
+            Some(&alice),
+            Some(json!({"to": BOB, "body": "new"})),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED, "{:?}", sent.body);
+    let id = sent.body["id"].as_str().unwrap().to_owned();
+    let bob_id = app.get("/v1/me", &bob).await.body["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // An older version sealed Bob's copy with his account key, not his messaging key.
+    let db = app.db();
+    let wrapped: Vec<u8> = db
+        .query_row(
+            "SELECT wrapped_key FROM users WHERE id = ?1",
+            &[SqlValue::from(bob_id.as_str())],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let owner = sovereign_cloud::domain::UserId::from_stored(bob_id.clone());
+    let account = app.state.keys.unwrap(&wrapped, &owner).unwrap();
+    let aad = |field: &str| format!("messages/{bob_id}/inbox:{id}/{field}").into_bytes();
+    let peer = account.seal(&aad("peer"), ALICE.as_bytes()).unwrap();
+    let body = account
+        .seal(&aad("body"), b"stored by an older version")
+        .unwrap();
+    db.execute(
+        "UPDATE messages SET peer_sealed = ?1, body_sealed = ?2 WHERE owner_id = ?3 AND box = 'inbox'",
+        &[
+            SqlValue::from(peer),
+            SqlValue::from(body),
+            SqlValue::from(bob_id.as_str()),
+        ],
+    )
+    .unwrap();
+    let page = app.get("/v1/messages", &bob).await;
+    assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+    assert_eq!(
+        page.body["messages"][0]["body"],
+        "stored by an older version"
+    );
+    assert_eq!(page.body["messages"][0]["from"], ALICE);
+    // A row that opens with neither key is an error, not someone else's message.
+    db.execute(
+        "UPDATE messages SET body_sealed = ?1 WHERE owner_id = ?2 AND box = 'inbox'",
+        &[
+            SqlValue::from(vec![7u8; 60]),
+            SqlValue::from(bob_id.as_str()),
+        ],
+    )
+    .unwrap();
+    let page = app.get("/v1/messages", &bob).await;
+    assert_eq!(
+        page.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{:?}",
+        page.body
+    );
+}

@@ -198,6 +198,26 @@ async fn issue10_a_site_moves_in_only_users_it_holds_with_their_own_number() {
             .contains("does not allow region in-mumbai"),
         "{answer}"
     );
+    // ...nor bring a key for a service the move does not carry: moving Sam's backup, a key
+    // for his messaging would replace the one Mumbai seals his messages with.
+    let mut backup_only = forged_install(&sam, SAM, index(SAM), &public);
+    backup_only["scope"] = json!(MoveScope {
+        account: false,
+        messaging: false,
+        backup: true,
+    });
+    backup_only["scope_keys"] = json!([{"scope": "messaging", "ephemeral_public": b64(&[1; 32]),
+                                       "wrapped": b64(b"junk")}]);
+    let (status, answer) = post(MOVE_INSTALL_PATH, backup_only.clone()).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["field"], "scope_keys.scope", "{answer}");
+    // ...nor two keys for one scope.
+    let key =
+        json!({"scope": "backup.sms", "ephemeral_public": b64(&[1; 32]), "wrapped": b64(b"junk")});
+    backup_only["scope_keys"] = json!([key, key]);
+    let (status, answer) = post(MOVE_INSTALL_PATH, backup_only).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["field"], "scope_keys", "{answer}");
     assert_eq!(users_at_mumbai(), 1, "nothing was installed");
 
     // Unsigned, the same request is refused before anything is read.

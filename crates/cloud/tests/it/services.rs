@@ -217,6 +217,26 @@ async fn moving_messaging_only_under_concurrent_writes_loses_and_duplicates_noth
         acked.contacts.len()
     );
     assert_eq!(count(&sg, "SELECT count(*) FROM backup_items", &[]), 0);
+    // The messaging keys moved with the messages (the source's are destroyed); the backup keys
+    // stayed home.
+    use sovereign_model::ConsentScope;
+    for n in 0..USERS as i64 {
+        let user: String = mb
+            .query_row(
+                "SELECT id FROM users ORDER BY id LIMIT 1 OFFSET ?1",
+                &[n.into()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let user = sovereign_cloud::domain::UserId::from_stored(user);
+        let has = |state: &sovereign_cloud::state::AppState, scope| {
+            state.keys.scope_key(&user, scope).unwrap().is_some()
+        };
+        assert!(has(&singapore, ConsentScope::Messaging), "{user}");
+        assert!(!has(&mumbai, ConsentScope::Messaging), "{user}");
+        assert!(has(&mumbai, ConsentScope::BackupContacts), "{user}");
+        assert!(!has(&singapore, ConsentScope::BackupContacts), "{user}");
+    }
     // The accounts stayed home; Singapore holds service rows without password or sessions.
     assert_eq!(
         count(
