@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use sovereign_cloud::Policies;
 use sovereign_cloud::clock::Clock;
 use sovereign_cloud::domain::Service;
+use sovereign_cloud::export::USER_EXPORT_PAGE_PATH;
 use sovereign_cloud::federation::{Federation, load_or_create_identity, sign_answers_as};
 use sovereign_cloud::placement::{SESSION_VERIFY_PATH, USER_DELETE_PATH, USER_EXPORT_PATH};
 use sovereign_cloud::routes::messages::FORWARD_PATH;
@@ -65,6 +66,10 @@ struct RogueSetup {
     cloud: TestCloud,
     asked: Arc<AtomicUsize>,
     answer: Arc<std::sync::Mutex<Answer>>,
+    /// What the rogue answers to every "the next page of your part of this export".
+    export_page: Arc<std::sync::Mutex<Value>>,
+    /// How many pages it was asked for.
+    pages_asked: Arc<AtomicUsize>,
     _rogue: axum_server::Handle<std::net::SocketAddr>,
 }
 
@@ -136,7 +141,25 @@ async fn mumbai_beside_a_rogue_singapore() -> RogueSetup {
     let asked = Arc::new(AtomicUsize::new(0));
     let answer = Arc::new(std::sync::Mutex::new(Answer::User(String::new())));
     let (count, reply) = (asked.clone(), answer.clone());
+    let export_page = Arc::new(std::sync::Mutex::new(json!({"items": []})));
+    let pages_asked = Arc::new(AtomicUsize::new(0));
+    let (page, pages) = (export_page.clone(), pages_asked.clone());
     let app = axum::Router::new()
+        .route(
+            USER_EXPORT_PATH,
+            post(|| async { axum::Json(json!({"parts": ["messages"]})) }),
+        )
+        .route(
+            USER_EXPORT_PAGE_PATH,
+            post(move || {
+                let (page, pages) = (page.clone(), pages.clone());
+                async move {
+                    pages.fetch_add(1, Ordering::SeqCst);
+                    let answer = page.lock().unwrap().clone();
+                    axum::Json(answer)
+                }
+            }),
+        )
         .route(
             SESSION_VERIFY_PATH,
             post(move |body: axum::Json<Value>| {
@@ -190,6 +213,8 @@ async fn mumbai_beside_a_rogue_singapore() -> RogueSetup {
         },
         asked,
         answer,
+        export_page,
+        pages_asked,
         _rogue: handle,
     }
 }
@@ -589,4 +614,82 @@ async fn issue10_staff_reads_in_a_service_region_are_in_the_users_access_log_and
         .await;
     assert!(page.contains("data-kind=\"read\""), "{page}");
     assert!(page.contains("staff in Singapore read"), "{page}");
+}
+
+/// Issue 12, finding 8: a coerced service region could keep the home paging its part of an
+/// export forever (the same cursor again, or a cursor with nothing on its page), holding the
+/// user's export open. The home now cuts the export off at the first page that does not move
+/// its part forward: the client gets a document without `"complete": true`, at once.
+#[tokio::test]
+async fn issue12_a_service_region_that_pages_in_circles_cuts_the_export_off() {
+    let setup = mumbai_beside_a_rogue_singapore().await;
+    let cloud = &setup.cloud;
+    let alice = cloud.user("in-mumbai", ALICE).await;
+    let me = cloud
+        .call("in-mumbai", Method::GET, "/v1/me", Some(&alice), None)
+        .await;
+    let alice_id = me.body["user_id"].as_str().unwrap().to_owned();
+    // Alice's messaging is placed in (the rogue) Singapore.
+    cloud
+        .cloud
+        .directory
+        .place(
+            alice_id,
+            vec![Service::Messaging],
+            region("sg-singapore"),
+            cloud.clock.now_ms(),
+        )
+        .await
+        .unwrap();
+    let export = || async {
+        let response = cloud
+            .client
+            .get(format!("{}/v1/me/export", cloud.url("in-mumbai")))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        // A cut-off body ends without its last chunk: reqwest reports the error, and the
+        // client has only what came before it.
+        match response.bytes().await {
+            Ok(bytes) => serde_json::from_slice::<Value>(&bytes).ok(),
+            Err(_) => None,
+        }
+    };
+    let page = |answer: Value| {
+        *setup.export_page.lock().unwrap() = answer;
+        setup.pages_asked.store(0, Ordering::SeqCst);
+    };
+
+    // An honest last page: the export completes with the region's messages in it (so the
+    // cases below fail for the reason they name, not for another).
+    page(json!({"items": [{"id": "m-from-singapore"}]}));
+    let whole = export().await.expect("an honest region's export completes");
+    assert_eq!(whole["complete"], true, "{whole}");
+    assert_eq!(whole["messages"][0]["id"], "m-from-singapore", "{whole}");
+    assert_eq!(setup.pages_asked.load(Ordering::SeqCst), 1);
+
+    for (case, answer, asked) in [
+        (
+            "the same cursor again",
+            json!({"items": [{"id": "m-again"}], "next": "again"}),
+            2,
+        ),
+        (
+            "a cursor with nothing on its page",
+            json!({"items": [], "next": "more-later"}),
+            1,
+        ),
+    ] {
+        page(answer);
+        let cut = tokio::time::timeout(Duration::from_secs(30), export())
+            .await
+            .unwrap_or_else(|_| panic!("{case}: the export is still open"));
+        assert!(
+            cut.is_none_or(|document| document["complete"] != true),
+            "{case}: a region paging in circles gave a complete export"
+        );
+        assert_eq!(setup.pages_asked.load(Ordering::SeqCst), asked, "{case}");
+    }
 }
