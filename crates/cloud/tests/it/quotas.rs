@@ -17,21 +17,19 @@ async fn backup_items_past_the_quota_are_refused_and_a_replacement_is_not() {
     let token = app.user(ALICE).await;
     app.grant(&token, "backup.contacts").await;
     app.grant(&token, "backup.sms").await;
+    let (client, token) = (&app, &token);
+    let put = move |path: String, body: serde_json::Value| async move {
+        client
+            .call(Method::PUT, &path, Some(token), Some(body))
+            .await
+    };
+    let put_contact =
+        move |name: &str, n: usize| put(format!("/v1/backup/contacts/{name}"), contact(n));
     for n in 0..3 {
-        let path = format!("/v1/backup/contacts/c{n}");
-        let put = app
-            .call(Method::PUT, &path, Some(&token), Some(contact(n)))
-            .await;
+        let put = put_contact(&format!("c{n}"), n).await;
         assert_eq!(put.status, StatusCode::CREATED, "{:?}", put.body);
     }
-    let refused = app
-        .call(
-            Method::PUT,
-            "/v1/backup/contacts/c3",
-            Some(&token),
-            Some(contact(3)),
-        )
-        .await;
+    let refused = put_contact("c3", 3).await;
     assert_eq!(refused.status, StatusCode::INSUFFICIENT_STORAGE);
     assert_eq!(refused.headers["content-type"], "application/problem+json");
     assert_eq!(refused.code(), "quota_exceeded");
@@ -45,37 +43,20 @@ async fn backup_items_past_the_quota_are_refused_and_a_replacement_is_not() {
     let listing = app.get("/v1/backup/contacts", &token).await;
     assert_eq!(listing.body["items"].as_array().unwrap().len(), 3);
     // Replacing a live item is not one more; another kind has its own quota.
-    let replaced = app
-        .call(
-            Method::PUT,
-            "/v1/backup/contacts/c0",
-            Some(&token),
-            Some(contact(10)),
-        )
-        .await;
+    let replaced = put_contact("c0", 10).await;
     assert_eq!(replaced.status, StatusCode::OK, "{:?}", replaced.body);
-    let sms = app
-        .call(
-            Method::PUT,
-            "/v1/backup/sms/s0",
-            Some(&token),
-            Some(json!({"address": "+919800000001", "text": "hi", "direction": "inbox", "at": "2026-01-01T00:00:00Z"})),
-        )
-        .await;
+    let sms = put(
+        "/v1/backup/sms/s0".to_owned(),
+        json!({"address": "+919800000001", "text": "hi", "direction": "inbox", "at": "2026-01-01T00:00:00Z"}),
+    )
+    .await;
     assert_eq!(sms.status, StatusCode::CREATED, "{:?}", sms.body);
     // A deleted item frees its place.
     let deleted = app
         .call(Method::DELETE, "/v1/backup/contacts/c1", Some(&token), None)
         .await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
-    let now_fits = app
-        .call(
-            Method::PUT,
-            "/v1/backup/contacts/c3",
-            Some(&token),
-            Some(contact(3)),
-        )
-        .await;
+    let now_fits = put_contact("c3", 3).await;
     assert_eq!(now_fits.status, StatusCode::CREATED, "{:?}", now_fits.body);
     let metrics = app.get("/metrics", "").await;
     let text = String::from_utf8_lossy(&metrics.bytes);
