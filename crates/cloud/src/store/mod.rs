@@ -23,6 +23,7 @@ mod trust;
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use db::{Connection, DbError, Dialect, OptionalExtension};
@@ -164,9 +165,11 @@ type Job = Box<dyn FnOnce(Option<&Connection>) -> Completion + Send>;
 enum Lane {
     /// Requests of users: every one queued goes into the next commit.
     Live,
-    /// Work that may wait (a migration's copies, fences and erasures): a commit takes these
-    /// after every live write queued, and only for [`BACKGROUND_WORK_PER_COMMIT`], so they
-    /// never hold a live write back by more than that.
+    /// Work that may wait (a migration's copies, fences and erasures): committed on a thread
+    /// of its own at a lower CPU priority, in commits of their own that start only when no
+    /// live commit waits for the connection and run for at most
+    /// [`BACKGROUND_WORK_PER_COMMIT`] (see [`Writer`]), so they never hold a live write back
+    /// by more than that and its fsync.
     Background,
 }
 
@@ -208,7 +211,10 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// A region's store, in SQLite or PostgreSQL. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    writer: mpsc::Sender<(Lane, Job)>,
+    /// Live writes, for the `store-writer` thread.
+    live: mpsc::Sender<Job>,
+    /// Background writes, for the `store-background` thread (see [`Writer`]).
+    background: mpsc::Sender<Job>,
     readers: Arc<Readers>,
     scrubber: Arc<erasure::Scrubber>,
 }
@@ -452,7 +458,7 @@ impl Store {
         let writer_conn = connect_postgres(&config, Role::Writer)?;
         migrate_postgres(&writer_conn)?;
         let scrubber = erasure::Scrubber::Postgres(Box::new(config.clone()));
-        Store::start(writer_conn, Vec::new(), Some(config), scrubber)
+        Store::start(writer_conn, Vec::new(), Some(config), scrubber, None)
     }
 
     /// Opens (creating and migrating if needed) the store at `path` and starts its writer.
@@ -468,8 +474,19 @@ impl Store {
             conn.pragma_update(None, "query_only", "ON")?;
             pool.push(Connection::Sqlite(conn));
         }
+        // The writer's commits never checkpoint the WAL themselves (SQLite's default makes the
+        // commit that passes 1,000 pages copy them all into the database and fsync it, which
+        // puts that wait on whichever request's commit it was): a thread of its own does it.
+        writer_conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpoint = start_checkpointer(open_connection(path)?)?;
         let scrubber = erasure::Scrubber::Sqlite(path.to_path_buf());
-        Store::start(Connection::Sqlite(writer_conn), pool, None, scrubber)
+        Store::start(
+            Connection::Sqlite(writer_conn),
+            pool,
+            None,
+            scrubber,
+            Some(checkpoint),
+        )
     }
 
     fn start(
@@ -477,15 +494,36 @@ impl Store {
         pool: Vec<Connection>,
         postgres: Option<postgres::Config>,
         scrubber: erasure::Scrubber,
+        checkpoint: Option<std::sync::mpsc::SyncSender<()>>,
     ) -> Result<Store, StoreError> {
-        let (tx, rx) = mpsc::channel::<(Lane, Job)>(WRITE_QUEUE_JOBS_MAX);
-        let postgres_for_writer = postgres.clone();
+        let writer = Arc::new(Writer {
+            conn: Mutex::new(writer_conn),
+            reconnect: postgres.clone(),
+            live_waiting: AtomicUsize::new(0),
+            parked: Mutex::new(Vec::new()),
+            checkpoint,
+        });
+        let (live, live_jobs) = mpsc::channel::<Job>(WRITE_QUEUE_JOBS_MAX);
+        let (background, background_jobs) = mpsc::channel::<Job>(WRITE_QUEUE_JOBS_MAX);
+        let live_writer = Arc::clone(&writer);
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx, postgres_for_writer))
+            .spawn(move || writer_loop(live_writer, live_jobs, Lane::Live))
+            .map_err(|e| StoreError::Commit(format!("starting writer thread: {e}")))?;
+        std::thread::Builder::new()
+            .name("store-background".into())
+            .spawn(move || {
+                if let Err(e) =
+                    crate::migration::lower_thread_priority(crate::migration::MIGRATION_NICE)
+                {
+                    tracing::warn!(error = %e, "could not lower the background writer's priority");
+                }
+                writer_loop(writer, background_jobs, Lane::Background)
+            })
             .map_err(|e| StoreError::Commit(format!("starting writer thread: {e}")))?;
         Ok(Store {
-            writer: tx,
+            live,
+            background,
             readers: Arc::new(Readers {
                 pool: Mutex::new(pool),
                 permits: Semaphore::new(READ_CONNECTIONS_MAX),
@@ -535,10 +573,11 @@ impl Store {
                 let _ = reply.send(outcome);
             })
         });
-        self.writer
-            .send((lane, job))
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        let queue = match lane {
+            Lane::Live => &self.live,
+            Lane::Background => &self.background,
+        };
+        queue.send(job).await.map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -629,43 +668,123 @@ fn run_in_savepoint<T>(
 /// turns, as SQLite's `BEGIN IMMEDIATE` makes them.
 const POSTGRES_WRITER_LOCK: i64 = 0x53_56_52_57; // "SVRW"
 
-fn writer_loop(
-    mut conn: Connection,
-    mut jobs: mpsc::Receiver<(Lane, Job)>,
+/// The writer's connection, which its two threads take in turn: `store-writer` commits live
+/// writes, `store-background` (at [`crate::migration::MIGRATION_NICE`]) commits background
+/// ones, so that the CPU a migration's writes cost is spent where live requests do not want
+/// it, and a background commit never starts while a live one waits for the connection.
+struct Writer {
+    conn: Mutex<Connection>,
+    /// Where a PostgreSQL writer reconnects when its server closed the connection.
     reconnect: Option<postgres::Config>,
-) {
-    let mut completions: Vec<Completion> = Vec::with_capacity(COMMIT_BATCH_JOBS_MAX);
-    // Jobs taken off the channel and not yet run, by lane.
-    let mut live = std::collections::VecDeque::<Job>::new();
-    let mut background = std::collections::VecDeque::<Job>::new();
-    let take = |jobs: &mut mpsc::Receiver<(Lane, Job)>,
-                live: &mut std::collections::VecDeque<Job>,
-                background: &mut std::collections::VecDeque<Job>| {
-        while let Ok((lane, job)) = jobs.try_recv() {
-            match lane {
-                Lane::Live => live.push_back(job),
-                Lane::Background => background.push_back(job),
+    /// Live commits waiting for the connection.
+    live_waiting: AtomicUsize,
+    /// The jobs of a live commit waiting for the connection while a background commit holds
+    /// it: that commit runs them before it ends, so that they share its fsync instead of
+    /// waiting for it and then for one of their own.
+    parked: Mutex<Vec<Job>>,
+    /// SQLite's checkpointer (see [`start_checkpointer`]), told after each commit.
+    checkpoint: Option<std::sync::mpsc::SyncSender<()>>,
+}
+
+/// How long the checkpointer gathers commits before it copies their WAL frames into the
+/// database: one checkpoint (and one fsync of the database file) for all of them.
+pub const CHECKPOINT_GATHER: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Starts the thread that checkpoints a SQLite store's WAL on `conn`, [`CHECKPOINT_GATHER`]
+/// after a commit tells it there is something to copy. Its checkpoints are PASSIVE: they
+/// neither wait for nor hold back the writer or any reader (frames a reader still needs wait
+/// for the next one). It ends when the store's writer does.
+fn start_checkpointer(
+    conn: rusqlite::Connection,
+) -> Result<std::sync::mpsc::SyncSender<()>, StoreError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("store-checkpoint".into())
+        .spawn(move || {
+            while rx.recv().is_ok() {
+                std::thread::sleep(CHECKPOINT_GATHER);
+                while rx.try_recv().is_ok() {}
+                if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                {
+                    tracing::warn!(%error, "WAL checkpoint failed; the next commit retries it");
+                }
             }
+        })
+        .map_err(|e| StoreError::Commit(format!("starting the checkpointer: {e}")))?;
+    Ok(tx)
+}
+
+/// A poisoned lock means a job panicked outside `catch_unwind`, which they cannot; what it
+/// guards is still whole (every transaction ends in COMMIT or ROLLBACK).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Writer {
+    /// The connection for a live commit of `queued`; `None` when a background commit took
+    /// every one of them in the meantime (and has committed them).
+    fn take_live(
+        &self,
+        queued: &mut std::collections::VecDeque<Job>,
+    ) -> Option<std::sync::MutexGuard<'_, Connection>> {
+        if let Ok(conn) = self.conn.try_lock() {
+            return Some(conn);
+        }
+        lock(&self.parked).extend(queued.drain(..));
+        self.live_waiting.fetch_add(1, Ordering::SeqCst);
+        let conn = lock(&self.conn);
+        self.live_waiting.fetch_sub(1, Ordering::SeqCst);
+        queued.extend(lock(&self.parked).drain(..));
+        (!queued.is_empty()).then_some(conn)
+    }
+
+    /// The connection for a background commit, once no live commit waits for it.
+    fn take_background(&self) -> std::sync::MutexGuard<'_, Connection> {
+        loop {
+            let conn = lock(&self.conn);
+            if self.live_waiting.load(Ordering::SeqCst) == 0 {
+                return conn;
+            }
+            drop(conn);
+            std::thread::yield_now();
+        }
+    }
+}
+
+fn writer_loop(writer: Arc<Writer>, mut jobs: mpsc::Receiver<Job>, lane: Lane) {
+    let mut completions: Vec<Completion> = Vec::with_capacity(COMMIT_BATCH_JOBS_MAX);
+    // Jobs taken off the channel and not yet run.
+    let mut queued = std::collections::VecDeque::<Job>::new();
+    let take = |jobs: &mut mpsc::Receiver<Job>, queued: &mut std::collections::VecDeque<Job>| {
+        while let Ok(job) = jobs.try_recv() {
+            queued.push_back(job);
         }
     };
     loop {
-        if live.is_empty() && background.is_empty() {
+        if queued.is_empty() {
             match jobs.blocking_recv() {
-                Some((Lane::Live, job)) => live.push_back(job),
-                Some((Lane::Background, job)) => background.push_back(job),
+                Some(job) => queued.push_back(job),
                 None => return,
             }
         }
-        take(&mut jobs, &mut live, &mut background);
+        take(&mut jobs, &mut queued);
+        let mut conn = match lane {
+            Lane::Live => match writer.take_live(&mut queued) {
+                Some(conn) => conn,
+                None => continue,
+            },
+            Lane::Background => writer.take_background(),
+        };
         // A PostgreSQL server that restarted closed our connection: open a new one.
-        if let Some(config) = &reconnect
+        if let Some(config) = &writer.reconnect
             && conn.is_closed()
         {
             match connect_postgres(config, Role::Writer) {
-                Ok(fresh) => conn = fresh,
+                Ok(fresh) => *conn = fresh,
                 Err(e) => {
+                    drop(conn);
                     tracing::error!(error = %e, "store writer could not reconnect");
-                    if let Some(first) = live.pop_front().or_else(|| background.pop_front()) {
+                    if let Some(first) = queued.pop_front() {
                         first(None)(Err(e.to_string()));
                     }
                     continue;
@@ -684,34 +803,61 @@ fn writer_loop(
         if let Err(e) = begun {
             tracing::error!(error = %e, "store writer could not begin a transaction");
             let _ = conn.execute_batch("ROLLBACK");
-            if let Some(first) = live.pop_front().or_else(|| background.pop_front()) {
+            drop(conn);
+            if let Some(first) = queued.pop_front() {
                 first(None)(Err(e));
             }
             continue;
         }
-        // Every live write queued, then background work for a bounded time, then the live
-        // writes that came meanwhile: they all share the commit's fsync.
-        while completions.len() < COMMIT_BATCH_JOBS_MAX
-            && let Some(job) = live.pop_front()
-        {
-            completions.push(job(Some(&conn)));
-        }
-        let started = std::time::Instant::now();
-        while completions.len() < COMMIT_BATCH_JOBS_MAX
-            && started.elapsed() < BACKGROUND_WORK_PER_COMMIT
-            && let Some(job) = background.pop_front()
-        {
-            completions.push(job(Some(&conn)));
-        }
-        take(&mut jobs, &mut live, &mut background);
-        while completions.len() < COMMIT_BATCH_JOBS_MAX
-            && let Some(job) = live.pop_front()
-        {
-            completions.push(job(Some(&conn)));
+        match lane {
+            // Every live write queued, then those that came meanwhile: they all share the
+            // commit's fsync.
+            Lane::Live => {
+                while completions.len() < COMMIT_BATCH_JOBS_MAX
+                    && let Some(job) = queued.pop_front()
+                {
+                    completions.push(job(Some(&conn)));
+                }
+                take(&mut jobs, &mut queued);
+                while completions.len() < COMMIT_BATCH_JOBS_MAX
+                    && let Some(job) = queued.pop_front()
+                {
+                    completions.push(job(Some(&conn)));
+                }
+            }
+            // Background work for a bounded time, and no longer once a live commit waits.
+            Lane::Background => {
+                let started = std::time::Instant::now();
+                while completions.len() < COMMIT_BATCH_JOBS_MAX
+                    && (completions.is_empty()
+                        || (started.elapsed() < BACKGROUND_WORK_PER_COMMIT
+                            && writer.live_waiting.load(Ordering::SeqCst) == 0))
+                    && let Some(job) = queued.pop_front()
+                {
+                    completions.push(job(Some(&conn)));
+                }
+                // A live commit that came to wait for the connection meanwhile joins this one.
+                let room = COMMIT_BATCH_JOBS_MAX
+                    .saturating_sub(completions.len())
+                    .max(1);
+                let parked: Vec<Job> = {
+                    let mut parked = lock(&writer.parked);
+                    let n = parked.len().min(room);
+                    parked.drain(..n).collect()
+                };
+                for job in parked {
+                    completions.push(job(Some(&conn)));
+                }
+            }
         }
         let committed = commit(&conn);
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
+        }
+        drop(conn);
+        if let Some(checkpoint) = &writer.checkpoint {
+            // Full means it is already told.
+            let _ = checkpoint.try_send(());
         }
         for complete in completions.drain(..) {
             complete(committed.clone());
@@ -777,6 +923,76 @@ mod tests {
         );
         for task in background {
             task.await.unwrap();
+        }
+    }
+
+    /// Background writes run on a thread at the migration's CPU priority, live writes at the
+    /// priority of the process that opened the store; both see each other's commits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn background_writes_spend_cpu_at_the_migrations_priority() {
+        fn nice() -> i32 {
+            rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap()
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.sqlite")).unwrap();
+        let opener = nice();
+        let live = store
+            .write(|conn| {
+                conn.execute_batch("CREATE TABLE t (n INTEGER)")?;
+                conn.execute("INSERT INTO t (n) VALUES (1)", [])?;
+                Ok(nice())
+            })
+            .await
+            .unwrap();
+        let (background, seen) = store
+            .write_background(|conn| {
+                conn.execute("INSERT INTO t (n) VALUES (2)", [])?;
+                let seen: i64 = conn.query_row("SELECT sum(n) FROM t", [], |row| row.get(0))?;
+                Ok((nice(), seen))
+            })
+            .await
+            .unwrap();
+        assert_eq!(live, opener);
+        assert_eq!(background, crate::migration::MIGRATION_NICE.max(opener));
+        assert_eq!(seen, 3);
+        let total: i64 = store
+            .write(|conn| Ok(conn.query_row("SELECT sum(n) FROM t", [], |row| row.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(total, 3);
+    }
+
+    /// No commit checkpoints the WAL itself, and the WAL is still checkpointed soon after
+    /// commits, well before SQLite's own 1,000 pages would have made a commit do it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_is_checkpointed_beside_the_writer_not_by_its_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite");
+        let store = Store::open(&path).unwrap();
+        let every: i64 = store
+            .write(|conn| Ok(conn.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(every, 0);
+        let before = std::fs::metadata(&path).unwrap().len();
+        store
+            .write(|conn| {
+                conn.execute_batch("CREATE TABLE t (b BLOB)")?;
+                conn.execute(
+                    "INSERT INTO t (b) VALUES (?1)",
+                    [db::Value::Blob(vec![7; 256 * 1024])],
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::metadata(&path).unwrap().len() < before + 256 * 1024 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the commit's frames never reached the database file"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 

@@ -17,10 +17,10 @@ async fn backup_items_past_the_quota_are_refused_and_a_replacement_is_not() {
     let token = app.user(ALICE).await;
     app.grant(&token, "backup.contacts").await;
     app.grant(&token, "backup.sms").await;
-    let (client, token) = (&app, &token);
+    let (client, owner) = (&app, &token);
     let put = move |path: String, body: serde_json::Value| async move {
         client
-            .call(Method::PUT, &path, Some(token), Some(body))
+            .call(Method::PUT, &path, Some(owner), Some(body))
             .await
     };
     let put_contact =
