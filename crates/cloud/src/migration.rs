@@ -708,10 +708,16 @@ async fn erase_moved_services(
     {
         source.blobs.delete(&path).await;
     }
-    for scope in gone_scopes {
-        source
-            .keys
-            .destroy_scope_key(&UserId::from_stored(user_id.to_owned()), scope)?;
+    {
+        // Exclusive, as a withdrawal is: a write that took a key before the fence has
+        // committed (or been refused) by now, and one after it makes none.
+        let guard = source.keys.scope_guard();
+        let _exclusive = guard.write().await;
+        for scope in gone_scopes {
+            source
+                .keys
+                .destroy_scope_key(&UserId::from_stored(user_id.to_owned()), scope)?;
+        }
     }
     let service_row = source
         .store
@@ -729,9 +735,7 @@ async fn erase_moved_services(
             )
             .await?;
         source.blobs.delete_user(user_id).await;
-        source
-            .keys
-            .destroy_scope_keys(&UserId::from_stored(user_id.to_owned()));
+        destroy_scope_keys(source, user_id).await?;
         source.store.purge_moved_user(user_id.to_owned()).await?;
     }
     Ok(())
@@ -768,6 +772,8 @@ impl Copied {
 /// Destroys a moved-away user's per-scope keys at the source (file removals and fsyncs, off
 /// the threads that serve requests).
 async fn destroy_scope_keys(source: &AppState, user_id: &str) -> anyhow::Result<()> {
+    let guard = source.keys.scope_guard();
+    let _exclusive = guard.write().await;
     let keys = source.keys.clone();
     let user = UserId::from_stored(user_id.to_owned());
     tokio::task::spawn_blocking(move || keys.destroy_scope_keys(&user))

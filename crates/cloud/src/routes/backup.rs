@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::blobs::Blobs;
 use crate::clock::rfc3339;
-use crate::domain::{BackupKind, ContactRecord, ItemId, SmsRecord};
+use crate::domain::{BackupKind, ContactRecord, ItemId, Service, SmsRecord};
 use crate::error::ApiError;
 use crate::extract::{AuthUser, aad, parse_json, read_body, require_json};
 use crate::state::AppState;
@@ -207,6 +207,10 @@ pub async fn put_item(
     }
 
     let record = record_name(kind, id.as_str());
+    state
+        .store
+        .service_writable(user.id.to_string(), Service::Backup)
+        .await?;
     let key = state
         .keys
         .scope_key_or_create(&user.id, kind.scope())

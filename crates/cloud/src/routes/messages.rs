@@ -159,6 +159,10 @@ async fn messaging_key_for_write(
         return Ok(None);
     }
     state
+        .store
+        .service_writable(user.to_string(), Service::Messaging)
+        .await?;
+    state
         .keys
         .scope_key_or_create(user, ConsentScope::Messaging)
         .map(Some)

@@ -666,6 +666,35 @@ impl Store {
     // ---- consent ----
 
     /// Whether `user_id` has granted `scope` right now (see [`has_consent`]).
+    /// Refuses with [`StoreError::Migrating`] when `service` of the user is fenced here
+    /// (moving away, or gone), or the whole user is (not active here). A write checks it under the scope guard before it makes a
+    /// per-scope key ([`crate::keys::RegionKeys::scope_guard`]): a move fences the service
+    /// before it destroys the service's keys under that guard exclusively, so no key is made
+    /// here again for data that can no longer commit here.
+    pub async fn service_writable(
+        &self,
+        user_id: String,
+        service: crate::domain::Service,
+    ) -> Result<(), StoreError> {
+        self.read(move |conn| {
+            let fenced = conn
+                .query_row(
+                    "SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM users WHERE id = ?1 AND state = 'active') \
+                     OR EXISTS (SELECT 1 FROM service_fences WHERE user_id = ?1 AND service = ?2)",
+                    params![user_id, service.as_str()],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if fenced {
+                Err(StoreError::Migrating)
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    }
+
     pub async fn has_consent(
         &self,
         user_id: String,
