@@ -84,10 +84,10 @@ pub async fn sweep_stale_scope_keys(state: &AppState) -> Result<usize, ErasureEr
         .keys
         .list_scope_keys()
         .map_err(|e| ErasureError::Keys(e.to_string()))?;
-    let guard = state.keys.scope_guard();
     let mut destroyed = 0;
     for (user, scope, modified_ms) in keys.into_iter().filter(|k| k.2 <= cutoff) {
         // Exclusive, as a withdrawal is: no writer is between taking this key and its commit.
+        let guard = state.keys.scope_guard(&user);
         let _exclusive = guard.write().await;
         let granted = state.store.consents(user.to_string()).await?;
         if granted.iter().any(|c| c.scope == scope) {

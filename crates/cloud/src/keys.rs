@@ -140,8 +140,16 @@ impl RegionKeys {
     }
 
     /// See [`ScopeKeys::write_guard`].
-    pub fn scope_guard(&self) -> std::sync::Arc<tokio::sync::RwLock<()>> {
-        self.scopes.write_guard()
+    pub fn scope_guard(&self, user: &UserId) -> std::sync::Arc<tokio::sync::RwLock<()>> {
+        self.scopes.write_guard(user)
+    }
+
+    /// See [`ScopeKeys::write_guards_shared`].
+    pub async fn scope_guards_shared(
+        &self,
+        users: &[&UserId],
+    ) -> Vec<tokio::sync::OwnedRwLockReadGuard<()>> {
+        self.scopes.write_guards_shared(users).await
     }
 
     /// Opens a data key a source region sealed to [`RegionKeys::move_public_key`].

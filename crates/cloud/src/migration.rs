@@ -711,7 +711,9 @@ async fn erase_moved_services(
     {
         // Exclusive, as a withdrawal is: a write that took a key before the fence has
         // committed (or been refused) by now, and one after it makes none.
-        let guard = source.keys.scope_guard();
+        let guard = source
+            .keys
+            .scope_guard(&UserId::from_stored(user_id.to_owned()));
         let _exclusive = guard.write().await;
         for scope in gone_scopes {
             source
@@ -772,10 +774,10 @@ impl Copied {
 /// Destroys a moved-away user's per-scope keys at the source (file removals and fsyncs, off
 /// the threads that serve requests).
 async fn destroy_scope_keys(source: &AppState, user_id: &str) -> anyhow::Result<()> {
-    let guard = source.keys.scope_guard();
+    let user = UserId::from_stored(user_id.to_owned());
+    let guard = source.keys.scope_guard(&user);
     let _exclusive = guard.write().await;
     let keys = source.keys.clone();
-    let user = UserId::from_stored(user_id.to_owned());
     tokio::task::spawn_blocking(move || keys.destroy_scope_keys(&user))
         .await
         .context("destroying the per-scope keys")?;

@@ -10,9 +10,11 @@
 //! key store. (A copy of yesterday's key store together with yesterday's data still opens it:
 //! keep the two apart; see ARCHITECTURE.md.)
 //!
-//! Writers of a scope's data hold [`ScopeKeys::write_guard`] shared from taking the key to the
-//! commit of their row; a withdrawal holds it exclusively from its commit to the key's
-//! destruction, so no row is ever committed sealed with a key that is about to go.
+//! Writers of a scope's data hold the user's [`ScopeKeys::write_guard`] shared from taking the
+//! key to the commit of their row; a withdrawal (or a move, or the stale-key sweep) holds it
+//! exclusively from its commit to the key's destruction, so no row is ever committed sealed
+//! with a key that is about to go. The guards are per user, in [`SCOPE_GUARD_SHARDS`] shards:
+//! one user's withdrawal holds up only the writes of users in the same shard.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -33,11 +35,20 @@ pub const KEYED_SCOPES: [ConsentScope; 4] = [
     ConsentScope::BackupPhotos,
 ];
 
+/// How many guards a region's users share (by a hash of the user id).
+pub const SCOPE_GUARD_SHARDS: usize = 256;
+
 /// A region's per-scope keys on disk.
 #[derive(Clone)]
 pub struct ScopeKeys {
     dir: PathBuf,
-    lock: Arc<tokio::sync::RwLock<()>>,
+    locks: Arc<[Arc<tokio::sync::RwLock<()>>]>,
+}
+
+fn shard(user: &UserId) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    let hasher = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+    (hasher.hash_one(user.as_str()) % SCOPE_GUARD_SHARDS as u64) as usize
 }
 
 fn owner(user: &UserId, scope: ConsentScope) -> Vec<u8> {
@@ -70,14 +81,32 @@ impl ScopeKeys {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(ScopeKeys {
             dir,
-            lock: Arc::new(tokio::sync::RwLock::new(())),
+            locks: (0..SCOPE_GUARD_SHARDS)
+                .map(|_| Arc::new(tokio::sync::RwLock::new(())))
+                .collect(),
         })
     }
 
-    /// Shared by writers of scoped data (taken before the key, held to the commit), exclusive
-    /// for a withdrawal (from its commit to the key's destruction).
-    pub fn write_guard(&self) -> Arc<tokio::sync::RwLock<()>> {
-        Arc::clone(&self.lock)
+    /// The user's guard: shared by writers of their scoped data (taken before the key, held to
+    /// the commit), exclusive for a withdrawal (from its commit to the key's destruction).
+    pub fn write_guard(&self, user: &UserId) -> Arc<tokio::sync::RwLock<()>> {
+        Arc::clone(&self.locks[shard(user)])
+    }
+
+    /// The guards of several users (a message's sender and recipient) held shared, taken in
+    /// one order (by shard, each once) so that two such holds never wait for each other.
+    pub async fn write_guards_shared(
+        &self,
+        users: &[&UserId],
+    ) -> Vec<tokio::sync::OwnedRwLockReadGuard<()>> {
+        let mut shards: Vec<usize> = users.iter().map(|u| shard(u)).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        let mut held = Vec::with_capacity(shards.len());
+        for i in shards {
+            held.push(Arc::clone(&self.locks[i]).read_owned().await);
+        }
+        held
     }
 
     fn path(&self, user: &UserId, scope: ConsentScope) -> anyhow::Result<PathBuf> {
@@ -265,5 +294,37 @@ impl ScopeKeys {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e).with_context(|| format!("removing {}", dir.display())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One user's withdrawal (the guard held exclusively) holds up no write of a user in
+    /// another shard, and a hold of two users' guards takes a shared shard once.
+    #[tokio::test]
+    async fn a_withdrawal_holds_up_only_its_own_users_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = ScopeKeys::open(dir.path(), "in-mumbai").unwrap();
+        let alice = UserId::from_stored("alice".to_owned());
+        let other = (0..)
+            .map(|i| UserId::from_stored(format!("user-{i}")))
+            .find(|u| shard(u) != shard(&alice))
+            .unwrap();
+        let twin = (0..)
+            .map(|i| UserId::from_stored(format!("twin-{i}")))
+            .find(|u| shard(u) == shard(&alice))
+            .unwrap();
+        let guard = keys.write_guard(&alice);
+        let withdrawing = guard.write().await;
+        assert!(keys.write_guard(&other).try_read().is_ok());
+        assert!(keys.write_guard(&twin).try_read().is_err());
+        drop(withdrawing);
+        let both = keys.write_guards_shared(&[&alice, &twin, &other]).await;
+        assert_eq!(both.len(), 2);
+        assert!(keys.write_guard(&alice).try_write().is_err());
+        drop(both);
+        assert!(keys.write_guard(&alice).try_write().is_ok());
     }
 }

@@ -192,7 +192,7 @@ pub async fn put_item(
 
     // Held from taking the scope's key to the row's commit: a withdrawal waits for it before
     // destroying the key, so no row commits sealed with a destroyed key.
-    let guard = state.keys.scope_guard();
+    let guard = state.keys.scope_guard(&user.id);
     let _shared = guard.read().await;
     let current = state
         .store

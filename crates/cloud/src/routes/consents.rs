@@ -217,7 +217,9 @@ pub(crate) async fn withdraw_and_erase(
     crate::placement::push_consents(state, &user_id, Some(scope)).await?;
     // Exclusive from the commit to the key's destruction: writers of scoped data hold it
     // shared from taking the key to their commit.
-    let guard = state.keys.scope_guard();
+    let guard = state
+        .keys
+        .scope_guard(&crate::domain::UserId::from_stored(user_id.clone()));
     let exclusive = guard.write().await;
     let erased = state
         .store

@@ -182,7 +182,7 @@ async fn sync_consents(
     }
     let user = crate::domain::UserId::from_stored(body.user_id.clone());
     // As at home: exclusive from the commit to the destruction of the withdrawn scopes' keys.
-    let guard = state.keys.scope_guard();
+    let guard = state.keys.scope_guard(&user);
     let exclusive = guard.write().await;
     let applied = state
         .store

@@ -256,7 +256,6 @@ pub async fn send(
             expires_at: now + i64::from(state.policies.retention.delivered_messages_days) * DAY_MS,
         })
     };
-    let guard = state.keys.scope_guard();
     if home != state.region.id {
         // The recipient's copy is stored only in the recipient's region: hand it over, signed,
         // and keep only the sender's copy here.
@@ -282,7 +281,8 @@ pub async fn send(
             503 => return Err(ApiError::UserMigrating),
             _ => return Err(ApiError::RegionUnavailable(home.to_string())),
         }
-        // Not held across the forward: a slow peer would hold up every withdrawal here.
+        // Not held across the forward: a slow peer would hold up the user's withdrawals.
+        let guard = state.keys.scope_guard(&user.id);
         let _shared = guard.read().await;
         let key = messaging_key_for_write(&state, &user.id)
             .await?
@@ -299,7 +299,11 @@ pub async fn send(
             }),
         ));
     }
-    let _shared = guard.read().await;
+    // Both users' keys are taken below: both guards are held.
+    let _shared = state
+        .keys
+        .scope_guards_shared(&[&user.id, &UserId::from_stored(recipient_user.clone())])
+        .await;
     let key = messaging_key_for_write(&state, &user.id)
         .await?
         .ok_or(ApiError::ConsentRequired(ConsentScope::Messaging))?;
@@ -460,7 +464,9 @@ async fn receive_forwarded(
         state.hub.notify(&recipient_user, seq);
         return Ok(StatusCode::ACCEPTED);
     }
-    let guard = state.keys.scope_guard();
+    let guard = state
+        .keys
+        .scope_guard(&UserId::from_stored(recipient_user.clone()));
     let _shared = guard.read().await;
     let (recipient_id, inbox) = inbox_copy(
         &state,
