@@ -16,6 +16,11 @@ const RETENTION_TOML: &str = include_str!("../../../config/retention.toml");
 const SERVER_TOML: &str = include_str!("../../../config/server.toml");
 const OPS_TOML: &str = include_str!("../../../config/ops.toml");
 
+/// The largest `photo_bytes_max` a region accepts: a page of a service region's part of an
+/// export holds one photo of that size alone, base64 (4 bytes for 3), and must fit in a peer's
+/// answer ([`crate::federation::PEER_ANSWER_BYTES_MAX`]) with room for the rest of the page.
+pub const PHOTO_BYTES_CEILING: usize = crate::federation::PEER_ANSWER_BYTES_MAX / 2;
+
 /// What the user is told before granting a scope.
 #[derive(Debug, Clone, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -230,6 +235,14 @@ impl Policies {
                  inbox_pending_per_user_max and export_page_rows must be positive"
             );
         }
+        if limits.photo_bytes_max > PHOTO_BYTES_CEILING {
+            bail!(
+                "in server.toml: photo_bytes_max must be at most {PHOTO_BYTES_CEILING}: a service \
+                 region hands an export's photos to the home one page at a time, base64 in an \
+                 answer of at most {} bytes, and one photo must fit in a page",
+                crate::federation::PEER_ANSWER_BYTES_MAX
+            );
+        }
         let ops: OpsPolicy = toml::from_str(&read("ops.toml")?).context("in ops.toml")?;
         if ops.approvals_required == 0 {
             bail!("in ops.toml: approvals_required must be at least 1");
@@ -275,6 +288,19 @@ mod tests {
         .unwrap();
         let err = format!("{:#}", Policies::from_dir(dir.path()).unwrap_err());
         assert!(err.contains("server.toml"), "{err}");
+    }
+
+    #[test]
+    fn photos_too_large_for_an_export_page_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = SERVER_TOML.replace(
+            "photo_bytes_max = 16777216",
+            &format!("photo_bytes_max = {}", PHOTO_BYTES_CEILING + 1),
+        );
+        assert_ne!(server, SERVER_TOML);
+        std::fs::write(dir.path().join("server.toml"), server).unwrap();
+        let err = format!("{:#}", Policies::from_dir(dir.path()).unwrap_err());
+        assert!(err.contains("photo_bytes_max must be at most"), "{err}");
     }
 
     #[test]
