@@ -53,8 +53,14 @@ use crate::store::{MoveScope, StoreError, UserSnapshot};
 
 /// Most users one migration may select.
 pub const MIGRATION_USERS_MAX: usize = 1_000_000;
-/// Users moved at the same time.
+/// Users moved at the same time to another site: each spends most of its move waiting on
+/// round trips to the target, so many go at once.
 pub const MIGRATION_USERS_IN_FLIGHT_MAX: usize = 16;
+/// Users moved at the same time to a target in this process: there each move's time is CPU
+/// and fsyncs on the cores and disk that live requests use, and fewer at once leaves more of
+/// the cores idle when a live request comes (`bench/migration.sh`: live p99 during a move
+/// 1.25-2.5x with 4, 1.7-2.3x with 16; 220-270 users/s alone with 4, 320-360 with 16).
+pub const MIGRATION_USERS_IN_FLIGHT_LOCAL: usize = 4;
 /// Catch-up rounds before the user is fenced, however much still changes.
 pub const CATCH_UP_ROUNDS_MAX: usize = 3;
 /// How long one call of a move to the target site may take (it may carry a photo over a slow
@@ -353,8 +359,12 @@ async fn run(
         already_done,
     });
     let mut report = MigrationReport::default();
-    // Several users move at once: each waits on its own commits, and the stores' group commit
-    // lets their writes share fsyncs.
+    // Several users move at once: each waits on its own commits (and round trips), and the
+    // stores' group commit lets their writes share fsyncs.
+    let in_flight = match target {
+        Target::Local(_) => MIGRATION_USERS_IN_FLIGHT_LOCAL,
+        Target::Site(_) => MIGRATION_USERS_IN_FLIGHT_MAX,
+    };
     let id = &id;
     let mut moves =
         futures_util::stream::iter(journal.into_iter().filter(|(_, step)| step != "done"))
@@ -362,7 +372,7 @@ async fn run(
                 let outcome = move_user(id, &user_id, &step, &spec.services, source, target).await;
                 (user_id, outcome)
             })
-            .buffer_unordered(MIGRATION_USERS_IN_FLIGHT_MAX);
+            .buffer_unordered(in_flight);
     while let Some((user_id, outcome)) = moves.next().await {
         match outcome {
             Ok(bytes) => {
