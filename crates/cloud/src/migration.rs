@@ -721,14 +721,11 @@ async fn erase_moved_services(
     {
         // Exclusive, as a withdrawal is: a write that took a key before the fence has
         // committed (or been refused) by now, and one after it makes none.
-        let guard = source
-            .keys
-            .scope_guard(&UserId::from_stored(user_id.to_owned()));
+        let user = UserId::from_stored(user_id.to_owned());
+        let guard = source.keys.scope_guard(&user);
         let _exclusive = guard.write().await;
         for scope in gone_scopes {
-            source
-                .keys
-                .destroy_scope_key(&UserId::from_stored(user_id.to_owned()), scope)?;
+            source.keys.destroy_scope_key(&user, scope)?;
         }
     }
     let service_row = source

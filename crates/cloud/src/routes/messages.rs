@@ -153,15 +153,15 @@ async fn messaging_key_for_write(
 ) -> Result<Option<sovereign_crypto::DataKey>, ApiError> {
     if !state
         .store
-        .has_consent(user.to_string(), ConsentScope::Messaging)
+        .has_consent_to_write(
+            user.to_string(),
+            ConsentScope::Messaging,
+            Service::Messaging,
+        )
         .await?
     {
         return Ok(None);
     }
-    state
-        .store
-        .service_writable(user.to_string(), Service::Messaging)
-        .await?;
     state
         .keys
         .scope_key_or_create(user, ConsentScope::Messaging)

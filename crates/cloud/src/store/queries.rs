@@ -227,6 +227,28 @@ fn backup_row(row: &Row) -> super::db::DbResult<BackupRow> {
 const BACKUP_COLUMNS: &str = "kind, item_id, version, change_seq, deleted, data_sealed, blob_path, \
                               content_type, size_bytes, updated_at";
 
+/// See [`Store::service_writable`].
+fn service_writable(
+    conn: &Connection,
+    user_id: &str,
+    service: crate::domain::Service,
+) -> Result<(), StoreError> {
+    let fenced = conn
+        .query_row(
+            "SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM users WHERE id = ?1 AND state = 'active') \
+             OR EXISTS (SELECT 1 FROM service_fences WHERE user_id = ?1 AND service = ?2)",
+            params![user_id, service.as_str()],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if fenced {
+        Err(StoreError::Migrating)
+    } else {
+        Ok(())
+    }
+}
+
 /// Whether the user has granted `scope`. A user who is no longer active here (moved away or
 /// being deleted while a request was in flight) is [`StoreError::Migrating`]: the client retries
 /// and is then sent where the user went, instead of being told consent is missing.
@@ -665,36 +687,40 @@ impl Store {
 
     // ---- consent ----
 
-    /// Whether `user_id` has granted `scope` right now (see [`has_consent`]).
     /// Refuses with [`StoreError::Migrating`] when `service` of the user is fenced here
-    /// (moving away, or gone), or the whole user is (not active here). A write checks it under the scope guard before it makes a
-    /// per-scope key ([`crate::keys::RegionKeys::scope_guard`]): a move fences the service
-    /// before it destroys the service's keys under that guard exclusively, so no key is made
-    /// here again for data that can no longer commit here.
+    /// (moving away, or gone), or the whole user is (not active here). A write checks it under
+    /// the scope guard before it makes a per-scope key
+    /// ([`crate::keys::RegionKeys::scope_guard`]): a move fences the service before it
+    /// destroys the service's keys under that guard exclusively, so no key is made here again
+    /// for data that can no longer commit here.
     pub async fn service_writable(
         &self,
         user_id: String,
         service: crate::domain::Service,
     ) -> Result<(), StoreError> {
+        self.read(move |conn| service_writable(conn, &user_id, service))
+            .await
+    }
+
+    /// [`Store::has_consent`] and [`Store::service_writable`] for the scope's service, in one
+    /// read: whether a write of `scope` may make its key here.
+    pub async fn has_consent_to_write(
+        &self,
+        user_id: String,
+        scope: ConsentScope,
+        service: crate::domain::Service,
+    ) -> Result<bool, StoreError> {
         self.read(move |conn| {
-            let fenced = conn
-                .query_row(
-                    "SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM users WHERE id = ?1 AND state = 'active') \
-                     OR EXISTS (SELECT 1 FROM service_fences WHERE user_id = ?1 AND service = ?2)",
-                    params![user_id, service.as_str()],
-                    |_| Ok(()),
-                )
-                .optional()?
-                .is_some();
-            if fenced {
-                Err(StoreError::Migrating)
-            } else {
-                Ok(())
+            if !has_consent(conn, &user_id, scope)? {
+                return Ok(false);
             }
+            service_writable(conn, &user_id, service)?;
+            Ok(true)
         })
         .await
     }
 
+    /// Whether `user_id` has granted `scope` right now (see [`has_consent`]).
     pub async fn has_consent(
         &self,
         user_id: String,
